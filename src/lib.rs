@@ -1,0 +1,4 @@
+//! deqc: a language and compiler for deep equilibrium models.
+pub mod diag;
+pub mod source;
+pub mod syntax;
