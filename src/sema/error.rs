@@ -1,0 +1,371 @@
+//! The semantic checker's errors: one enum, one variant per error class.
+//!
+//! Guarantees: every variant has a `deq::sema::*` code, a label under the
+//! offending span and, where one helps, a hint. Spans are byte ranges in the
+//! file the diagnostic is filed under (see `diag::Diag`); a second place in
+//! the same file ("declared here") is a second label.
+
+use miette::{Diagnostic, SourceSpan};
+use thiserror::Error;
+
+#[derive(Debug, Error, Diagnostic)]
+pub enum SemaError {
+    #[error("unknown name `{name}`")]
+    #[diagnostic(code(deq::sema::unknown_name))]
+    UnknownName {
+        name: String,
+        #[label("not found in this scope")]
+        span: SourceSpan,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("unknown module `{name}`")]
+    #[diagnostic(code(deq::sema::unknown_module))]
+    UnknownModule {
+        name: String,
+        #[label("no stdlib module of this name")]
+        span: SourceSpan,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("`{module}` has no item `{name}`")]
+    #[diagnostic(code(deq::sema::unknown_item))]
+    UnknownItem {
+        module: String,
+        name: String,
+        #[label("not defined in `{module}`")]
+        span: SourceSpan,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("cannot read `{path}`: {reason}")]
+    #[diagnostic(
+        code(deq::sema::missing_file),
+        help("paths in `use \"...\"` are relative to the folder of the importing file")
+    )]
+    MissingFile {
+        path: String,
+        reason: String,
+        #[label("imported here")]
+        span: SourceSpan,
+    },
+
+    #[error("import cycle: {cycle}")]
+    #[diagnostic(
+        code(deq::sema::import_cycle),
+        help("files may not import each other in a circle; move the shared items into a third file")
+    )]
+    ImportCycle {
+        cycle: String,
+        #[label("this import closes the cycle")]
+        span: SourceSpan,
+    },
+
+    #[error("`{name}` is defined more than once")]
+    #[diagnostic(code(deq::sema::duplicate_definition))]
+    Duplicate {
+        name: String,
+        #[label("defined again here")]
+        span: SourceSpan,
+        #[label("first defined here")]
+        first: Option<SourceSpan>,
+    },
+
+    #[error("`{name}` calls itself: fn and layer definitions may not be recursive")]
+    #[diagnostic(
+        code(deq::sema::recursive_definition),
+        help("fns and layers are inlined at every use, so recursion would never end; use an `equilibrium` or `unroll` for iteration")
+    )]
+    Recursive {
+        name: String,
+        #[label("recursive use")]
+        span: SourceSpan,
+    },
+
+    #[error("`{name}` depends on itself")]
+    #[diagnostic(code(deq::sema::const_cycle))]
+    ConstCycle {
+        name: String,
+        #[label("used in its own definition")]
+        span: SourceSpan,
+    },
+
+    #[error("{message}")]
+    #[diagnostic(code(deq::sema::not_constant))]
+    NotConstant {
+        message: String,
+        #[label("must be known at compile time")]
+        span: SourceSpan,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("expected {expected}, found {found}")]
+    #[diagnostic(code(deq::sema::type_mismatch))]
+    TypeMismatch {
+        expected: String,
+        found: String,
+        #[label("this is {found}")]
+        span: SourceSpan,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("{what} is not callable")]
+    #[diagnostic(code(deq::sema::not_callable))]
+    NotCallable {
+        what: String,
+        #[label("called here")]
+        span: SourceSpan,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("`{callee}` has no {kind} `{name}`")]
+    #[diagnostic(code(deq::sema::unknown_argument))]
+    UnknownArgument {
+        callee: String,
+        kind: String,
+        name: String,
+        #[label("unknown {kind}")]
+        span: SourceSpan,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("missing {kind} `{name}` for `{callee}`")]
+    #[diagnostic(code(deq::sema::missing_argument))]
+    MissingArgument {
+        callee: String,
+        kind: String,
+        name: String,
+        #[label("`{name}` is required here")]
+        span: SourceSpan,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("`{callee}` takes {expected} {kind}s, but {found} were given")]
+    #[diagnostic(code(deq::sema::argument_count))]
+    ArgumentCount {
+        callee: String,
+        kind: String,
+        expected: String,
+        found: usize,
+        #[label("too many {kind}s")]
+        span: SourceSpan,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("{kind} `{name}` of `{callee}` is given twice")]
+    #[diagnostic(code(deq::sema::duplicate_argument))]
+    DuplicateArgument {
+        callee: String,
+        kind: String,
+        name: String,
+        #[label("given again here")]
+        span: SourceSpan,
+    },
+
+    #[error("`{name}` of `{callee}` must be {expected}, found {found}")]
+    #[diagnostic(code(deq::sema::argument_type))]
+    ArgumentType {
+        callee: String,
+        name: String,
+        expected: String,
+        found: String,
+        #[label("expected {expected}")]
+        span: SourceSpan,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("matmul of {lhs} and {rhs}: {detail}")]
+    #[diagnostic(code(deq::sema::matmul_shape))]
+    MatmulShape {
+        lhs: String,
+        rhs: String,
+        detail: String,
+        #[label("{detail}")]
+        span: SourceSpan,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("shapes {lhs} and {rhs} cannot be broadcast together")]
+    #[diagnostic(
+        code(deq::sema::broadcast),
+        help("broadcasting aligns dimensions from the right; each pair must be equal or one of them 1")
+    )]
+    Broadcast {
+        lhs: String,
+        rhs: String,
+        #[label("{detail}")]
+        span: SourceSpan,
+        detail: String,
+    },
+
+    #[error("{op}: {detail}")]
+    #[diagnostic(code(deq::sema::shape))]
+    Shape {
+        op: String,
+        detail: String,
+        #[label("{detail}")]
+        span: SourceSpan,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("reshape of {from} ({from_count} elements) to {to} ({to_count} elements)")]
+    #[diagnostic(code(deq::sema::reshape))]
+    Reshape {
+        from: String,
+        to: String,
+        from_count: String,
+        to_count: String,
+        #[label("element counts differ")]
+        span: SourceSpan,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("axis {axis} is out of range for a tensor of rank {rank}")]
+    #[diagnostic(
+        code(deq::sema::axis_out_of_range),
+        help("axes count from 0; negative axes count from the end (-1 is the last)")
+    )]
+    AxisOutOfRange {
+        axis: i64,
+        rank: usize,
+        #[label("no axis {axis} here")]
+        span: SourceSpan,
+    },
+
+    #[error("element types differ: {lhs} and {rhs}")]
+    #[diagnostic(code(deq::sema::dtype_mismatch))]
+    DTypeMismatch {
+        lhs: String,
+        rhs: String,
+        #[label("mixes {lhs} and {rhs}")]
+        span: SourceSpan,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("{what} does not match the declared type: expected {expected}, found {found}")]
+    #[diagnostic(code(deq::sema::signature_mismatch))]
+    Signature {
+        what: String,
+        expected: String,
+        found: String,
+        #[label("this is {found}")]
+        span: SourceSpan,
+        #[label("declared as {expected} here")]
+        declared: Option<SourceSpan>,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("the body of equilibrium `{state}` has type {found}, but the state is declared {expected}")]
+    #[diagnostic(
+        code(deq::sema::equilibrium_type),
+        help("a fixed point z = f(z) needs f(z) to have exactly the state's type")
+    )]
+    EquilibriumType {
+        state: String,
+        expected: String,
+        found: String,
+        #[label("this is {found}")]
+        span: SourceSpan,
+        #[label("state declared as {expected}")]
+        declared: SourceSpan,
+    },
+
+    #[error("unknown {what} `{name}`")]
+    #[diagnostic(code(deq::sema::unknown_option))]
+    UnknownOption {
+        what: String,
+        name: String,
+        #[label("unknown {what}")]
+        span: SourceSpan,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("{message}")]
+    #[diagnostic(code(deq::sema::invalid_value))]
+    InvalidValue {
+        message: String,
+        #[label("{label}")]
+        span: SourceSpan,
+        label: String,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("`{name}` is required in the train block of `{model}`")]
+    #[diagnostic(code(deq::sema::missing_train_key))]
+    MissingTrainKey {
+        name: String,
+        model: String,
+        #[label("this train block has no `{name}`")]
+        span: SourceSpan,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("the data of `{model}` does not fit the model: {detail}")]
+    #[diagnostic(code(deq::sema::data_mismatch))]
+    DataMismatch {
+        model: String,
+        detail: String,
+        #[label("{detail}")]
+        span: SourceSpan,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("{message}")]
+    #[diagnostic(code(deq::sema::invalid_statement))]
+    InvalidStatement {
+        message: String,
+        #[label("{label}")]
+        span: SourceSpan,
+        label: String,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("parameter `{path}` is declared with two different types: {first} and {second}")]
+    #[diagnostic(
+        code(deq::sema::parameter_conflict),
+        help("a parameter's shape may depend only on constants and hyper-parameters, so that every use of an instance shares one weight")
+    )]
+    ParameterConflict {
+        path: String,
+        first: String,
+        second: String,
+        #[label("declared {second} here")]
+        span: SourceSpan,
+    },
+
+    #[error("integer arithmetic overflows or divides by zero")]
+    #[diagnostic(code(deq::sema::arithmetic))]
+    Arithmetic {
+        #[label("here")]
+        span: SourceSpan,
+    },
+
+    #[error("`{name}` is not used as declared: {detail}")]
+    #[diagnostic(code(deq::sema::unused), severity(Warning))]
+    Unused {
+        name: String,
+        detail: String,
+        #[label("{detail}")]
+        span: SourceSpan,
+    },
+}

@@ -1,0 +1,221 @@
+//! Semantic checking: from parsed files to a checked program (HIR).
+//!
+//! Owns names, modules, constants, layers and instances, shapes, `with`
+//! options and `train` blocks. Guarantees: [`check`] reports every
+//! independent error of the program (each once), returns a [`Program`] only
+//! when there is none, and never panics on any input. Layers and fns that no
+//! model uses are still checked, with abstract hyper-parameters and
+//! dimensions (only definite errors are reported then).
+
+pub mod builtins;
+pub mod dim;
+pub mod elab;
+pub mod error;
+pub mod hir;
+pub mod modules;
+pub mod options;
+pub mod print;
+pub mod shape;
+pub mod spec;
+
+use std::collections::HashSet;
+
+use crate::diag::Diagnostics;
+use crate::source::{FileId, SourceMap, Span};
+use crate::syntax::ast;
+use elab::{BodyKind, Elab, Env};
+use error::SemaError;
+use hir::{DType, Program};
+use modules::{ItemRef, ModuleId};
+use options::{OptionChecker, TrainValue};
+use spec::{DataSpec, Loss, TrainConfig};
+
+/// Parse and check the file `root` (already in `sources`) and its imports.
+pub fn check(sources: &mut SourceMap, root: FileId) -> (Option<Program>, Diagnostics) {
+    let mut diags = Diagnostics::default();
+    let modules = modules::load(sources, root, &mut diags);
+    let mut elab = Elab::new(&modules);
+    let mut program = Program::default();
+    let root_id = ModuleId(0);
+    let root_items = &modules.get(root_id).ast.items;
+
+    for (index, item) in root_items.iter().enumerate() {
+        let r = ItemRef { module: root_id, index };
+        match item {
+            ast::Item::Layer(l) if l.kind == ast::LayerKind::Model => {
+                if let Some(m) = elab.model(r) {
+                    program.models.push(m);
+                }
+            }
+            ast::Item::Const(c) => {
+                elab.const_value(r, c.name.span);
+            }
+            _ => {}
+        }
+    }
+    // Layers and fns that no model used: checked generically.
+    for (index, item) in root_items.iter().enumerate() {
+        let r = ItemRef { module: root_id, index };
+        if elab.used.contains(&r) {
+            continue;
+        }
+        match item {
+            ast::Item::Layer(l) if l.kind == ast::LayerKind::Layer => elab.generic_layer(r),
+            ast::Item::Fn(_) => elab.generic_fn(r),
+            _ => {}
+        }
+    }
+    for item in root_items {
+        if let ast::Item::Train(t) = item {
+            if let Some(cfg) = check_train(&mut elab, t, &program) {
+                program.trains.push(cfg);
+            }
+        }
+    }
+
+    let mut seen = HashSet::new();
+    for (at, e) in std::mem::take(&mut elab.errors) {
+        let key = format!("{}:{e:?}", at.file.0);
+        if seen.insert(key) {
+            diags.push(at.file, e);
+        }
+    }
+    let ok = !diags.has_errors();
+    (ok.then_some(program), diags)
+}
+
+fn check_train(elab: &mut Elab, t: &ast::TrainItem, program: &Program) -> Option<TrainConfig> {
+    let modules = elab.modules;
+    let root = modules.get(ModuleId(0));
+    let target = root.items.get(&t.model.name).map(|r| modules.item(*r));
+    match target {
+        Some(ast::Item::Layer(l)) if l.kind == ast::LayerKind::Model => {}
+        Some(_) => {
+            elab.report(
+                t.model.span,
+                SemaError::TypeMismatch {
+                    expected: "a model".into(),
+                    found: format!("`{}`, which is not a model", t.model.name),
+                    span: t.model.span.into(),
+                    help: Some("only a `model` can be trained; a `layer` has hyper-parameters to choose first".into()),
+                },
+            );
+            return None;
+        }
+        None => {
+            let models: Vec<&str> = root
+                .ast
+                .items
+                .iter()
+                .filter_map(|i| match i {
+                    ast::Item::Layer(l) if l.kind == ast::LayerKind::Model => Some(l.name.name.as_str()),
+                    _ => None,
+                })
+                .collect();
+            elab.report(
+                t.model.span,
+                SemaError::UnknownName {
+                    name: t.model.name.clone(),
+                    span: t.model.span.into(),
+                    help: options::suggest(&t.model.name, &models),
+                },
+            );
+            return None;
+        }
+    }
+    let mut env = Env::new(ModuleId(0), BodyKind::Fn);
+    let mut values = Vec::new();
+    let mut complete = true;
+    for e in &t.entries {
+        match elab.setting(&mut env, &e.value) {
+            Some(value) => values.push(TrainValue {
+                key: e.key.name.clone(),
+                key_span: e.key.span,
+                value,
+            }),
+            None => complete = false,
+        }
+    }
+    let mut errs = Vec::new();
+    let cfg = OptionChecker { errors: &mut errs }.train(&t.model.name, &values, t.span);
+    for e in errs {
+        elab.report(t.span, e);
+    }
+    let cfg = cfg.filter(|_| complete)?;
+    if let Some(model) = program.model(&t.model.name) {
+        let data_span = t.entries.iter().find(|e| e.key.name == "data").map_or(t.span, |e| e.value.span);
+        let loss_span = t.entries.iter().find(|e| e.key.name == "loss").map_or(t.span, |e| e.value.span);
+        check_data_fits(elab, &cfg, model, data_span, loss_span)?;
+    }
+    Some(cfg)
+}
+
+/// Does the data source feed the model's inputs, and its target the loss?
+fn check_data_fits(elab: &mut Elab, cfg: &TrainConfig, model: &hir::Model, data_span: Span, loss_span: Span) -> Option<()> {
+    let mismatch = |elab: &mut Elab, span: Span, detail: String, help: Option<String>| {
+        elab.report(
+            span,
+            SemaError::DataMismatch {
+                model: model.name.clone(),
+                detail,
+                span: span.into(),
+                help,
+            },
+        );
+        None
+    };
+    let (x_dtype, x_dims, classes): (DType, Vec<i64>, Option<usize>) = match &cfg.data {
+        DataSpec::Mnist { flatten: true, .. } => (DType::F32, vec![784], Some(10)),
+        DataSpec::Mnist { flatten: false, .. } => (DType::F32, vec![1, 28, 28], Some(10)),
+        DataSpec::Text { vocab, .. } => (DType::I64, vec![-1], *vocab),
+        DataSpec::Csv { .. } => return Some(()),
+    };
+    if model.inputs.len() != 1 {
+        return mismatch(elab, data_span, format!("the data gives one input, but the model takes {}", model.inputs.len()), None);
+    }
+    let x = &model.inputs[0].ty;
+    let dims_ok = x.rank() == x_dims.len() + 1
+        && x_dims
+            .iter()
+            .zip(&x.shape[1..])
+            .all(|(want, got)| *want < 0 || got.as_const().is_none_or(|g| g == *want));
+    if x.dtype != x_dtype || !dims_ok {
+        let want = match &cfg.data {
+            DataSpec::Mnist { flatten: true, .. } => "[B, 784]",
+            DataSpec::Mnist { .. } => "[B, 1, 28, 28]",
+            _ => "i64[B, T]",
+        };
+        let help = match &cfg.data {
+            DataSpec::Mnist { flatten: false, .. } if x.rank() == 2 => Some("add `flatten = true` to mnist(...) for [B, 784] inputs".to_string()),
+            DataSpec::Mnist { flatten: true, .. } if x.rank() == 4 => Some("remove `flatten = true` for [B, 1, 28, 28] inputs".to_string()),
+            _ => None,
+        };
+        return mismatch(elab, data_span, format!("the data gives inputs {want}, but `{}` is {x}", model.inputs[0].name), help);
+    }
+    let Some(out) = model.output_types.first() else { return Some(()) };
+    let want_rank = if matches!(cfg.data, DataSpec::Text { .. }) { 3 } else { 2 };
+    match cfg.loss {
+        Loss::CrossEntropy => {
+            let last = out.shape.last().and_then(|d| d.as_const());
+            if out.rank() != want_rank || !out.dtype.is_float() {
+                let want = if want_rank == 3 { "[B, T, V] scores" } else { "[B, C] class scores" };
+                return mismatch(elab, loss_span, format!("cross_entropy needs {want}, but the model gives {out}"), None);
+            }
+            if let (Some(c), Some(n)) = (classes, last) {
+                let too_few = if want_rank == 3 { n as usize != c } else { (n as usize) < c };
+                if too_few {
+                    return mismatch(elab, loss_span, format!("the data has {c} classes, but the model gives {n} scores per sample"), None);
+                }
+            }
+        }
+        Loss::Mse => {
+            return mismatch(
+                elab,
+                loss_span,
+                "mse needs float targets, but this data source gives class ids".into(),
+                Some("use `loss = cross_entropy;`".into()),
+            );
+        }
+    }
+    Some(())
+}

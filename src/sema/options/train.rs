@@ -1,0 +1,287 @@
+//! The `train` block: keys, data sources, losses, optimizers, schedules.
+//!
+//! Guarantees: every key is known (else a "did you mean" error), given at
+//! most once, and of the right kind; `data` and `loss` are present; the
+//! result has every default of LANGUAGE.md section 8 applied.
+
+use super::{opt, req, suggest, CVal, Kind, OptionChecker, Spanned};
+use crate::sema::error::SemaError;
+use crate::sema::spec::*;
+use crate::source::Span;
+
+/// Every key a `train` block accepts.
+pub const TRAIN_KEYS: &[&str] = &[
+    "data",
+    "loss",
+    "optimizer",
+    "schedule",
+    "epochs",
+    "batch_size",
+    "seed",
+    "jacobian_reg",
+    "clip_grad",
+];
+
+/// One `key = value;` of a train block, value already evaluated.
+pub struct TrainValue {
+    pub key: String,
+    pub key_span: Span,
+    pub value: Spanned,
+}
+
+impl OptionChecker<'_> {
+    pub fn train(&mut self, model: &str, entries: &[TrainValue], block_span: Span) -> Option<TrainConfig> {
+        let mut seen: Vec<&str> = Vec::new();
+        let mut ok = true;
+        let mut cfg = TrainConfig {
+            model: model.to_string(),
+            data: DataSpec::Csv {
+                path: String::new(),
+                target: String::new(),
+            },
+            loss: Loss::CrossEntropy,
+            optimizer: Optimizer::Adam {
+                lr: 1e-3,
+                betas: (0.9, 0.999),
+                weight_decay: 0.0,
+            },
+            schedule: Schedule::Constant,
+            epochs: 1,
+            batch_size: 64,
+            seed: 0,
+            jacobian_reg: None,
+            clip_grad: None,
+        };
+        for e in entries {
+            let Some(key) = TRAIN_KEYS.iter().find(|k| **k == e.key) else {
+                self.errors.push(SemaError::UnknownOption {
+                    what: "train key".into(),
+                    name: e.key.clone(),
+                    span: e.key_span.into(),
+                    help: suggest(&e.key, TRAIN_KEYS),
+                });
+                ok = false;
+                continue;
+            };
+            if seen.contains(key) {
+                self.errors.push(SemaError::DuplicateArgument {
+                    callee: format!("train {model}"),
+                    kind: "key".into(),
+                    name: e.key.clone(),
+                    span: e.key_span.into(),
+                });
+                ok = false;
+                continue;
+            }
+            seen.push(key);
+            let v = &e.value;
+            let applied = match *key {
+                "data" => self.data(v).map(|d| cfg.data = d),
+                "loss" => self.loss(v).map(|l| cfg.loss = l),
+                "optimizer" => self.optimizer(v).map(|o| cfg.optimizer = o),
+                "schedule" => self.schedule(v).map(|s| cfg.schedule = s),
+                "epochs" => self.count(key, v, 1).map(|n| cfg.epochs = n as usize),
+                "batch_size" => self.count(key, v, 1).map(|n| cfg.batch_size = n as usize),
+                "seed" => self.count(key, v, 0).map(|n| cfg.seed = n as u64),
+                "jacobian_reg" => self.jacobian(v).map(|j| cfg.jacobian_reg = Some(j)),
+                _ => self.positive(key, v).map(|c| cfg.clip_grad = Some(c)),
+            };
+            ok &= applied.is_some();
+        }
+        for required in ["data", "loss"] {
+            if !seen.contains(&required) {
+                self.errors.push(SemaError::MissingTrainKey {
+                    name: required.into(),
+                    model: model.to_string(),
+                    span: block_span.into(),
+                    help: Some(match required {
+                        "data" => "e.g. `data = mnist(\"data/mnist-10k\", flatten = true);`".into(),
+                        _ => "e.g. `loss = cross_entropy;`".into(),
+                    }),
+                });
+                ok = false;
+            }
+        }
+        ok.then_some(cfg)
+    }
+
+    fn count(&mut self, key: &str, v: &Spanned, min: i64) -> Option<i64> {
+        self.kind_ok("train", key, Kind::Int(min), v)
+            .then(|| match v.value {
+                CVal::Int(i) => i,
+                _ => 0,
+            })
+    }
+
+    fn positive(&mut self, key: &str, v: &Spanned) -> Option<f64> {
+        self.kind_ok("train", key, Kind::PosFloat, v)
+            .then(|| super::as_float(&v.value).unwrap_or(0.0))
+    }
+
+    fn data(&mut self, v: &Spanned) -> Option<DataSpec> {
+        const SOURCES: &[&str] = &["mnist", "text", "csv"];
+        let (name, args) = self.call_parts(v, "data source", SOURCES)?;
+        let path = req("path", Kind::Str(&[]));
+        match name {
+            "mnist" => {
+                let b = self.bind(name, &[path, opt("flatten", Kind::Bool, CVal::Bool(false))], args, v.span)?;
+                Some(DataSpec::Mnist {
+                    path: b.str("path"),
+                    flatten: b.bool("flatten"),
+                })
+            }
+            "text" => {
+                let schema = [
+                    path,
+                    opt("level", Kind::Str(&["char", "word"]), CVal::Str("char".into())),
+                    opt("seq_len", Kind::Int(1), CVal::Int(128)),
+                    // 0 stands for "not given": every token gets an id.
+                    opt("vocab", Kind::Int(2), CVal::Int(0)),
+                ];
+                let b = self.bind(name, &schema, args, v.span)?;
+                Some(DataSpec::Text {
+                    path: b.str("path"),
+                    level: if b.str("level") == "word" {
+                        TextLevel::Word
+                    } else {
+                        TextLevel::Char
+                    },
+                    seq_len: b.uint("seq_len"),
+                    vocab: Some(b.uint("vocab")).filter(|n| *n > 0),
+                })
+            }
+            "csv" => {
+                let b = self.bind(name, &[path, req("target", Kind::Str(&[]))], args, v.span)?;
+                Some(DataSpec::Csv {
+                    path: b.str("path"),
+                    target: b.str("target"),
+                })
+            }
+            _ => {
+                self.unknown("data source", name, v.span, SOURCES);
+                None
+            }
+        }
+    }
+
+    fn loss(&mut self, v: &Spanned) -> Option<Loss> {
+        const LOSSES: &[&str] = &["cross_entropy", "mse"];
+        let (name, args) = self.call_parts(v, "loss", LOSSES)?;
+        let loss = match name {
+            "cross_entropy" => Loss::CrossEntropy,
+            "mse" => Loss::Mse,
+            _ => {
+                self.unknown("loss", name, v.span, LOSSES);
+                return None;
+            }
+        };
+        self.bind(name, &[], args, v.span)?;
+        Some(loss)
+    }
+
+    fn optimizer(&mut self, v: &Spanned) -> Option<Optimizer> {
+        const OPTIMIZERS: &[&str] = &["sgd", "adam", "adamw"];
+        let (name, args) = self.call_parts(v, "optimizer", OPTIMIZERS)?;
+        let lr = req("lr", Kind::PosFloat);
+        let wd_default = if name == "adamw" { 0.01 } else { 0.0 };
+        let wd = opt("weight_decay", Kind::NonNegFloat, CVal::Float(wd_default));
+        let betas = || {
+            opt(
+                "betas",
+                Kind::Betas,
+                CVal::Tuple(vec![
+                    Spanned {
+                        value: CVal::Float(0.9),
+                        span: v.span,
+                    },
+                    Spanned {
+                        value: CVal::Float(0.999),
+                        span: v.span,
+                    },
+                ]),
+            )
+        };
+        match name {
+            "sgd" => {
+                let schema = [lr, opt("momentum", Kind::Prob, CVal::Float(0.0)), wd];
+                let b = self.bind(name, &schema, args, v.span)?;
+                Some(Optimizer::Sgd {
+                    lr: b.float("lr"),
+                    momentum: b.float("momentum"),
+                    weight_decay: b.float("weight_decay"),
+                })
+            }
+            "adam" | "adamw" => {
+                let b = self.bind(name, &[lr, betas(), wd], args, v.span)?;
+                let pair = match b.get("betas").map(|s| &s.value) {
+                    Some(CVal::Tuple(t)) if t.len() == 2 => (
+                        super::as_float(&t[0].value).unwrap_or(0.9),
+                        super::as_float(&t[1].value).unwrap_or(0.999),
+                    ),
+                    _ => (0.9, 0.999),
+                };
+                let (lr, weight_decay) = (b.float("lr"), b.float("weight_decay"));
+                Some(if name == "adam" {
+                    Optimizer::Adam {
+                        lr,
+                        betas: pair,
+                        weight_decay,
+                    }
+                } else {
+                    Optimizer::AdamW {
+                        lr,
+                        betas: pair,
+                        weight_decay,
+                    }
+                })
+            }
+            _ => {
+                self.unknown("optimizer", name, v.span, OPTIMIZERS);
+                None
+            }
+        }
+    }
+
+    fn schedule(&mut self, v: &Spanned) -> Option<Schedule> {
+        const SCHEDULES: &[&str] = &["constant", "cosine", "step"];
+        let (name, args) = self.call_parts(v, "schedule", SCHEDULES)?;
+        match name {
+            "constant" => {
+                self.bind(name, &[], args, v.span)?;
+                Some(Schedule::Constant)
+            }
+            "cosine" => {
+                let b = self.bind(name, &[opt("warmup", Kind::Int(0), CVal::Int(0))], args, v.span)?;
+                Some(Schedule::Cosine {
+                    warmup: b.uint("warmup"),
+                })
+            }
+            "step" => {
+                let schema = [req("every", Kind::Int(1)), opt("gamma", Kind::Fraction, CVal::Float(0.1))];
+                let b = self.bind(name, &schema, args, v.span)?;
+                Some(Schedule::Step {
+                    every: b.uint("every"),
+                    gamma: b.float("gamma"),
+                })
+            }
+            _ => {
+                self.unknown("schedule", name, v.span, SCHEDULES);
+                None
+            }
+        }
+    }
+
+    fn jacobian(&mut self, v: &Spanned) -> Option<JacobianReg> {
+        let (name, args) = self.call_parts(v, "regularizer", &["jacobian"])?;
+        if name != "jacobian" {
+            self.unknown("regularizer", name, v.span, &["jacobian"]);
+            return None;
+        }
+        let schema = [req("weight", Kind::NonNegFloat), opt("freq", Kind::Fraction, CVal::Float(1.0))];
+        let b = self.bind(name, &schema, args, v.span)?;
+        Some(JacobianReg {
+            weight: b.float("weight"),
+            freq: b.float("freq"),
+        })
+    }
+}

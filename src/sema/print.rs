@@ -1,0 +1,180 @@
+//! The stable text printer of the checked program (`deqc dump --emit=hir`)
+//! and the `deqc check` summary.
+//!
+//! Guarantees: output depends only on the program (no addresses, no hash
+//! order), so it can be snapshot-tested.
+
+use std::fmt::Write;
+
+use crate::sema::hir::*;
+use crate::syntax::ast::{self, ExprKind};
+
+/// Source-like text of a (small) expression, for messages.
+pub fn expr_text(e: &ast::Expr) -> String {
+    match &e.kind {
+        ExprKind::Int(i) => i.to_string(),
+        ExprKind::Float(x) => format!("{x:?}"),
+        ExprKind::Bool(b) => b.to_string(),
+        ExprKind::Str(s) => format!("{s:?}"),
+        ExprKind::Path(p) => p.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join("::"),
+        ExprKind::Tuple(items) => format!("({})", items.iter().map(expr_text).collect::<Vec<_>>().join(", ")),
+        ExprKind::List(items) => format!("[{}]", items.iter().map(expr_text).collect::<Vec<_>>().join(", ")),
+        ExprKind::Unary(_, x) => format!("-{}", expr_text(x)),
+        ExprKind::Binary(op, a, b) => format!("{} {} {}", expr_text(a), op.symbol(), expr_text(b)),
+        ExprKind::Call { callee, .. } => format!("{}(...)", expr_text(callee)),
+        ExprKind::Bracket { base, .. } => format!("{}[...]", expr_text(base)),
+        ExprKind::If { .. } => "if ...".into(),
+    }
+}
+
+fn ids(v: &[ValueId]) -> String {
+    v.iter().map(|i| format!("%{}", i.0)).collect::<Vec<_>>().join(", ")
+}
+
+fn dims(d: &[crate::sema::dim::Dim]) -> String {
+    format!("[{}]", d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", "))
+}
+
+fn prim(p: &Prim) -> String {
+    match p {
+        Prim::Unary(f) => format!("{f:?}").to_lowercase(),
+        Prim::LeakyRelu { slope } => format!("leaky_relu[slope = {slope:?}]"),
+        Prim::Binary(f) => format!("{f:?}").to_lowercase(),
+        Prim::Where => "where".into(),
+        Prim::Clamp { lo, hi } => format!("clamp[{lo:?}, {hi:?}]"),
+        Prim::Reduce { op, axes, keepdim } => {
+            format!("{}[axes = {axes:?}, keepdim = {keepdim}]", format!("{op:?}").to_lowercase())
+        }
+        Prim::Softmax { axis } => format!("softmax[axis = {axis}]"),
+        Prim::LogSoftmax { axis } => format!("log_softmax[axis = {axis}]"),
+        Prim::MatMul => "matmul".into(),
+        Prim::Reshape { shape } => format!("reshape{}", dims(shape)),
+        Prim::Permute { axes } => format!("permute{axes:?}"),
+        Prim::Concat { axis } => format!("concat[axis = {axis}]"),
+        Prim::Split { axis, sizes } => format!("split[axis = {axis}, sizes = {}]", dims(sizes)),
+        Prim::Broadcast { shape } => format!("broadcast{}", dims(shape)),
+        Prim::Slice { axes } => {
+            let parts: Vec<String> = axes
+                .iter()
+                .map(|a| match a {
+                    SliceAxis::Full => ":".into(),
+                    SliceAxis::Range { start, end, step: 1 } => format!("{start}:{end}"),
+                    SliceAxis::Range { start, end, step } => format!("{start}:{end}:{step}"),
+                    SliceAxis::Index(i) => i.to_string(),
+                })
+                .collect();
+            format!("slice[{}]", parts.join(", "))
+        }
+        Prim::Eye { n } => format!("eye[{n}]"),
+        Prim::Fill { value, shape } => format!("fill[{value:?}, {}]", dims(shape)),
+        Prim::Arange { n } => format!("arange[{n}]"),
+        Prim::CausalMask { t } => format!("causal_mask[{t}]"),
+        Prim::Conv { spatial, stride, padding, dilation, groups } => format!(
+            "conv{spatial}d[stride = {stride}, padding = {padding}, dilation = {dilation}, groups = {groups}]"
+        ),
+        Prim::AvgPool2d { kernel, stride } => format!("avg_pool2d[{kernel}, stride = {stride}]"),
+        Prim::MaxPool2d { kernel, stride } => format!("max_pool2d[{kernel}, stride = {stride}]"),
+        Prim::UpsampleNearest2d { scale } => format!("upsample_nearest2d[{scale}]"),
+        Prim::Embedding => "embedding".into(),
+        Prim::Dropout { p } => format!("dropout[p = {p:?}]"),
+        Prim::Cast { to } => format!("cast[{}]", to.name()),
+    }
+}
+
+fn block(out: &mut String, m: &Model, b: &Block, indent: usize) {
+    let pad = " ".repeat(indent);
+    for inst in &b.insts {
+        let results: Vec<String> = inst.results.iter().map(|r| format!("%{}: {}", r.0, m.ty(*r))).collect();
+        let lhs = results.join(", ");
+        let rhs = match &inst.kind {
+            InstKind::Input(i) => format!("input {}", m.inputs[*i].name),
+            InstKind::Param(i) => format!("param {}", m.params[*i].path),
+            InstKind::Const(x) => format!("const {x:?}"),
+            InstKind::State(i) => format!("state {i}"),
+            InstKind::Prim(p, args) => format!("{} {}", prim(p), ids(args)),
+            InstKind::Equilibrium(e) => {
+                let init = match &e.init {
+                    EqInit::Zeros => "zeros".to_string(),
+                    EqInit::Values(v) => ids(v),
+                };
+                let _ = writeln!(
+                    out,
+                    "{pad}{lhs} = equilibrium ({}) init = {init}\n{pad}    solver = {}\n{pad}    backward = {}\n{pad}{{",
+                    e.state_names.join(", "),
+                    e.solver,
+                    e.backward
+                );
+                block(out, m, &e.body, indent + 4);
+                let _ = writeln!(out, "{pad}    yield {}\n{pad}}}", ids(&e.outputs));
+                continue;
+            }
+        };
+        let _ = writeln!(out, "{pad}{lhs} = {rhs}");
+    }
+}
+
+/// The whole checked program as text.
+pub fn print_program(p: &Program) -> String {
+    let mut out = String::new();
+    for m in &p.models {
+        let inputs: Vec<String> = m.inputs.iter().map(|i| format!("{}: {}", i.name, i.ty)).collect();
+        let outs: Vec<String> = m.output_types.iter().map(|t| t.to_string()).collect();
+        let _ = writeln!(out, "model {}({}) -> {} {{", m.name, inputs.join(", "), outs.join(", "));
+        for p in &m.params {
+            let _ = writeln!(out, "    param {}: {} = {}", p.path, p.ty, p.init);
+        }
+        block(&mut out, m, &m.body, 4);
+        let _ = writeln!(out, "    return {}\n}}", ids(&m.outputs));
+    }
+    for t in &p.trains {
+        let _ = writeln!(out, "{t}");
+    }
+    out
+}
+
+/// The `deqc check` summary of a checked program.
+pub fn summary(p: &Program) -> String {
+    let mut out = String::new();
+    for m in &p.models {
+        let inputs: Vec<String> = m.inputs.iter().map(|i| format!("{}: {}", i.name, i.ty)).collect();
+        let outs: Vec<String> = m.output_types.iter().map(|t| t.to_string()).collect();
+        let _ = writeln!(out, "model {}({}) -> {}", m.name, inputs.join(", "), outs.join(", "));
+        let width = m.params.iter().map(|p| p.path.len()).max().unwrap_or(0);
+        let _ = writeln!(out, "  parameters:");
+        for p in &m.params {
+            let _ = writeln!(out, "    {:width$}  {}", p.path, p.ty, width = width);
+        }
+        let _ = writeln!(out, "  total: {} parameters in {} tensors", group_digits(m.param_count()), m.params.len());
+        let eqs = m.equilibria();
+        if eqs.is_empty() {
+            let _ = writeln!(out, "  equilibria: none");
+        }
+        for (e, _) in eqs {
+            let states: Vec<String> = e
+                .state_names
+                .iter()
+                .zip(&e.outputs)
+                .map(|(n, v)| format!("{n}: {}", m.ty(*v)))
+                .collect();
+            let _ = writeln!(out, "  equilibrium ({})", states.join(", "));
+            let _ = writeln!(out, "    solver   = {}", e.solver);
+            let _ = writeln!(out, "    backward = {}", e.backward);
+        }
+    }
+    for t in &p.trains {
+        let _ = writeln!(out, "train {}: {}, {} epochs of batch {}", t.model, t.data, t.epochs, t.batch_size);
+    }
+    out
+}
+
+fn group_digits(n: i64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -1,0 +1,358 @@
+//! Checked settings: solvers, backward modes, initializers, train blocks.
+//!
+//! Owns the typed form of everything written as `name(arg = value)` in a
+//! `with` clause, a `param` initializer or a `train` block, and the
+//! documented defaults of every omitted setting. Guarantees: every field is
+//! filled (defaults applied) and within its valid range once sema built it.
+
+use std::fmt;
+
+/// How a solve decides that a sample has converged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// `||f(z) - z|| / ||f(z)||`.
+    Rel,
+    /// `||f(z) - z||`.
+    Abs,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SolverKind {
+    FixedPoint { damping: f64 },
+    Anderson { m: usize, beta: f64, lam: f64 },
+    Broyden { memory: usize },
+    Unroll { steps: usize },
+}
+
+impl SolverKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SolverKind::FixedPoint { .. } => "fixed_point",
+            SolverKind::Anderson { .. } => "anderson",
+            SolverKind::Broyden { .. } => "broyden",
+            SolverKind::Unroll { .. } => "unroll",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SolverSpec {
+    pub kind: SolverKind,
+    pub tol: f64,
+    pub max_iter: usize,
+    pub stop: Stop,
+}
+
+/// Defaults of the forward solve (documented in docs/language.md).
+pub const DEFAULT_TOL: f64 = 1e-4;
+pub const DEFAULT_MAX_ITER: usize = 40;
+/// Defaults of the implicit adjoint solve.
+pub const DEFAULT_BACKWARD_TOL: f64 = 1e-6;
+
+impl SolverSpec {
+    /// `anderson(m = 5, beta = 1.0, lam = 1e-4, tol = 1e-4, max_iter = 40)`.
+    pub fn default_forward() -> SolverSpec {
+        SolverSpec {
+            kind: SolverKind::Anderson {
+                m: 5,
+                beta: 1.0,
+                lam: 1e-4,
+            },
+            tol: DEFAULT_TOL,
+            max_iter: DEFAULT_MAX_ITER,
+            stop: Stop::Rel,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Backward {
+    /// Solve `g = J^T g + dL/dz*` with its own solver.
+    Implicit { solver: SolverSpec },
+    /// `steps` damped unrolled steps from z*.
+    Phantom { steps: usize, damping: f64 },
+    /// One step, Jacobian-free.
+    Jfb,
+    /// Backpropagate through every forward iteration.
+    Unrolled,
+}
+
+impl Backward {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backward::Implicit { .. } => "implicit",
+            Backward::Phantom { .. } => "phantom",
+            Backward::Jfb => "jfb",
+            Backward::Unrolled => "unrolled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Init {
+    Zeros,
+    Ones,
+    Normal { std: f64 },
+    Uniform { lo: f64, hi: f64 },
+    /// PyTorch's `kaiming_uniform_`: bound = gain * sqrt(3 / fan_in) with
+    /// gain = sqrt(2 / (1 + a^2)); the default `a = sqrt(5)` gives PyTorch's
+    /// default for linear and convolution weights, bound = 1 / sqrt(fan_in).
+    KaimingUniform { fan_in: i64, a: f64 },
+    XavierUniform { fan_in: i64, fan_out: i64 },
+    Orthogonal { gain: f64 },
+    Eye,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextLevel {
+    Char,
+    Word,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataSpec {
+    Mnist {
+        path: String,
+        flatten: bool,
+    },
+    Text {
+        path: String,
+        level: TextLevel,
+        seq_len: usize,
+        /// `None`: every token of the train split gets an id.
+        vocab: Option<usize>,
+    },
+    Csv {
+        path: String,
+        target: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loss {
+    CrossEntropy,
+    Mse,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Optimizer {
+    Sgd {
+        lr: f64,
+        momentum: f64,
+        weight_decay: f64,
+    },
+    Adam {
+        lr: f64,
+        betas: (f64, f64),
+        weight_decay: f64,
+    },
+    AdamW {
+        lr: f64,
+        betas: (f64, f64),
+        weight_decay: f64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Schedule {
+    Constant,
+    Cosine { warmup: usize },
+    Step { every: usize, gamma: f64 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JacobianReg {
+    pub weight: f64,
+    pub freq: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    pub model: String,
+    pub data: DataSpec,
+    pub loss: Loss,
+    pub optimizer: Optimizer,
+    pub schedule: Schedule,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub jacobian_reg: Option<JacobianReg>,
+    pub clip_grad: Option<f64>,
+}
+
+/// Floats printed so that they read back as the same value.
+fn num(x: f64) -> String {
+    format!("{x:?}")
+}
+
+impl fmt::Display for Stop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stop::Rel => "\"rel\"",
+            Stop::Abs => "\"abs\"",
+        })
+    }
+}
+
+impl fmt::Display for SolverSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}(", self.kind.name())?;
+        match &self.kind {
+            SolverKind::FixedPoint { damping } => write!(f, "damping = {}, ", num(*damping))?,
+            SolverKind::Anderson { m, beta, lam } => {
+                write!(f, "m = {m}, beta = {}, lam = {}, ", num(*beta), num(*lam))?
+            }
+            SolverKind::Broyden { memory } => write!(f, "memory = {memory}, ")?,
+            SolverKind::Unroll { steps } => write!(f, "steps = {steps}, ")?,
+        }
+        write!(
+            f,
+            "tol = {}, max_iter = {}, stop = {})",
+            num(self.tol),
+            self.max_iter,
+            self.stop
+        )
+    }
+}
+
+impl fmt::Display for Backward {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Backward::Implicit { solver } => write!(f, "implicit(solver = {solver})"),
+            Backward::Phantom { steps, damping } => {
+                write!(f, "phantom(steps = {steps}, damping = {})", num(*damping))
+            }
+            Backward::Jfb => write!(f, "jfb"),
+            Backward::Unrolled => write!(f, "unrolled"),
+        }
+    }
+}
+
+impl fmt::Display for Init {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Init::Zeros => write!(f, "zeros"),
+            Init::Ones => write!(f, "ones"),
+            Init::Normal { std } => write!(f, "normal(std = {})", num(*std)),
+            Init::Uniform { lo, hi } => write!(f, "uniform({}, {})", num(*lo), num(*hi)),
+            Init::KaimingUniform { fan_in, a } => {
+                write!(f, "kaiming_uniform(fan_in = {fan_in}, a = {})", num(*a))
+            }
+            Init::XavierUniform { fan_in, fan_out } => {
+                write!(f, "xavier_uniform(fan_in = {fan_in}, fan_out = {fan_out})")
+            }
+            Init::Orthogonal { gain } => write!(f, "orthogonal(gain = {})", num(*gain)),
+            Init::Eye => write!(f, "eye"),
+        }
+    }
+}
+
+impl fmt::Display for DataSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataSpec::Mnist { path, flatten } => {
+                write!(f, "mnist({path:?}, flatten = {flatten})")
+            }
+            DataSpec::Text {
+                path,
+                level,
+                seq_len,
+                vocab,
+            } => {
+                let level = match level {
+                    TextLevel::Char => "char",
+                    TextLevel::Word => "word",
+                };
+                write!(f, "text({path:?}, level = {level:?}, seq_len = {seq_len}")?;
+                match vocab {
+                    Some(v) => write!(f, ", vocab = {v})"),
+                    None => write!(f, ")"),
+                }
+            }
+            DataSpec::Csv { path, target } => write!(f, "csv({path:?}, target = {target:?})"),
+        }
+    }
+}
+
+impl fmt::Display for Optimizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Optimizer::Sgd {
+                lr,
+                momentum,
+                weight_decay,
+            } => write!(
+                f,
+                "sgd(lr = {}, momentum = {}, weight_decay = {})",
+                num(*lr),
+                num(*momentum),
+                num(*weight_decay)
+            ),
+            Optimizer::Adam {
+                lr,
+                betas,
+                weight_decay,
+            }
+            | Optimizer::AdamW {
+                lr,
+                betas,
+                weight_decay,
+            } => write!(
+                f,
+                "{}(lr = {}, betas = ({}, {}), weight_decay = {})",
+                if matches!(self, Optimizer::Adam { .. }) {
+                    "adam"
+                } else {
+                    "adamw"
+                },
+                num(*lr),
+                num(betas.0),
+                num(betas.1),
+                num(*weight_decay)
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Constant => write!(f, "constant"),
+            Schedule::Cosine { warmup } => write!(f, "cosine(warmup = {warmup})"),
+            Schedule::Step { every, gamma } => {
+                write!(f, "step(every = {every}, gamma = {})", num(*gamma))
+            }
+        }
+    }
+}
+
+impl fmt::Display for TrainConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "train {} {{", self.model)?;
+        writeln!(f, "    data = {};", self.data)?;
+        let loss = match self.loss {
+            Loss::CrossEntropy => "cross_entropy",
+            Loss::Mse => "mse",
+        };
+        writeln!(f, "    loss = {loss};")?;
+        writeln!(f, "    optimizer = {};", self.optimizer)?;
+        writeln!(f, "    schedule = {};", self.schedule)?;
+        writeln!(f, "    epochs = {};", self.epochs)?;
+        writeln!(f, "    batch_size = {};", self.batch_size)?;
+        writeln!(f, "    seed = {};", self.seed)?;
+        match &self.jacobian_reg {
+            Some(j) => writeln!(
+                f,
+                "    jacobian_reg = jacobian(weight = {}, freq = {});",
+                num(j.weight),
+                num(j.freq)
+            )?,
+            None => writeln!(f, "    jacobian_reg = off;")?,
+        }
+        match self.clip_grad {
+            Some(c) => writeln!(f, "    clip_grad = {};", num(c))?,
+            None => writeln!(f, "    clip_grad = off;")?,
+        }
+        write!(f, "}}")
+    }
+}
