@@ -1,4 +1,12 @@
 //! Syntax: `.deq` text to an AST with spans (grammar in `grammar/deq.pest`).
+//!
+//! Owns the front of the compiler up to the AST: the grammar, the parser,
+//! the parse errors and the AST printer. Guarantees: [`parse_file`] never
+//! panics and either returns the whole file's AST or one [`ParseError`].
 pub mod ast;
-mod stub_parser;
-pub use stub_parser::{parse_file, ParseError};
+pub mod error;
+pub mod parser;
+pub mod print;
+
+pub use error::ParseError;
+pub use parser::parse_file;
