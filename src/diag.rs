@@ -33,18 +33,12 @@ impl Diag {
 
     /// Is this an error (as opposed to a warning or advice)?
     pub fn is_error(&self) -> bool {
-        matches!(
-            self.error.severity(),
-            None | Some(miette::Severity::Error)
-        )
+        matches!(self.error.severity(), None | Some(miette::Severity::Error))
     }
 
     /// The miette code, e.g. `deq::sema::unknown_name`.
     pub fn code(&self) -> String {
-        self.error
-            .code()
-            .map(|c| c.to_string())
-            .unwrap_or_default()
+        self.error.code().map(|c| c.to_string()).unwrap_or_default()
     }
 
     pub fn into_report(self, sources: &SourceMap) -> Report {

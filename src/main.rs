@@ -1,1 +1,4 @@
-fn main() {}
+//! The `deqc` binary: a thin wrapper over `deqc::cli`.
+fn main() -> std::process::ExitCode {
+    deqc::cli::main()
+}

@@ -135,7 +135,10 @@ impl Dim {
         if let Some(q) = self.div_by_monomial(other) {
             return Some(q);
         }
-        Some(Dim::atom(Atom::Div(Box::new(self.clone()), Box::new(other.clone()))))
+        Some(Dim::atom(Atom::Div(
+            Box::new(self.clone()),
+            Box::new(other.clone()),
+        )))
     }
 
     /// Exact division by a single term `c * m` when every term of `self`
@@ -314,7 +317,10 @@ mod tests {
         assert_ne!(back, n);
         assert_eq!(back.to_string(), "2 * (N / 2)");
         let four_n = n.mul(&Dim::konst(4)).unwrap();
-        assert_eq!(four_n.div(&Dim::konst(2)).unwrap(), n.mul(&Dim::konst(2)).unwrap());
+        assert_eq!(
+            four_n.div(&Dim::konst(2)).unwrap(),
+            n.mul(&Dim::konst(2)).unwrap()
+        );
         assert_eq!(Dim::konst(7).div(&Dim::konst(2)).unwrap(), Dim::konst(3));
         assert!(Dim::konst(7).div(&Dim::konst(0)).is_none());
         let b784 = s("B").mul(&Dim::konst(784)).unwrap();
@@ -326,7 +332,10 @@ mod tests {
         assert_eq!(s("B").compare(&s("B")), DimCmp::Equal);
         assert_eq!(s("B").compare(&s("T")), DimCmp::Different);
         assert_eq!(Dim::konst(3).compare(&Dim::konst(4)), DimCmp::Different);
-        assert_eq!(Dim::sym("h", false).compare(&Dim::konst(4)), DimCmp::Unknown);
+        assert_eq!(
+            Dim::sym("h", false).compare(&Dim::konst(4)),
+            DimCmp::Unknown
+        );
         let half = s("N").div(&Dim::konst(2)).unwrap();
         assert_eq!(half.compare(&s("N")), DimCmp::Unknown);
         assert_eq!(

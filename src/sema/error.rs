@@ -56,7 +56,9 @@ pub enum SemaError {
     #[error("import cycle: {cycle}")]
     #[diagnostic(
         code(deq::sema::import_cycle),
-        help("files may not import each other in a circle; move the shared items into a third file")
+        help(
+            "files may not import each other in a circle; move the shared items into a third file"
+        )
     )]
     ImportCycle {
         cycle: String,
@@ -270,7 +272,9 @@ pub enum SemaError {
         help: Option<String>,
     },
 
-    #[error("the body of equilibrium `{state}` has type {found}, but the state is declared {expected}")]
+    #[error(
+        "the body of equilibrium `{state}` has type {found}, but the state is declared {expected}"
+    )]
     #[diagnostic(
         code(deq::sema::equilibrium_type),
         help("a fixed point z = f(z) needs f(z) to have exactly the state's type")

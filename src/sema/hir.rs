@@ -133,33 +133,86 @@ pub enum SliceAxis {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Prim {
     Unary(UnaryFn),
-    LeakyRelu { slope: f64 },
+    LeakyRelu {
+        slope: f64,
+    },
     Binary(BinaryFn),
     Where,
-    Clamp { lo: f64, hi: f64 },
-    Reduce { op: ReduceFn, axes: Vec<usize>, keepdim: bool },
-    Softmax { axis: usize },
-    LogSoftmax { axis: usize },
+    Clamp {
+        lo: f64,
+        hi: f64,
+    },
+    Reduce {
+        op: ReduceFn,
+        axes: Vec<usize>,
+        keepdim: bool,
+    },
+    Softmax {
+        axis: usize,
+    },
+    LogSoftmax {
+        axis: usize,
+    },
     MatMul,
-    Reshape { shape: Vec<Dim> },
-    Permute { axes: Vec<usize> },
-    Concat { axis: usize },
+    Reshape {
+        shape: Vec<Dim>,
+    },
+    Permute {
+        axes: Vec<usize>,
+    },
+    Concat {
+        axis: usize,
+    },
     /// Produces one result per size.
-    Split { axis: usize, sizes: Vec<Dim> },
-    Broadcast { shape: Vec<Dim> },
-    Slice { axes: Vec<SliceAxis> },
-    Eye { n: Dim },
-    Fill { value: f64, shape: Vec<Dim> },
-    Arange { n: Dim },
-    CausalMask { t: Dim },
+    Split {
+        axis: usize,
+        sizes: Vec<Dim>,
+    },
+    Broadcast {
+        shape: Vec<Dim>,
+    },
+    Slice {
+        axes: Vec<SliceAxis>,
+    },
+    Eye {
+        n: Dim,
+    },
+    Fill {
+        value: f64,
+        shape: Vec<Dim>,
+    },
+    Arange {
+        n: Dim,
+    },
+    CausalMask {
+        t: Dim,
+    },
     /// conv1d (`spatial = 1`) or conv2d (`spatial = 2`).
-    Conv { spatial: usize, stride: i64, padding: i64, dilation: i64, groups: i64 },
-    AvgPool2d { kernel: i64, stride: i64 },
-    MaxPool2d { kernel: i64, stride: i64 },
-    UpsampleNearest2d { scale: i64 },
+    Conv {
+        spatial: usize,
+        stride: i64,
+        padding: i64,
+        dilation: i64,
+        groups: i64,
+    },
+    AvgPool2d {
+        kernel: i64,
+        stride: i64,
+    },
+    MaxPool2d {
+        kernel: i64,
+        stride: i64,
+    },
+    UpsampleNearest2d {
+        scale: i64,
+    },
     Embedding,
-    Dropout { p: f64 },
-    Cast { to: DType },
+    Dropout {
+        p: f64,
+    },
+    Cast {
+        to: DType,
+    },
 }
 
 #[derive(Debug, Clone)]

@@ -40,7 +40,10 @@ pub fn check(sources: &mut SourceMap, root: FileId) -> (Option<Program>, Diagnos
     let root_items = &modules.get(root_id).ast.items;
 
     for (index, item) in root_items.iter().enumerate() {
-        let r = ItemRef { module: root_id, index };
+        let r = ItemRef {
+            module: root_id,
+            index,
+        };
         match item {
             ast::Item::Layer(l) if l.kind == ast::LayerKind::Model => {
                 if let Some(m) = elab.model(r) {
@@ -55,7 +58,10 @@ pub fn check(sources: &mut SourceMap, root: FileId) -> (Option<Program>, Diagnos
     }
     // Layers and fns that no model used: checked generically.
     for (index, item) in root_items.iter().enumerate() {
-        let r = ItemRef { module: root_id, index };
+        let r = ItemRef {
+            module: root_id,
+            index,
+        };
         if elab.used.contains(&r) {
             continue;
         }
@@ -108,7 +114,9 @@ fn check_train(elab: &mut Elab, t: &ast::TrainItem, program: &Program) -> Option
                 .items
                 .iter()
                 .filter_map(|i| match i {
-                    ast::Item::Layer(l) if l.kind == ast::LayerKind::Model => Some(l.name.name.as_str()),
+                    ast::Item::Layer(l) if l.kind == ast::LayerKind::Model => {
+                        Some(l.name.name.as_str())
+                    }
                     _ => None,
                 })
                 .collect();
@@ -143,15 +151,29 @@ fn check_train(elab: &mut Elab, t: &ast::TrainItem, program: &Program) -> Option
     }
     let cfg = cfg.filter(|_| complete)?;
     if let Some(model) = program.model(&t.model.name) {
-        let data_span = t.entries.iter().find(|e| e.key.name == "data").map_or(t.span, |e| e.value.span);
-        let loss_span = t.entries.iter().find(|e| e.key.name == "loss").map_or(t.span, |e| e.value.span);
+        let data_span = t
+            .entries
+            .iter()
+            .find(|e| e.key.name == "data")
+            .map_or(t.span, |e| e.value.span);
+        let loss_span = t
+            .entries
+            .iter()
+            .find(|e| e.key.name == "loss")
+            .map_or(t.span, |e| e.value.span);
         check_data_fits(elab, &cfg, model, data_span, loss_span)?;
     }
     Some(cfg)
 }
 
 /// Does the data source feed the model's inputs, and its target the loss?
-fn check_data_fits(elab: &mut Elab, cfg: &TrainConfig, model: &hir::Model, data_span: Span, loss_span: Span) -> Option<()> {
+fn check_data_fits(
+    elab: &mut Elab,
+    cfg: &TrainConfig,
+    model: &hir::Model,
+    data_span: Span,
+    loss_span: Span,
+) -> Option<()> {
     let mismatch = |elab: &mut Elab, span: Span, detail: String, help: Option<String>| {
         elab.report(
             span,
@@ -171,7 +193,15 @@ fn check_data_fits(elab: &mut Elab, cfg: &TrainConfig, model: &hir::Model, data_
         DataSpec::Csv { .. } => return Some(()),
     };
     if model.inputs.len() != 1 {
-        return mismatch(elab, data_span, format!("the data gives one input, but the model takes {}", model.inputs.len()), None);
+        return mismatch(
+            elab,
+            data_span,
+            format!(
+                "the data gives one input, but the model takes {}",
+                model.inputs.len()
+            ),
+            None,
+        );
     }
     let x = &model.inputs[0].ty;
     let dims_ok = x.rank() == x_dims.len() + 1
@@ -186,25 +216,63 @@ fn check_data_fits(elab: &mut Elab, cfg: &TrainConfig, model: &hir::Model, data_
             _ => "i64[B, T]",
         };
         let help = match &cfg.data {
-            DataSpec::Mnist { flatten: false, .. } if x.rank() == 2 => Some("add `flatten = true` to mnist(...) for [B, 784] inputs".to_string()),
-            DataSpec::Mnist { flatten: true, .. } if x.rank() == 4 => Some("remove `flatten = true` for [B, 1, 28, 28] inputs".to_string()),
+            DataSpec::Mnist { flatten: false, .. } if x.rank() == 2 => {
+                Some("add `flatten = true` to mnist(...) for [B, 784] inputs".to_string())
+            }
+            DataSpec::Mnist { flatten: true, .. } if x.rank() == 4 => {
+                Some("remove `flatten = true` for [B, 1, 28, 28] inputs".to_string())
+            }
             _ => None,
         };
-        return mismatch(elab, data_span, format!("the data gives inputs {want}, but `{}` is {x}", model.inputs[0].name), help);
+        return mismatch(
+            elab,
+            data_span,
+            format!(
+                "the data gives inputs {want}, but `{}` is {x}",
+                model.inputs[0].name
+            ),
+            help,
+        );
     }
-    let Some(out) = model.output_types.first() else { return Some(()) };
-    let want_rank = if matches!(cfg.data, DataSpec::Text { .. }) { 3 } else { 2 };
+    let Some(out) = model.output_types.first() else {
+        return Some(());
+    };
+    let want_rank = if matches!(cfg.data, DataSpec::Text { .. }) {
+        3
+    } else {
+        2
+    };
     match cfg.loss {
         Loss::CrossEntropy => {
             let last = out.shape.last().and_then(|d| d.as_const());
             if out.rank() != want_rank || !out.dtype.is_float() {
-                let want = if want_rank == 3 { "[B, T, V] scores" } else { "[B, C] class scores" };
-                return mismatch(elab, loss_span, format!("cross_entropy needs {want}, but the model gives {out}"), None);
+                let want = if want_rank == 3 {
+                    "[B, T, V] scores"
+                } else {
+                    "[B, C] class scores"
+                };
+                return mismatch(
+                    elab,
+                    loss_span,
+                    format!("cross_entropy needs {want}, but the model gives {out}"),
+                    None,
+                );
             }
             if let (Some(c), Some(n)) = (classes, last) {
-                let too_few = if want_rank == 3 { n as usize != c } else { (n as usize) < c };
+                let too_few = if want_rank == 3 {
+                    n as usize != c
+                } else {
+                    (n as usize) < c
+                };
                 if too_few {
-                    return mismatch(elab, loss_span, format!("the data has {c} classes, but the model gives {n} scores per sample"), None);
+                    return mismatch(
+                        elab,
+                        loss_span,
+                        format!(
+                            "the data has {c} classes, but the model gives {n} scores per sample"
+                        ),
+                        None,
+                    );
                 }
             }
         }

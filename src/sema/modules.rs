@@ -152,7 +152,13 @@ impl Loader<'_> {
     }
 
     /// Record a definition; report and return false when the name is taken.
-    fn define(&mut self, first: &mut HashMap<String, Span>, name: &str, span: Span, file: FileId) -> bool {
+    fn define(
+        &mut self,
+        first: &mut HashMap<String, Span>,
+        name: &str,
+        span: Span,
+        file: FileId,
+    ) -> bool {
         if let Some(prev) = first.get(name) {
             self.diags.push(
                 file,
@@ -212,10 +218,8 @@ impl Loader<'_> {
                     .unwrap_or_default();
                 if self.stack.contains(&key) {
                     let start = self.stack.iter().position(|k| *k == key).unwrap_or(0);
-                    let mut cycle: Vec<String> = self.stack[start..]
-                        .iter()
-                        .map(|k| short_name(k))
-                        .collect();
+                    let mut cycle: Vec<String> =
+                        self.stack[start..].iter().map(|k| short_name(k)).collect();
                     cycle.push(short_name(&key));
                     self.diags.push(
                         from,

@@ -16,9 +16,19 @@ pub fn expr_text(e: &ast::Expr) -> String {
         ExprKind::Float(x) => format!("{x:?}"),
         ExprKind::Bool(b) => b.to_string(),
         ExprKind::Str(s) => format!("{s:?}"),
-        ExprKind::Path(p) => p.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join("::"),
-        ExprKind::Tuple(items) => format!("({})", items.iter().map(expr_text).collect::<Vec<_>>().join(", ")),
-        ExprKind::List(items) => format!("[{}]", items.iter().map(expr_text).collect::<Vec<_>>().join(", ")),
+        ExprKind::Path(p) => p
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect::<Vec<_>>()
+            .join("::"),
+        ExprKind::Tuple(items) => format!(
+            "({})",
+            items.iter().map(expr_text).collect::<Vec<_>>().join(", ")
+        ),
+        ExprKind::List(items) => format!(
+            "[{}]",
+            items.iter().map(expr_text).collect::<Vec<_>>().join(", ")
+        ),
         ExprKind::Unary(_, x) => format!("-{}", expr_text(x)),
         ExprKind::Binary(op, a, b) => format!("{} {} {}", expr_text(a), op.symbol(), expr_text(b)),
         ExprKind::Call { callee, .. } => format!("{}(...)", expr_text(callee)),
@@ -28,11 +38,20 @@ pub fn expr_text(e: &ast::Expr) -> String {
 }
 
 fn ids(v: &[ValueId]) -> String {
-    v.iter().map(|i| format!("%{}", i.0)).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .map(|i| format!("%{}", i.0))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn dims(d: &[crate::sema::dim::Dim]) -> String {
-    format!("[{}]", d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        d.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 fn prim(p: &Prim) -> String {
@@ -84,7 +103,11 @@ fn prim(p: &Prim) -> String {
 fn block(out: &mut String, m: &Model, b: &Block, indent: usize) {
     let pad = " ".repeat(indent);
     for inst in &b.insts {
-        let results: Vec<String> = inst.results.iter().map(|r| format!("%{}: {}", r.0, m.ty(*r))).collect();
+        let results: Vec<String> = inst
+            .results
+            .iter()
+            .map(|r| format!("%{}: {}", r.0, m.ty(*r)))
+            .collect();
         let lhs = results.join(", ");
         let rhs = match &inst.kind {
             InstKind::Input(i) => format!("input {}", m.inputs[*i].name),
@@ -117,9 +140,19 @@ fn block(out: &mut String, m: &Model, b: &Block, indent: usize) {
 pub fn print_program(p: &Program) -> String {
     let mut out = String::new();
     for m in &p.models {
-        let inputs: Vec<String> = m.inputs.iter().map(|i| format!("{}: {}", i.name, i.ty)).collect();
+        let inputs: Vec<String> = m
+            .inputs
+            .iter()
+            .map(|i| format!("{}: {}", i.name, i.ty))
+            .collect();
         let outs: Vec<String> = m.output_types.iter().map(|t| t.to_string()).collect();
-        let _ = writeln!(out, "model {}({}) -> {} {{", m.name, inputs.join(", "), outs.join(", "));
+        let _ = writeln!(
+            out,
+            "model {}({}) -> {} {{",
+            m.name,
+            inputs.join(", "),
+            outs.join(", ")
+        );
         for p in &m.params {
             let _ = writeln!(out, "    param {}: {} = {}", p.path, p.ty, p.init);
         }
@@ -136,15 +169,30 @@ pub fn print_program(p: &Program) -> String {
 pub fn summary(p: &Program) -> String {
     let mut out = String::new();
     for m in &p.models {
-        let inputs: Vec<String> = m.inputs.iter().map(|i| format!("{}: {}", i.name, i.ty)).collect();
+        let inputs: Vec<String> = m
+            .inputs
+            .iter()
+            .map(|i| format!("{}: {}", i.name, i.ty))
+            .collect();
         let outs: Vec<String> = m.output_types.iter().map(|t| t.to_string()).collect();
-        let _ = writeln!(out, "model {}({}) -> {}", m.name, inputs.join(", "), outs.join(", "));
+        let _ = writeln!(
+            out,
+            "model {}({}) -> {}",
+            m.name,
+            inputs.join(", "),
+            outs.join(", ")
+        );
         let width = m.params.iter().map(|p| p.path.len()).max().unwrap_or(0);
         let _ = writeln!(out, "  parameters:");
         for p in &m.params {
             let _ = writeln!(out, "    {:width$}  {}", p.path, p.ty, width = width);
         }
-        let _ = writeln!(out, "  total: {} parameters in {} tensors", group_digits(m.param_count()), m.params.len());
+        let _ = writeln!(
+            out,
+            "  total: {} parameters in {} tensors",
+            group_digits(m.param_count()),
+            m.params.len()
+        );
         let eqs = m.equilibria();
         if eqs.is_empty() {
             let _ = writeln!(out, "  equilibria: none");
@@ -162,7 +210,11 @@ pub fn summary(p: &Program) -> String {
         }
     }
     for t in &p.trains {
-        let _ = writeln!(out, "train {}: {}, {} epochs of batch {}", t.model, t.data, t.epochs, t.batch_size);
+        let _ = writeln!(
+            out,
+            "train {}: {}, {} epochs of batch {}",
+            t.model, t.data, t.epochs, t.batch_size
+        );
     }
     out
 }

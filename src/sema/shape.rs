@@ -14,7 +14,13 @@ use crate::source::Span;
 use crate::syntax::ast;
 
 fn shape_str(s: &[Dim]) -> String {
-    format!("[{}]", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        s.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 impl Elab<'_> {
@@ -50,9 +56,13 @@ impl Elab<'_> {
                     self.report(
                         span,
                         SemaError::NotConstant {
-                            message: format!("the symbolic dimension {d} cannot be used as a tensor value"),
+                            message: format!(
+                                "the symbolic dimension {d} cannot be used as a tensor value"
+                            ),
                             span: span.into(),
-                            help: Some("dimensions fixed by the data are not known at compile time".into()),
+                            help: Some(
+                                "dimensions fixed by the data are not known at compile time".into(),
+                            ),
                         },
                     );
                     return None;
@@ -75,7 +85,10 @@ impl Elab<'_> {
             (Value::Tensor(t), _) | (_, Value::Tensor(t)) => self.ty(*t).dtype,
             _ => DType::F32,
         };
-        let (Some(x), Some(y)) = (self.scalar_tensor(&a, dtype, span), self.scalar_tensor(&b, dtype, span)) else {
+        let (Some(x), Some(y)) = (
+            self.scalar_tensor(&a, dtype, span),
+            self.scalar_tensor(&b, dtype, span),
+        ) else {
             return Value::Unknown;
         };
         let (tx, ty) = (self.ty(x).clone(), self.ty(y).clone());
@@ -91,7 +104,11 @@ impl Elab<'_> {
             );
         }
         match Self::broadcast_shapes(&tx.shape, &ty.shape) {
-            Ok(shape) => self.emit1(InstKind::Prim(Prim::Binary(f), vec![x, y]), Type::new(tx.dtype, shape), span),
+            Ok(shape) => self.emit1(
+                InstKind::Prim(Prim::Binary(f), vec![x, y]),
+                Type::new(tx.dtype, shape),
+                span,
+            ),
             Err((da, db)) => self.report(
                 span,
                 SemaError::Broadcast {
@@ -119,7 +136,15 @@ impl Elab<'_> {
             )
         };
         if ta.dtype != tb.dtype {
-            return err(self, format!("element types {} and {} differ", ta.dtype.name(), tb.dtype.name()), None);
+            return err(
+                self,
+                format!(
+                    "element types {} and {} differ",
+                    ta.dtype.name(),
+                    tb.dtype.name()
+                ),
+                None,
+            );
         }
         if ta.rank() < 2 || tb.rank() < 2 {
             return err(
@@ -133,19 +158,32 @@ impl Elab<'_> {
             let help = (ta.shape[ta.rank() - 2].compare(k2) == DimCmp::Equal)
                 .then(|| "did you mean to transpose the left operand?".to_string())
                 .or_else(|| {
-                    (tb.shape[tb.rank() - 1].compare(k1) == DimCmp::Equal)
-                        .then(|| "did you mean to transpose the right operand: `transpose(w, 0, 1)`?".to_string())
+                    (tb.shape[tb.rank() - 1].compare(k1) == DimCmp::Equal).then(|| {
+                        "did you mean to transpose the right operand: `transpose(w, 0, 1)`?"
+                            .to_string()
+                    })
                 });
             return err(self, format!("inner dimensions {k1} and {k2} differ"), help);
         }
-        let batch = match Self::broadcast_shapes(&ta.shape[..ta.rank() - 2], &tb.shape[..tb.rank() - 2]) {
-            Ok(b) => b,
-            Err((x, y)) => return err(self, format!("batch dimensions {x} and {y} cannot be broadcast"), None),
-        };
+        let batch =
+            match Self::broadcast_shapes(&ta.shape[..ta.rank() - 2], &tb.shape[..tb.rank() - 2]) {
+                Ok(b) => b,
+                Err((x, y)) => {
+                    return err(
+                        self,
+                        format!("batch dimensions {x} and {y} cannot be broadcast"),
+                        None,
+                    )
+                }
+            };
         let mut shape = batch;
         shape.push(ta.shape[ta.rank() - 2].clone());
         shape.push(tb.shape[tb.rank() - 1].clone());
-        self.emit1(InstKind::Prim(Prim::MatMul, vec![a, b]), Type::new(ta.dtype, shape), span)
+        self.emit1(
+            InstKind::Prim(Prim::MatMul, vec![a, b]),
+            Type::new(ta.dtype, shape),
+            span,
+        )
     }
 
     /// Normalize a possibly negative axis; reports when out of range.
@@ -167,9 +205,18 @@ impl Elab<'_> {
     }
 
     /// `x[items]`: indexing and slicing of a tensor.
-    pub fn slice(&mut self, env: &mut crate::sema::elab::Env, t: ValueId, items: &[ast::BracketItem], span: Span) -> Value {
+    pub fn slice(
+        &mut self,
+        env: &mut crate::sema::elab::Env,
+        t: ValueId,
+        items: &[ast::BracketItem],
+        span: Span,
+    ) -> Value {
         let ty = self.ty(t).clone();
-        let ellipses = items.iter().filter(|i| matches!(i, ast::BracketItem::Ellipsis(_))).count();
+        let ellipses = items
+            .iter()
+            .filter(|i| matches!(i, ast::BracketItem::Ellipsis(_)))
+            .count();
         if ellipses > 1 {
             return self.report(
                 span,
@@ -187,7 +234,10 @@ impl Elab<'_> {
                 span,
                 SemaError::Shape {
                     op: "indexing".into(),
-                    detail: format!("{explicit} indices for a tensor of rank {} ({ty})", ty.rank()),
+                    detail: format!(
+                        "{explicit} indices for a tensor of rank {} ({ty})",
+                        ty.rank()
+                    ),
                     span: span.into(),
                     help: None,
                 },
@@ -207,11 +257,15 @@ impl Elab<'_> {
                 }
                 ast::BracketItem::Expr(e) => {
                     let n = ty.shape[axis].clone();
-                    let Some(i) = self.bound(env, e, &n, false) else { return Value::Unknown };
+                    let Some(i) = self.bound(env, e, &n, false) else {
+                        return Value::Unknown;
+                    };
                     axes.push(SliceAxis::Index(i));
                     axis += 1;
                 }
-                ast::BracketItem::Slice { start, end, step, .. } => {
+                ast::BracketItem::Slice {
+                    start, end, step, ..
+                } => {
                     let n = ty.shape[axis].clone();
                     let s = match start {
                         Some(e) => self.bound(env, e, &n, true),
@@ -239,21 +293,34 @@ impl Elab<'_> {
                         },
                         None => Some(1),
                     };
-                    let (Some(s), Some(en), Some(st)) = (s, en, st) else { return Value::Unknown };
-                    let len = en.sub(&s).and_then(|l| l.add(&Dim::konst(st - 1))).and_then(|l| l.div(&Dim::konst(st)));
-                    let Some(len) = len else { return Value::Unknown };
+                    let (Some(s), Some(en), Some(st)) = (s, en, st) else {
+                        return Value::Unknown;
+                    };
+                    let len = en
+                        .sub(&s)
+                        .and_then(|l| l.add(&Dim::konst(st - 1)))
+                        .and_then(|l| l.div(&Dim::konst(st)));
+                    let Some(len) = len else {
+                        return Value::Unknown;
+                    };
                     if len.as_const().is_some_and(|l| l <= 0) {
                         return self.report(
                             it.span(),
                             SemaError::Shape {
                                 op: "slicing".into(),
-                                detail: format!("the slice {s}:{en} of a dimension of size {n} is empty"),
+                                detail: format!(
+                                    "the slice {s}:{en} of a dimension of size {n} is empty"
+                                ),
                                 span: it.span().into(),
                                 help: None,
                             },
                         );
                     }
-                    axes.push(SliceAxis::Range { start: s, end: en, step: st });
+                    axes.push(SliceAxis::Range {
+                        start: s,
+                        end: en,
+                        step: st,
+                    });
                     out_shape.push(len);
                     axis += 1;
                 }
@@ -261,7 +328,9 @@ impl Elab<'_> {
                     return self.report(
                         *span,
                         SemaError::InvalidValue {
-                            message: "named items are hyper-parameters; a tensor is indexed by position".into(),
+                            message:
+                                "named items are hyper-parameters; a tensor is indexed by position"
+                                    .into(),
                             span: (*span).into(),
                             label: "not an index".into(),
                             help: None,
@@ -275,12 +344,22 @@ impl Elab<'_> {
             out_shape.push(ty.shape[axis].clone());
             axis += 1;
         }
-        self.emit1(InstKind::Prim(Prim::Slice { axes }, vec![t]), Type::new(ty.dtype, out_shape), span)
+        self.emit1(
+            InstKind::Prim(Prim::Slice { axes }, vec![t]),
+            Type::new(ty.dtype, out_shape),
+            span,
+        )
     }
 
     /// A slice bound or index, normalized against the dimension size `n`
     /// (negative counts from the end). `inclusive_end`: `n` itself is valid.
-    fn bound(&mut self, env: &mut crate::sema::elab::Env, e: &ast::Expr, n: &Dim, inclusive_end: bool) -> Option<Dim> {
+    fn bound(
+        &mut self,
+        env: &mut crate::sema::elab::Env,
+        e: &ast::Expr,
+        n: &Dim,
+        inclusive_end: bool,
+    ) -> Option<Dim> {
         let d = self.dim_value(env, e)?;
         let norm = match d.as_const() {
             Some(i) if i < 0 => n.add(&d)?,

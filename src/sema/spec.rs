@@ -92,14 +92,27 @@ impl Backward {
 pub enum Init {
     Zeros,
     Ones,
-    Normal { std: f64 },
-    Uniform { lo: f64, hi: f64 },
+    Normal {
+        std: f64,
+    },
+    Uniform {
+        lo: f64,
+        hi: f64,
+    },
     /// PyTorch's `kaiming_uniform_`: bound = gain * sqrt(3 / fan_in) with
     /// gain = sqrt(2 / (1 + a^2)); the default `a = sqrt(5)` gives PyTorch's
     /// default for linear and convolution weights, bound = 1 / sqrt(fan_in).
-    KaimingUniform { fan_in: i64, a: f64 },
-    XavierUniform { fan_in: i64, fan_out: i64 },
-    Orthogonal { gain: f64 },
+    KaimingUniform {
+        fan_in: i64,
+        a: f64,
+    },
+    XavierUniform {
+        fan_in: i64,
+        fan_out: i64,
+    },
+    Orthogonal {
+        gain: f64,
+    },
     Eye,
 }
 

@@ -197,7 +197,11 @@ pub struct WithOption {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Stmt {
     /// `let name = expr;`
-    Let { name: Ident, value: Expr, span: Span },
+    Let {
+        name: Ident,
+        value: Expr,
+        span: Span,
+    },
     /// `let (a, b) = expr;`
     LetTuple {
         names: Vec<Ident>,
@@ -298,7 +302,11 @@ pub enum BracketItem {
     /// `i` (an index) or a positional hyper-parameter.
     Expr(Expr),
     /// `stride = 2`: a named hyper-parameter.
-    Named { name: Ident, value: Expr, span: Span },
+    Named {
+        name: Ident,
+        value: Expr,
+        span: Span,
+    },
     /// `lo:hi` or `lo:hi:step`, each part optional.
     Slice {
         start: Option<Expr>,
@@ -342,7 +350,10 @@ pub enum ExprKind {
     Unary(UnOp, Box<Expr>),
     Binary(BinOp, Box<Expr>, Box<Expr>),
     /// `callee(args)`.
-    Call { callee: Box<Expr>, args: Vec<Arg> },
+    Call {
+        callee: Box<Expr>,
+        args: Vec<Arg>,
+    },
     /// `base[items]`: indexing, slicing or layer instantiation.
     Bracket {
         base: Box<Expr>,

@@ -305,11 +305,15 @@ fn syntax_error(err: pest::error::Error<Rule>, text: &str) -> ParseError {
             let found = found_at(text, start);
             let word = found.trim_matches('`');
             let help = if is_keyword(word) && expected.contains("an identifier") {
-                Some(format!("`{word}` is a keyword and cannot be used as a name"))
+                Some(format!(
+                    "`{word}` is a keyword and cannot be used as a name"
+                ))
             } else if expected.starts_with("`;`") {
                 Some("statements and items end with `;`".to_string())
             } else if expected.contains("an item") {
-                Some("a file holds items: `use`, `const`, `fn`, `layer`, `model` and `train`".into())
+                Some(
+                    "a file holds items: `use`, `const`, `fn`, `layer`, `model` and `train`".into(),
+                )
             } else {
                 None
             };
@@ -487,7 +491,8 @@ impl Lower {
             }
         }
         // `block` ends both `layer_item` and `model_item`.
-        let body = body.unwrap_or_else(|| unreachable!("the grammar rule `layer_item` ends in a block"));
+        let body =
+            body.unwrap_or_else(|| unreachable!("the grammar rule `layer_item` ends in a block"));
         Ok(ast::LayerItem {
             kind,
             name,

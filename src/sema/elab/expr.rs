@@ -22,7 +22,9 @@ impl Elab<'_> {
             ExprKind::Bool(b) => Value::Bool(Some(*b)),
             ExprKind::Str(s) => Value::Str(s.clone()),
             ExprKind::Path(segs) => self.path(env, segs, e.span),
-            ExprKind::Tuple(items) => Value::Tuple(items.iter().map(|i| self.expr(env, i)).collect()),
+            ExprKind::Tuple(items) => {
+                Value::Tuple(items.iter().map(|i| self.expr(env, i)).collect())
+            }
             ExprKind::List(items) => Value::List(items.iter().map(|i| self.expr(env, i)).collect()),
             ExprKind::Unary(ast::UnOp::Neg, x) => {
                 let v = self.expr(env, x);
@@ -49,7 +51,11 @@ impl Elab<'_> {
                 let b = self.expr(env, base);
                 self.bracket(env, b, items, None, e.span)
             }
-            ExprKind::If { cond, then, otherwise } => match self.expr(env, cond) {
+            ExprKind::If {
+                cond,
+                then,
+                otherwise,
+            } => match self.expr(env, cond) {
                 Value::Bool(Some(true)) => self.block(env, then),
                 Value::Bool(Some(false)) => self.block(env, otherwise),
                 Value::Bool(None) => {
@@ -90,7 +96,10 @@ impl Elab<'_> {
             if let Some(m) = module.imports.get(&first.name) {
                 return Value::Module(*m);
             }
-            if let Some(b) = crate::sema::builtins::BUILTINS.iter().find(|b| **b == first.name) {
+            if let Some(b) = crate::sema::builtins::BUILTINS
+                .iter()
+                .find(|b| **b == first.name)
+            {
                 return Value::Builtin(b);
             }
             let names = self.visible_names(env);
@@ -110,7 +119,11 @@ impl Elab<'_> {
         let module = self.modules.get(env.module);
         let Some(mid) = module.imports.get(&first.name).copied() else {
             let imports: Vec<&str> = module.imports.keys().map(String::as_str).collect();
-            let help = if first.name == "nn" || crate::sema::modules::STDLIB.iter().any(|(n, _)| *n == first.name) {
+            let help = if first.name == "nn"
+                || crate::sema::modules::STDLIB
+                    .iter()
+                    .any(|(n, _)| *n == first.name)
+            {
                 Some(format!("add `use {};` at the top of the file", first.name))
             } else {
                 suggest(&first.name, &imports)
@@ -131,7 +144,11 @@ impl Elab<'_> {
                 span,
                 SemaError::UnknownItem {
                     module: target.name.clone(),
-                    name: segs[1..].iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join("::"),
+                    name: segs[1..]
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join("::"),
                     span: span.into(),
                     help: Some("paths have two parts: `module::Item`".into()),
                 },
@@ -222,7 +239,11 @@ impl Elab<'_> {
                 self.elementwise(f, a, b, span)
             }
             _ => {
-                let bad = if matches!(a, Int(_) | Float(_) | Tensor(_)) { &b } else { &a };
+                let bad = if matches!(a, Int(_) | Float(_) | Tensor(_)) {
+                    &b
+                } else {
+                    &a
+                };
                 let found = bad.describe(&self.m);
                 self.report(
                     span,
@@ -266,7 +287,10 @@ impl Elab<'_> {
             BinOp::Mul => x.mul(y),
             BinOp::Div => x.div(y),
             BinOp::Pow => match (x.as_const(), y.as_const()) {
-                (Some(a), Some(b)) if b >= 0 => u32::try_from(b).ok().and_then(|b| a.checked_pow(b)).map(Dim::konst),
+                (Some(a), Some(b)) if b >= 0 => u32::try_from(b)
+                    .ok()
+                    .and_then(|b| a.checked_pow(b))
+                    .map(Dim::konst),
                 (Some(a), Some(b)) => return Value::Float(Some((a as f64).powf(b as f64))),
                 _ => {
                     return self.report(
@@ -357,7 +381,14 @@ impl Elab<'_> {
 
     /// `base[items]`: instantiate a layer, index a tuple or list, or slice a
     /// tensor. `name` is the `let` name when the brackets are a whole `let`.
-    pub fn bracket(&mut self, env: &mut Env, base: Value, items: &[ast::BracketItem], name: Option<&ast::Ident>, span: Span) -> Value {
+    pub fn bracket(
+        &mut self,
+        env: &mut Env,
+        base: Value,
+        items: &[ast::BracketItem],
+        name: Option<&ast::Ident>,
+        span: Span,
+    ) -> Value {
         match base {
             Value::Unknown => Value::Unknown,
             Value::Item(r) if matches!(self.modules.item(r), ast::Item::Layer(_)) => {
@@ -373,7 +404,9 @@ impl Elab<'_> {
                     Value::Int(d) => {
                         let n = parts.len() as i64;
                         match d.as_const() {
-                            Some(i) if (-n..n).contains(&i) => parts[i.rem_euclid(n) as usize].clone(),
+                            Some(i) if (-n..n).contains(&i) => {
+                                parts[i.rem_euclid(n) as usize].clone()
+                            }
                             _ => self.report(
                                 span,
                                 SemaError::InvalidValue {
@@ -418,7 +451,11 @@ impl Elab<'_> {
     pub fn setting(&mut self, env: &mut Env, e: &ast::Expr) -> Option<Spanned> {
         let value = match &e.kind {
             ExprKind::Path(segs) if segs.len() == 1 => match env.lookup(&segs[0].name).is_some()
-                || self.modules.get(env.module).items.contains_key(&segs[0].name)
+                || self
+                    .modules
+                    .get(env.module)
+                    .items
+                    .contains_key(&segs[0].name)
             {
                 true => return self.setting_of_value(env, e),
                 false => CVal::Name(segs[0].name.clone()),
@@ -427,7 +464,11 @@ impl Elab<'_> {
                 let ExprKind::Path(segs) = &callee.kind else {
                     return self.setting_of_value(env, e);
                 };
-                let name = segs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join("::");
+                let name = segs
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join("::");
                 let mut out = Vec::new();
                 for a in args {
                     out.push(CArg {
@@ -446,7 +487,10 @@ impl Elab<'_> {
             }
             _ => return self.setting_of_value(env, e),
         };
-        Some(Spanned { value, span: e.span })
+        Some(Spanned {
+            value,
+            span: e.span,
+        })
     }
 
     fn setting_of_value(&mut self, env: &mut Env, e: &ast::Expr) -> Option<Spanned> {
@@ -484,7 +528,10 @@ impl Elab<'_> {
                 return None;
             }
         };
-        Some(Spanned { value, span: e.span })
+        Some(Spanned {
+            value,
+            span: e.span,
+        })
     }
 
     /// Evaluate the dims of a written tensor type where every name must
@@ -498,7 +545,8 @@ impl Elab<'_> {
                     self.report(
                         *span,
                         SemaError::InvalidStatement {
-                            message: "`*` may only stand first in a layer's input or output type".into(),
+                            message: "`*` may only stand first in a layer's input or output type"
+                                .into(),
                             span: (*span).into(),
                             label: "not allowed here".into(),
                             help: None,
@@ -552,7 +600,11 @@ pub struct ArgVal {
 
 fn float_binary(op: BinOp, x: Option<f64>, y: Option<f64>) -> Value {
     let (Some(a), Some(b)) = (x, y) else {
-        return if op.is_comparison() { Value::Bool(None) } else { Value::Float(None) };
+        return if op.is_comparison() {
+            Value::Bool(None)
+        } else {
+            Value::Float(None)
+        };
     };
     match op {
         BinOp::Add => Value::Float(Some(a + b)),

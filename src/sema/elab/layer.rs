@@ -19,11 +19,17 @@ use crate::syntax::ast::{self, DimSyntax, ExprKind};
 
 use super::expr::ArgVal;
 
-
 impl Elab<'_> {
     /// Match call arguments to declared names. `params` holds each name and
     /// whether it has a default.
-    pub fn bind_args(&mut self, callee: &str, kind: &str, params: &[(String, bool)], args: Vec<ArgVal>, span: Span) -> Option<Vec<Option<ArgVal>>> {
+    pub fn bind_args(
+        &mut self,
+        callee: &str,
+        kind: &str,
+        params: &[(String, bool)],
+        args: Vec<ArgVal>,
+        span: Span,
+    ) -> Option<Vec<Option<ArgVal>>> {
         let mut slots: Vec<Option<ArgVal>> = vec![None; params.len()];
         let mut ok = true;
         let mut positional = 0;
@@ -41,7 +47,8 @@ impl Elab<'_> {
                                 kind: kind.to_string(),
                                 name: n.name.clone(),
                                 span: n.span.into(),
-                                help: suggest(&n.name, &valid).or(Some(format!("`{callee}` takes no {kind}s"))),
+                                help: suggest(&n.name, &valid)
+                                    .or(Some(format!("`{callee}` takes no {kind}s"))),
                             },
                         );
                         ok = false;
@@ -61,7 +68,11 @@ impl Elab<'_> {
                                 span: a.span.into(),
                                 help: Some(format!(
                                     "`{callee}` takes: {}",
-                                    params.iter().map(|p| p.0.as_str()).collect::<Vec<_>>().join(", ")
+                                    params
+                                        .iter()
+                                        .map(|p| p.0.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
                                 )),
                             },
                         );
@@ -97,7 +108,11 @@ impl Elab<'_> {
                         span: span.into(),
                         help: Some(format!(
                             "`{callee}` takes: {}",
-                            params.iter().map(|p| p.0.as_str()).collect::<Vec<_>>().join(", ")
+                            params
+                                .iter()
+                                .map(|p| p.0.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         )),
                     },
                 );
@@ -108,13 +123,29 @@ impl Elab<'_> {
     }
 
     /// Check a value against a `fn` argument or hyper-parameter type.
-    fn check_param_type(&mut self, env: &mut Env, callee: &str, name: &str, ty: Option<&ast::ParamType>, v: Value, span: Span, rest: &mut Option<Vec<Dim>>) -> Value {
+    fn check_param_type(
+        &mut self,
+        env: &mut Env,
+        callee: &str,
+        name: &str,
+        ty: Option<&ast::ParamType>,
+        v: Value,
+        span: Span,
+        rest: &mut Option<Vec<Dim>>,
+    ) -> Value {
         let expected = match ty {
             None => return v,
             Some(ast::ParamType::Tensor(t)) => {
                 return match v {
                     Value::Tensor(id) => {
-                        self.unify(env, t, id, &format!("argument `{name}` of `{callee}`"), span, rest);
+                        self.unify(
+                            env,
+                            t,
+                            id,
+                            &format!("argument `{name}` of `{callee}`"),
+                            span,
+                            rest,
+                        );
                         v
                     }
                     Value::Unknown => v,
@@ -152,39 +183,73 @@ impl Elab<'_> {
     }
 
     /// Unify a tensor with a written type, binding symbolic names in `env`.
-    pub fn unify(&mut self, env: &mut Env, t: &ast::TensorType, actual: ValueId, what: &str, span: Span, rest: &mut Option<Vec<Dim>>) -> bool {
+    pub fn unify(
+        &mut self,
+        env: &mut Env,
+        t: &ast::TensorType,
+        actual: ValueId,
+        what: &str,
+        span: Span,
+        rest: &mut Option<Vec<Dim>>,
+    ) -> bool {
         let found = self.ty(actual).clone();
-        let mismatch = |this: &mut Self, env: &mut Env, rest: &Option<Vec<Dim>>, detail: Option<String>| {
-            let expected = this.describe_type(env, t, rest);
-            this.report(
-                span,
-                SemaError::Signature {
-                    what: what.to_string(),
-                    expected,
-                    found: found.to_string(),
-                    span: span.into(),
-                    declared: (t.span.file == span.file).then(|| t.span.into()),
-                    help: detail,
-                },
-            );
-            false
-        };
+        let mismatch =
+            |this: &mut Self, env: &mut Env, rest: &Option<Vec<Dim>>, detail: Option<String>| {
+                let expected = this.describe_type(env, t, rest);
+                this.report(
+                    span,
+                    SemaError::Signature {
+                        what: what.to_string(),
+                        expected,
+                        found: found.to_string(),
+                        span: span.into(),
+                        declared: (t.span.file == span.file).then(|| t.span.into()),
+                        help: detail,
+                    },
+                );
+                false
+            };
         let dtype = t.dtype.unwrap_or(ast::DType::F32);
         if dtype != found.dtype {
-            return mismatch(self, env, rest, Some(format!("element types differ: {} and {}", dtype.name(), found.dtype.name())));
+            return mismatch(
+                self,
+                env,
+                rest,
+                Some(format!(
+                    "element types differ: {} and {}",
+                    dtype.name(),
+                    found.dtype.name()
+                )),
+            );
         }
         let has_rest = matches!(t.dims.first(), Some(DimSyntax::Rest(_)));
         let fixed = &t.dims[usize::from(has_rest)..];
         if found.rank() < fixed.len() || (!has_rest && found.rank() != fixed.len()) {
-            let detail = format!("expected rank {}{}, found rank {}", if has_rest { "at least " } else { "" }, fixed.len(), found.rank());
+            let detail = format!(
+                "expected rank {}{}, found rank {}",
+                if has_rest { "at least " } else { "" },
+                fixed.len(),
+                found.rank()
+            );
             return mismatch(self, env, rest, Some(detail));
         }
         let lead = found.rank() - fixed.len();
         if has_rest {
             let leading = found.shape[..lead].to_vec();
             match rest {
-                Some(prev) if prev.len() != leading.len() || prev.iter().zip(&leading).any(|(a, b)| a.compare(b) == DimCmp::Different) => {
-                    return mismatch(self, env, rest, Some("the leading dimensions `*` differ from another argument's".into()));
+                Some(prev)
+                    if prev.len() != leading.len()
+                        || prev
+                            .iter()
+                            .zip(&leading)
+                            .any(|(a, b)| a.compare(b) == DimCmp::Different) =>
+                {
+                    return mismatch(
+                        self,
+                        env,
+                        rest,
+                        Some("the leading dimensions `*` differ from another argument's".into()),
+                    );
                 }
                 Some(_) => {}
                 None => *rest = Some(leading),
@@ -212,7 +277,10 @@ impl Elab<'_> {
             };
             if let Some(want) = self.dim_value(env, e) {
                 if want.compare(actual_dim) == DimCmp::Different {
-                    let detail = format!("dimension `{}` is {want} but the argument has {actual_dim}", crate::sema::print::expr_text(e));
+                    let detail = format!(
+                        "dimension `{}` is {want} but the argument has {actual_dim}",
+                        crate::sema::print::expr_text(e)
+                    );
                     return mismatch(self, env, rest, Some(detail));
                 }
             }
@@ -222,17 +290,28 @@ impl Elab<'_> {
 
     /// A bare name in a signature that is bound nowhere yet.
     fn unbound_symbol(&self, env: &Env, d: &DimSyntax) -> Option<String> {
-        let DimSyntax::Expr(ast::Expr { kind: ExprKind::Path(p), .. }) = d else {
+        let DimSyntax::Expr(ast::Expr {
+            kind: ExprKind::Path(p),
+            ..
+        }) = d
+        else {
             return None;
         };
         let [name] = p.as_slice() else { return None };
         let module = self.modules.get(env.module);
-        let known = env.lookup(&name.name).is_some() || module.items.contains_key(&name.name) || module.imports.contains_key(&name.name);
+        let known = env.lookup(&name.name).is_some()
+            || module.items.contains_key(&name.name)
+            || module.imports.contains_key(&name.name);
         (!known).then(|| name.name.clone())
     }
 
     /// A written type with the values known so far (for messages).
-    fn describe_type(&mut self, env: &mut Env, t: &ast::TensorType, rest: &Option<Vec<Dim>>) -> String {
+    fn describe_type(
+        &mut self,
+        env: &mut Env,
+        t: &ast::TensorType,
+        rest: &Option<Vec<Dim>>,
+    ) -> String {
         let mut parts = Vec::new();
         for d in &t.dims {
             match d {
@@ -262,10 +341,16 @@ impl Elab<'_> {
     }
 
     pub fn call_fn(&mut self, r: ItemRef, args: Vec<ArgVal>, span: Span) -> Value {
-        let ast::Item::Fn(f) = self.modules.item(r) else { return Value::Unknown };
+        let ast::Item::Fn(f) = self.modules.item(r) else {
+            return Value::Unknown;
+        };
         let name = f.name.name.clone();
         self.with_item(r, &name, span, |this| {
-            let params: Vec<(String, bool)> = f.params.iter().map(|p| (p.name.name.clone(), p.default.is_some())).collect();
+            let params: Vec<(String, bool)> = f
+                .params
+                .iter()
+                .map(|p| (p.name.name.clone(), p.default.is_some()))
+                .collect();
             let Some(slots) = this.bind_args(&name, "argument", &params, args, span) else {
                 return Value::Unknown;
             };
@@ -279,7 +364,15 @@ impl Elab<'_> {
                         None => (Value::Unknown, span),
                     },
                 };
-                let v = this.check_param_type(&mut env, &name, &p.name.name, p.ty.as_ref(), v, at, &mut rest);
+                let v = this.check_param_type(
+                    &mut env,
+                    &name,
+                    &p.name.name,
+                    p.ty.as_ref(),
+                    v,
+                    at,
+                    &mut rest,
+                );
                 env.bind(&p.name.name, v);
             }
             this.block(&mut env, &f.body)
@@ -287,8 +380,17 @@ impl Elab<'_> {
         .unwrap_or(Value::Unknown)
     }
 
-    pub fn instantiate(&mut self, env: &mut Env, r: ItemRef, items: &[ast::BracketItem], name: Option<&ast::Ident>, span: Span) -> Value {
-        let ast::Item::Layer(l) = self.modules.item(r) else { return Value::Unknown };
+    pub fn instantiate(
+        &mut self,
+        env: &mut Env,
+        r: ItemRef,
+        items: &[ast::BracketItem],
+        name: Option<&ast::Ident>,
+        span: Span,
+    ) -> Value {
+        let ast::Item::Layer(l) = self.modules.item(r) else {
+            return Value::Unknown;
+        };
         let layer_name = l.name.name.clone();
         let mut args = Vec::new();
         for it in items {
@@ -316,8 +418,13 @@ impl Elab<'_> {
                 }
             }
         }
-        let params: Vec<(String, bool)> = l.hyper.iter().map(|p| (p.name.name.clone(), p.default.is_some())).collect();
-        let Some(slots) = self.bind_args(&layer_name, "hyper-parameter", &params, args, span) else {
+        let params: Vec<(String, bool)> = l
+            .hyper
+            .iter()
+            .map(|p| (p.name.name.clone(), p.default.is_some()))
+            .collect();
+        let Some(slots) = self.bind_args(&layer_name, "hyper-parameter", &params, args, span)
+        else {
             return Value::Unknown;
         };
         let mut henv = Env::new(r.module, BodyKind::Fn);
@@ -344,12 +451,23 @@ impl Elab<'_> {
                 ok = false;
                 continue;
             }
-            let v = self.check_param_type(&mut henv, &layer_name, &p.name.name, p.ty.as_ref(), v, at, &mut None);
+            let v = self.check_param_type(
+                &mut henv,
+                &layer_name,
+                &p.name.name,
+                p.ty.as_ref(),
+                v,
+                at,
+                &mut None,
+            );
             if matches!(v, Value::Tensor(_) | Value::Instance(_)) {
                 self.report(
                     at,
                     SemaError::NotConstant {
-                        message: format!("hyper-parameter `{}` of `{layer_name}` must be a compile-time value", p.name.name),
+                        message: format!(
+                            "hyper-parameter `{}` of `{layer_name}` must be a compile-time value",
+                            p.name.name
+                        ),
                         span: at.into(),
                         help: None,
                     },
@@ -362,7 +480,9 @@ impl Elab<'_> {
         if !ok {
             return Value::Unknown;
         }
-        let Some(ctx) = self.layers.last_mut() else { return Value::Unknown };
+        let Some(ctx) = self.layers.last_mut() else {
+            return Value::Unknown;
+        };
         let path = match name {
             Some(n) => {
                 if let Some(prev) = ctx.names.insert(n.name.clone(), n.span) {
@@ -394,14 +514,20 @@ impl Elab<'_> {
     }
 
     pub fn call_instance(&mut self, inst: &Instance, args: Vec<ArgVal>, span: Span) -> Value {
-        let ast::Item::Layer(l) = self.modules.item(inst.layer) else { return Value::Unknown };
+        let ast::Item::Layer(l) = self.modules.item(inst.layer) else {
+            return Value::Unknown;
+        };
         let name = l.name.name.clone();
         self.with_item(inst.layer, &name, span, |this| {
             let mut env = Env::new(inst.layer.module, BodyKind::Layer);
             for (n, v) in &inst.hyper {
                 env.bind(n, v.clone());
             }
-            let params: Vec<(String, bool)> = l.inputs.iter().map(|i| (i.name.name.clone(), false)).collect();
+            let params: Vec<(String, bool)> = l
+                .inputs
+                .iter()
+                .map(|i| (i.name.name.clone(), false))
+                .collect();
             let Some(slots) = this.bind_args(&name, "input", &params, args, span) else {
                 return Value::Unknown;
             };
@@ -414,7 +540,14 @@ impl Elab<'_> {
                 let Some(a) = slot else { continue };
                 let v = match a.value {
                     Value::Tensor(id) => {
-                        this.unify(&mut env, &input.ty, id, &format!("input `{}` of `{name}`", input.name.name), a.span, &mut rest);
+                        this.unify(
+                            &mut env,
+                            &input.ty,
+                            id,
+                            &format!("input `{}` of `{name}`", input.name.name),
+                            a.span,
+                            &mut rest,
+                        );
                         Value::Tensor(id)
                     }
                     Value::Unknown => Value::Unknown,
@@ -431,7 +564,13 @@ impl Elab<'_> {
     }
 
     /// Check a layer's or model's value against its declared `-> type`.
-    fn check_output(&mut self, env: &mut Env, l: &ast::LayerItem, out: &Value, rest: &mut Option<Vec<Dim>>) {
+    fn check_output(
+        &mut self,
+        env: &mut Env,
+        l: &ast::LayerItem,
+        out: &Value,
+        rest: &mut Option<Vec<Dim>>,
+    ) {
         let Some(declared) = &l.output else { return };
         let parts: Vec<Value> = match out {
             Value::Tuple(p) if declared.len() > 1 => p.clone(),
@@ -469,7 +608,14 @@ impl Elab<'_> {
         for (t, v) in declared.iter().zip(parts) {
             match v {
                 Value::Tensor(id) => {
-                    self.unify(env, t, id, &format!("the result of `{}`", l.name.name), span, rest);
+                    self.unify(
+                        env,
+                        t,
+                        id,
+                        &format!("the result of `{}`", l.name.name),
+                        span,
+                        rest,
+                    );
                 }
                 Value::Unknown => {}
                 other => {
@@ -481,7 +627,9 @@ impl Elab<'_> {
 
     /// Elaborate a model into HIR (`None` if it had errors).
     pub fn model(&mut self, r: ItemRef) -> Option<Model> {
-        let ast::Item::Layer(l) = self.modules.item(r) else { return None };
+        let ast::Item::Layer(l) = self.modules.item(r) else {
+            return None;
+        };
         let errors_before = self.errors.len();
         self.m = ModelBuilder::default();
         self.m.blocks.push(Block::default());
@@ -507,7 +655,16 @@ impl Elab<'_> {
         self.layers.pop();
         let outputs: Vec<ValueId> = match &out {
             Value::Tensor(v) => vec![*v],
-            Value::Tuple(parts) => parts.iter().filter_map(|p| if let Value::Tensor(v) = p { Some(*v) } else { None }).collect(),
+            Value::Tuple(parts) => parts
+                .iter()
+                .filter_map(|p| {
+                    if let Value::Tensor(v) = p {
+                        Some(*v)
+                    } else {
+                        None
+                    }
+                })
+                .collect(),
             Value::Unknown => Vec::new(),
             other => {
                 let found = other.describe(&self.m);
@@ -544,7 +701,11 @@ impl Elab<'_> {
                     self.report(
                         s,
                         SemaError::InvalidStatement {
-                            message: if rigid { "a model's inputs have fixed ranks: `*` is only for layers".into() } else { "`*` may only stand first".into() },
+                            message: if rigid {
+                                "a model's inputs have fixed ranks: `*` is only for layers".into()
+                            } else {
+                                "`*` may only stand first".into()
+                            },
                             span: s.into(),
                             label: "not allowed here".into(),
                             help: None,
@@ -568,7 +729,9 @@ impl Elab<'_> {
 
     /// Check a layer that no model uses, with abstract hyper-parameters.
     pub fn generic_layer(&mut self, r: ItemRef) {
-        let ast::Item::Layer(l) = self.modules.item(r) else { return };
+        let ast::Item::Layer(l) = self.modules.item(r) else {
+            return;
+        };
         self.generic = true;
         self.m = ModelBuilder::default();
         self.m.blocks.push(Block::default());
@@ -601,7 +764,9 @@ impl Elab<'_> {
 
     /// Check a fn that nothing calls, with abstract arguments.
     pub fn generic_fn(&mut self, r: ItemRef) {
-        let ast::Item::Fn(f) = self.modules.item(r) else { return };
+        let ast::Item::Fn(f) = self.modules.item(r) else {
+            return;
+        };
         self.generic = true;
         self.m = ModelBuilder::default();
         self.m.blocks.push(Block::default());

@@ -234,7 +234,13 @@ impl<'a> Elab<'a> {
                     ast::Item::Const(c) => c.name.name.clone(),
                     _ => String::new(),
                 };
-                return self.report(use_span, SemaError::ConstCycle { name, span: use_span.into() });
+                return self.report(
+                    use_span,
+                    SemaError::ConstCycle {
+                        name,
+                        span: use_span.into(),
+                    },
+                );
             }
             None => {}
         }
@@ -274,7 +280,13 @@ impl<'a> Elab<'a> {
     }
 
     /// Run `f` with `item` on the inlining stack; reports recursion.
-    pub fn with_item<T>(&mut self, item: ItemRef, name: &str, span: Span, f: impl FnOnce(&mut Self) -> T) -> Option<T> {
+    pub fn with_item<T>(
+        &mut self,
+        item: ItemRef,
+        name: &str,
+        span: Span,
+        f: impl FnOnce(&mut Self) -> T,
+    ) -> Option<T> {
         if self.call_stack.contains(&item) || self.call_stack.len() >= MAX_INLINE_DEPTH {
             self.report(
                 span,
@@ -300,7 +312,11 @@ impl<'a> Elab<'a> {
         let module = self.modules.get(env.module);
         names.extend(module.items.keys().cloned());
         names.extend(module.imports.keys().cloned());
-        names.extend(crate::sema::builtins::BUILTINS.iter().map(|s| s.to_string()));
+        names.extend(
+            crate::sema::builtins::BUILTINS
+                .iter()
+                .map(|s| s.to_string()),
+        );
         names
     }
 }
@@ -311,7 +327,8 @@ pub fn snake_case(name: &str) -> String {
     let chars: Vec<char> = name.chars().collect();
     for (i, c) in chars.iter().enumerate() {
         if c.is_uppercase() {
-            let prev_lower = i > 0 && (chars[i - 1].is_lowercase() || chars[i - 1].is_ascii_digit());
+            let prev_lower =
+                i > 0 && (chars[i - 1].is_lowercase() || chars[i - 1].is_ascii_digit());
             let next_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
             if i > 0 && (prev_lower || (next_lower && chars[i - 1].is_uppercase())) {
                 out.push('_');
@@ -329,7 +346,10 @@ mod tests {
     #[test]
     fn snake_names() {
         assert_eq!(super::snake_case("Linear"), "linear");
-        assert_eq!(super::snake_case("MultiHeadAttention"), "multi_head_attention");
+        assert_eq!(
+            super::snake_case("MultiHeadAttention"),
+            "multi_head_attention"
+        );
         assert_eq!(super::snake_case("Conv2d"), "conv2d");
         assert_eq!(super::snake_case("MLPBlock"), "mlp_block");
     }

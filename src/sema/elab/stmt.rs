@@ -44,9 +44,16 @@ impl Elab<'_> {
                 b.span,
                 SemaError::InvalidStatement {
                     message: "this block has no value".into(),
-                    span: Span { start: b.span.end.saturating_sub(1), ..b.span }.into(),
-                    label: "expected a final expression (without `;`) or `return` before this".into(),
-                    help: Some("a block's value is its last expression, written without `;`".into()),
+                    span: Span {
+                        start: b.span.end.saturating_sub(1),
+                        ..b.span
+                    }
+                    .into(),
+                    label: "expected a final expression (without `;`) or `return` before this"
+                        .into(),
+                    help: Some(
+                        "a block's value is its last expression, written without `;`".into(),
+                    ),
                 },
             ),
         };
@@ -89,7 +96,12 @@ impl Elab<'_> {
                     env.bind(&n.name, p);
                 }
             }
-            Stmt::Param { name, ty, init, span } => {
+            Stmt::Param {
+                name,
+                ty,
+                init,
+                span,
+            } => {
                 let v = self.param(env, name, ty, init, *span);
                 env.bind(&name.name, v);
             }
@@ -104,7 +116,14 @@ impl Elab<'_> {
         }
     }
 
-    fn param(&mut self, env: &mut Env, name: &ast::Ident, ty: &ast::TensorType, init: &ast::Expr, span: Span) -> Value {
+    fn param(
+        &mut self,
+        env: &mut Env,
+        name: &ast::Ident,
+        ty: &ast::TensorType,
+        init: &ast::Expr,
+        span: Span,
+    ) -> Value {
         if !self.in_layer(env) {
             return self.report(
                 span,
@@ -143,7 +162,9 @@ impl Elab<'_> {
                 },
             );
         }
-        let Some(ctx) = self.layers.last_mut() else { return Value::Unknown };
+        let Some(ctx) = self.layers.last_mut() else {
+            return Value::Unknown;
+        };
         if let Some(prev) = ctx.names.insert(name.name.clone(), name.span) {
             return self.report(
                 name.span,
@@ -185,7 +206,15 @@ impl Elab<'_> {
         self.emit1(InstKind::Param(index), ty, span)
     }
 
-    fn equilibrium(&mut self, env: &mut Env, states: &[ast::EqState], tuple: bool, body: &ast::Expr, options: &[ast::WithOption], span: Span) {
+    fn equilibrium(
+        &mut self,
+        env: &mut Env,
+        states: &[ast::EqState],
+        tuple: bool,
+        body: &ast::Expr,
+        options: &[ast::WithOption],
+        span: Span,
+    ) {
         let types: Vec<Option<Type>> = states.iter().map(|s| self.eval_type(env, &s.ty)).collect();
         // Options: solver first, since backward's defaults depend on it.
         const OPTIONS: &[&str] = &["solver", "backward", "init"];
@@ -230,7 +259,10 @@ impl Elab<'_> {
             Some(v) => OptionChecker { errors: &mut errs }.solver(&v),
             None => Some(SolverSpec::default_forward()),
         };
-        let backward = match (&solver, backward_opt.and_then(|o| self.setting(env, &o.value))) {
+        let backward = match (
+            &solver,
+            backward_opt.and_then(|o| self.setting(env, &o.value)),
+        ) {
             (Some(s), Some(v)) => OptionChecker { errors: &mut errs }.backward(&v, s),
             (Some(s), None) => Some(OptionChecker::default_backward(s)),
             (None, _) => None,
@@ -306,7 +338,8 @@ impl Elab<'_> {
         }
         let body_block = self.m.blocks.pop().unwrap_or_default();
         let complete = outputs.len() == states.len() && types.iter().all(Option::is_some);
-        let (Some(solver), Some(backward), Some(init), true) = (solver, backward, init, complete) else {
+        let (Some(solver), Some(backward), Some(init), true) = (solver, backward, init, complete)
+        else {
             for s in states {
                 env.bind(&s.name.name, Value::Unknown);
             }
@@ -327,8 +360,16 @@ impl Elab<'_> {
         }
     }
 
-    fn eq_init(&mut self, env: &mut Env, opt: Option<&ast::WithOption>, states: &[ast::EqState], types: &[Option<Type>]) -> Option<EqInit> {
-        let Some(o) = opt else { return Some(EqInit::Zeros) };
+    fn eq_init(
+        &mut self,
+        env: &mut Env,
+        opt: Option<&ast::WithOption>,
+        states: &[ast::EqState],
+        types: &[Option<Type>],
+    ) -> Option<EqInit> {
+        let Some(o) = opt else {
+            return Some(EqInit::Zeros);
+        };
         if let ExprKind::Path(p) = &o.value.kind {
             if p.len() == 1 && p[0].name == "zeros" && env.lookup("zeros").is_none() {
                 return Some(EqInit::Zeros);
@@ -344,7 +385,11 @@ impl Elab<'_> {
                 self.report(
                     o.value.span,
                     SemaError::TypeMismatch {
-                        expected: if n == 1 { "`zeros` or a tensor of the state's type".into() } else { format!("`zeros` or a tuple of {n} tensors") },
+                        expected: if n == 1 {
+                            "`zeros` or a tensor of the state's type".into()
+                        } else {
+                            format!("`zeros` or a tuple of {n} tensors")
+                        },
                         found,
                         span: o.value.span.into(),
                         help: None,

@@ -156,7 +156,10 @@ impl Bound {
         }
     }
     fn bool(&self, name: &str) -> bool {
-        matches!(self.values.get(name).map(|s| &s.value), Some(CVal::Bool(true)))
+        matches!(
+            self.values.get(name).map(|s| &s.value),
+            Some(CVal::Bool(true))
+        )
     }
     fn str(&self, name: &str) -> String {
         match self.values.get(name).map(|s| &s.value) {
@@ -224,7 +227,13 @@ impl OptionChecker<'_> {
     }
 
     /// Bind `args` of the setting `callee` against its schema.
-    fn bind(&mut self, callee: &str, schema: &[Arg], args: &[CArg], call_span: Span) -> Option<Bound> {
+    fn bind(
+        &mut self,
+        callee: &str,
+        schema: &[Arg],
+        args: &[CArg],
+        call_span: Span,
+    ) -> Option<Bound> {
         let mut values: HashMap<&'static str, Spanned> = HashMap::new();
         let mut ok = true;
         let mut next_positional = 0;
@@ -239,7 +248,8 @@ impl OptionChecker<'_> {
                             kind: "argument".into(),
                             name: n.clone(),
                             span: (*nspan).into(),
-                            help: suggest(n, &valid).or(Some(format!("`{callee}` takes no arguments"))),
+                            help: suggest(n, &valid)
+                                .or(Some(format!("`{callee}` takes no arguments"))),
                         });
                         ok = false;
                         continue;
@@ -305,7 +315,12 @@ impl OptionChecker<'_> {
     }
 
     /// Split a setting into its name and arguments (`zeros` is `zeros()`).
-    fn call_parts<'v>(&mut self, v: &'v Spanned, what: &str, valid: &[&str]) -> Option<(&'v str, &'v [CArg])> {
+    fn call_parts<'v>(
+        &mut self,
+        v: &'v Spanned,
+        what: &str,
+        valid: &[&str],
+    ) -> Option<(&'v str, &'v [CArg])> {
         match &v.value {
             CVal::Name(n) => Some((n.as_str(), &[])),
             CVal::Call(n, args) => Some((n.as_str(), args.as_slice())),
@@ -340,7 +355,11 @@ impl OptionChecker<'_> {
                 opt("beta", Kind::PosFloat, CVal::Float(1.0)),
                 opt("lam", Kind::NonNegFloat, CVal::Float(1e-4)),
             ],
-            "broyden" => vec![opt("memory", Kind::Int(1), CVal::Int(DEFAULT_MAX_ITER as i64))],
+            "broyden" => vec![opt(
+                "memory",
+                Kind::Int(1),
+                CVal::Int(DEFAULT_MAX_ITER as i64),
+            )],
             "unroll" => vec![req("steps", Kind::Int(1))],
             _ => {
                 self.unknown("solver", name, v.span, SOLVERS);
@@ -369,7 +388,11 @@ impl OptionChecker<'_> {
                 steps: b.uint("steps"),
             },
         };
-        let stop = if b.str("stop") == "abs" { Stop::Abs } else { Stop::Rel };
+        let stop = if b.str("stop") == "abs" {
+            Stop::Abs
+        } else {
+            Stop::Rel
+        };
         Some(SolverSpec {
             kind,
             tol: b.float("tol"),
@@ -406,7 +429,8 @@ impl OptionChecker<'_> {
                 let b = self.bind(name, &schema, args, v.span)?;
                 let solver_arg = b.get("solver")?;
                 let mut solver = match &solver_arg.value {
-                    CVal::Name(n) if n.is_empty() => match OptionChecker::default_backward(forward) {
+                    CVal::Name(n) if n.is_empty() => match OptionChecker::default_backward(forward)
+                    {
                         Backward::Implicit { solver } => solver,
                         _ => SolverSpec::default_forward(),
                     },
@@ -417,7 +441,10 @@ impl OptionChecker<'_> {
                         message: "`unroll` cannot solve the implicit adjoint".into(),
                         span: solver_arg.span.into(),
                         label: "not a root solver".into(),
-                        help: Some("use fixed_point, anderson or broyden here, or `backward = unrolled`".into()),
+                        help: Some(
+                            "use fixed_point, anderson or broyden here, or `backward = unrolled`"
+                                .into(),
+                        ),
                     });
                     return None;
                 }
@@ -455,7 +482,11 @@ impl OptionChecker<'_> {
                     });
                     return None;
                 }
-                Some(if name == "jfb" { Backward::Jfb } else { Backward::Unrolled })
+                Some(if name == "jfb" {
+                    Backward::Jfb
+                } else {
+                    Backward::Unrolled
+                })
             }
             _ => {
                 self.unknown("backward mode", name, v.span, MODES);
@@ -499,7 +530,9 @@ impl OptionChecker<'_> {
             "zeros" => Init::Zeros,
             "ones" => Init::Ones,
             "eye" => Init::Eye,
-            "normal" => Init::Normal { std: b.float("std") },
+            "normal" => Init::Normal {
+                std: b.float("std"),
+            },
             "kaiming_uniform" => Init::KaimingUniform {
                 fan_in: b.int("fan_in"),
                 a: b.float("a"),
@@ -508,7 +541,9 @@ impl OptionChecker<'_> {
                 fan_in: b.int("fan_in"),
                 fan_out: b.int("fan_out"),
             },
-            _ => Init::Orthogonal { gain: b.float("gain") },
+            _ => Init::Orthogonal {
+                gain: b.float("gain"),
+            },
         })
     }
 

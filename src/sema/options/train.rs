@@ -30,7 +30,12 @@ pub struct TrainValue {
 }
 
 impl OptionChecker<'_> {
-    pub fn train(&mut self, model: &str, entries: &[TrainValue], block_span: Span) -> Option<TrainConfig> {
+    pub fn train(
+        &mut self,
+        model: &str,
+        entries: &[TrainValue],
+        block_span: Span,
+    ) -> Option<TrainConfig> {
         let mut seen: Vec<&str> = Vec::new();
         let mut ok = true;
         let mut cfg = TrainConfig {
@@ -124,7 +129,12 @@ impl OptionChecker<'_> {
         let path = req("path", Kind::Str(&[]));
         match name {
             "mnist" => {
-                let b = self.bind(name, &[path, opt("flatten", Kind::Bool, CVal::Bool(false))], args, v.span)?;
+                let b = self.bind(
+                    name,
+                    &[path, opt("flatten", Kind::Bool, CVal::Bool(false))],
+                    args,
+                    v.span,
+                )?;
                 Some(DataSpec::Mnist {
                     path: b.str("path"),
                     flatten: b.bool("flatten"),
@@ -133,7 +143,11 @@ impl OptionChecker<'_> {
             "text" => {
                 let schema = [
                     path,
-                    opt("level", Kind::Str(&["char", "word"]), CVal::Str("char".into())),
+                    opt(
+                        "level",
+                        Kind::Str(&["char", "word"]),
+                        CVal::Str("char".into()),
+                    ),
                     opt("seq_len", Kind::Int(1), CVal::Int(128)),
                     // 0 stands for "not given": every token gets an id.
                     opt("vocab", Kind::Int(2), CVal::Int(0)),
@@ -251,13 +265,21 @@ impl OptionChecker<'_> {
                 Some(Schedule::Constant)
             }
             "cosine" => {
-                let b = self.bind(name, &[opt("warmup", Kind::Int(0), CVal::Int(0))], args, v.span)?;
+                let b = self.bind(
+                    name,
+                    &[opt("warmup", Kind::Int(0), CVal::Int(0))],
+                    args,
+                    v.span,
+                )?;
                 Some(Schedule::Cosine {
                     warmup: b.uint("warmup"),
                 })
             }
             "step" => {
-                let schema = [req("every", Kind::Int(1)), opt("gamma", Kind::Fraction, CVal::Float(0.1))];
+                let schema = [
+                    req("every", Kind::Int(1)),
+                    opt("gamma", Kind::Fraction, CVal::Float(0.1)),
+                ];
                 let b = self.bind(name, &schema, args, v.span)?;
                 Some(Schedule::Step {
                     every: b.uint("every"),
@@ -277,7 +299,10 @@ impl OptionChecker<'_> {
             self.unknown("regularizer", name, v.span, &["jacobian"]);
             return None;
         }
-        let schema = [req("weight", Kind::NonNegFloat), opt("freq", Kind::Fraction, CVal::Float(1.0))];
+        let schema = [
+            req("weight", Kind::NonNegFloat),
+            opt("freq", Kind::Fraction, CVal::Float(1.0)),
+        ];
         let b = self.bind(name, &schema, args, v.span)?;
         Some(JacobianReg {
             weight: b.float("weight"),

@@ -1,0 +1,139 @@
+//! The command line (clap): `deqc check`, `deqc dump`.
+//!
+//! Guarantees: exit code 0 on success, 1 when the program has errors (each
+//! rendered with its source line), 2 on usage or I/O problems; diagnostics
+//! go to stderr, requested output to stdout.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::source::SourceMap;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "deqc",
+    version,
+    about = "A language and compiler for deep equilibrium models"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Parse and check files; print a summary of each model, or diagnostics.
+    Check {
+        /// `.deq` files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print one stage of the compiler for a file.
+    Dump {
+        /// Which stage to print.
+        #[arg(long, value_enum)]
+        emit: Stage,
+        file: PathBuf,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The syntax tree of the file, with spans.
+    Ast,
+    /// The checked, elaborated program.
+    Hir,
+}
+
+fn render(diags: crate::diag::Diagnostics, sources: &SourceMap) {
+    let color = std::io::stderr().is_terminal();
+    eprint!("{}", crate::diag::render(diags, sources, 100, color));
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { files } => check(&files),
+        Command::Dump { emit, file } => dump(emit, &file),
+    }
+}
+
+fn check(files: &[PathBuf]) -> ExitCode {
+    let mut code = ExitCode::SUCCESS;
+    for f in files {
+        let compiled = match crate::compile_path(f) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", f.display());
+                return ExitCode::from(2);
+            }
+        };
+        let errors = compiled.diags.error_count();
+        let program = compiled.program.clone();
+        render(compiled.diags, &compiled.sources);
+        match program {
+            Some(p) => {
+                println!("{}: ok", f.display());
+                print!("{}", crate::sema::print::summary(&p));
+            }
+            None => {
+                eprintln!(
+                    "{}: {errors} error{}",
+                    f.display(),
+                    if errors == 1 { "" } else { "s" }
+                );
+                code = ExitCode::from(1);
+            }
+        }
+    }
+    code
+}
+
+fn dump(stage: Stage, file: &PathBuf) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    match stage {
+        Stage::Ast => {
+            let mut sources = SourceMap::new();
+            let id = sources.add(file.display().to_string(), Some(file.clone()), &text);
+            match crate::syntax::parse_file(id, &text) {
+                Ok(ast) => {
+                    print!("{}", crate::syntax::print::print_file(&ast));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    let mut d = crate::diag::Diagnostics::default();
+                    d.push(id, e);
+                    render(d, &sources);
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Stage::Hir => {
+            let compiled = match crate::compile_path(file) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: cannot read {}: {e}", file.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let program = compiled.program.clone();
+            render(compiled.diags, &compiled.sources);
+            match program {
+                Some(p) => {
+                    print!("{}", crate::sema::print::print_program(&p));
+                    ExitCode::SUCCESS
+                }
+                None => ExitCode::from(1),
+            }
+        }
+    }
+}
