@@ -1,0 +1,61 @@
+//! The `deqc` binary: exit codes, summaries and diagnostics on stderr.
+
+use std::process::Command;
+
+fn deqc(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_deqc"))
+        .args(args)
+        .output()
+        .expect("deqc runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_examples_succeeds_with_a_summary() {
+    let (code, out, err) = deqc(&[
+        "check",
+        "examples/mnist_mlp.deq",
+        "examples/mdeq_mnist.deq",
+        "examples/char_lm.deq",
+        "examples/mondeq.deq",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("examples/mnist_mlp.deq: ok"));
+    assert!(out.contains("inject.w  [784, 256]"), "{out}");
+    assert!(out.contains("total: 269,322 parameters"), "{out}");
+    assert!(out.contains("solver   = anderson(m = 5"), "{out}");
+}
+
+#[test]
+fn check_invalid_fails_with_diagnostic() {
+    let (code, out, err) = deqc(&["check", "tests/ui/matmul_shape.deq"]);
+    assert_eq!(code, 1);
+    assert!(out.is_empty());
+    assert!(err.contains("deq::sema::matmul_shape"), "{err}");
+    assert!(err.contains("inner dimensions 784 and 256 differ"), "{err}");
+    assert!(err.contains("1 error"), "{err}");
+}
+
+#[test]
+fn missing_file_is_a_usage_error() {
+    let (code, _, err) = deqc(&["check", "no/such/file.deq"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read no/such/file.deq"), "{err}");
+}
+
+#[test]
+fn dump_stages() {
+    let (code, out, _) = deqc(&["dump", "--emit=ast", "examples/mondeq.deq"]);
+    assert_eq!(code, 0);
+    assert!(!out.is_empty());
+    let (code, out, _) = deqc(&["dump", "--emit=hir", "examples/mondeq.deq"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("equilibrium (z)"), "{out}");
+    let (code, _, err) = deqc(&["dump", "--emit=hir", "tests/ui/unknown_name.deq"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown name `tahn`"), "{err}");
+}

@@ -1,0 +1,69 @@
+//! Stage snapshots and example checks: every example and stdlib module
+//! checks clean, and the AST and HIR printers are stable for the examples.
+
+use std::path::{Path, PathBuf};
+
+fn deq_files(dir: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "deq"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn name(p: &Path) -> String {
+    p.file_stem().unwrap().to_string_lossy().into_owned()
+}
+
+#[test]
+fn examples_and_stdlib_check_clean() {
+    let files: Vec<PathBuf> = deq_files("examples").into_iter().chain(deq_files("stdlib")).collect();
+    assert!(files.len() >= 5);
+    for f in files {
+        let compiled = deqc::compile_path(&f).unwrap();
+        let ok = compiled.program.is_some();
+        let rendered = compiled.render_plain(100);
+        assert!(ok && rendered.is_empty(), "{} does not check:\n{rendered}", f.display());
+    }
+}
+
+#[test]
+fn language_examples_have_their_models_and_trains() {
+    for (file, model, params, has_train) in [
+        ("examples/mnist_mlp.deq", "DeqMlp", 269_322, true),
+        ("examples/mdeq_mnist.deq", "Mdeq", 12_202, true),
+        ("examples/char_lm.deq", "CharDeq", 214_720, true),
+        ("examples/mondeq.deq", "MonDeq", 134_538, false),
+    ] {
+        let p = deqc::compile_path(Path::new(file)).unwrap().program.unwrap();
+        let m = p.model(model).unwrap();
+        assert_eq!(m.param_count(), params, "{file}");
+        assert_eq!(m.equilibria().len(), 1, "{file}");
+        assert_eq!(p.trains.len(), usize::from(has_train), "{file}");
+    }
+}
+
+#[test]
+fn ast_snapshots() {
+    for f in deq_files("examples") {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let ast = deqc::syntax::parse_file(deqc::source::FileId(0), &text).unwrap();
+        insta::assert_snapshot!(format!("ast__{}", name(&f)), deqc::syntax::print::print_file(&ast));
+    }
+}
+
+#[test]
+fn hir_snapshots() {
+    for f in deq_files("examples") {
+        let p = deqc::compile_path(&f).unwrap().program.unwrap();
+        insta::assert_snapshot!(format!("hir__{}", name(&f)), deqc::sema::print::print_program(&p));
+    }
+}
+
+#[test]
+fn check_summary_snapshot() {
+    let p = deqc::compile_path(Path::new("examples/mnist_mlp.deq")).unwrap().program.unwrap();
+    insta::assert_snapshot!("summary__mnist_mlp", deqc::sema::print::summary(&p));
+}
