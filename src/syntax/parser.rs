@@ -37,9 +37,40 @@ type PResult<T> = Result<T, ParseError>;
 /// A lowered expression and the depth of its tree.
 type Ex = (Expr, usize);
 
+/// Bracket depth up to which parsing runs on the caller's thread.
+const INLINE_DEPTH: usize = 24;
+
+/// Stack for parsing deeper texts: pest and the lowering use up to about
+/// 32 KiB per bracket level in unoptimized builds, so [`MAX_NESTING`] levels
+/// need about 8 MiB; this leaves a wide margin (the memory is reserved, and
+/// only touched as used).
+const PARSE_STACK: usize = 64 << 20;
+
 /// Parse one file. `file` is stamped into every span of the result.
 pub fn parse_file(file: FileId, text: &str) -> Result<ast::File, ParseError> {
-    prescan(text)?;
+    let depth = prescan(text)?;
+    if depth <= INLINE_DEPTH {
+        return parse_checked(file, text);
+    }
+    // Deep nesting: parse on a thread whose stack is known to suffice,
+    // whatever the caller's stack is.
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("deqc-parse".to_string())
+            .stack_size(PARSE_STACK)
+            .spawn_scoped(scope, || parse_checked(file, text));
+        match worker {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            // No thread to be had: try on this one.
+            Err(_) => parse_checked(file, text),
+        }
+    })
+}
+
+/// Parse a text that [`prescan`] accepted.
+fn parse_checked(file: FileId, text: &str) -> Result<ast::File, ParseError> {
     let mut pairs = DeqParser::parse(Rule::file, text).map_err(|e| syntax_error(e, text))?;
     // `file` succeeded, so it produced exactly one `file` pair.
     let root = next(&mut pairs, "file");
@@ -119,9 +150,10 @@ fn pratt() -> &'static PrattParser<Rule> {
 /// than [`MAX_NESTING`] (pest's recursion would exhaust the stack),
 /// unterminated strings and block comments. Strings and comments are
 /// skipped exactly as the grammar's `string` and `COMMENT` rules do.
-fn prescan(text: &str) -> PResult<()> {
+/// Returns the deepest bracket nesting.
+fn prescan(text: &str) -> PResult<usize> {
     let b = text.as_bytes();
-    let mut depth = 0usize;
+    let (mut depth, mut deepest) = (0usize, 0usize);
     let mut i = 0usize;
     while i < b.len() {
         match b[i] {
@@ -156,6 +188,7 @@ fn prescan(text: &str) -> PResult<()> {
             }
             b'(' | b'[' | b'{' => {
                 depth += 1;
+                deepest = deepest.max(depth);
                 if depth > MAX_NESTING {
                     return Err(ParseError::TooDeep {
                         limit: MAX_NESTING,
@@ -168,7 +201,7 @@ fn prescan(text: &str) -> PResult<()> {
         }
         i += 1;
     }
-    Ok(())
+    Ok(deepest)
 }
 
 // ------------------------------------------------------ pest errors
@@ -206,7 +239,10 @@ fn describe(rule: Rule) -> (u8, &'static str) {
         output | output_tuple => (5, "`->`"),
         fn_eq_body => (5, "`=`"),
         ty_int | ty_float | ty_bool | param_type => (6, "a type"),
-        tensor_type | dtype | rest_dim => (6, "a tensor type"),
+        tensor_type | dtype => (6, "a tensor type"),
+        rest_dim => (2, "`*`"),
+        // `file` fails as a whole only when nothing at all parsed.
+        file => (3, "an item"),
         ident | path => (7, "an identifier"),
         le | ge | eq | ne | lt | gt | add | sub | mul | div | matmul | pow | call | index => {
             (9, "an operator")
@@ -298,17 +334,30 @@ fn syntax_error(err: pest::error::Error<Rule>, text: &str) -> ParseError {
         InputLocation::Pos(p) => (p, 0),
         InputLocation::Span((s, e)) => (s, e.saturating_sub(s)),
     };
+    let err_pos = start;
+    // At the end of input, point just after the last token rather than past
+    // trailing blank lines, where no label can be drawn; with no trailing
+    // whitespace at all, point at the last character.
+    let start = if start >= text.len() && len == 0 {
+        let trimmed = text.trim_end();
+        match trimmed.chars().next_back() {
+            Some(c) if trimmed.len() == text.len() => trimmed.len() - c.len_utf8(),
+            _ => trimmed.len(),
+        }
+    } else {
+        start
+    };
     let span = miette::SourceSpan::new(start.into(), len);
     match err.variant {
         ErrorVariant::ParsingError { positives, .. } if !positives.is_empty() => {
             let expected = expected_words(&positives);
-            let found = found_at(text, start);
+            let found = found_at(text, err_pos);
             let word = found.trim_matches('`');
             let help = if is_keyword(word) && expected.contains("an identifier") {
                 Some(format!("`{word}` is a keyword and cannot be used as a name"))
             } else if expected.starts_with("`;`") {
                 Some("statements and items end with `;`".to_string())
-            } else if expected.contains("an item") {
+            } else if expected.starts_with("an item") {
                 Some("a file holds items: `use`, `const`, `fn`, `layer`, `model` and `train`".into())
             } else {
                 None
@@ -321,7 +370,7 @@ fn syntax_error(err: pest::error::Error<Rule>, text: &str) -> ParseError {
             }
         }
         ErrorVariant::ParsingError { .. } => ParseError::Other {
-            message: format!("unexpected {}", found_at(text, start)),
+            message: format!("unexpected {}", found_at(text, err_pos)),
             span,
         },
         ErrorVariant::CustomError { message } => ParseError::Other { message, span },
