@@ -211,7 +211,11 @@ impl Printer {
                 options,
                 span,
             } => {
-                let what = if *tuple { "Equilibrium tuple" } else { "Equilibrium" };
+                let what = if *tuple {
+                    "Equilibrium tuple"
+                } else {
+                    "Equilibrium"
+                };
                 self.line(what, Some(*span));
                 self.nested(|p| {
                     for st in states {

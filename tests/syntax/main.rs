@@ -41,7 +41,11 @@ fn sexpr(e: &Expr) -> String {
         ExprKind::Float(v) => format!("{v:?}"),
         ExprKind::Bool(v) => v.to_string(),
         ExprKind::Str(s) => format!("{s:?}"),
-        ExprKind::Path(p) => p.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join("::"),
+        ExprKind::Path(p) => p
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect::<Vec<_>>()
+            .join("::"),
         ExprKind::Tuple(xs) => format!("(tuple {})", list(xs)).replace(" )", ")"),
         ExprKind::List(xs) => format!("[{}]", list(xs)),
         ExprKind::Unary(UnOp::Neg, x) => format!("(neg {})", sexpr(x)),
@@ -93,7 +97,9 @@ fn check(src: &str, want: &str) {
 fn example_mnist_mlp() {
     let f = parse(examples::MNIST_MLP);
     assert_eq!(f.items.len(), 3);
-    let Item::Layer(m) = &f.items[1] else { panic!() };
+    let Item::Layer(m) = &f.items[1] else {
+        panic!()
+    };
     assert_eq!(m.kind, LayerKind::Model);
     assert!(m.hyper.is_empty());
     assert_eq!(m.inputs.len(), 1);
@@ -107,7 +113,9 @@ fn example_mnist_mlp() {
     let names: Vec<&str> = options.iter().map(|o| o.name.name.as_str()).collect();
     assert_eq!(names, ["solver", "backward"]);
     assert_eq!(sexpr(m.body.tail.as_ref().unwrap()), "(call head z)");
-    let Item::Train(t) = &f.items[2] else { panic!() };
+    let Item::Train(t) = &f.items[2] else {
+        panic!()
+    };
     assert_eq!(t.model.name, "DeqMlp");
     assert_eq!(t.entries.len(), 5);
     assert_eq!(
@@ -119,14 +127,20 @@ fn example_mnist_mlp() {
 #[test]
 fn example_mdeq() {
     let f = parse(examples::MDEQ);
-    let Item::Layer(m) = &f.items[1] else { panic!() };
+    let Item::Layer(m) = &f.items[1] else {
+        panic!()
+    };
     let Some(Stmt::Equilibrium {
         states,
         tuple,
         body,
         options,
         ..
-    }) = m.body.stmts.iter().find(|s| matches!(s, Stmt::Equilibrium { .. }))
+    }) = m
+        .body
+        .stmts
+        .iter()
+        .find(|s| matches!(s, Stmt::Equilibrium { .. }))
     else {
         panic!()
     };
@@ -144,22 +158,34 @@ fn example_mdeq() {
 fn example_char_lm() {
     let f = parse(examples::CHAR_LM);
     assert_eq!(f.items.len(), 6);
-    let Item::Layer(b) = &f.items[3] else { panic!() };
+    let Item::Layer(b) = &f.items[3] else {
+        panic!()
+    };
     assert_eq!(b.kind, LayerKind::Layer);
     let hyper: Vec<&str> = b.hyper.iter().map(|h| h.name.name.as_str()).collect();
     assert_eq!(hyper, ["d", "heads"]);
     assert!(matches!(b.hyper[0].ty, Some(ParamType::Int(_))));
-    let Item::Layer(m) = &f.items[4] else { panic!() };
+    let Item::Layer(m) = &f.items[4] else {
+        panic!()
+    };
     assert_eq!(m.inputs[0].ty.dtype, Some(DType::I64));
 }
 
 #[test]
 fn example_mondeq() {
     let f = parse(examples::MONDEQ);
-    let Item::Layer(cell) = &f.items[1] else { panic!() };
-    let params = cell.body.stmts.iter().filter(|s| matches!(s, Stmt::Param { .. }));
+    let Item::Layer(cell) = &f.items[1] else {
+        panic!()
+    };
+    let params = cell
+        .body
+        .stmts
+        .iter()
+        .filter(|s| matches!(s, Stmt::Param { .. }));
     assert_eq!(params.count(), 4);
-    let Stmt::Let { value, .. } = &cell.body.stmts[5] else { panic!() };
+    let Stmt::Let { value, .. } = &cell.body.stmts[5] else {
+        panic!()
+    };
     assert_eq!(
         sexpr(value),
         "(- (+ (- (* (- 1.0 m) (call eye n)) (@ (call transpose a 0 1) a)) s) (call transpose s 0 1))"
@@ -170,15 +196,24 @@ fn example_mondeq() {
 fn example_equilibrium_snippet() {
     let src = examples::eq_snippet_in_model();
     let f = parse(&src);
-    let Item::Layer(m) = &f.items[0] else { panic!() };
-    let Stmt::Equilibrium { options, .. } = &m.body.stmts[0] else { panic!() };
+    let Item::Layer(m) = &f.items[0] else {
+        panic!()
+    };
+    let Stmt::Equilibrium { options, .. } = &m.body.stmts[0] else {
+        panic!()
+    };
     let names: Vec<&str> = options.iter().map(|o| o.name.name.as_str()).collect();
     assert_eq!(names, ["solver", "backward", "init"]);
 }
 
 #[test]
 fn printing_is_deterministic_and_stamps_spans() {
-    for src in [examples::MNIST_MLP, examples::MDEQ, examples::CHAR_LM, examples::MONDEQ] {
+    for src in [
+        examples::MNIST_MLP,
+        examples::MDEQ,
+        examples::CHAR_LM,
+        examples::MONDEQ,
+    ] {
         let a = print_file(&parse(src));
         let b = print_file(&parse(src));
         assert_eq!(a, b);
@@ -243,7 +278,10 @@ fn precedence_and_associativity() {
     check("-f(x)[0]", "(neg (idx (call f x) 0))");
     check("f(x)(y)", "(call (call f x) y)");
     check("a^b(c)", "(^ a (call b c))");
-    check("nn::Linear[784, 256](x)", "(call (idx nn::Linear 784 256) x)");
+    check(
+        "nn::Linear[784, 256](x)",
+        "(call (idx nn::Linear 784 256) x)",
+    );
     check("x[0][1]", "(idx (idx x 0) 1)");
 }
 
@@ -294,7 +332,9 @@ fn trailing_commas_everywhere() {
         (p, q)
     }";
     let f = parse(src);
-    let Item::Layer(l) = &f.items[0] else { panic!() };
+    let Item::Layer(l) = &f.items[0] else {
+        panic!()
+    };
     assert_eq!((l.hyper.len(), l.inputs.len()), (2, 2));
     assert_eq!(l.output.as_ref().map(Vec::len), Some(2));
     assert_eq!(l.inputs[0].ty.dims.len(), 2);
@@ -307,7 +347,9 @@ fn comments_everywhere() {
         model M(x /*c*/: [B /*d*/, 4 /**/]) /*e*/ -> [B, 4] { x // tail\n }\n// last line without newline";
     let f = parse(src);
     assert_eq!(f.items.len(), 3);
-    let Item::Const(c) = &f.items[1] else { panic!() };
+    let Item::Const(c) = &f.items[1] else {
+        panic!()
+    };
     assert_eq!(sexpr(&c.value), "(+ 1 2)");
     check("a / /* c */ b", "(/ a b)");
     check("a /*/ still comment */ + b", "(+ a b)");
@@ -318,27 +360,40 @@ fn comments_everywhere() {
 #[test]
 fn keywords_as_identifier_prefixes() {
     check("letter + iffy + returned", "(+ (+ letter iffy) returned)");
-    check("true_val + model_x + with_ + elsewhere", "(+ (+ (+ true_val model_x) with_) elsewhere)");
+    check(
+        "true_val + model_x + with_ + elsewhere",
+        "(+ (+ (+ true_val model_x) with_) elsewhere)",
+    );
     check("int + float + bool + f32", "(+ (+ (+ int float) bool) f32)");
     check("trueish", "trueish");
     check("true", "true");
     check("false", "false");
     let f = parse("fn usex(layered, constant) = layered;");
-    let Item::Fn(func) = &f.items[0] else { panic!() };
+    let Item::Fn(func) = &f.items[0] else {
+        panic!()
+    };
     assert_eq!(func.name.name, "usex");
 }
 
 #[test]
 fn if_chains() {
     check("if c { 1 } else { 2 }", "(if c 1 2)");
-    check("if a { 1 } else if b { 2 } else { 3 }", "(if a 1 (if b 2 3))");
+    check(
+        "if a { 1 } else if b { 2 } else { 3 }",
+        "(if a 1 (if b 2 3))",
+    );
     check(
         "if a { 1 } else if b { 2 } else if c { 3 } else { 4 }",
         "(if a 1 (if b 2 (if c 3 4)))",
     );
-    check("if x < 1 { let y = 2; y } else { 0 } + 1", "(+ (if (< x 1) y 0) 1)");
+    check(
+        "if x < 1 { let y = 2; y } else { 0 } + 1",
+        "(+ (if (< x 1) y 0) 1)",
+    );
     let e = expr("if a { 1 } else if b { 2 } else { 3 }");
-    let ExprKind::If { otherwise, .. } = &e.kind else { panic!() };
+    let ExprKind::If { otherwise, .. } = &e.kind else {
+        panic!()
+    };
     // The `else if` block spans the nested `if`, which starts at its `if`.
     assert_eq!((otherwise.span.start, otherwise.span.end), (26, 47));
     assert!(otherwise.stmts.is_empty());
@@ -360,6 +415,7 @@ fn numbers_and_strings() {
     assert!(matches!(expr("7").kind, ExprKind::Int(7)));
     check(r#""a \"q\" \\ \n \t""#, r#""a \"q\" \\ \n \t""#);
     check(r#""héllo""#, r#""héllo""#);
+    check(r#""""#, r#""""#);
     let f = parse(r#"use "lib/x.deq";"#);
     let Item::Use(u) = &f.items[0] else { panic!() };
     assert!(matches!(&u.target, UseTarget::File { path, .. } if path == "lib/x.deq"));
@@ -376,22 +432,32 @@ model M(x: i64[B, T]) -> [B, T + 2] { x }
 train M { epochs = 1; }";
     let f = parse(src);
     assert_eq!(f.items.len(), 7);
-    let Item::Fn(func) = &f.items[1] else { panic!() };
+    let Item::Fn(func) = &f.items[1] else {
+        panic!()
+    };
     assert!(func.body.stmts.is_empty());
     assert_eq!(sexpr(func.body.tail.as_ref().unwrap()), "(+ a (* b k))");
     let Item::Fn(g) = &f.items[2] else { panic!() };
-    let Some(ParamType::Tensor(t)) = &g.params[1].ty else { panic!() };
+    let Some(ParamType::Tensor(t)) = &g.params[1].ty else {
+        panic!()
+    };
     assert_eq!(t.dtype, Some(DType::F64));
-    let DimSyntax::Expr(d) = &t.dims[1] else { panic!() };
+    let DimSyntax::Expr(d) = &t.dims[1] else {
+        panic!()
+    };
     assert_eq!(sexpr(d), "(* 4 d)");
     assert!(matches!(g.params[2].ty, Some(ParamType::Bool(_))));
     assert!(matches!(g.params[3].ty, Some(ParamType::Float(_))));
     assert!(matches!(g.body.stmts[1], Stmt::Return { .. }));
     assert!(g.body.tail.is_none());
-    let Item::Layer(plain) = &f.items[3] else { panic!() };
+    let Item::Layer(plain) = &f.items[3] else {
+        panic!()
+    };
     assert!(plain.hyper.is_empty() && plain.output.is_none());
     assert!(matches!(plain.inputs[0].ty.dims[0], DimSyntax::Rest(_)));
-    let Item::Layer(bare) = &f.items[4] else { panic!() };
+    let Item::Layer(bare) = &f.items[4] else {
+        panic!()
+    };
     assert!(bare.inputs[0].ty.dims.is_empty());
 }
 
@@ -406,7 +472,10 @@ fn err_at(src: &str) -> (&'static str, usize) {
 #[test]
 fn syntax_errors_point_at_the_right_place() {
     // Missing `;`: at the token where one was expected.
-    assert_eq!(err_at("const A = 1\nconst B = 2;"), ("deq::parse::syntax", 12));
+    assert_eq!(
+        err_at("const A = 1\nconst B = 2;"),
+        ("deq::parse::syntax", 12)
+    );
     let e = parse_err("const A = 1\nconst B = 2;");
     assert_eq!(e.to_string(), "expected `;` or an operator, found `const`");
     let src = "model M(x: [B]) { let y = x let z = y; z }";
@@ -415,17 +484,35 @@ fn syntax_errors_point_at_the_right_place() {
     // trailing whitespace, else just after the last token).
     let src = "model M(x: [B]) -> [B] { x";
     assert_eq!(err_at(src), ("deq::parse::syntax", 25));
-    assert_eq!(parse_err(src).to_string(), "expected `}` or an operator, found end of input");
-    assert_eq!(err_at("model M(x: [B]) -> [B] { x\n\n"), ("deq::parse::syntax", 26));
+    assert_eq!(
+        parse_err(src).to_string(),
+        "expected `}` or an operator, found end of input"
+    );
+    assert_eq!(
+        err_at("model M(x: [B]) -> [B] { x\n\n"),
+        ("deq::parse::syntax", 26)
+    );
     // A bad token in a type.
-    assert_eq!(err_at("model M(x: [B, %]) { x }"), ("deq::parse::syntax", 15));
-    assert_eq!(err_at("model M(x: i64 [B]) { x }"), ("deq::parse::syntax", 11));
+    assert_eq!(
+        err_at("model M(x: [B, %]) { x }"),
+        ("deq::parse::syntax", 15)
+    );
+    assert_eq!(
+        err_at("model M(x: i64 [B]) { x }"),
+        ("deq::parse::syntax", 11)
+    );
     // A keyword where a name belongs, and a missing expression.
     let e = parse_err("model M(x: [B]) { let let = 1; x }");
     assert_eq!(e.span().offset(), 22);
     assert!(e.to_string().contains("an identifier"));
-    assert_eq!(err_at("model M(x: [B]) { let y = ; x }"), ("deq::parse::syntax", 26));
-    assert_eq!(parse_err("const X = ;").to_string(), "expected an expression, found `;`");
+    assert_eq!(
+        err_at("model M(x: [B]) { let y = ; x }"),
+        ("deq::parse::syntax", 26)
+    );
+    assert_eq!(
+        parse_err("const X = ;").to_string(),
+        "expected an expression, found `;`"
+    );
     assert_eq!(err_at("garbage"), ("deq::parse::syntax", 0));
     assert_eq!(err_at("const A = 1; garbage"), ("deq::parse::syntax", 13));
     assert_eq!(err_at("const X = 3x;"), ("deq::parse::syntax", 10));
@@ -436,15 +523,36 @@ fn syntax_errors_point_at_the_right_place() {
 
 #[test]
 fn lexical_errors() {
-    assert_eq!(err_at("use \"abc;\nconst A = 1;"), ("deq::parse::unterminated_string", 4));
-    assert_eq!(err_at("const S = \"abc\\\""), ("deq::parse::unterminated_string", 10));
-    assert_eq!(err_at("const A = 1; /* abc"), ("deq::parse::unterminated_comment", 13));
+    assert_eq!(
+        err_at("use \"abc;\nconst A = 1;"),
+        ("deq::parse::unterminated_string", 4)
+    );
+    assert_eq!(
+        err_at("const S = \"abc\\\""),
+        ("deq::parse::unterminated_string", 10)
+    );
+    assert_eq!(
+        err_at("const A = 1; /* abc"),
+        ("deq::parse::unterminated_comment", 13)
+    );
     assert_eq!(err_at("/* a /* b */ c */"), ("deq::parse::syntax", 13));
     let e = parse_err("const A = 99999999999999999999;");
-    assert_eq!((e.code_str(), e.span().offset(), e.span().len()), ("deq::parse::int_overflow", 10, 20));
-    assert_eq!(err_at("const A = 9223372036854775808;"), ("deq::parse::int_overflow", 10));
-    assert_eq!(err_at("const A = 1e999;"), ("deq::parse::float_overflow", 10));
-    assert_eq!(err_at(r#"const S = "a\qb";"#), ("deq::parse::bad_escape", 12));
+    assert_eq!(
+        (e.code_str(), e.span().offset(), e.span().len()),
+        ("deq::parse::int_overflow", 10, 20)
+    );
+    assert_eq!(
+        err_at("const A = 9223372036854775808;"),
+        ("deq::parse::int_overflow", 10)
+    );
+    assert_eq!(
+        err_at("const A = 1e999;"),
+        ("deq::parse::float_overflow", 10)
+    );
+    assert_eq!(
+        err_at(r#"const S = "a\qb";"#),
+        ("deq::parse::bad_escape", 12)
+    );
 }
 
 fn nested(open: &str, inner: &str, close: &str, n: usize) -> String {
@@ -469,7 +577,11 @@ fn nesting_up_to_the_limit_parses() {
     }
     let chain = vec!["a"; 200].join(" + ");
     assert!(parse_file(FileId(0), &format!("const X = {chain};")).is_ok());
-    let ty = format!("model M(x: [{}B{}]) {{ x }}", "(".repeat(n - 1), ")".repeat(n - 1));
+    let ty = format!(
+        "model M(x: [{}B{}]) {{ x }}",
+        "(".repeat(n - 1),
+        ")".repeat(n - 1)
+    );
     assert!(parse_file(FileId(0), &ty).is_ok());
 }
 
@@ -478,17 +590,32 @@ fn too_deep_nesting_is_an_error_not_a_crash() {
     let limit = deqc::syntax::parser::MAX_NESTING;
     let too_deep = |src: &str| parse_err(src).code_str() == "deq::parse::too_deep";
     // The first bracket past the limit is the one reported.
-    assert_eq!(err_at(&nested("(", "a", ")", limit + 1)), ("deq::parse::too_deep", 10 + limit));
+    assert_eq!(
+        err_at(&nested("(", "a", ")", limit + 1)),
+        ("deq::parse::too_deep", 10 + limit)
+    );
     assert!(too_deep(&nested("[", "a", "]", 100_000)));
     assert!(too_deep(&format!("const X = {};", "(".repeat(1_000_000))));
     assert!(too_deep(&nested("x[", "a", "]", limit + 1)));
     // Deep trees without brackets: operator chains, prefix runs, postfix and
     // `else if` chains.
-    assert!(too_deep(&format!("const X = {};", vec!["a"; limit + 2].join(" + "))));
-    assert!(too_deep(&format!("const X = {};", vec!["a"; limit + 2].join("^"))));
+    assert!(too_deep(&format!(
+        "const X = {};",
+        vec!["a"; limit + 2].join(" + ")
+    )));
+    assert!(too_deep(&format!(
+        "const X = {};",
+        vec!["a"; limit + 2].join("^")
+    )));
     assert!(too_deep(&format!("const X = {}a;", "-".repeat(100_000))));
-    assert!(too_deep(&format!("const X = {};", vec!["a"; 100_000].join("^"))));
-    assert!(too_deep(&format!("const X = f{};", "(a)".repeat(limit + 1))));
+    assert!(too_deep(&format!(
+        "const X = {};",
+        vec!["a"; 100_000].join("^")
+    )));
+    assert!(too_deep(&format!(
+        "const X = f{};",
+        "(a)".repeat(limit + 1)
+    )));
     let chain = "if c { 1 } else ".repeat(limit + 1);
     assert!(too_deep(&format!("const X = {chain}{{ 0 }};")));
     // Brackets and chains multiply: each level is fine, the whole is not.
