@@ -209,6 +209,8 @@ fn expected_words(rules: &[Rule]) -> String {
             "`(`" | "`[`" if operators => describe(Rule::add),
             _ => (k, w),
         })
+        // ... and an `=` there (a named argument's) reads as noise.
+        .filter(|(_, w)| !(operators && *w == "`=`"))
         .collect();
     words.sort();
     words.dedup();
