@@ -10,6 +10,8 @@
 use miette::{Diagnostic, SourceSpan};
 use thiserror::Error;
 
+use super::parser::Rule;
+
 /// Everything that can go wrong while parsing one file.
 #[derive(Debug, Clone, PartialEq, Eq, Error, Diagnostic)]
 pub enum ParseError {
@@ -99,6 +101,14 @@ pub enum ParseError {
         #[label("nesting passes {limit} levels here")]
         span: SourceSpan,
     },
+
+    #[error("file too large: {size} bytes")]
+    #[diagnostic(code(deq::parse::too_large), help("source files are limited to 4 GiB"))]
+    TooLarge {
+        size: usize,
+        #[label("in this file")]
+        span: SourceSpan,
+    },
 }
 
 impl ParseError {
@@ -112,7 +122,8 @@ impl ParseError {
             | ParseError::BadEscape { span, .. }
             | ParseError::UnterminatedString { span }
             | ParseError::UnterminatedComment { span }
-            | ParseError::TooDeep { span, .. } => *span,
+            | ParseError::TooDeep { span, .. }
+            | ParseError::TooLarge { span, .. } => *span,
         }
     }
 
@@ -126,6 +137,7 @@ impl ParseError {
             ParseError::UnterminatedString { .. } => "deq::parse::unterminated_string",
             ParseError::UnterminatedComment { .. } => "deq::parse::unterminated_comment",
             ParseError::TooDeep { .. } => "deq::parse::too_deep",
+            ParseError::TooLarge { .. } => "deq::parse::too_large",
         }
     }
 }
@@ -133,4 +145,183 @@ impl ParseError {
 /// A miette span from a byte range (`end` before `start` is read as empty).
 pub(crate) fn byte_span(start: usize, end: usize) -> SourceSpan {
     SourceSpan::new(start.into(), end.saturating_sub(start))
+}
+
+// ------------------------------------------------ from pest errors
+
+/// How a grammar rule reads in "expected ..." messages, and where it sorts.
+fn describe(rule: Rule) -> (u8, &'static str) {
+    use Rule::*;
+    match rule {
+        semi => (0, "`;`"),
+        comma => (1, "`,`"),
+        colon => (1, "`:`"),
+        assign => (1, "`=`"),
+        arrow => (1, "`->`"),
+        lparen => (2, "`(`"),
+        rparen => (2, "`)`"),
+        lbracket => (2, "`[`"),
+        rbracket => (2, "`]`"),
+        lbrace => (2, "`{`"),
+        rbrace => (2, "`}`"),
+        ellipsis => (2, "`..`"),
+        kw_use | use_item => (3, "`use`"),
+        kw_const | const_item => (3, "`const`"),
+        kw_fn | fn_item => (3, "`fn`"),
+        kw_layer | layer_item => (3, "`layer`"),
+        kw_model | model_item => (3, "`model`"),
+        kw_train | train_item => (3, "`train`"),
+        kw_let | let_stmt | let_tuple_stmt => (4, "`let`"),
+        kw_param | param_stmt => (4, "`param`"),
+        kw_equilibrium | eq_stmt => (4, "`equilibrium`"),
+        kw_return | return_stmt => (4, "`return`"),
+        kw_with | with_clause => (5, "`with`"),
+        kw_else | else_if => (5, "`else`"),
+        kw_if => (5, "`if`"),
+        hyper_params => (5, "`[`"),
+        output | output_tuple => (5, "`->`"),
+        fn_eq_body => (5, "`=`"),
+        ty_int | ty_float | ty_bool | param_type => (6, "a type"),
+        tensor_type | dtype => (6, "a tensor type"),
+        rest_dim => (2, "`*`"),
+        // `file` fails as a whole only when nothing at all parsed.
+        file => (3, "an item"),
+        ident | path => (7, "an identifier"),
+        le | ge | eq | ne | lt | gt | add | sub | mul | div | matmul | pow | call | index => {
+            (9, "an operator")
+        }
+        EOI => (10, "end of input"),
+        _ => (8, "an expression"),
+    }
+}
+
+const ITEM_WORDS: [&str; 6] = ["`use`", "`const`", "`fn`", "`layer`", "`model`", "`train`"];
+const STMT_WORDS: [&str; 4] = ["`let`", "`param`", "`equilibrium`", "`return`"];
+
+/// "`;` or an operator" from pest's list of rules tried at the error.
+fn expected_words(rules: &[Rule]) -> String {
+    let operators = rules.iter().any(|r| describe(*r).1 == "an operator");
+    let mut words: Vec<(u8, &str)> = rules
+        .iter()
+        .map(|r| describe(*r))
+        // After a complete operand, `(` and `[` continue it like operators.
+        .map(|(k, w)| match w {
+            "`(`" | "`[`" if operators => describe(Rule::add),
+            _ => (k, w),
+        })
+        // ... and an `=` there (a named argument's) reads as noise.
+        .filter(|(_, w)| !(operators && *w == "`=`"))
+        .collect();
+    words.sort();
+    words.dedup();
+    let mut words: Vec<&str> = words.into_iter().map(|(_, w)| w).collect();
+    if ITEM_WORDS.iter().all(|w| words.contains(w)) {
+        words.retain(|w| !ITEM_WORDS.contains(w));
+        words.insert(0, "an item");
+    }
+    if STMT_WORDS.iter().filter(|w| words.contains(w)).count() >= 3 {
+        words.retain(|w| !STMT_WORDS.contains(w));
+        words.insert(0, "a statement");
+    }
+    match words.split_last() {
+        None => "something else".to_string(),
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
+/// What the text holds at byte `pos`, in words: "`let`", "end of input".
+fn found_at(text: &str, pos: usize) -> String {
+    let rest = text.get(pos..).unwrap_or("");
+    let Some(c) = rest.chars().next() else {
+        return "end of input".to_string();
+    };
+    let word_len = |f: fn(char) -> bool| rest.find(|c: char| !f(c)).unwrap_or(rest.len());
+    if c.is_ascii_alphabetic() || c == '_' {
+        let n = word_len(|c| c.is_ascii_alphanumeric() || c == '_');
+        format!("`{}`", &rest[..n])
+    } else if c.is_ascii_digit() {
+        let n = word_len(|c| c.is_ascii_alphanumeric() || c == '.');
+        format!("`{}`", &rest[..n])
+    } else if c == '"' {
+        "a string".to_string()
+    } else if c.is_whitespace() || c.is_control() {
+        format!("{c:?}")
+    } else {
+        format!("`{c}`")
+    }
+}
+
+fn is_keyword(word: &str) -> bool {
+    matches!(
+        word,
+        "use"
+            | "const"
+            | "fn"
+            | "layer"
+            | "model"
+            | "train"
+            | "let"
+            | "param"
+            | "equilibrium"
+            | "with"
+            | "return"
+            | "true"
+            | "false"
+            | "if"
+            | "else"
+    )
+}
+
+pub(crate) fn syntax_error(err: pest::error::Error<Rule>, text: &str) -> ParseError {
+    use pest::error::{ErrorVariant, InputLocation};
+    let (start, len) = match err.location {
+        InputLocation::Pos(p) => (p, 0),
+        InputLocation::Span((s, e)) => (s, e.saturating_sub(s)),
+    };
+    let err_pos = start;
+    // At the end of input, point just after the last token rather than past
+    // trailing blank lines, where no label can be drawn; with no trailing
+    // whitespace at all, point at the last character.
+    let start = if start >= text.len() && len == 0 {
+        let trimmed = text.trim_end();
+        match trimmed.chars().next_back() {
+            Some(c) if trimmed.len() == text.len() => trimmed.len() - c.len_utf8(),
+            _ => trimmed.len(),
+        }
+    } else {
+        start
+    };
+    let span = miette::SourceSpan::new(start.into(), len);
+    match err.variant {
+        ErrorVariant::ParsingError { positives, .. } if !positives.is_empty() => {
+            let expected = expected_words(&positives);
+            let found = found_at(text, err_pos);
+            let word = found.trim_matches('`');
+            let help = if is_keyword(word) && expected.contains("an identifier") {
+                Some(format!(
+                    "`{word}` is a keyword and cannot be used as a name"
+                ))
+            } else if expected.starts_with("`;`") {
+                Some("statements and items end with `;`".to_string())
+            } else if expected.starts_with("an item") {
+                Some(
+                    "a file holds items: `use`, `const`, `fn`, `layer`, `model` and `train`".into(),
+                )
+            } else {
+                None
+            };
+            ParseError::Syntax {
+                expected,
+                found,
+                span,
+                help,
+            }
+        }
+        ErrorVariant::ParsingError { .. } => ParseError::Other {
+            message: format!("unexpected {}", found_at(text, err_pos)),
+            span,
+        },
+        ErrorVariant::CustomError { message } => ParseError::Other { message, span },
+    }
 }

@@ -5,6 +5,7 @@
 //! panics and either returns the whole file's AST or one [`ParseError`].
 pub mod ast;
 pub mod error;
+mod lower;
 pub mod parser;
 pub mod print;
 
