@@ -12,7 +12,10 @@ fn main() {
         .filter(|p| p.extension().is_some_and(|x| x == "deq"))
         .collect();
     files.sort();
-    println!("{:<28} {:>10} {:>10} {:>10}", "example", "median", "min", "max");
+    println!(
+        "{:<28} {:>10} {:>10} {:>10}",
+        "example", "median", "min", "max"
+    );
     for f in files {
         let mut times: Vec<Duration> = (0..50)
             .map(|_| {

@@ -19,13 +19,20 @@ fn name(p: &Path) -> String {
 
 #[test]
 fn examples_and_stdlib_check_clean() {
-    let files: Vec<PathBuf> = deq_files("examples").into_iter().chain(deq_files("stdlib")).collect();
+    let files: Vec<PathBuf> = deq_files("examples")
+        .into_iter()
+        .chain(deq_files("stdlib"))
+        .collect();
     assert!(files.len() >= 5);
     for f in files {
         let compiled = deqc::compile_path(&f).unwrap();
         let ok = compiled.program.is_some();
         let rendered = compiled.render_plain(100);
-        assert!(ok && rendered.is_empty(), "{} does not check:\n{rendered}", f.display());
+        assert!(
+            ok && rendered.is_empty(),
+            "{} does not check:\n{rendered}",
+            f.display()
+        );
     }
 }
 
@@ -37,7 +44,10 @@ fn language_examples_have_their_models_and_trains() {
         ("examples/char_lm.deq", "CharDeq", 214_720, true),
         ("examples/mondeq.deq", "MonDeq", 134_538, false),
     ] {
-        let p = deqc::compile_path(Path::new(file)).unwrap().program.unwrap();
+        let p = deqc::compile_path(Path::new(file))
+            .unwrap()
+            .program
+            .unwrap();
         let m = p.model(model).unwrap();
         assert_eq!(m.param_count(), params, "{file}");
         assert_eq!(m.equilibria().len(), 1, "{file}");
@@ -50,7 +60,10 @@ fn ast_snapshots() {
     for f in deq_files("examples") {
         let text = std::fs::read_to_string(&f).unwrap();
         let ast = deqc::syntax::parse_file(deqc::source::FileId(0), &text).unwrap();
-        insta::assert_snapshot!(format!("ast__{}", name(&f)), deqc::syntax::print::print_file(&ast));
+        insta::assert_snapshot!(
+            format!("ast__{}", name(&f)),
+            deqc::syntax::print::print_file(&ast)
+        );
     }
 }
 
@@ -58,12 +71,18 @@ fn ast_snapshots() {
 fn hir_snapshots() {
     for f in deq_files("examples") {
         let p = deqc::compile_path(&f).unwrap().program.unwrap();
-        insta::assert_snapshot!(format!("hir__{}", name(&f)), deqc::sema::print::print_program(&p));
+        insta::assert_snapshot!(
+            format!("hir__{}", name(&f)),
+            deqc::sema::print::print_program(&p)
+        );
     }
 }
 
 #[test]
 fn check_summary_snapshot() {
-    let p = deqc::compile_path(Path::new("examples/mnist_mlp.deq")).unwrap().program.unwrap();
+    let p = deqc::compile_path(Path::new("examples/mnist_mlp.deq"))
+        .unwrap()
+        .program
+        .unwrap();
     insta::assert_snapshot!("summary__mnist_mlp", deqc::sema::print::summary(&p));
 }

@@ -42,7 +42,9 @@ fn check_one(path: &Path) -> String {
         .map(|l| l.offset())
         .unwrap_or_else(|| panic!("{}: the first error has no label", path.display()));
     let file = compiled.sources.file(first.file);
-    let (line, _) = compiled.sources.line_col(Span::new(first.file, offset, offset));
+    let (line, _) = compiled
+        .sources
+        .line_col(Span::new(first.file, offset, offset));
     assert_eq!(
         Some(line),
         marked_line(&file.text),
@@ -57,11 +59,15 @@ fn check_one(path: &Path) -> String {
 #[test]
 fn invalid_programs_fail_with_labelled_diagnostics() {
     let files = ui_files();
-    assert!(files.len() >= 30, "expected at least 30 UI tests, found {}", files.len());
+    assert!(
+        files.len() >= 30,
+        "expected at least 30 UI tests, found {}",
+        files.len()
+    );
     for path in files {
         let rendered = check_one(&path);
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-        insta::assert_snapshot!(format!("ui__{name}"), rendered);
+        insta::assert_snapshot!(name, rendered);
     }
 }
 
@@ -70,7 +76,16 @@ fn every_error_in_a_file_is_reported() {
     let compiled = deqc::compile_path(Path::new("tests/ui/many_errors.deq")).unwrap();
     let codes: Vec<String> = compiled.diags.items.iter().map(|d| d.code()).collect();
     assert!(codes.len() >= 3, "expected several errors, got {codes:?}");
-    assert!(codes.contains(&"deq::sema::unknown_name".to_string()), "{codes:?}");
-    assert!(codes.contains(&"deq::sema::signature_mismatch".to_string()), "{codes:?}");
-    assert!(codes.contains(&"deq::sema::argument_type".to_string()), "{codes:?}");
+    assert!(
+        codes.contains(&"deq::sema::unknown_name".to_string()),
+        "{codes:?}"
+    );
+    assert!(
+        codes.contains(&"deq::sema::signature_mismatch".to_string()),
+        "{codes:?}"
+    );
+    assert!(
+        codes.contains(&"deq::sema::argument_type".to_string()),
+        "{codes:?}"
+    );
 }

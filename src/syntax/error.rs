@@ -273,6 +273,19 @@ fn is_keyword(word: &str) -> bool {
     )
 }
 
+/// The offset just after the last token before `pos`, skipping whitespace
+/// and `//` comments.
+fn end_of_previous_token(text: &str, pos: usize) -> usize {
+    let mut before = text.get(..pos.min(text.len())).unwrap_or("").trim_end();
+    loop {
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        match before[line_start..].find("//") {
+            Some(c) => before = before[..line_start + c].trim_end(),
+            None => return before.len(),
+        }
+    }
+}
+
 pub(crate) fn syntax_error(err: pest::error::Error<Rule>, text: &str) -> ParseError {
     use pest::error::{ErrorVariant, InputLocation};
     let (start, len) = match err.location {
@@ -292,7 +305,20 @@ pub(crate) fn syntax_error(err: pest::error::Error<Rule>, text: &str) -> ParseEr
     } else {
         start
     };
-    let span = miette::SourceSpan::new(start.into(), len);
+    let mut span = miette::SourceSpan::new(start.into(), len);
+    if let ErrorVariant::ParsingError { positives, .. } = &err.variant {
+        if expected_words(positives).starts_with("`;`") {
+            // A missing `;` at a line end belongs after the last token of that
+            // line, not on the next line.
+            let prev = end_of_previous_token(text, err_pos);
+            if text
+                .get(prev..err_pos)
+                .is_some_and(|gap| gap.contains('\n'))
+            {
+                span = miette::SourceSpan::new(prev.into(), 0);
+            }
+        }
+    }
     match err.variant {
         ErrorVariant::ParsingError { positives, .. } if !positives.is_empty() => {
             let expected = expected_words(&positives);

@@ -471,10 +471,10 @@ fn err_at(src: &str) -> (&'static str, usize) {
 
 #[test]
 fn syntax_errors_point_at_the_right_place() {
-    // Missing `;`: at the token where one was expected.
+    // Missing `;`: just after the token that should have ended.
     assert_eq!(
         err_at("const A = 1\nconst B = 2;"),
-        ("deq::parse::syntax", 12)
+        ("deq::parse::syntax", 11)
     );
     let e = parse_err("const A = 1\nconst B = 2;");
     assert_eq!(e.to_string(), "expected `;` or an operator, found `const`");

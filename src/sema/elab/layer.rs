@@ -127,30 +127,27 @@ impl Elab<'_> {
         &mut self,
         env: &mut Env,
         callee: &str,
-        name: &str,
-        ty: Option<&ast::ParamType>,
+        param: &ast::FnParam,
         v: Value,
         span: Span,
         rest: &mut Option<Vec<Dim>>,
     ) -> Value {
+        let (name, ty) = (param.name.name.as_str(), param.ty.as_ref());
         let expected = match ty {
             None => return v,
             Some(ast::ParamType::Tensor(t)) => {
                 return match v {
                     Value::Tensor(id) => {
-                        self.unify(
-                            env,
-                            t,
-                            id,
-                            &format!("argument `{name}` of `{callee}`"),
-                            span,
-                            rest,
-                        );
-                        v
+                        let what = format!("argument `{name}` of `{callee}`");
+                        // A mismatched argument is reported once, not again inside the body.
+                        match self.unify(env, t, id, &what, span, rest) {
+                            true => v,
+                            false => Value::Unknown,
+                        }
                     }
                     Value::Unknown => v,
                     other => self.not_tensor(&other, span),
-                }
+                };
             }
             Some(ast::ParamType::Int(_)) => "an int",
             Some(ast::ParamType::Float(_)) => "a float",
@@ -278,7 +275,7 @@ impl Elab<'_> {
             if let Some(want) = self.dim_value(env, e) {
                 if want.compare(actual_dim) == DimCmp::Different {
                     let detail = format!(
-                        "dimension `{}` is {want} but the argument has {actual_dim}",
+                        "dimension `{}` is {want} but the value has {actual_dim}",
                         crate::sema::print::expr_text(e)
                     );
                     return mismatch(self, env, rest, Some(detail));
@@ -364,15 +361,7 @@ impl Elab<'_> {
                         None => (Value::Unknown, span),
                     },
                 };
-                let v = this.check_param_type(
-                    &mut env,
-                    &name,
-                    &p.name.name,
-                    p.ty.as_ref(),
-                    v,
-                    at,
-                    &mut rest,
-                );
+                let v = this.check_param_type(&mut env, &name, p, v, at, &mut rest);
                 env.bind(&p.name.name, v);
             }
             this.block(&mut env, &f.body)
@@ -451,15 +440,7 @@ impl Elab<'_> {
                 ok = false;
                 continue;
             }
-            let v = self.check_param_type(
-                &mut henv,
-                &layer_name,
-                &p.name.name,
-                p.ty.as_ref(),
-                v,
-                at,
-                &mut None,
-            );
+            let v = self.check_param_type(&mut henv, &layer_name, p, v, at, &mut None);
             if matches!(v, Value::Tensor(_) | Value::Instance(_)) {
                 self.report(
                     at,
@@ -540,15 +521,11 @@ impl Elab<'_> {
                 let Some(a) = slot else { continue };
                 let v = match a.value {
                     Value::Tensor(id) => {
-                        this.unify(
-                            &mut env,
-                            &input.ty,
-                            id,
-                            &format!("input `{}` of `{name}`", input.name.name),
-                            a.span,
-                            &mut rest,
-                        );
-                        Value::Tensor(id)
+                        let what = format!("input `{}` of `{name}`", input.name.name);
+                        match this.unify(&mut env, &input.ty, id, &what, a.span, &mut rest) {
+                            true => Value::Tensor(id),
+                            false => Value::Unknown,
+                        }
                     }
                     Value::Unknown => Value::Unknown,
                     other => this.not_tensor(&other, a.span),

@@ -112,7 +112,7 @@ impl OptionChecker<'_> {
 
     fn count(&mut self, key: &str, v: &Spanned, min: i64) -> Option<i64> {
         self.kind_ok("train", key, Kind::Int(min), v)
-            .then(|| match v.value {
+            .then_some(match v.value {
                 CVal::Int(i) => i,
                 _ => 0,
             })
