@@ -65,22 +65,35 @@ impl Solver for Broyden {
             }
             x = x_new;
             gx = gx_new;
-            update = safe_step(&mem, &gx)?;
+            update = safe_step(&mut mem, &gx)?;
         }
         Ok(tr.finish_best())
     }
 }
 
-/// The low-rank part of `H`: pairs `(u_i, v_i)`, each `[B, N]`, oldest first.
+/// The low-rank part of `H`: pairs `(u_i, v_i)`, each `[B, N]`, oldest first,
+/// with their stacked factors cached between updates.
 #[derive(Default)]
 struct Memory {
     us: VecDeque<Tensor>,
     vs: VecDeque<Tensor>,
+    stacked: Option<(Tensor, Tensor)>,
 }
 
 impl Memory {
+    /// Add a pair, dropping the oldest beyond `limit`.
+    fn push(&mut self, u: Tensor, v: Tensor, limit: usize) {
+        self.us.push_back(u);
+        self.vs.push_back(v);
+        while self.us.len() > limit {
+            self.us.pop_front();
+            self.vs.pop_front();
+        }
+        self.stacked = None;
+    }
+
     /// `H x` per sample.
-    fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    fn apply(&mut self, x: &Tensor) -> candle_core::Result<Tensor> {
         if self.us.is_empty() {
             return x.neg();
         }
@@ -90,7 +103,7 @@ impl Memory {
     }
 
     /// `x^T H` per sample (as a `[B, N]` row per sample).
-    fn apply_t(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    fn apply_t(&mut self, x: &Tensor) -> candle_core::Result<Tensor> {
         if self.us.is_empty() {
             return x.neg();
         }
@@ -100,10 +113,15 @@ impl Memory {
     }
 
     /// `U: [B, N, k]`, `V^T: [B, k, N]`.
-    fn factors(&self) -> candle_core::Result<(Tensor, Tensor)> {
+    fn factors(&mut self) -> candle_core::Result<(Tensor, Tensor)> {
+        if let Some(f) = &self.stacked {
+            return Ok(f.clone());
+        }
         let us: Vec<Tensor> = self.us.iter().cloned().collect();
         let vs: Vec<Tensor> = self.vs.iter().cloned().collect();
-        Ok((Tensor::stack(&us, 2)?, Tensor::stack(&vs, 1)?))
+        let f = (Tensor::stack(&us, 2)?, Tensor::stack(&vs, 1)?);
+        self.stacked = Some(f.clone());
+        Ok(f)
     }
 }
 
@@ -140,19 +158,14 @@ impl Broyden {
         let u = (dx - hdg)?.broadcast_mul(&column(&inv, tr.dtype(), tr.device())?)?;
         let u = select(&ok, &u, &zeros)?;
         let vt = select(&ok, &vt, &zeros)?;
-        mem.us.push_back(u);
-        mem.vs.push_back(vt);
-        while mem.us.len() > self.memory {
-            mem.us.pop_front();
-            mem.vs.pop_front();
-        }
+        mem.push(u, vt, self.memory);
         Ok(())
     }
 }
 
 /// `-H g` per sample, or the fixed-point step `g` where that is non-finite
 /// or vanishes.
-fn safe_step(mem: &Memory, g: &Tensor) -> candle_core::Result<Tensor> {
+fn safe_step(mem: &mut Memory, g: &Tensor) -> candle_core::Result<Tensor> {
     if mem.us.is_empty() {
         return Ok(g.clone());
     }

@@ -104,6 +104,17 @@ pub struct Control {
     pub stop: Stop,
 }
 
+impl Default for Control {
+    /// The language's defaults: `tol = 1e-4`, `max_iter = 40`, `stop = rel`.
+    fn default() -> Self {
+        Control {
+            tol: crate::sema::spec::DEFAULT_TOL,
+            max_iter: crate::sema::spec::DEFAULT_MAX_ITER,
+            stop: Stop::Rel,
+        }
+    }
+}
+
 impl Control {
     pub fn from_spec(spec: &SolverSpec) -> Control {
         Control {
