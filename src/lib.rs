@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod diag;
 pub mod sema;
+pub mod solver;
 pub mod source;
 pub mod syntax;
 

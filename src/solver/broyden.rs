@@ -1,0 +1,194 @@
+//! Limited-memory "good" Broyden on `g(z) = f(z) - z`, per sample.
+//!
+//! Owns `broyden(memory)`. Each sample keeps an approximation of the inverse
+//! Jacobian of `g`, `H = -I + sum_i u_i v_i^T` (starting at `-I`, the
+//! inverse Jacobian of `g` when `f` is flat), stored as batched `[B, N, k]` /
+//! `[B, k, N]` factors; the step is `z <- z - H g(z)` (the first step is the
+//! plain fixed-point step `z <- f(z)`). After a step `dz`, `dg`, the
+//! Sherman–Morrison form of the good Broyden update adds
+//! `u = (dz - H dg) / (dz^T H dg)`, `v^T = dz^T H`.
+//!
+//! Safety, per sample:
+//! - a degenerate update (`|dz^T H dg| <= eps ||dz^T H|| ||dg||`, with
+//!   `eps = 1e-12` in f64 and `1e-6` in lower precision, or non-finite)
+//!   is skipped for that sample (its `u`, `v` are zero);
+//! - a non-finite or vanishing step (`||H g|| <= 1e-10 ||g||`) is replaced
+//!   by the fixed-point step `z <- f(z)` for that sample;
+//! - beyond `memory` pairs the oldest pair is dropped (`memory = 0` is plain
+//!   fixed-point iteration).
+
+use std::collections::VecDeque;
+
+use candle_core::{DType, Tensor};
+
+use super::track::{column, select, Step, Tracker};
+use super::{Control, Map, Solution, Solver, SolverError};
+
+/// `broyden(memory)`; sema's default `memory` is the default `max_iter` (40).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Broyden {
+    /// The number of rank-one pairs kept.
+    pub memory: usize,
+}
+
+impl Solver for Broyden {
+    fn name(&self) -> &'static str {
+        "broyden"
+    }
+
+    fn solve<E>(&self, ctl: &Control, f: &mut Map<'_, E>, z0: &Tensor) -> Result<Solution, E>
+    where
+        E: From<SolverError> + From<candle_core::Error>,
+    {
+        let mut tr = Tracker::new(self.name(), ctl, z0)?;
+        if !tr.has_budget(ctl.max_iter) {
+            return Ok(tr.finish_best());
+        }
+        let mut x = z0.clone();
+        let (fx, step) = tr.eval(f, &x)?;
+        if step != Step::Continue {
+            return Ok(tr.finish_best());
+        }
+        let mut gx = (fx - &x)?;
+        let mut mem = Memory::default();
+        // H0 = -I: the first step is the fixed-point step.
+        let mut update = gx.clone();
+        while tr.has_budget(ctl.max_iter) {
+            let x_new = (&x + &update)?;
+            let (fx_new, step) = tr.eval(f, &x_new)?;
+            if step != Step::Continue {
+                break;
+            }
+            let gx_new = (fx_new - &x_new)?;
+            if self.memory > 0 {
+                self.update(&mut mem, &update, &(&gx_new - &gx)?, &tr)?;
+            }
+            x = x_new;
+            gx = gx_new;
+            update = safe_step(&mut mem, &gx)?;
+        }
+        Ok(tr.finish_best())
+    }
+}
+
+/// The low-rank part of `H`: pairs `(u_i, v_i)`, each `[B, N]`, oldest first,
+/// with their stacked factors cached between updates.
+#[derive(Default)]
+struct Memory {
+    us: VecDeque<Tensor>,
+    vs: VecDeque<Tensor>,
+    stacked: Option<(Tensor, Tensor)>,
+}
+
+impl Memory {
+    /// Add a pair, dropping the oldest beyond `limit`.
+    fn push(&mut self, u: Tensor, v: Tensor, limit: usize) {
+        self.us.push_back(u);
+        self.vs.push_back(v);
+        while self.us.len() > limit {
+            self.us.pop_front();
+            self.vs.pop_front();
+        }
+        self.stacked = None;
+    }
+
+    /// `H x` per sample.
+    fn apply(&mut self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if self.us.is_empty() {
+            return x.neg();
+        }
+        let (u, vt) = self.factors()?;
+        let low = u.matmul(&vt.matmul(&x.unsqueeze(2)?)?)?.squeeze(2)?;
+        low - x
+    }
+
+    /// `x^T H` per sample (as a `[B, N]` row per sample).
+    fn apply_t(&mut self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if self.us.is_empty() {
+            return x.neg();
+        }
+        let (u, vt) = self.factors()?;
+        let low = x.unsqueeze(1)?.matmul(&u)?.matmul(&vt)?.squeeze(1)?;
+        low - x
+    }
+
+    /// `U: [B, N, k]`, `V^T: [B, k, N]`.
+    fn factors(&mut self) -> candle_core::Result<(Tensor, Tensor)> {
+        if let Some(f) = &self.stacked {
+            return Ok(f.clone());
+        }
+        let us: Vec<Tensor> = self.us.iter().cloned().collect();
+        let vs: Vec<Tensor> = self.vs.iter().cloned().collect();
+        let f = (Tensor::stack(&us, 2)?, Tensor::stack(&vs, 1)?);
+        self.stacked = Some(f.clone());
+        Ok(f)
+    }
+}
+
+impl Broyden {
+    /// Add the good Broyden pair for the step `dx` that changed `g` by `dg`.
+    fn update(
+        &self,
+        mem: &mut Memory,
+        dx: &Tensor,
+        dg: &Tensor,
+        tr: &Tracker,
+    ) -> candle_core::Result<()> {
+        let hdg = mem.apply(dg)?;
+        let vt = mem.apply_t(dx)?;
+        let sums = row_sums(&[(&vt, dg), (&vt, &vt), (dg, dg)])?;
+        let eps = if tr.dtype() == DType::F64 {
+            1e-12
+        } else {
+            1e-6
+        };
+        let mut ok = Vec::with_capacity(sums.len());
+        let mut inv = Vec::with_capacity(sums.len());
+        for s in &sums {
+            let (den, nv, ng) = (s[0], s[1], s[2]);
+            let good = den.is_finite()
+                && nv.is_finite()
+                && ng.is_finite()
+                && den.abs() > eps * (nv * ng).sqrt()
+                && den != 0.0;
+            ok.push(good);
+            inv.push(if good { 1.0 / den } else { 0.0 });
+        }
+        let zeros = dx.zeros_like()?;
+        let u = (dx - hdg)?.broadcast_mul(&column(&inv, tr.dtype(), tr.device())?)?;
+        let u = select(&ok, &u, &zeros)?;
+        let vt = select(&ok, &vt, &zeros)?;
+        mem.push(u, vt, self.memory);
+        Ok(())
+    }
+}
+
+/// `-H g` per sample, or the fixed-point step `g` where that is non-finite
+/// or vanishes.
+fn safe_step(mem: &mut Memory, g: &Tensor) -> candle_core::Result<Tensor> {
+    if mem.us.is_empty() {
+        return Ok(g.clone());
+    }
+    let step = mem.apply(g)?.neg()?;
+    let sums = row_sums(&[(&step, &step), (g, g)])?;
+    let ok: Vec<bool> = sums
+        .iter()
+        .map(|s| s[0].is_finite() && (s[0] > 1e-20 * s[1] || s[1] == 0.0))
+        .collect();
+    if ok.iter().all(|o| *o) {
+        Ok(step)
+    } else {
+        select(&ok, &step, g)
+    }
+}
+
+/// Per sample, `sum(a * b)` for each pair, on the host in f64: `[B][pairs]`.
+fn row_sums(pairs: &[(&Tensor, &Tensor)]) -> candle_core::Result<Vec<Vec<f64>>> {
+    let cols = pairs
+        .iter()
+        .map(|(a, b)| (*a * *b)?.sum_keepdim(1))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Tensor::cat(&cols, 1)?
+        .to_dtype(DType::F64)?
+        .to_vec2::<f64>()
+}
