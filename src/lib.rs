@@ -10,6 +10,7 @@ pub mod diag;
 pub mod sema;
 pub mod source;
 pub mod syntax;
+pub mod train;
 
 use std::path::Path;
 
