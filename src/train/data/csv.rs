@@ -4,7 +4,8 @@
 //! a folder with `train.csv[.gz]` and optionally `valid.csv[.gz]` and
 //! `test.csv[.gz]`, all with the same header. Cells are separated by commas
 //! (no quoting; header names may be wrapped in double quotes), surrounding
-//! whitespace is ignored, and blank lines are skipped.
+//! whitespace and a leading byte-order mark are ignored, and blank lines
+//! are skipped.
 //!
 //! Guarantees: `x` is f32 `[N, F]`, the columns other than the target in
 //! header order; `y` is the target column, i64 `[N]` (class ids) when every
@@ -92,6 +93,7 @@ fn to_dataset(t: Table, integral: bool) -> Result<Dataset, DataError> {
 
 fn parse(path: &Path, target: &str) -> Result<Table, DataError> {
     let text = read_text(path)?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut lines = text
         .lines()
         .enumerate()

@@ -124,7 +124,19 @@ fn read_images(path: &Path) -> Result<(usize, usize, usize, Vec<u8>), DataError>
     let n = be_u32(&bytes, 4) as u64;
     let rows = be_u32(&bytes, 8) as u64;
     let cols = be_u32(&bytes, 12) as u64;
-    check_body(path, &bytes, 16 + n * rows * cols)?;
+    let size = n
+        .checked_mul(rows)
+        .and_then(|x| x.checked_mul(cols))
+        .and_then(|x| x.checked_add(16))
+        .filter(|_| usize::try_from(rows * cols).is_ok())
+        .ok_or_else(|| {
+            DataError::malformed(
+                path,
+                "image dimensions that fit in memory",
+                format!("{n} images of {rows} x {cols}"),
+            )
+        })?;
+    check_body(path, &bytes, size)?;
     bytes.drain(..16);
     Ok((n as usize, rows as usize, cols as usize, bytes))
 }

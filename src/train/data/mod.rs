@@ -127,8 +127,8 @@ impl HostArray {
             HostData::F32(v) => v.len(),
             HostData::I64(v) => v.len(),
         };
-        (!shape.is_empty() && shape.iter().product::<usize>() == len)
-            .then_some(HostArray { shape, data })
+        let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        (!shape.is_empty() && count == Some(len)).then_some(HostArray { shape, data })
     }
 
     pub fn f32(shape: Vec<usize>, data: Vec<f32>) -> Option<HostArray> {
@@ -141,7 +141,7 @@ impl HostArray {
 
     /// Number of samples (the first dimension).
     pub fn len(&self) -> usize {
-        self.shape[0]
+        self.shape.first().copied().unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -150,7 +150,7 @@ impl HostArray {
 
     /// Values of one sample.
     pub fn sample_size(&self) -> usize {
-        self.shape[1..].iter().product()
+        self.shape.get(1..).unwrap_or_default().iter().product()
     }
 
     /// The samples `indices`, in that order, as a tensor of shape
@@ -158,7 +158,9 @@ impl HostArray {
     pub fn gather(&self, indices: &[usize], device: &Device) -> candle_core::Result<Tensor> {
         let k = self.sample_size();
         let mut shape = self.shape.clone();
-        shape[0] = indices.len();
+        if let Some(first) = shape.first_mut() {
+            *first = indices.len();
+        }
         fn pick<T: Copy>(v: &[T], indices: &[usize], k: usize) -> candle_core::Result<Vec<T>> {
             let mut out = Vec::with_capacity(indices.len() * k);
             for &i in indices {
@@ -204,7 +206,7 @@ impl Dataset {
 
     /// Number of samples.
     pub fn len(&self) -> usize {
-        self.fields[0].1.len()
+        self.fields.first().map_or(0, |(_, a)| a.len())
     }
 
     pub fn is_empty(&self) -> bool {

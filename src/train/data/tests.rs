@@ -113,6 +113,13 @@ fn mnist_malformed_files_are_clear_errors() {
         err.contains("truncated: expected 28 bytes, found 27"),
         "{err}"
     );
+    // A header whose sizes overflow.
+    let mut huge = Vec::new();
+    for v in [2051u32, u32::MAX, u32::MAX, u32::MAX] {
+        huge.extend_from_slice(&v.to_be_bytes());
+    }
+    let err = mnist_err("huge", imgs, huge);
+    assert!(err.contains(imgs) && err.contains("fit in memory"), "{err}");
     // Trailing bytes.
     let mut long = labels(&[1, 2, 3]);
     long.push(0);
@@ -329,7 +336,7 @@ fn csv_err(name: &str, content: &str, target: &str) -> String {
 fn csv_files_and_folders() {
     let dir = temp("csv");
     let p = dir.join("d.csv");
-    std::fs::write(&p, "a, \"label\" ,b\n1.5,2,3\n\n-1,0,4e1\n").unwrap();
+    std::fs::write(&p, "\u{feff}a, \"label\" ,b\n1.5,2,3\n\n-1,0,4e1\n").unwrap();
     let s = csv(&p, "label").unwrap();
     assert_eq!(s.train.field("x").unwrap().shape, [2, 2]);
     assert_eq!(
