@@ -11,6 +11,7 @@ pub mod sema;
 pub mod solver;
 pub mod source;
 pub mod syntax;
+pub mod train;
 
 use std::path::Path;
 
