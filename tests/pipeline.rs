@@ -86,3 +86,39 @@ fn check_summary_snapshot() {
         .unwrap();
     insta::assert_snapshot!("summary__mnist_mlp", deqc::sema::print::summary(&p));
 }
+
+#[test]
+fn an_instance_never_called_is_a_warning_not_an_error() {
+    let src =
+        "use nn;\nmodel M(x: [B, 4]) -> [B, 4] {\n    let unused = nn::Linear[4, 4];\n    x\n}\n";
+    let c = deqc::compile_source("warn.deq", src);
+    assert!(c.program.is_some(), "a warning must not fail the check");
+    assert_eq!(c.diags.items.len(), 1);
+    assert!(!c.diags.items[0].is_error());
+    let text = c.render_plain(80);
+    assert!(text.contains("`unused` is never used"), "{text}");
+    assert!(
+        text.contains("never called, so it has no parameters"),
+        "{text}"
+    );
+}
+
+#[test]
+fn symbolic_dimensions_simplify_through_layers() {
+    // A layer generic in T sees (T + 2) - 2 as T, and reshape infers -1
+    // through the batch dimension.
+    let src = r#"
+layer Pad[d: int](x: [B, T, d]) -> [B, T, d] {
+    let p = concat((zeros([B, 2, d]), x), 1);
+    p[:, 2:, :]
+}
+model M(x: [B, T, 4]) -> [B, 4 * T] {
+    let pad = Pad[4];
+    reshape(pad(x), [B, -1])
+}
+"#;
+    let c = deqc::compile_source("sym.deq", src);
+    let p = c.program.expect("checks");
+    let out = p.models[0].output_types[0].to_string();
+    assert_eq!(out, "[B, 4 * T]");
+}

@@ -364,7 +364,7 @@ pub enum SemaError {
         span: SourceSpan,
     },
 
-    #[error("`{name}` is not used as declared: {detail}")]
+    #[error("`{name}` is never used")]
     #[diagnostic(code(deq::sema::unused), severity(Warning))]
     Unused {
         name: String,

@@ -211,6 +211,15 @@ impl Elab<'_> {
         match (&a, &b) {
             (Unknown, _) | (_, Unknown) => Unknown,
             (Int(x), Int(y)) => self.int_binary(op, x, y, span),
+            (Int(_) | Float(_), Int(_) | Float(_)) if op == BinOp::MatMul => self.report(
+                span,
+                SemaError::TypeMismatch {
+                    expected: "tensors on both sides of `@`".into(),
+                    found: "numbers".into(),
+                    span: span.into(),
+                    help: Some("`*` multiplies numbers".into()),
+                },
+            ),
             (Int(_) | Float(_), Int(_) | Float(_)) => {
                 let (x, y) = (self.as_f64(&a), self.as_f64(&b));
                 float_binary(op, x, y)

@@ -485,16 +485,22 @@ impl Elab<'_> {
                 ctx.path(&format!("{snake}_{k}"))
             }
         };
-        Value::Instance(Rc::new(Instance {
+        let inst = Rc::new(Instance {
             layer: r,
             layer_name,
             hyper,
             path,
             span,
-        }))
+            called: Default::default(),
+        });
+        if let (Some(n), Some(ctx)) = (name, self.layers.last_mut()) {
+            ctx.instances.push((n.name.clone(), inst.clone()));
+        }
+        Value::Instance(inst)
     }
 
     pub fn call_instance(&mut self, inst: &Instance, args: Vec<ArgVal>, span: Span) -> Value {
+        inst.called.set(true);
         let ast::Item::Layer(l) = self.modules.item(inst.layer) else {
             return Value::Unknown;
         };
@@ -629,7 +635,7 @@ impl Elab<'_> {
         let mut rest = None;
         self.check_output(&mut env, l, &out, &mut rest);
         self.call_stack.pop();
-        self.layers.pop();
+        self.pop_layer();
         let outputs: Vec<ValueId> = match &out {
             Value::Tensor(v) => vec![*v],
             Value::Tuple(parts) => parts
@@ -735,7 +741,7 @@ impl Elab<'_> {
         let mut rest = Some(vec![Dim::sym("*", false)]);
         self.check_output(&mut env, l, &out, &mut rest);
         self.call_stack.pop();
-        self.layers.pop();
+        self.pop_layer();
         self.generic = false;
     }
 
@@ -765,7 +771,7 @@ impl Elab<'_> {
         }
         self.block(&mut env, &f.body);
         self.call_stack.pop();
-        self.layers.pop();
+        self.pop_layer();
         self.generic = false;
     }
 }

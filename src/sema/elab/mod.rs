@@ -50,6 +50,8 @@ pub struct Instance {
     pub hyper: Vec<(String, Value)>,
     pub path: String,
     pub span: Span,
+    /// Set at the first call: an instance never called has no parameters.
+    pub called: std::cell::Cell<bool>,
 }
 
 impl Value {
@@ -126,6 +128,8 @@ pub struct LayerCtx {
     pub anon: HashMap<String, usize>,
     /// Instance and parameter names taken in this body.
     pub names: HashMap<String, Span>,
+    /// Named instances created in this body (to warn about unused ones).
+    pub instances: Vec<(String, Rc<Instance>)>,
 }
 
 impl LayerCtx {
@@ -304,6 +308,27 @@ impl<'a> Elab<'a> {
         let out = f(self);
         self.call_stack.pop();
         Some(out)
+    }
+
+    /// Close a layer body: warn about named instances that were never
+    /// called (their parameters would silently not exist).
+    pub fn pop_layer(&mut self) {
+        let Some(ctx) = self.layers.pop() else { return };
+        if self.generic {
+            return;
+        }
+        for (name, inst) in ctx.instances {
+            if !inst.called.get() {
+                self.errors.push((
+                    inst.span,
+                    SemaError::Unused {
+                        name,
+                        detail: "this instance is never called, so it has no parameters".into(),
+                        span: inst.span.into(),
+                    },
+                ));
+            }
+        }
     }
 
     /// Every name visible from `env` (for "did you mean" hints).
