@@ -467,6 +467,13 @@ impl Elab<'_> {
         let path = match name {
             Some(n) => {
                 if let Some(prev) = ctx.names.insert(n.name.clone(), n.span) {
+                    // The clash is the error; the earlier instance's later
+                    // non-use is a consequence, not a second problem.
+                    for (other, inst) in &ctx.instances {
+                        if *other == n.name {
+                            inst.called.set(true);
+                        }
+                    }
                     return self.report(
                         n.span,
                         SemaError::Duplicate {
