@@ -5,8 +5,11 @@
 //! every diagnostic; the stages themselves live in their own modules
 //! (`syntax`, `sema`), each with a printer for `deqc dump`.
 
+pub mod autodiff;
 pub mod cli;
 pub mod diag;
+pub mod exec;
+pub mod ir;
 pub mod sema;
 pub mod solver;
 pub mod source;

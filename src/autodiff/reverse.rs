@@ -1,0 +1,178 @@
+//! The reverse sweep: activity analysis, cotangent accumulation, and the
+//! call of one VJP rule per active node, in reverse topological order.
+//!
+//! Guarantees: the forward part of the graph is left unchanged (nodes are
+//! only appended); a node gets a cotangent only when it is active (depends
+//! on a requested node through differentiable operands, and reaches a
+//! seeded output); contributions from several uses are summed with `Add`
+//! nodes; a requested node that no seed reaches gets `None` from [`vjp`]
+//! (and zeros from [`grad`]).
+
+use std::collections::{HashMap, HashSet};
+
+use crate::ir::{Graph, NodeId, Op};
+
+use super::builder::Builder;
+use super::{vjp as rules, AdError, EquilibriumVjp, NoImplicitBackward};
+
+/// Which nodes the sweep differentiates.
+fn active_nodes(
+    graph: &Graph,
+    order: &[NodeId],
+    seeds: &[NodeId],
+    wrt: &[NodeId],
+) -> HashSet<NodeId> {
+    let wrt: HashSet<NodeId> = wrt.iter().copied().collect();
+    let mut depends: HashSet<NodeId> = HashSet::new();
+    for id in order {
+        let op = graph.op(*id);
+        let float = graph.ty(*id).dtype.is_float();
+        let from_operand = graph
+            .operands(*id)
+            .iter()
+            .enumerate()
+            .any(|(slot, o)| op.is_differentiable_in(slot) && depends.contains(o));
+        if wrt.contains(id) || (float && from_operand) {
+            depends.insert(*id);
+        }
+    }
+    let reaches = graph.ancestors(seeds);
+    depends
+        .into_iter()
+        .filter(|n| reaches.contains(n))
+        .collect()
+}
+
+fn sum_all(b: &mut Builder, parts: Vec<NodeId>) -> Result<Option<NodeId>, AdError> {
+    let mut acc: Option<NodeId> = None;
+    for p in parts {
+        acc = Some(match acc {
+            Some(a) => b.add(a, p)?,
+            None => p,
+        });
+    }
+    Ok(acc)
+}
+
+/// Append the backward pass for cotangents `seeds` (`(output, cotangent)`
+/// pairs, the cotangent a node of the output's type) and return the
+/// cotangent of each node of `wrt` (`None` where no gradient reaches it).
+pub fn vjp(
+    graph: &mut Graph,
+    seeds: &[(NodeId, NodeId)],
+    wrt: &[NodeId],
+    eq_rule: &dyn EquilibriumVjp,
+) -> Result<Vec<Option<NodeId>>, AdError> {
+    for (out, seed) in seeds {
+        let (to, ts) = (graph.ty(*out), graph.ty(*seed));
+        if to != ts {
+            return Err(AdError::SeedType {
+                output: out.to_string(),
+                seed: ts.to_string(),
+                expected: to.to_string(),
+            });
+        }
+    }
+    let order = graph.topo_order();
+    let seed_nodes: Vec<NodeId> = seeds.iter().map(|(o, _)| *o).collect();
+    let active = active_nodes(graph, &order, &seed_nodes, wrt);
+    // Cotangent contributions per (node, result index).
+    let mut parts: HashMap<(NodeId, usize), Vec<NodeId>> = HashMap::new();
+    for (out, seed) in seeds {
+        parts.entry((*out, 0)).or_default().push(*seed);
+    }
+    let mut found: HashMap<NodeId, NodeId> = HashMap::new();
+    let wanted: HashSet<NodeId> = wrt.iter().copied().collect();
+    for id in order.iter().rev() {
+        if !active.contains(id) {
+            continue;
+        }
+        let span = graph.span(*id);
+        let operands = graph.operands(*id);
+        let op = graph.op(*id).clone();
+        let needed: Vec<bool> = operands
+            .iter()
+            .enumerate()
+            .map(|(slot, o)| op.is_differentiable_in(slot) && active.contains(o))
+            .collect();
+        let grads = if let Op::Equilibrium(eq) = &op {
+            let mut b = Builder { g: graph, span };
+            let mut cots = Vec::new();
+            for i in 0..eq.num_states() {
+                let p = parts.remove(&(*id, i)).unwrap_or_default();
+                cots.push(sum_all(&mut b, p)?);
+            }
+            if cots.iter().all(Option::is_none) {
+                continue;
+            }
+            eq_rule.vjp(graph, *id, &cots, &needed)?
+        } else {
+            let mut b = Builder { g: graph, span };
+            let p = parts.remove(&(*id, 0)).unwrap_or_default();
+            let Some(g) = sum_all(&mut b, p)? else {
+                continue;
+            };
+            if wanted.contains(id) {
+                found.insert(*id, g);
+            }
+            if let Op::Project(i) = op {
+                if let Some(src) = operands.first() {
+                    parts.entry((*src, i)).or_default().push(g);
+                }
+                continue;
+            }
+            if !needed.iter().any(|n| *n) {
+                continue;
+            }
+            rules::vjp(&mut b, *id, g, &needed)?
+        };
+        for (k, d) in grads.into_iter().enumerate() {
+            if let (Some(d), Some(o)) = (d, operands.get(k)) {
+                if needed.get(k).copied().unwrap_or(false) {
+                    parts.entry((*o, 0)).or_default().push(d);
+                }
+            }
+        }
+    }
+    crate::ir::debug_verify(graph, "autodiff")?;
+    Ok(wrt.iter().map(|w| found.get(w).copied()).collect())
+}
+
+/// Append the gradient of the scalar `output` with respect to each node of
+/// `wrt` and return the gradient nodes (zeros where `output` does not
+/// depend on the node). Equilibria on the path are an error until the
+/// implicit adjoint is plugged in ([`grad_with`]).
+pub fn grad(graph: &mut Graph, output: NodeId, wrt: &[NodeId]) -> Result<Vec<NodeId>, AdError> {
+    grad_with(graph, output, wrt, &NoImplicitBackward)
+}
+
+/// [`grad`] with an explicit equilibrium rule.
+pub fn grad_with(
+    graph: &mut Graph,
+    output: NodeId,
+    wrt: &[NodeId],
+    eq_rule: &dyn EquilibriumVjp,
+) -> Result<Vec<NodeId>, AdError> {
+    let ty = graph.ty(output).clone();
+    if ty.rank() != 0 || !ty.dtype.is_float() {
+        return Err(AdError::NotScalar { ty: ty.to_string() });
+    }
+    let span = graph.span(output);
+    let seed = graph.add(Op::Const(1.0), ty, &[], span);
+    let grads = vjp(graph, &[(output, seed)], wrt, eq_rule)?;
+    let mut out = Vec::with_capacity(wrt.len());
+    for (w, g) in wrt.iter().zip(grads) {
+        out.push(match g {
+            Some(g) => g,
+            None => {
+                let ty = graph.ty(*w).clone();
+                let mut b = Builder {
+                    g: graph,
+                    span: None,
+                };
+                b.zeros(&ty)
+            }
+        });
+    }
+    Ok(out)
+}

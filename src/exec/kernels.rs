@@ -1,0 +1,327 @@
+//! The kernels: one exhaustive `match` from [`Op`] to candle calls.
+//!
+//! Owns the numerical definition of every op on concrete tensors.
+//! Guarantees: the result has the node's resolved shape and dtype; only
+//! device-generic candle APIs are used (the same code runs on CUDA); every
+//! candle failure becomes an [`ExecError::Kernel`] with the node's span;
+//! out-of-range embedding ids and slice bounds are errors, not panics.
+//! Conventions: comparisons give 0/1 in the operands' dtype; `where` takes
+//! `a` where the mask is nonzero; max pooling routes each window's gradient
+//! to its first maximum (row-major order).
+
+use candle_core::{DType as CDType, Device, Tensor};
+
+use crate::ir::{Cmp, Op, ReduceOp};
+use crate::sema::dim::Dim;
+use crate::source::Span;
+
+use super::{DimEnv, ExecError, ExecOptions};
+
+mod nn;
+
+/// What a kernel may read besides its operands.
+pub struct KernelCtx<'a> {
+    pub device: &'a Device,
+    /// The candle dtype of the result.
+    pub dtype: CDType,
+    /// The resolved shape of the result.
+    pub out_shape: &'a [usize],
+    pub dims: &'a DimEnv,
+    pub span: Option<Span>,
+    pub options: &'a ExecOptions,
+    /// The node's slot (seeds dropout masks).
+    pub node_index: usize,
+}
+
+/// A kernel failure before it gets the node's name and span.
+pub(crate) enum KErr {
+    Candle(candle_core::Error),
+    Msg(String),
+    Exec(ExecError),
+}
+
+impl From<candle_core::Error> for KErr {
+    fn from(e: candle_core::Error) -> Self {
+        KErr::Candle(e)
+    }
+}
+
+impl From<ExecError> for KErr {
+    fn from(e: ExecError) -> Self {
+        KErr::Exec(e)
+    }
+}
+
+pub(crate) type KResult<T> = std::result::Result<T, KErr>;
+
+/// Evaluate one op on its operand tensors.
+pub fn eval(op: &Op, args: &[&Tensor], ctx: &KernelCtx) -> Result<Tensor, ExecError> {
+    eval_inner(op, args, ctx).map_err(|e| match e {
+        KErr::Candle(e) => ExecError::Kernel {
+            op: op.name().to_string(),
+            message: e.to_string(),
+            span: ctx.span,
+        },
+        KErr::Msg(message) => ExecError::Kernel {
+            op: op.name().to_string(),
+            message,
+            span: ctx.span,
+        },
+        KErr::Exec(e) => e,
+    })
+}
+
+/// A scalar tensor of `dtype`.
+pub fn scalar(v: f64, dtype: CDType, device: &Device) -> candle_core::Result<Tensor> {
+    Tensor::new(v, device)?.to_dtype(dtype)
+}
+
+fn shape_of(ctx: &KernelCtx, dims: &[Dim]) -> KResult<Vec<usize>> {
+    Ok(ctx.dims.shape(dims, ctx.span)?)
+}
+
+fn dim_of(ctx: &KernelCtx, d: &Dim) -> KResult<usize> {
+    Ok(shape_of(ctx, std::slice::from_ref(d))?[0])
+}
+
+fn mask(t: Tensor, dtype: CDType) -> candle_core::Result<Tensor> {
+    t.to_dtype(dtype)
+}
+
+/// Max (or min) over several axes, keeping them.
+fn extreme_keepdim(x: &Tensor, axes: &[usize], max: bool) -> candle_core::Result<Tensor> {
+    let mut r = x.clone();
+    for a in axes {
+        r = if max {
+            r.max_keepdim(*a)?
+        } else {
+            r.min_keepdim(*a)?
+        };
+    }
+    Ok(r)
+}
+
+fn pow(a: &Tensor, b: &Tensor, out: &[usize]) -> candle_core::Result<Tensor> {
+    if b.elem_count() == 1 {
+        let e = b.flatten_all()?.to_dtype(CDType::F64)?.to_vec1::<f64>()?[0];
+        return a.broadcast_as(out)?.powf(e);
+    }
+    // |a|^b, with the sign of a negative base for integer exponents and NaN
+    // for fractional ones, as `powf` does.
+    let (a, b) = (a.broadcast_as(out)?, b.broadcast_as(out)?);
+    let dt = a.dtype();
+    let mag = (b.mul(&a.abs()?.log()?)?).exp()?;
+    let zero_exp = b.eq(0.0)?;
+    let mag = zero_exp.where_cond(&Tensor::ones(out, dt, a.device())?, &mag)?;
+    let neg = a.lt(0.0)?;
+    let is_int = b.eq(&b.floor()?)?;
+    let half = b.affine(0.5, 0.0)?;
+    let odd = half.ne(&half.floor()?)?;
+    let signed = odd.where_cond(&mag.neg()?, &mag)?;
+    let nan = Tensor::full(f64::NAN, out, a.device())?.to_dtype(dt)?;
+    let neg_val = is_int.where_cond(&signed, &nan)?;
+    neg.where_cond(&neg_val, &mag)
+}
+
+fn reduce(op: ReduceOp, x: &Tensor, axes: &[usize], out: &[usize]) -> candle_core::Result<Tensor> {
+    if axes.is_empty() {
+        return x.reshape(out);
+    }
+    let kept = match op {
+        ReduceOp::Sum => x.sum_keepdim(axes)?,
+        ReduceOp::Mean => x.mean_keepdim(axes)?,
+        ReduceOp::Max => extreme_keepdim(x, axes, true)?,
+        ReduceOp::Min => extreme_keepdim(x, axes, false)?,
+        ReduceOp::LogSumExp => {
+            let m = extreme_keepdim(x, axes, true)?;
+            // A row of -inf keeps -inf (exp(-inf - -inf) would be NaN).
+            let finite = m.ne(f64::NEG_INFINITY)?;
+            let m = finite.where_cond(&m, &m.zeros_like()?)?;
+            x.broadcast_sub(&m)?
+                .exp()?
+                .sum_keepdim(axes)?
+                .log()?
+                .add(&m)?
+        }
+    };
+    kept.reshape(out)
+}
+
+fn softmax(x: &Tensor, axis: usize, log: bool) -> candle_core::Result<Tensor> {
+    let m = x.max_keepdim(axis)?;
+    let shifted = x.broadcast_sub(&m)?;
+    let e = shifted.exp()?;
+    let s = e.sum_keepdim(axis)?;
+    if log {
+        shifted.broadcast_sub(&s.log()?)
+    } else {
+        e.broadcast_div(&s)
+    }
+}
+
+/// Sum `x` down to `target` (the inverse of broadcasting).
+pub(crate) fn sum_to(x: &Tensor, target: &[usize]) -> candle_core::Result<Tensor> {
+    let lead = x.rank().saturating_sub(target.len());
+    let mut r = if lead > 0 {
+        x.sum((0..lead).collect::<Vec<_>>())?
+    } else {
+        x.clone()
+    };
+    let axes: Vec<usize> = (0..target.len())
+        .filter(|&k| target[k] == 1 && r.dims().get(k).is_some_and(|d| *d != 1))
+        .collect();
+    if !axes.is_empty() {
+        r = r.sum_keepdim(axes)?;
+    }
+    r.reshape(target)
+}
+
+fn dropout_mask(p: f64, ctx: &KernelCtx) -> KResult<Tensor> {
+    let shape = ctx.out_shape;
+    if !ctx.options.training {
+        return Ok(Tensor::ones(shape, ctx.dtype, ctx.device)?);
+    }
+    use rand::{Rng, SeedableRng};
+    let seed = ctx
+        .options
+        .seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(ctx.node_index as u64);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let keep = 1.0 / (1.0 - p);
+    let v: Vec<f64> = (0..n)
+        .map(|_| if rng.random::<f64>() >= p { keep } else { 0.0 })
+        .collect();
+    Ok(Tensor::from_vec(v, shape, ctx.device)?.to_dtype(ctx.dtype)?)
+}
+
+fn binary(op: &Op, a: &Tensor, b: &Tensor, ctx: &KernelCtx) -> KResult<Tensor> {
+    let dt = ctx.dtype;
+    Ok(match op {
+        Op::Add => a.broadcast_add(b)?,
+        Op::Sub => a.broadcast_sub(b)?,
+        Op::Mul => a.broadcast_mul(b)?,
+        Op::Div => a.broadcast_div(b)?,
+        Op::Maximum => a.broadcast_maximum(b)?,
+        Op::Minimum => a.broadcast_minimum(b)?,
+        Op::Pow => pow(a, b, ctx.out_shape)?,
+        Op::Compare(c) => {
+            let m = match c {
+                Cmp::Lt => a.broadcast_lt(b)?,
+                Cmp::Le => a.broadcast_le(b)?,
+                Cmp::Gt => a.broadcast_gt(b)?,
+                Cmp::Ge => a.broadcast_ge(b)?,
+                Cmp::Eq => a.broadcast_eq(b)?,
+                Cmp::Ne => a.broadcast_ne(b)?,
+            };
+            mask(m, dt)?
+        }
+        other => return Err(KErr::Msg(format!("`{}` is not binary", other.name()))),
+    })
+}
+
+fn eval_inner(op: &Op, args: &[&Tensor], ctx: &KernelCtx) -> KResult<Tensor> {
+    let arg = |k: usize| -> KResult<&Tensor> {
+        args.get(k)
+            .copied()
+            .ok_or_else(|| KErr::Msg(format!("missing operand {k}")))
+    };
+    let out = ctx.out_shape;
+    let dt = ctx.dtype;
+    let dev = ctx.device;
+    let t = match op {
+        Op::Input(_)
+        | Op::Param(_)
+        | Op::State(_)
+        | Op::Capture(_)
+        | Op::Equilibrium(_)
+        | Op::Project(_) => {
+            return Err(KErr::Msg(
+                "sources and equilibria are evaluated by the executor".into(),
+            ))
+        }
+        Op::Const(v) => scalar(*v, dt, dev)?,
+        Op::Neg => arg(0)?.neg()?,
+        Op::Exp => arg(0)?.exp()?,
+        Op::Log => arg(0)?.log()?,
+        Op::Sqrt => arg(0)?.sqrt()?,
+        Op::Abs => arg(0)?.abs()?,
+        Op::Tanh => arg(0)?.tanh()?,
+        Op::Sigmoid => arg(0)?.neg()?.exp()?.affine(1.0, 1.0)?.recip()?,
+        Op::Relu => arg(0)?.relu()?,
+        Op::Gelu => arg(0)?.gelu()?,
+        Op::Softplus => {
+            let x = arg(0)?;
+            let tail = x.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?;
+            x.relu()?.add(&tail)?
+        }
+        Op::Sin => arg(0)?.sin()?,
+        Op::Cos => arg(0)?.cos()?,
+        Op::LeakyRelu { slope } => {
+            let x = arg(0)?;
+            let r = x.relu()?;
+            r.add(&x.sub(&r)?.affine(*slope, 0.0)?)?
+        }
+        Op::Clamp { lo, hi } => arg(0)?.clamp(*lo, *hi)?,
+        Op::Add
+        | Op::Sub
+        | Op::Mul
+        | Op::Div
+        | Op::Pow
+        | Op::Maximum
+        | Op::Minimum
+        | Op::Compare(_) => binary(op, arg(0)?, arg(1)?, ctx)?,
+        Op::Where => {
+            let m = arg(0)?.broadcast_as(out)?.ne(0.0)?;
+            m.where_cond(&arg(1)?.broadcast_as(out)?, &arg(2)?.broadcast_as(out)?)?
+        }
+        Op::Reduce { op, axes, .. } => reduce(*op, arg(0)?, axes, out)?,
+        Op::Softmax { axis } => softmax(arg(0)?, *axis, false)?,
+        Op::LogSoftmax { axis } => softmax(arg(0)?, *axis, true)?,
+        Op::MatMul => arg(0)?
+            .contiguous()?
+            .broadcast_matmul(&arg(1)?.contiguous()?)?,
+        Op::Reshape { .. } => arg(0)?.reshape(out)?,
+        Op::Permute { axes } => arg(0)?.permute(axes.clone())?,
+        Op::Concat { axis } => Tensor::cat(args, *axis)?,
+        Op::BroadcastTo { .. } => arg(0)?.broadcast_as(out)?,
+        Op::Slice { axes } => nn::slice(arg(0)?, axes, ctx)?,
+        Op::SliceBackward { axes, .. } => nn::slice_backward(arg(0)?, axes, ctx)?,
+        Op::Eye { n } => Tensor::eye(dim_of(ctx, n)?, dt, dev)?,
+        Op::Fill { value, .. } => Tensor::full(*value, out, dev)?.to_dtype(dt)?,
+        Op::Arange { n } => Tensor::arange(0i64, dim_of(ctx, n)? as i64, dev)?.to_dtype(dt)?,
+        Op::CausalMask { t } => Tensor::tril2(dim_of(ctx, t)?, dt, dev)?,
+        Op::Count { dims } => {
+            let n: usize = shape_of(ctx, dims)?.iter().product();
+            scalar(n as f64, dt, dev)?
+        }
+        Op::Conv(a) => nn::conv(arg(0)?, arg(1)?, a)?,
+        Op::ConvInputGrad { attrs, .. } => nn::conv_input_grad(arg(0)?, arg(1)?, attrs, out)?,
+        Op::ConvWeightGrad { attrs, .. } => nn::conv_weight_grad(arg(0)?, arg(1)?, attrs, out)?,
+        Op::AvgPool2d { kernel, stride } => {
+            let (k, s) = (*kernel as usize, *stride as usize);
+            arg(0)?.avg_pool2d_with_stride((k, k), (s, s))?
+        }
+        Op::MaxPool2d { kernel, stride } => {
+            let (k, s) = (*kernel as usize, *stride as usize);
+            arg(0)?.max_pool2d_with_stride((k, k), (s, s))?
+        }
+        Op::AvgPool2dBackward { kernel, stride, .. } => {
+            nn::avg_pool_backward(arg(0)?, *kernel as usize, *stride as usize, out)?
+        }
+        Op::MaxPool2dBackward { kernel, stride } => {
+            nn::max_pool_backward(arg(0)?, arg(1)?, *kernel as usize, *stride as usize)?
+        }
+        Op::MaxPool2dSelect { kernel, stride } => {
+            nn::max_pool_select(arg(0)?, arg(1)?, *kernel as usize, *stride as usize)?
+        }
+        Op::UpsampleNearest2d { .. } => arg(0)?.upsample_nearest2d(out[2], out[3])?,
+        Op::Embedding => nn::embedding(arg(0)?, arg(1)?, out)?,
+        Op::EmbeddingBackward { .. } => nn::embedding_backward(arg(0)?, arg(1)?, out)?,
+        Op::DropoutMask { p, .. } => dropout_mask(*p, ctx)?,
+        Op::Cast { .. } => arg(0)?.to_dtype(dt)?,
+        Op::SumTo { .. } => sum_to(arg(0)?, out)?,
+    };
+    Ok(if t.dtype() != dt { t.to_dtype(dt)? } else { t })
+}

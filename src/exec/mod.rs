@@ -1,0 +1,534 @@
+//! The executor: runs an IR [`Graph`] on a candle [`Device`].
+//!
+//! Owns evaluation order, the binding of symbolic dims (`B`, `T`) to the
+//! actual input sizes, dtype selection, value lifetimes and the equilibrium
+//! call-out. Guarantees:
+//! - nodes run in the graph's deterministic topological order, each through
+//!   the one exhaustive `match` in [`kernels`];
+//! - every value is dropped right after its last use (graph outputs are
+//!   kept), and [`ExecStats::peak_live_bytes`] reports the peak of the bytes
+//!   held by live values (every node value counts, inputs and parameters
+//!   included; views are counted as if they owned their elements, so this is
+//!   an upper bound of the real footprint);
+//! - IR `f32` values run in [`ExecOptions::float`] (f32 by default; f64 for
+//!   gradient checks): parameters and inputs are converted on entry;
+//! - a shape problem, an unbound dim or a kernel failure is an [`ExecError`]
+//!   carrying the node's span, never a panic;
+//! - equilibrium nodes are handed to an [`EquilibriumRunner`]; the default
+//!   one reports that equilibrium execution is not yet supported.
+//!
+//! Only device-generic candle APIs are used, so the same code runs on
+//! `Device::Cuda` with the `cuda` feature.
+
+pub mod kernels;
+
+use std::collections::HashMap;
+
+use candle_core::{DType as CDType, Device, Tensor};
+
+use crate::ir::{EqNode, Graph, NodeId, Op};
+use crate::sema::dim::Dim;
+use crate::sema::hir::{DType, Type};
+use crate::source::Span;
+
+/// A runtime failure of the execution phase.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ExecError {
+    #[error("`{op}` failed: {message}")]
+    #[diagnostic(code(deq::exec::kernel))]
+    Kernel {
+        op: String,
+        message: String,
+        span: Option<Span>,
+    },
+    #[error("input `{name}` should be {expected}, got shape {found:?}")]
+    #[diagnostic(code(deq::exec::input_shape))]
+    InputShape {
+        name: String,
+        expected: String,
+        found: Vec<usize>,
+    },
+    #[error("dimension {dim} is {first} in one place and {second} in another")]
+    #[diagnostic(code(deq::exec::dim_conflict))]
+    DimConflict {
+        dim: String,
+        first: i64,
+        second: i64,
+    },
+    #[error("dimension {dim} is not bound by the inputs")]
+    #[diagnostic(code(deq::exec::unbound_dim))]
+    UnboundDim { dim: String, span: Option<Span> },
+    #[error("expected {expected} {what}, got {found}")]
+    #[diagnostic(code(deq::exec::arguments))]
+    ArgumentCount {
+        what: &'static str,
+        expected: usize,
+        found: usize,
+    },
+    #[error("equilibrium execution is not yet supported (no solver is plugged in)")]
+    #[diagnostic(code(deq::exec::equilibrium_unsupported))]
+    EquilibriumUnsupported { span: Option<Span> },
+    #[error("{message}")]
+    #[diagnostic(code(deq::exec::equilibrium))]
+    Equilibrium { message: String, span: Option<Span> },
+    #[error("internal error: {0}")]
+    #[diagnostic(code(deq::internal))]
+    Internal(String),
+}
+
+impl ExecError {
+    /// The span of the node that failed, when known.
+    pub fn span(&self) -> Option<Span> {
+        match self {
+            ExecError::Kernel { span, .. }
+            | ExecError::UnboundDim { span, .. }
+            | ExecError::EquilibriumUnsupported { span }
+            | ExecError::Equilibrium { span, .. } => *span,
+            ExecError::InputShape { .. }
+            | ExecError::DimConflict { .. }
+            | ExecError::ArgumentCount { .. }
+            | ExecError::Internal(_) => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ExecError>;
+
+/// Concrete values of the symbolic dims of one run.
+#[derive(Debug, Clone, Default)]
+pub struct DimEnv {
+    values: HashMap<String, i64>,
+}
+
+impl DimEnv {
+    pub fn new() -> DimEnv {
+        DimEnv::default()
+    }
+
+    pub fn bind(&mut self, name: &str, value: i64) -> Result<()> {
+        match self.values.get(name) {
+            Some(v) if *v != value => Err(ExecError::DimConflict {
+                dim: name.to_string(),
+                first: *v,
+                second: value,
+            }),
+            _ => {
+                self.values.insert(name.to_string(), value);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<i64> {
+        self.values.get(name).copied()
+    }
+
+    /// The value of a dim, when every symbol in it is bound.
+    pub fn eval(&self, d: &Dim) -> Option<i64> {
+        d.substitute(&|n| self.values.get(n).map(|v| Dim::konst(*v)))?
+            .as_const()
+    }
+
+    /// A shape as sizes; `span` is the node's, for the error.
+    pub fn shape(&self, dims: &[Dim], span: Option<Span>) -> Result<Vec<usize>> {
+        dims.iter()
+            .map(|d| match self.eval(d) {
+                Some(v) if v >= 0 => Ok(v as usize),
+                _ => Err(ExecError::UnboundDim {
+                    dim: d.to_string(),
+                    span,
+                }),
+            })
+            .collect()
+    }
+
+    /// Bind the bare symbols of `ty` from `shape`, then check every dim.
+    pub fn bind_type(&mut self, name: &str, ty: &Type, shape: &[usize]) -> Result<()> {
+        let mismatch = || ExecError::InputShape {
+            name: name.to_string(),
+            expected: ty.to_string(),
+            found: shape.to_vec(),
+        };
+        if ty.rank() != shape.len() {
+            return Err(mismatch());
+        }
+        for (d, s) in ty.shape.iter().zip(shape) {
+            if let Some(sym) = d.as_symbol() {
+                self.bind(sym, *s as i64)?;
+            }
+        }
+        for (d, s) in ty.shape.iter().zip(shape) {
+            if self.eval(d) != Some(*s as i64) {
+                return Err(mismatch());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Execution settings.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    /// The dtype that IR `f32` values run in (f32, or f64 for checks).
+    pub float: CDType,
+    /// Dropout draws masks only when training.
+    pub training: bool,
+    /// Seed of the dropout masks of one run.
+    pub seed: u64,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        ExecOptions {
+            float: CDType::F32,
+            training: false,
+            seed: 0,
+        }
+    }
+}
+
+/// Measurements of one run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExecStats {
+    /// The most bytes held by live values at any point of the run.
+    pub peak_live_bytes: usize,
+    /// Nodes evaluated.
+    pub nodes_run: usize,
+}
+
+/// The outputs of one run and its measurements.
+#[derive(Debug)]
+pub struct ExecResult {
+    pub outputs: Vec<Tensor>,
+    pub stats: ExecStats,
+}
+
+/// What a graph's sources read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Feeds<'a> {
+    pub params: &'a [Tensor],
+    pub inputs: &'a [Tensor],
+    pub states: &'a [Tensor],
+    pub captures: &'a [Tensor],
+}
+
+/// Everything an [`EquilibriumRunner`] needs to evaluate a body.
+pub struct EqContext<'a> {
+    pub exec: &'a Executor,
+    pub dims: &'a DimEnv,
+    pub span: Option<Span>,
+}
+
+impl EqContext<'_> {
+    /// Evaluate the body once: the next iterate of every state.
+    pub fn eval_body(
+        &self,
+        node: &EqNode,
+        states: &[Tensor],
+        captures: &[Tensor],
+    ) -> Result<Vec<Tensor>> {
+        let feeds = Feeds {
+            states,
+            captures,
+            ..Feeds::default()
+        };
+        Ok(self.exec.run_with(&node.body, &feeds, self.dims)?.outputs)
+    }
+}
+
+/// The solver hook: computes the fixed point of an equilibrium node.
+pub trait EquilibriumRunner: Send + Sync {
+    /// `captures` are the node's captured values; `init` the initial
+    /// iterates when the node has them. Returns one tensor per state.
+    fn forward(
+        &self,
+        node: &EqNode,
+        captures: &[Tensor],
+        init: Option<&[Tensor]>,
+        ctx: &EqContext,
+    ) -> Result<Vec<Tensor>>;
+}
+
+/// The stand-in runner until solvers are plugged in.
+pub struct NoSolver;
+
+impl EquilibriumRunner for NoSolver {
+    fn forward(
+        &self,
+        _node: &EqNode,
+        _captures: &[Tensor],
+        _init: Option<&[Tensor]>,
+        ctx: &EqContext,
+    ) -> Result<Vec<Tensor>> {
+        Err(ExecError::EquilibriumUnsupported { span: ctx.span })
+    }
+}
+
+/// Runs graphs on one device.
+pub struct Executor {
+    pub device: Device,
+    pub options: ExecOptions,
+    runner: Box<dyn EquilibriumRunner>,
+}
+
+/// The value of one node while it is live.
+enum Slot {
+    One(Tensor),
+    Many(Vec<Tensor>),
+}
+
+impl Slot {
+    fn bytes(&self) -> usize {
+        match self {
+            Slot::One(t) => tensor_bytes(t),
+            Slot::Many(ts) => ts.iter().map(tensor_bytes).sum(),
+        }
+    }
+}
+
+pub fn tensor_bytes(t: &Tensor) -> usize {
+    t.elem_count() * t.dtype().size_in_bytes()
+}
+
+impl Executor {
+    pub fn new(device: Device) -> Executor {
+        Executor {
+            device,
+            options: ExecOptions::default(),
+            runner: Box::new(NoSolver),
+        }
+    }
+
+    /// A CPU executor computing in f64 (for gradient checks).
+    pub fn cpu_f64() -> Executor {
+        let mut e = Executor::new(Device::Cpu);
+        e.options.float = CDType::F64;
+        e
+    }
+
+    pub fn with_options(mut self, options: ExecOptions) -> Executor {
+        self.options = options;
+        self
+    }
+
+    pub fn with_runner(mut self, runner: Box<dyn EquilibriumRunner>) -> Executor {
+        self.runner = runner;
+        self
+    }
+
+    /// The candle dtype an IR dtype runs in.
+    pub fn dtype(&self, d: DType) -> CDType {
+        match d {
+            DType::F32 => self.options.float,
+            DType::F64 => CDType::F64,
+            DType::I64 => CDType::I64,
+        }
+    }
+
+    /// Bind the graph's symbolic dims from the actual input shapes.
+    pub fn bind_inputs(&self, graph: &Graph, inputs: &[Tensor]) -> Result<DimEnv> {
+        if inputs.len() != graph.inputs.len() {
+            return Err(ExecError::ArgumentCount {
+                what: "inputs",
+                expected: graph.inputs.len(),
+                found: inputs.len(),
+            });
+        }
+        let mut env = DimEnv::new();
+        for (inp, t) in graph.inputs.iter().zip(inputs) {
+            env.bind_type(&inp.name, &inp.ty, t.dims())?;
+        }
+        Ok(env)
+    }
+
+    /// Run a top-level graph with its parameters and inputs.
+    pub fn run(&self, graph: &Graph, params: &[Tensor], inputs: &[Tensor]) -> Result<ExecResult> {
+        if params.len() != graph.params.len() {
+            return Err(ExecError::ArgumentCount {
+                what: "parameters",
+                expected: graph.params.len(),
+                found: params.len(),
+            });
+        }
+        let env = self.bind_inputs(graph, inputs)?;
+        for (p, t) in graph.params.iter().zip(params) {
+            let mut check = env.clone();
+            check.bind_type(&p.path, &p.ty, t.dims())?;
+        }
+        let feeds = Feeds {
+            params,
+            inputs,
+            ..Feeds::default()
+        };
+        self.run_with(graph, &feeds, &env)
+    }
+
+    /// Run any graph (a body too) with explicit feeds and dim bindings.
+    pub fn run_with(&self, graph: &Graph, feeds: &Feeds, dims: &DimEnv) -> Result<ExecResult> {
+        let order = graph
+            .try_topo_order()
+            .ok_or_else(|| ExecError::Internal("the graph has a cycle".into()))?;
+        // Remaining uses of each node: operand edges plus output positions.
+        let mut uses = vec![0usize; graph.id_bound()];
+        for id in &order {
+            uses[id.index()] = graph.use_count(*id);
+        }
+        let mut is_output = vec![false; graph.id_bound()];
+        for o in graph.outputs() {
+            is_output[o.index()] = true;
+        }
+        let mut values: Vec<Option<Slot>> = (0..graph.id_bound()).map(|_| None).collect();
+        let mut live = 0usize;
+        let mut stats = ExecStats::default();
+        for id in order {
+            let operands = graph.operands(id);
+            let slot = {
+                let args: Vec<&Slot> = operands
+                    .iter()
+                    .map(|o| {
+                        values[o.index()].as_ref().ok_or_else(|| {
+                            ExecError::Internal(format!("operand {o} of {id} is not live"))
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+                self.eval_node(graph, id, &args, feeds, dims)?
+            };
+            stats.nodes_run += 1;
+            live += slot.bytes();
+            stats.peak_live_bytes = stats.peak_live_bytes.max(live);
+            values[id.index()] = Some(slot);
+            for o in &operands {
+                let u = &mut uses[o.index()];
+                *u = u.saturating_sub(1);
+                if *u == 0 && !is_output[o.index()] {
+                    if let Some(v) = values[o.index()].take() {
+                        live -= v.bytes();
+                    }
+                }
+            }
+            if uses[id.index()] == 0 && !is_output[id.index()] {
+                if let Some(v) = values[id.index()].take() {
+                    live -= v.bytes();
+                }
+            }
+        }
+        let outputs = graph
+            .outputs()
+            .iter()
+            .map(|o| match &values[o.index()] {
+                Some(Slot::One(t)) => Ok(t.clone()),
+                _ => Err(ExecError::Internal(format!("output {o} has no tensor"))),
+            })
+            .collect::<Result<_>>()?;
+        Ok(ExecResult { outputs, stats })
+    }
+
+    fn eval_node(
+        &self,
+        graph: &Graph,
+        id: NodeId,
+        args: &[&Slot],
+        feeds: &Feeds,
+        dims: &DimEnv,
+    ) -> Result<Slot> {
+        let node = graph.node(id);
+        let span = graph.span(id);
+        let tensors = |k: usize| -> Result<&Tensor> {
+            match args.get(k) {
+                Some(Slot::One(t)) => Ok(t),
+                _ => Err(ExecError::Internal(format!(
+                    "operand {k} of {id} is a tuple"
+                ))),
+            }
+        };
+        let kernel_err = |e: candle_core::Error| ExecError::Kernel {
+            op: node.op.name().to_string(),
+            message: e.to_string(),
+            span,
+        };
+        let feed = |list: &[Tensor], i: usize, what: &'static str| -> Result<Slot> {
+            let t = list.get(i).ok_or(ExecError::ArgumentCount {
+                what,
+                expected: i + 1,
+                found: list.len(),
+            })?;
+            let want = dims.shape(&node.ty.shape, span)?;
+            if t.dims() != want.as_slice() {
+                return Err(ExecError::Kernel {
+                    op: node.op.name().to_string(),
+                    message: format!("expected shape {want:?}, got {:?}", t.dims()),
+                    span,
+                });
+            }
+            let t = t
+                .to_device(&self.device)
+                .and_then(|t| t.to_dtype(self.dtype(node.ty.dtype)))
+                .map_err(kernel_err)?;
+            Ok(Slot::One(t))
+        };
+        match &node.op {
+            Op::Input(i) => return feed(feeds.inputs, *i, "inputs"),
+            Op::Param(i) => return feed(feeds.params, *i, "parameters"),
+            Op::State(i) => return feed(feeds.states, *i, "states"),
+            Op::Capture(i) => return feed(feeds.captures, *i, "captures"),
+            Op::Equilibrium(eq) => {
+                let all: Vec<Tensor> = (0..args.len())
+                    .map(|k| tensors(k).cloned())
+                    .collect::<Result<_>>()?;
+                let (caps, init) = all.split_at(eq.num_captures().min(all.len()));
+                let ctx = EqContext {
+                    exec: self,
+                    dims,
+                    span,
+                };
+                let init = (!init.is_empty()).then_some(init);
+                let out = self.runner.forward(eq, caps, init, &ctx)?;
+                if out.len() != eq.num_states() {
+                    return Err(ExecError::Equilibrium {
+                        message: format!(
+                            "the solver returned {} tensors for {} states",
+                            out.len(),
+                            eq.num_states()
+                        ),
+                        span,
+                    });
+                }
+                return Ok(Slot::Many(out));
+            }
+            Op::Project(i) => {
+                return match args.first() {
+                    Some(Slot::Many(ts)) => ts
+                        .get(*i)
+                        .cloned()
+                        .map(Slot::One)
+                        .ok_or_else(|| ExecError::Internal("project out of range".into())),
+                    _ => Err(ExecError::Internal("project of a non-tuple".into())),
+                };
+            }
+            _ => {}
+        }
+        let ts: Vec<&Tensor> = (0..args.len()).map(tensors).collect::<Result<_>>()?;
+        let out_shape = dims.shape(&node.ty.shape, span)?;
+        let ctx = kernels::KernelCtx {
+            device: &self.device,
+            dtype: self.dtype(node.ty.dtype),
+            out_shape: &out_shape,
+            dims,
+            span,
+            options: &self.options,
+            node_index: id.index(),
+        };
+        let t = kernels::eval(&node.op, &ts, &ctx)?;
+        if t.dims() != out_shape.as_slice() {
+            return Err(ExecError::Kernel {
+                op: node.op.name().to_string(),
+                message: format!(
+                    "produced shape {:?} where {out_shape:?} was expected",
+                    t.dims()
+                ),
+                span,
+            });
+        }
+        Ok(Slot::One(t))
+    }
+}

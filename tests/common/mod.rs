@@ -1,0 +1,99 @@
+//! Shared helpers of the IR, executor and gradient tests.
+#![allow(dead_code)]
+
+use candle_core::{Device, Tensor};
+use deqc::autodiff::check::{check_graph, id_bounds, random_tensor, GradCheck};
+use deqc::exec::{DimEnv, Executor};
+use deqc::ir::{lower::lower_model, Graph};
+use rand::SeedableRng;
+
+/// Compile a source text and lower its first model.
+pub fn lower(src: &str) -> Graph {
+    let compiled = deqc::compile_source("test.deq", src);
+    let program = match compiled.program {
+        Some(p) => p,
+        None => panic!(
+            "does not check:\n{src}\n{}",
+            deqc::compile_source("test.deq", src).render_plain(100)
+        ),
+    };
+    lower_model(&program.models[0]).expect("lowering succeeds")
+}
+
+/// Random f64 parameters and inputs for a graph (normal values; i64 inputs
+/// used as embedding ids stay in range), with the given symbolic dims.
+pub fn random_feeds(g: &Graph, dims: &[(&str, i64)], seed: u64) -> (Vec<Tensor>, Vec<Tensor>) {
+    let mut env = DimEnv::new();
+    for (n, v) in dims {
+        env.bind(n, *v).expect("dims");
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let bounds = id_bounds(g);
+    let params = g
+        .params
+        .iter()
+        .map(|p| random_tensor(&p.ty, &env, &mut rng, 1).expect("param"))
+        .collect();
+    let inputs = g
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, inp)| {
+            let bound = bounds.get(&i).copied().unwrap_or(3);
+            random_tensor(&inp.ty, &env, &mut rng, bound).expect("input")
+        })
+        .collect();
+    (params, inputs)
+}
+
+/// Gradient-check a model in f64; panics with the report when any tensor's
+/// error is above `tol`.
+pub fn gradcheck_with(
+    src: &str,
+    params: &[Tensor],
+    inputs: &[Tensor],
+    exec: &Executor,
+    tol: f64,
+) -> Vec<GradCheck> {
+    let g = lower(src);
+    let report = check_graph(&g, params, inputs, exec, 1e-5, 7).expect("gradcheck runs");
+    for r in &report {
+        assert!(
+            r.max_rel_error <= tol,
+            "{src}\n{}: error {:e}\n derived {:?}\n numeric {:?}",
+            r.name,
+            r.max_rel_error,
+            r.derived,
+            r.numeric
+        );
+    }
+    report
+}
+
+pub fn gradcheck(src: &str) -> Vec<GradCheck> {
+    gradcheck_dims(src, &[])
+}
+
+pub fn gradcheck_dims(src: &str, dims: &[(&str, i64)]) -> Vec<GradCheck> {
+    let g = lower(src);
+    let (params, inputs) = random_feeds(&g, dims, 11);
+    gradcheck_with(src, &params, &inputs, &Executor::cpu_f64(), 1e-6)
+}
+
+pub fn t(values: &[f64], shape: &[usize]) -> Tensor {
+    Tensor::from_vec(values.to_vec(), shape, &Device::Cpu).expect("tensor")
+}
+
+pub fn values(t: &Tensor) -> Vec<f64> {
+    t.flatten_all()
+        .and_then(|t| t.to_dtype(candle_core::DType::F64))
+        .and_then(|t| t.to_vec1::<f64>())
+        .expect("values")
+}
+
+pub fn assert_close(a: &[f64], b: &[f64], tol: f64) {
+    assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
+    for (x, y) in a.iter().zip(b) {
+        assert!((x - y).abs() <= tol, "{a:?} vs {b:?}");
+    }
+}
