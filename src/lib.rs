@@ -7,6 +7,7 @@
 
 pub mod autodiff;
 pub mod cli;
+pub mod deq;
 pub mod diag;
 pub mod exec;
 pub mod ir;

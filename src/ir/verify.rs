@@ -22,9 +22,21 @@ enum Context<'a> {
         states: &'a [Type],
         captures: &'a [Type],
     },
+    /// A derived computation built outside any equilibrium (its sources are
+    /// captures and states, bound when it is inlined): an adjoint body, the
+    /// VJP of a body, the Jacobian regularization term.
+    Detached,
 }
 
 pub fn verify(g: &Graph) -> Result<(), String> {
+    let ops: Vec<&Op> = g.node_ids().into_iter().map(|n| g.op(n)).collect();
+    let has_sources = ops
+        .iter()
+        .any(|o| matches!(o, Op::State(_) | Op::Capture(_)));
+    let has_signature = ops.iter().any(|o| matches!(o, Op::Input(_) | Op::Param(_)));
+    if has_sources && !has_signature {
+        return verify_in(g, &Context::Detached);
+    }
     verify_in(g, &Context::Top)
 }
 
@@ -106,6 +118,10 @@ fn verify_node(g: &Graph, id: NodeId, ctx: &Context) -> Result<(), String> {
         (Op::Param(i), Context::Top) => {
             let p = g.params.get(*i).ok_or("parameter index out of range")?;
             want(&p.ty, "the parameter")?;
+        }
+        (Op::State(_) | Op::Capture(_), Context::Detached) => {}
+        (Op::Input(_) | Op::Param(_), Context::Detached) => {
+            return Err("a detached computation has no inputs or parameters".into())
         }
         (Op::Input(_) | Op::Param(_), Context::Body { .. }) => {
             return Err("inputs and parameters must be captured into a body".into())

@@ -1,0 +1,60 @@
+//! Copying an equilibrium body into another graph.
+//!
+//! Guarantees: [`inline_body`] adds one node per body node (in topological
+//! order) with the same op, type and span, `State(i)` replaced by the i-th
+//! given state node and `Capture(j)` by the j-th given capture node, and
+//! returns the copies of the body's outputs. Nested equilibria are copied
+//! whole (their own bodies stay nested).
+
+use crate::autodiff::AdError;
+use crate::ir::{Graph, NodeId, Op};
+
+pub fn inline_body(
+    outer: &mut Graph,
+    body: &Graph,
+    states: &[NodeId],
+    captures: &[NodeId],
+) -> Result<Vec<NodeId>, AdError> {
+    let mut map: Vec<Option<NodeId>> = vec![None; body.id_bound()];
+    for id in body.topo_order() {
+        let mapped = match body.op(id) {
+            Op::State(i) => *states
+                .get(*i)
+                .ok_or_else(|| AdError::Internal(format!("inlining a body: no state {i}")))?,
+            Op::Capture(j) => *captures
+                .get(*j)
+                .ok_or_else(|| AdError::Internal(format!("inlining a body: no capture {j}")))?,
+            op => {
+                let operands = body
+                    .operands(id)
+                    .iter()
+                    .map(|o| map[o.index()])
+                    .collect::<Option<Vec<NodeId>>>()
+                    .ok_or_else(|| {
+                        AdError::Internal("inlining a body: operand before its definition".into())
+                    })?;
+                outer.add(op.clone(), body.ty(id).clone(), &operands, body.span(id))
+            }
+        };
+        map[id.index()] = Some(mapped);
+    }
+    body.outputs()
+        .iter()
+        .map(|o| {
+            map[o.index()]
+                .ok_or_else(|| AdError::Internal("inlining a body: output not computed".into()))
+        })
+        .collect()
+}
+
+/// A graph whose sources are `Capture(0..n)` nodes of the given types:
+/// the form in which derived sub-computations are built before inlining.
+pub fn capture_graph(name: &str, types: &[crate::sema::hir::Type]) -> (Graph, Vec<NodeId>) {
+    let mut g = Graph::new(name);
+    let caps = types
+        .iter()
+        .enumerate()
+        .map(|(j, t)| g.add(Op::Capture(j), t.clone(), &[], None))
+        .collect();
+    (g, caps)
+}

@@ -1,0 +1,206 @@
+//! The forward solve of equilibrium nodes inside the executor.
+//!
+//! Guarantees: states are flattened to one vector per sample (`[B, N]`, the
+//! first dimension of every state being the batch; states without a shared
+//! batch dimension are solved as one sample) and unflattened afterwards;
+//! the body runs inside the solver without gradient bookkeeping; every solve
+//! is recorded ([`SolveRecord`]) with the `equilibrium`'s span; a solve in
+//! which protection fired and no sample converged is an error naming the
+//! source line, never a silent NaN.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::Tensor;
+
+use crate::exec::{EqContext, EquilibriumRunner, ExecError};
+use crate::ir::{EqInitKind, EqNode};
+use crate::solver::{self, SolveStats, SolverError};
+use crate::source::Span;
+
+/// One finished solve.
+#[derive(Debug, Clone)]
+pub struct SolveRecord {
+    pub span: Option<Span>,
+    /// An adjoint (backward) solve rather than a forward one.
+    pub backward: bool,
+    pub stats: SolveStats,
+}
+
+/// Runs equilibrium nodes with the solvers of `crate::solver`, keeping the
+/// statistics of every solve until [`SolverRunner::take_records`].
+#[derive(Clone, Default)]
+pub struct SolverRunner {
+    records: Arc<Mutex<Vec<SolveRecord>>>,
+}
+
+impl SolverRunner {
+    pub fn new() -> SolverRunner {
+        SolverRunner::default()
+    }
+
+    /// The records of the solves since the last call.
+    pub fn take_records(&self) -> Vec<SolveRecord> {
+        match self.records.lock() {
+            Ok(mut r) => std::mem::take(&mut *r),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        }
+    }
+
+    fn record(&self, r: SolveRecord) {
+        match self.records.lock() {
+            Ok(mut v) => v.push(r),
+            Err(p) => p.into_inner().push(r),
+        }
+    }
+}
+
+/// Errors inside a solve: the body's, the solver's, candle's.
+#[derive(Debug)]
+enum SolveError {
+    Exec(ExecError),
+    Solver(SolverError),
+    Candle(candle_core::Error),
+}
+
+impl From<ExecError> for SolveError {
+    fn from(e: ExecError) -> Self {
+        SolveError::Exec(e)
+    }
+}
+impl From<SolverError> for SolveError {
+    fn from(e: SolverError) -> Self {
+        SolveError::Solver(e)
+    }
+}
+impl From<candle_core::Error> for SolveError {
+    fn from(e: candle_core::Error) -> Self {
+        SolveError::Candle(e)
+    }
+}
+
+fn to_exec(e: SolveError, span: Option<Span>) -> ExecError {
+    match e {
+        SolveError::Exec(e) => e,
+        SolveError::Solver(e) => ExecError::Equilibrium {
+            message: format!("solver failed: {e}"),
+            span,
+        },
+        SolveError::Candle(e) => ExecError::Equilibrium {
+            message: format!("solver failed: {e}"),
+            span,
+        },
+    }
+}
+
+/// How the states of one node map to and from `[B, N]`.
+pub struct Layout {
+    batch: usize,
+    shapes: Vec<Vec<usize>>,
+    sizes: Vec<usize>,
+}
+
+impl Layout {
+    pub fn of(shapes: Vec<Vec<usize>>) -> Layout {
+        let first = shapes.first().and_then(|s| s.first()).copied();
+        let batch = match first {
+            Some(b) if b > 0 && shapes.iter().all(|s| s.first() == Some(&b)) => b,
+            _ => 1,
+        };
+        let sizes = shapes
+            .iter()
+            .map(|s| s.iter().product::<usize>() / batch)
+            .collect();
+        Layout {
+            batch,
+            shapes,
+            sizes,
+        }
+    }
+
+    pub fn flatten(&self, states: &[Tensor]) -> candle_core::Result<Tensor> {
+        let parts = states
+            .iter()
+            .zip(&self.sizes)
+            .map(|(t, n)| t.reshape((self.batch, *n)))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        if parts.len() == 1 {
+            return Ok(parts[0].clone());
+        }
+        Tensor::cat(&parts, 1)
+    }
+
+    pub fn unflatten(&self, z: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+        let mut out = Vec::with_capacity(self.sizes.len());
+        let mut offset = 0;
+        for (n, shape) in self.sizes.iter().zip(&self.shapes) {
+            out.push(z.narrow(1, offset, *n)?.reshape(shape.as_slice())?);
+            offset += n;
+        }
+        Ok(out)
+    }
+}
+
+impl EquilibriumRunner for SolverRunner {
+    fn forward(
+        &self,
+        node: &EqNode,
+        captures: &[Tensor],
+        init: Option<&[Tensor]>,
+        ctx: &EqContext,
+    ) -> crate::exec::Result<Vec<Tensor>> {
+        let span = ctx.span;
+        let mut shapes = Vec::new();
+        for ty in &node.state_types {
+            shapes.push(ctx.dims.shape(&ty.shape, span)?);
+        }
+        let layout = Layout::of(shapes.clone());
+        let kernel = |e: candle_core::Error| ExecError::Equilibrium {
+            message: format!("equilibrium states: {e}"),
+            span,
+        };
+        let z0 = match (node.init, init) {
+            (EqInitKind::Values, Some(values)) => layout.flatten(values).map_err(kernel)?,
+            _ => {
+                let zeros = node
+                    .state_types
+                    .iter()
+                    .zip(&shapes)
+                    .map(|(ty, s)| {
+                        Tensor::zeros(s.as_slice(), ctx.exec.dtype(ty.dtype), &ctx.exec.device)
+                    })
+                    .collect::<candle_core::Result<Vec<_>>>()
+                    .map_err(kernel)?;
+                layout.flatten(&zeros).map_err(kernel)?
+            }
+        };
+        let mut f = |z: &Tensor| -> Result<Tensor, SolveError> {
+            let states = layout.unflatten(z)?;
+            let next = ctx.eval_body(node, &states, captures)?;
+            Ok(layout.flatten(&next)?)
+        };
+        let solution = solver::solve(&node.solver, &mut f, &z0).map_err(|e| to_exec(e, span))?;
+        let backward = node
+            .state_names
+            .first()
+            .is_some_and(|n| n.starts_with(super::ADJOINT_PREFIX));
+        let stats = solution.stats.clone();
+        self.record(SolveRecord {
+            span,
+            backward,
+            stats: stats.clone(),
+        });
+        if let Some(reason) = &stats.stopped_by_protection {
+            if !stats.sample_converged.iter().any(|c| *c) {
+                return Err(ExecError::Equilibrium {
+                    message: format!(
+                        "the {} solve diverged for every sample ({reason:?}); it kept each sample's best iterate, residuals {:?}",
+                        if backward { "adjoint" } else { "equilibrium" },
+                        stats.residual
+                    ),
+                    span,
+                });
+            }
+        }
+        layout.unflatten(&solution.z).map_err(kernel)
+    }
+}

@@ -1,0 +1,441 @@
+//! Equilibria end to end: forward solves through the executor, implicit
+//! gradients against independent PyTorch float64 references
+//! (`tests/vectors`), central finite differences and backpropagation through
+//! a long unrolled solve; phantom/jfb; the Jacobian regularizer against its
+//! exact value; spectral radius; protection; memory.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor};
+use deqc::autodiff::grad_with;
+use deqc::deq::jacobian::{jacobian_graph, spectral_radius};
+use deqc::deq::{DeqVjp, SolverRunner};
+use deqc::exec::Executor;
+use deqc::ir::{lower::lower_model, Graph, NodeId, Op};
+
+fn lower(src: &str) -> Graph {
+    let c = deqc::compile_source("eq.deq", src);
+    let p = match c.program {
+        Some(p) => p,
+        None => panic!("{}", deqc::compile_source("eq.deq", src).render_plain(100)),
+    };
+    lower_model(&p.models[0]).expect("lowers")
+}
+
+fn exec() -> (Executor, SolverRunner) {
+    let r = SolverRunner::new();
+    (Executor::cpu_f64().with_runner(Box::new(r.clone())), r)
+}
+
+fn vectors(name: &str) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(format!("tests/vectors/{name}.safetensors"), &Device::Cpu)
+        .expect("reference vectors")
+}
+
+fn nodes(g: &Graph, f: impl Fn(&Op) -> Option<usize>) -> Vec<(usize, NodeId)> {
+    let mut v: Vec<(usize, NodeId)> = g
+        .topo_order()
+        .into_iter()
+        .filter_map(|n| f(g.op(n)).map(|i| (i, n)))
+        .collect();
+    v.sort();
+    v
+}
+
+fn params(g: &Graph) -> Vec<NodeId> {
+    nodes(g, |o| if let Op::Param(i) = o { Some(*i) } else { None })
+        .into_iter()
+        .map(|p| p.1)
+        .collect()
+}
+
+fn inputs(g: &Graph) -> Vec<NodeId> {
+    nodes(g, |o| if let Op::Input(i) = o { Some(*i) } else { None })
+        .into_iter()
+        .map(|p| p.1)
+        .collect()
+}
+
+/// A one-element tensor's value (the references store scalars as `[1]`).
+fn scalar(t: &Tensor) -> f64 {
+    t.flatten_all().unwrap().to_vec1::<f64>().unwrap()[0]
+}
+
+fn max_rel(a: &Tensor, b: &Tensor) -> f64 {
+    let a = a.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let b = b.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f64, |m, x| m.max(x.abs())).max(1e-12);
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs() / scale)
+        .fold(0.0, f64::max)
+}
+
+const TANH: &str = r#"
+model T(x: f64[B, 4], c: f64[B, 5]) -> f64[] {
+    param w: f64[5, 5] = zeros;
+    param u: f64[4, 5] = zeros;
+    param b: f64[5] = zeros;
+    let inj = x @ u + b;
+    equilibrium z: f64[B, 5] = tanh(z @ w + inj)
+        with solver = SOLVER, backward = BACKWARD;
+    sum(z * c)
+}
+"#;
+
+fn tanh_src(solver: &str, backward: &str) -> String {
+    TANH.replace("SOLVER", solver).replace("BACKWARD", backward)
+}
+
+/// Run loss, z* and the gradients of (params..., x) of the tanh DEQ.
+fn tanh_run(src: &str, v: &HashMap<String, Tensor>) -> (f64, Tensor, Vec<Tensor>) {
+    let mut g = lower(src);
+    let loss = g.outputs()[0];
+    let zstar = nodes(&g, |o| {
+        if let Op::Project(i) = o {
+            Some(*i)
+        } else {
+            None
+        }
+    })[0]
+        .1;
+    let mut wrt = params(&g);
+    wrt.push(inputs(&g)[0]);
+    let grads = grad_with(&mut g, loss, &wrt, &DeqVjp).expect("differentiates");
+    let mut outs = vec![loss, zstar];
+    outs.extend(grads);
+    g.set_outputs(outs);
+    let (ex, _) = exec();
+    let p = ["w", "u", "b"].map(|k| v[k].clone());
+    let r = ex
+        .run(&g, &p, &[v["x"].clone(), v["c"].clone()])
+        .expect("runs");
+    let loss = r.outputs[0].to_scalar::<f64>().unwrap();
+    (loss, r.outputs[1].clone(), r.outputs[2..].to_vec())
+}
+
+#[test]
+fn tanh_deq_matches_pytorch_reference() {
+    let v = vectors("tanh_deq");
+    let src = tanh_src(
+        "anderson(tol = 1e-13, max_iter = 200, stop = \"abs\")",
+        "implicit(tol = 1e-13, max_iter = 200)",
+    );
+    let (loss, z, grads) = tanh_run(&src, &v);
+    assert!((loss - scalar(&v["loss"])).abs() < 1e-10);
+    assert!(max_rel(&z, &v["z_star"]) < 1e-10);
+    for (g, k) in grads.iter().zip(["grad_w", "grad_u", "grad_b", "grad_x"]) {
+        let err = max_rel(g, &v[k]);
+        assert!(err <= 1e-6, "{k}: relative error {err:e}");
+    }
+}
+
+#[test]
+fn every_solver_reaches_the_reference_fixed_point() {
+    let v = vectors("tanh_deq");
+    for solver in [
+        "fixed_point(tol = 1e-12, max_iter = 2000, stop = \"abs\")",
+        "fixed_point(damping = 0.7, tol = 1e-12, max_iter = 2000, stop = \"abs\")",
+        "anderson(m = 3, tol = 1e-12, max_iter = 300, stop = \"abs\")",
+        "broyden(tol = 1e-12, max_iter = 300, stop = \"abs\")",
+        "unroll(steps = 400)",
+    ] {
+        let backward = if solver.starts_with("unroll") {
+            "jfb"
+        } else {
+            "implicit(tol = 1e-12, max_iter = 400)"
+        };
+        let (_, z, _) = tanh_run(&tanh_src(solver, backward), &v);
+        assert!(max_rel(&z, &v["z_star"]) < 1e-9, "{solver}");
+    }
+}
+
+#[test]
+fn implicit_gradient_matches_finite_differences_and_unrolled_backprop() {
+    let v = vectors("tanh_deq");
+    let tight = tanh_src(
+        "anderson(tol = 1e-13, max_iter = 300, stop = \"abs\")",
+        "implicit(tol = 1e-13, max_iter = 300)",
+    );
+    let (_, _, implicit) = tanh_run(&tight, &v);
+    // Central differences of the converged loss in w.
+    let (ex, _) = exec();
+    let g = lower(&tight);
+    let w = v["w"].flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let h = 1e-6;
+    let mut fd = Vec::new();
+    for k in 0..w.len() {
+        let eval = |delta: f64| {
+            let mut wk = w.clone();
+            wk[k] += delta;
+            let wt = Tensor::from_vec(wk, (5, 5), &Device::Cpu).unwrap();
+            let r = ex
+                .run(
+                    &g,
+                    &[wt, v["u"].clone(), v["b"].clone()],
+                    &[v["x"].clone(), v["c"].clone()],
+                )
+                .unwrap();
+            r.outputs[0].to_scalar::<f64>().unwrap()
+        };
+        fd.push((eval(h) - eval(-h)) / (2.0 * h));
+    }
+    let fd = Tensor::from_vec(fd, (5, 5), &Device::Cpu).unwrap();
+    let err = max_rel(&implicit[0], &fd);
+    assert!(err <= 1e-6, "implicit vs finite differences: {err:e}");
+    // Backpropagation through 500 plain iterations.
+    let unrolled = tanh_src("unroll(steps = 500)", "unrolled");
+    let (_, _, unrolled) = tanh_run(&unrolled, &v);
+    for (a, b) in implicit.iter().zip(&unrolled) {
+        let err = max_rel(a, b);
+        assert!(err <= 1e-5, "implicit vs unrolled: {err:e}");
+    }
+}
+
+#[test]
+fn phantom_and_jfb_approximate_the_implicit_gradient() {
+    let v = vectors("tanh_deq");
+    let exact = tanh_run(
+        &tanh_src(
+            "anderson(tol = 1e-12, max_iter = 200)",
+            "implicit(tol = 1e-12)",
+        ),
+        &v,
+    )
+    .2;
+    let phantom = tanh_run(
+        &tanh_src(
+            "anderson(tol = 1e-12, max_iter = 200)",
+            "phantom(steps = 30, damping = 1.0)",
+        ),
+        &v,
+    )
+    .2;
+    let jfb = tanh_run(
+        &tanh_src("anderson(tol = 1e-12, max_iter = 200)", "jfb"),
+        &v,
+    )
+    .2;
+    // Many phantom steps converge to the implicit gradient (a Neumann series).
+    assert!(max_rel(&phantom[0], &exact[0]) < 1e-3);
+    let e = max_rel(&jfb[0], &exact[0]);
+    assert!(e.is_finite() && e < 1.0, "jfb error {e}");
+}
+
+#[test]
+fn two_state_deq_matches_pytorch_reference() {
+    let v = vectors("two_state_deq");
+    let src = r#"
+model S(x: f64[B, 3], ca: f64[B, 4], cs: f64[B, 2]) -> f64[] {
+    param wa: f64[4, 4] = zeros;
+    param wb: f64[2, 4] = zeros;
+    param va: f64[4, 2] = zeros;
+    param u: f64[3, 4] = zeros;
+    let inj = x @ u;
+    equilibrium (a: f64[B, 4], s: f64[B, 2]) = (
+        tanh(a @ wa + s @ wb + inj),
+        sigmoid(a @ va) - 0.5
+    ) with solver = broyden(tol = 1e-13, max_iter = 300, stop = "abs"),
+           backward = implicit(solver = anderson(m = 4), tol = 1e-13, max_iter = 300);
+    sum(a * ca) + sum(s * cs)
+}
+"#;
+    let mut g = lower(src);
+    let loss = g.outputs()[0];
+    let projects = nodes(&g, |o| {
+        if let Op::Project(i) = o {
+            Some(*i)
+        } else {
+            None
+        }
+    });
+    let mut wrt = params(&g);
+    wrt.push(inputs(&g)[0]);
+    let grads = grad_with(&mut g, loss, &wrt, &DeqVjp).unwrap();
+    let mut outs = vec![loss, projects[0].1, projects[1].1];
+    outs.extend(grads);
+    g.set_outputs(outs);
+    let (ex, runner) = exec();
+    let p = ["wa", "wb", "va", "u"].map(|k| v[k].clone());
+    let r = ex
+        .run(&g, &p, &[v["x"].clone(), v["ca"].clone(), v["cs"].clone()])
+        .unwrap();
+    assert!(max_rel(&r.outputs[1], &v["a_star"]) < 1e-10);
+    assert!(max_rel(&r.outputs[2], &v["s_star"]) < 1e-10);
+    for (t, k) in r.outputs[3..]
+        .iter()
+        .zip(["grad_wa", "grad_wb", "grad_va", "grad_u", "grad_x"])
+    {
+        let err = max_rel(t, &v[k]);
+        assert!(err <= 1e-6, "{k}: {err:e}");
+    }
+    let records = runner.take_records();
+    assert_eq!(records.iter().filter(|r| !r.backward).count(), 1);
+    assert_eq!(records.iter().filter(|r| r.backward).count(), 1);
+    assert!(records.iter().all(|r| r.stats.converged));
+}
+
+#[test]
+fn jacobian_term_matches_the_exact_frobenius_norm() {
+    let v = vectors("tanh_deq");
+    let src = tanh_src(
+        "anderson(tol = 1e-13, max_iter = 200, stop = \"abs\")",
+        "implicit(tol = 1e-13)",
+    );
+    let model = lower(&src);
+    let zstar = tanh_run(&src, &v).1;
+    let jac = jacobian_graph(&model).unwrap().expect("one equilibrium");
+    let mut g = jac.graph.clone();
+    let w_node = params(&g)[0];
+    let gw = grad_with(&mut g, jac.term, &[w_node], &DeqVjp).unwrap()[0];
+    g.set_outputs(vec![jac.term, gw]);
+    let (ex, _) = exec();
+    let p = ["w", "u", "b"].map(|k| v[k].clone());
+    let run = |probe: Tensor| {
+        let r = ex
+            .run(
+                &g,
+                &p,
+                &[v["x"].clone(), v["c"].clone(), zstar.clone(), probe],
+            )
+            .unwrap();
+        (
+            r.outputs[0].to_scalar::<f64>().unwrap(),
+            r.outputs[1].clone(),
+        )
+    };
+    // Basis probes: the sum over j of ||e_j^T J||^2 is ||J||_F^2 exactly.
+    let mut total = 0.0;
+    let mut grad = Tensor::zeros((5, 5), DType::F64, &Device::Cpu).unwrap();
+    for j in 0..5 {
+        let mut e = vec![0.0; 15];
+        for b in 0..3 {
+            e[b * 5 + j] = 1.0;
+        }
+        let (t, gw) = run(Tensor::from_vec(e, (3, 5), &Device::Cpu).unwrap());
+        total += t;
+        grad = (grad + gw).unwrap();
+    }
+    let exact = scalar(&v["jacobian_frobenius_sq_over_n"]);
+    assert!(
+        (total - exact).abs() <= 1e-10 * exact.abs().max(1.0),
+        "{total} vs {exact}"
+    );
+    assert!(max_rel(&grad, &v["grad_w_of_jacobian_term"]) <= 1e-8);
+    // Gaussian probes: Hutchinson's estimate is unbiased.
+    let mut mean = 0.0;
+    let n = 3000;
+    for s in 0..n {
+        let probe = Tensor::randn(0f64, 1.0, (3, 5), &Device::Cpu).unwrap();
+        let _ = s;
+        mean += run(probe).0 / n as f64;
+    }
+    assert!(
+        (mean - exact).abs() < 0.05 * exact,
+        "mean {mean} vs exact {exact}"
+    );
+}
+
+#[test]
+fn spectral_radius_of_a_known_jacobian() {
+    // f(z) = z @ A + x with A symmetric: J^T = A, eigenvalues known.
+    let src = r#"
+model L(x: f64[B, 3]) -> f64[B, 3] {
+    param a: f64[3, 3] = zeros;
+    equilibrium z: f64[B, 3] = z @ a + x with solver = fixed_point(tol = 1e-12, max_iter = 500);
+    z
+}
+"#;
+    let g = lower(src);
+    let eq = g
+        .topo_order()
+        .into_iter()
+        .find(|n| matches!(g.op(*n), Op::Equilibrium(_)))
+        .unwrap();
+    let Op::Equilibrium(node) = g.op(eq).clone() else {
+        unreachable!()
+    };
+    // Eigenvalues 0.6, -0.3, 0.1 in a rotated basis.
+    let q = [[0.6, 0.8, 0.0], [-0.8, 0.6, 0.0], [0.0, 0.0, 1.0]];
+    let d = [0.6, -0.3, 0.1];
+    let mut a = vec![0.0; 9];
+    for i in 0..3 {
+        for j in 0..3 {
+            a[i * 3 + j] = (0..3).map(|k| q[i][k] * d[k] * q[j][k]).sum();
+        }
+    }
+    let a = Tensor::from_vec(a, (3, 3), &Device::Cpu).unwrap();
+    let (ex, _) = exec();
+    let z = Tensor::zeros((2, 3), DType::F64, &Device::Cpu).unwrap();
+    let x = Tensor::ones((2, 3), DType::F64, &Device::Cpu).unwrap();
+    let captures: Vec<Tensor> = g
+        .operands(eq)
+        .iter()
+        .map(|o| match g.op(*o) {
+            Op::Param(_) => a.clone(),
+            _ => x.clone(),
+        })
+        .collect();
+    let r = spectral_radius(&ex, &node, &[z], &captures, 200, 7).unwrap();
+    for x in r {
+        assert!((x - 0.6).abs() < 1e-6, "radius {x}");
+    }
+}
+
+#[test]
+fn divergence_is_an_error_that_names_the_line() {
+    let src = "model D(x: [B, 3]) -> [B, 3] {\n    equilibrium z: [B, 3] = 3.0 * z + x + 1.0\n        with solver = fixed_point(max_iter = 50);\n    z\n}\n";
+    let g = lower(src);
+    let (ex, runner) = exec();
+    let x = Tensor::ones((2, 3), DType::F64, &Device::Cpu).unwrap();
+    let err = ex.run(&g, &[], &[x]).expect_err("every sample diverges");
+    let span = err.span().expect("the error has a span");
+    let sources = deqc::compile_source("eq.deq", src).sources;
+    let (line, _) = sources.line_col(span);
+    assert_eq!(line, 2, "{err}");
+    assert!(err.to_string().contains("diverged"), "{err}");
+    let rec = runner.take_records();
+    assert!(rec[0].stats.stopped_by_protection.is_some());
+}
+
+/// Peak live bytes of one forward + backward step.
+fn step_peak(solver: &str, backward: &str) -> usize {
+    let src = format!(
+        "model P(x: f64[B, 64], c: f64[B, 64]) -> f64[] {{\n    param w: f64[64, 64] = zeros;\n    equilibrium z: f64[B, 64] = tanh(z @ w + x) with solver = {solver}, backward = {backward};\n    sum(z * c)\n}}\n"
+    );
+    let mut g = lower(&src);
+    let loss = g.outputs()[0];
+    let w = params(&g);
+    let gw = grad_with(&mut g, loss, &w, &DeqVjp).unwrap();
+    let mut outs = vec![loss];
+    outs.extend(gw);
+    g.set_outputs(outs);
+    let (ex, _) = exec();
+    let w = (Tensor::randn(0f64, 1.0, (64, 64), &Device::Cpu).unwrap() * 0.05).unwrap();
+    let x = Tensor::randn(0f64, 1.0, (16, 64), &Device::Cpu).unwrap();
+    let c = Tensor::randn(0f64, 1.0, (16, 64), &Device::Cpu).unwrap();
+    ex.run(&g, &[w], &[x, c]).unwrap().stats.peak_live_bytes
+}
+
+#[test]
+fn implicit_memory_does_not_grow_with_iterations_but_unrolled_does() {
+    let short = step_peak(
+        "fixed_point(tol = 1e-30, max_iter = 10)",
+        "implicit(tol = 1e-30, max_iter = 10)",
+    );
+    let long = step_peak(
+        "fixed_point(tol = 1e-30, max_iter = 100)",
+        "implicit(tol = 1e-30, max_iter = 100)",
+    );
+    assert!(
+        (long as f64) <= 1.1 * short as f64,
+        "implicit: {short} -> {long}"
+    );
+    let u_short = step_peak("unroll(steps = 10)", "unrolled");
+    let u_long = step_peak("unroll(steps = 100)", "unrolled");
+    assert!(
+        u_long as f64 > 3.0 * u_short as f64,
+        "unrolled: {u_short} -> {u_long}"
+    );
+}
