@@ -1,4 +1,4 @@
-//! The command line (clap): `deqc check`, `deqc dump`.
+//! The command line (clap): `deqc check`, `run`, `eval`, `grad`, `dump`.
 //!
 //! Guarantees: exit code 0 on success, 1 when the program has errors (each
 //! rendered with its source line), 2 on usage or I/O problems; diagnostics
@@ -31,6 +31,60 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Train a model as its `train` block says.
+    Run {
+        file: PathBuf,
+        /// The model to train (default: the first `train` block's).
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        epochs: Option<usize>,
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Stop after this many optimizer steps in all.
+        #[arg(long)]
+        max_steps: Option<usize>,
+        /// `cpu` or `cuda`.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Where checkpoints and metrics go (default: runs/<model>-<time>/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue the run in --out from its last checkpoint.
+        #[arg(long)]
+        resume: bool,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Override a setting: epochs, batch_size, seed, clip_grad, lr.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
+    /// Evaluate a checkpoint on the test split.
+    Eval {
+        file: PathBuf,
+        #[arg(long)]
+        model: Option<String>,
+        /// A `model.safetensors` file or a run folder.
+        #[arg(long)]
+        weights: PathBuf,
+        #[arg(long)]
+        batch_size: Option<usize>,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// One batch's loss and parameter gradients, as safetensors.
+    Grad {
+        file: PathBuf,
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        weights: PathBuf,
+        /// Tensors named after the model's inputs, plus `target`.
+        #[arg(long)]
+        batch: PathBuf,
+        #[arg(long, default_value = "grads.safetensors")]
+        out: PathBuf,
+    },
     /// Print one stage of the compiler for a file.
     Dump {
         /// Which stage to print.
@@ -58,6 +112,43 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { files } => check(&files),
         Command::Dump { emit, file } => dump(emit, &file),
+        Command::Run {
+            file,
+            model,
+            epochs,
+            batch_size,
+            max_steps,
+            device,
+            out,
+            resume,
+            seed,
+            sets,
+        } => crate::train::commands::run(
+            &file,
+            model.as_deref(),
+            epochs,
+            batch_size,
+            max_steps,
+            &device,
+            out,
+            resume,
+            seed,
+            &sets,
+        ),
+        Command::Eval {
+            file,
+            model,
+            weights,
+            batch_size,
+            device,
+        } => crate::train::commands::eval(&file, model.as_deref(), &weights, batch_size, &device),
+        Command::Grad {
+            file,
+            model,
+            weights,
+            batch,
+            out,
+        } => crate::train::commands::grad(&file, model.as_deref(), &weights, &batch, &out),
     }
 }
 

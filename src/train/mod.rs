@@ -1,16 +1,52 @@
-//! Training infrastructure that does not depend on the compiler's graph.
+//! Training: the loop of `deqc run` and everything around the model.
 //!
-//! Owns the pieces a training loop needs around the model: data sets and
-//! their batches ([`data`]), optimizers and gradient clipping ([`optim`]),
-//! learning-rate schedules ([`schedule`]), parameter initializers
-//! ([`init`]), checkpoints ([`checkpoint`]) and metrics ([`metrics`]), all on
-//! candle tensors and all driven by the checked settings of
-//! [`crate::sema::spec`]. Guarantees: nothing here panics on user data or
-//! files; every failure is a typed error naming the file or parameter.
+//! Owns data sets and their batches ([`data`]), optimizers and gradient
+//! clipping ([`optim`]), learning-rate schedules ([`schedule`]), parameter
+//! initializers ([`init`]), checkpoints ([`checkpoint`]), metrics
+//! ([`metrics`]), the compiled training step ([`program`]: loss and derived
+//! gradients) and the loop itself ([`trainer`]). Guarantees: nothing here
+//! panics on user data or files; every failure is a [`TrainError`] naming
+//! the file, parameter or source line.
 
 pub mod checkpoint;
+pub mod commands;
 pub mod data;
 pub mod init;
 pub mod metrics;
 pub mod optim;
+pub mod program;
 pub mod schedule;
+pub mod trainer;
+
+/// Everything that can stop a run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Data(#[from] data::DataError),
+    #[error(transparent)]
+    Exec(#[from] crate::exec::ExecError),
+    #[error("deriving the training step: {0}")]
+    Autodiff(#[from] crate::autodiff::AdError),
+    #[error("lowering the model: {0}")]
+    Ir(#[from] crate::ir::IrError),
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    #[error(transparent)]
+    Optim(#[from] optim::OptimError),
+    #[error(transparent)]
+    Init(#[from] init::InitError),
+    #[error("tensor operation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl TrainError {
+    /// The source span an error points at, when it has one.
+    pub fn span(&self) -> Option<crate::source::Span> {
+        match self {
+            TrainError::Exec(e) => e.span(),
+            _ => None,
+        }
+    }
+}

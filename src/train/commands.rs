@@ -1,0 +1,355 @@
+//! The training commands: `deqc run`, `deqc eval`, `deqc grad`.
+//!
+//! Guarantees: exit code 0 on success, 1 when the program does not check or
+//! a run fails (a failure inside an equilibrium is shown at its source
+//! line), 2 on usage errors; `--set` overrides only known keys.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use candle_core::{DType as CDType, Device, Tensor};
+use miette::Diagnostic;
+
+use super::trainer::{self, RunOptions};
+use super::TrainError;
+use crate::exec::Executor;
+use crate::sema::hir::{Model, Program};
+use crate::sema::options::suggest;
+use crate::sema::spec::{Optimizer, TrainConfig};
+use crate::source::SourceMap;
+
+/// A run-time failure, shown at the source line it comes from.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error("{message}")]
+#[diagnostic(code(deq::run::failed))]
+struct RunFailure {
+    message: String,
+    #[label("here")]
+    span: miette::SourceSpan,
+}
+
+fn report(e: TrainError, sources: &SourceMap) -> ExitCode {
+    match e.span() {
+        Some(span) => {
+            let mut d = crate::diag::Diagnostics::default();
+            d.push(
+                span.file,
+                RunFailure {
+                    message: e.to_string(),
+                    span: span.into(),
+                },
+            );
+            eprint!("{}", crate::diag::render(d, sources, 100, false));
+        }
+        None => eprintln!("error: {e}"),
+    }
+    ExitCode::from(1)
+}
+
+/// Parse a device name.
+pub fn device(name: &str) -> Result<Device, String> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(0).map_err(|e| match e {
+            candle_core::Error::NotCompiledWithCudaSupport => {
+                "this deqc was built without CUDA support; rebuild it with `cargo build --release --features cuda` (needs the CUDA toolkit's nvcc)".to_string()
+            }
+            other => format!("cannot open the CUDA device: {other}"),
+        }),
+        other => Err(format!("unknown device `{other}`: use `cpu` or `cuda`")),
+    }
+}
+
+const SET_KEYS: &[&str] = &["epochs", "batch_size", "seed", "clip_grad", "lr"];
+
+/// Apply one `--set key=value`.
+pub fn apply_set(cfg: &mut TrainConfig, assignment: &str) -> Result<(), String> {
+    let (key, value) = assignment
+        .split_once('=')
+        .ok_or_else(|| format!("`--set {assignment}`: expected KEY=VALUE"))?;
+    let (key, value) = (key.trim(), value.trim());
+    let int = || {
+        value
+            .parse::<usize>()
+            .map_err(|_| format!("`--set {key}`: `{value}` is not a non-negative int"))
+    };
+    let float = || match value.parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
+        _ => Err(format!("`--set {key}`: `{value}` is not a positive number")),
+    };
+    match key {
+        "epochs" => cfg.epochs = int()?,
+        "batch_size" => cfg.batch_size = int()?.max(1),
+        "seed" => cfg.seed = int()? as u64,
+        "clip_grad" => cfg.clip_grad = Some(float()?),
+        "lr" => {
+            let x = float()?;
+            match &mut cfg.optimizer {
+                Optimizer::Sgd { lr, .. }
+                | Optimizer::Adam { lr, .. }
+                | Optimizer::AdamW { lr, .. } => *lr = x,
+            }
+        }
+        other => {
+            return Err(format!(
+                "`--set {other}`: unknown key; {}",
+                suggest(other, SET_KEYS).unwrap_or_default()
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// Check a file and pick the model and train block to use.
+fn load(
+    file: &Path,
+    model: Option<&str>,
+) -> Result<(Program, SourceMap, Model, Option<TrainConfig>), ExitCode> {
+    let compiled = crate::compile_path(file).map_err(|e| {
+        eprintln!("error: cannot read {}: {e}", file.display());
+        ExitCode::from(2)
+    })?;
+    let sources = compiled.sources.clone();
+    let Some(program) = compiled.program.clone() else {
+        eprint!("{}", compiled.render_plain(100));
+        return Err(ExitCode::from(1));
+    };
+    let train = match model {
+        Some(m) => program.trains.iter().find(|t| t.model == m).cloned(),
+        None => program.trains.first().cloned(),
+    };
+    let name = model
+        .map(str::to_string)
+        .or_else(|| train.as_ref().map(|t| t.model.clone()))
+        .or_else(|| program.models.first().map(|m| m.name.clone()));
+    let Some(m) = name.and_then(|n| program.model(&n).cloned()) else {
+        eprintln!(
+            "error: {} has no model{}",
+            file.display(),
+            model.map(|m| format!(" named `{m}`")).unwrap_or_default()
+        );
+        return Err(ExitCode::from(2));
+    };
+    Ok((program, sources, m, train))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    file: &Path,
+    model: Option<&str>,
+    epochs: Option<usize>,
+    batch_size: Option<usize>,
+    max_steps: Option<usize>,
+    device_name: &str,
+    out: Option<PathBuf>,
+    resume: bool,
+    seed: Option<u64>,
+    sets: &[String],
+) -> ExitCode {
+    let (_, sources, m, train) = match load(file, model) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let Some(mut cfg) = train else {
+        eprintln!("error: {} has no `train` block for `{}`: write one (LANGUAGE.md section 8) to say how to train it", file.display(), m.name);
+        return ExitCode::from(2);
+    };
+    for s in sets {
+        if let Err(e) = apply_set(&mut cfg, s) {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    if let Some(e) = epochs {
+        cfg.epochs = e;
+    }
+    if let Some(b) = batch_size {
+        cfg.batch_size = b.max(1);
+    }
+    if let Some(s) = seed {
+        cfg.seed = s;
+    }
+    if resume && out.is_none() {
+        eprintln!("error: --resume needs --out DIR, the folder of the run to continue");
+        return ExitCode::from(2);
+    }
+    let device = match device(device_name) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = RunOptions {
+        max_steps,
+        device: Some(device),
+        out,
+        resume,
+        quiet: false,
+    };
+    eprintln!(
+        "training {} on {} for {} epochs (batch {})",
+        m.name, cfg.data, cfg.epochs, cfg.batch_size
+    );
+    match trainer::train(&m, &cfg, &sources, &opts) {
+        Ok(s) => {
+            let result = match (s.test_accuracy, s.test_loss) {
+                (Some(a), Some(l)) => format!("test accuracy {:.2}% (loss {l:.4})", 100.0 * a),
+                (None, Some(l)) => format!("test loss {l:.4}"),
+                _ => "no test split".into(),
+            };
+            println!(
+                "{}: {} steps in {:.1} min; {result}; checkpoints and metrics in {}",
+                m.name,
+                s.steps,
+                s.seconds / 60.0,
+                s.out.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => report(e, &sources),
+    }
+}
+
+pub fn eval(
+    file: &Path,
+    model: Option<&str>,
+    weights: &Path,
+    batch_size: Option<usize>,
+    device_name: &str,
+) -> ExitCode {
+    let (_, sources, m, train) = match load(file, model) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let Some(cfg) = train else {
+        eprintln!(
+            "error: evaluation needs the `train` block's data and loss; {} has none for `{}`",
+            file.display(),
+            m.name
+        );
+        return ExitCode::from(2);
+    };
+    let device = match device(device_name) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = (|| -> Result<(f64, Option<f64>, usize), TrainError> {
+        let compiled = trainer::compile(&m, &cfg)?;
+        let params = trainer::load_weights(&compiled.graph, weights, &device)?;
+        let splits = super::data::load(&cfg.data)?;
+        let test = splits
+            .test
+            .as_ref()
+            .or(splits.valid.as_ref())
+            .ok_or_else(|| TrainError::Usage("the data set has no test split".into()))?;
+        let runner = crate::deq::SolverRunner::new();
+        let exec = Executor::new(device.clone()).with_runner(Box::new(runner));
+        let values: Vec<Tensor> = params.into_iter().map(|p| p.1).collect();
+        let (l, a) = trainer::evaluate(
+            &exec,
+            &compiled.eval,
+            &values,
+            test,
+            batch_size.unwrap_or(cfg.batch_size),
+            &device,
+            cfg.loss == crate::sema::spec::Loss::CrossEntropy,
+        )?;
+        Ok((l, a, test.len()))
+    })();
+    match result {
+        Ok((l, a, n)) => {
+            match a {
+                Some(a) => println!(
+                    "{}: test loss {l:.4}, accuracy {:.2}% on {n} samples",
+                    m.name,
+                    100.0 * a
+                ),
+                None => println!("{}: test loss {l:.4} on {n} samples", m.name),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => report(e, &sources),
+    }
+}
+
+/// One batch's loss and parameter gradients, written as safetensors.
+pub fn grad(
+    file: &Path,
+    model: Option<&str>,
+    weights: &Path,
+    batch: &Path,
+    out: &Path,
+) -> ExitCode {
+    let (_, sources, m, train) = match load(file, model) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let loss = train
+        .as_ref()
+        .map_or(crate::sema::spec::Loss::CrossEntropy, |t| t.loss);
+    let result = (|| -> Result<Vec<(String, Tensor)>, TrainError> {
+        let device = Device::Cpu;
+        let graph = crate::ir::lower::lower_model(&m)?;
+        let step = super::program::step_graph(&graph, loss)?;
+        let params = trainer::load_weights(&graph, weights, &device)?;
+        let (tensors, _) = super::checkpoint::read_tensors(batch, &device)?;
+        let mut inputs = Vec::new();
+        for name in m.inputs.iter().map(|i| i.name.as_str()).chain(["target"]) {
+            let t = tensors
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, t)| t.clone())
+                .ok_or_else(|| {
+                    TrainError::Usage(format!(
+                        "{} has no tensor `{name}`; it needs one per model input ({}) and `target`",
+                        batch.display(),
+                        m.inputs
+                            .iter()
+                            .map(|i| i.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })?;
+            inputs.push(t);
+        }
+        let exec =
+            Executor::new(device.clone()).with_runner(Box::new(crate::deq::SolverRunner::new()));
+        let values: Vec<Tensor> = params.iter().map(|p| p.1.clone()).collect();
+        let r = exec.run(&step.graph, &values, &inputs)?;
+        let g0 = step.grads.unwrap_or(2);
+        let mut out = vec![(
+            "loss".to_string(),
+            r.outputs[step.loss].reshape(1)?.to_dtype(CDType::F32)?,
+        )];
+        for (i, (path, _)) in params.iter().enumerate() {
+            out.push((path.clone(), r.outputs[g0 + i].clone()));
+        }
+        Ok(out)
+    })();
+    match result {
+        Ok(tensors) => {
+            if let Err(e) = super::checkpoint::save_tensors(out, &tensors, &BTreeMap::new()) {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+            let loss = tensors[0]
+                .1
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .map(|v| v[0])
+                .unwrap_or(f32::NAN);
+            println!(
+                "loss {loss:.6}; {} parameter gradients written to {}",
+                tensors.len() - 1,
+                out.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => report(e, &sources),
+    }
+}

@@ -1,0 +1,252 @@
+//! The compiled training step: model graph + loss + derived gradients.
+//!
+//! Owns the graphs that one training run executes: the step graph (inputs
+//! then the target; outputs the loss, the scores, the gradient of every
+//! parameter, and the fixed point of each top-level equilibrium), the
+//! evaluation graph (loss and scores only), and, when the `train` block asks
+//! for it, the Jacobian-regularization graph with its own gradients.
+//!
+//! Guarantees: the loss is built from IR ops (cross-entropy as
+//! `-sum(log_softmax(scores) * one_hot(target)) / count`, the one-hot being
+//! `embedding(target, eye(C))`), so its gradient is derived like any other;
+//! every gradient is taken with the equilibrium rule of `crate::deq`.
+
+use crate::autodiff::builder::Builder;
+use crate::autodiff::{grad_with, AdError};
+use crate::deq::jacobian::{jacobian_graph, top_level_equilibria};
+use crate::deq::DeqVjp;
+use crate::ir::{Graph, GraphInput, NodeId, Op, ReduceOp};
+use crate::sema::dim::Dim;
+use crate::sema::hir::{DType, Type};
+use crate::sema::spec::Loss;
+
+/// A graph with the positions of its interesting outputs.
+pub struct StepGraph {
+    pub graph: Graph,
+    /// Output positions.
+    pub loss: usize,
+    pub scores: usize,
+    /// Output position of the first parameter gradient (one per parameter,
+    /// in parameter order); `None` for an evaluation graph.
+    pub grads: Option<usize>,
+    /// Output positions of the fixed points of the top-level equilibria.
+    pub zstars: Vec<usize>,
+}
+
+/// The regularization graph and where its results are.
+pub struct JacobianStep {
+    pub graph: Graph,
+    /// Input positions of the fixed points (fed from the step's outputs, in
+    /// the same order as [`StepGraph::zstars`]) and of the probes.
+    pub zstar_inputs: Vec<usize>,
+    pub probe_inputs: Vec<usize>,
+    /// Outputs: the term, then one gradient per parameter (`None` where the
+    /// term does not depend on the parameter).
+    pub grads: Vec<Option<usize>>,
+}
+
+/// What the target of the loss looks like for a model output.
+pub fn target_type(loss: Loss, scores: &Type) -> Type {
+    match loss {
+        // Class ids: the scores without their last (class) dimension.
+        Loss::CrossEntropy => Type::new(
+            DType::I64,
+            scores.shape[..scores.rank().saturating_sub(1)].to_vec(),
+        ),
+        Loss::Mse => scores.clone(),
+    }
+}
+
+fn reduce_all(b: &mut Builder, x: NodeId, op: ReduceOp) -> Result<NodeId, AdError> {
+    let axes: Vec<usize> = (0..b.ty(x).rank()).collect();
+    b.op(
+        Op::Reduce {
+            op,
+            axes,
+            keepdim: false,
+        },
+        &[x],
+    )
+}
+
+/// Append the target input and the loss to a model graph; returns
+/// `(loss, scores)`.
+fn add_loss(g: &mut Graph, loss: Loss) -> Result<(NodeId, NodeId), AdError> {
+    let scores = *g
+        .outputs()
+        .first()
+        .ok_or_else(|| AdError::Internal("the model has no output".into()))?;
+    let sty = g.ty(scores).clone();
+    let tty = target_type(loss, &sty);
+    g.inputs.push(GraphInput {
+        name: "target".into(),
+        ty: tty.clone(),
+    });
+    let target = g.add(Op::Input(g.inputs.len() - 1), tty.clone(), &[], None);
+    let span = g.span(scores);
+    let mut b = Builder { g, span };
+    let value = match loss {
+        Loss::CrossEntropy => {
+            let classes = sty
+                .shape
+                .last()
+                .cloned()
+                .ok_or_else(|| AdError::Internal("cross_entropy of a scalar".into()))?;
+            let logp = b.op(
+                Op::LogSoftmax {
+                    axis: sty.rank() - 1,
+                },
+                &[scores],
+            )?;
+            let eye = b.g.add(
+                Op::Eye { n: classes.clone() },
+                Type::new(sty.dtype, vec![classes.clone(), classes]),
+                &[],
+                span,
+            );
+            let one_hot = b.op(Op::Embedding, &[target, eye])?;
+            let picked = b.mul(logp, one_hot)?;
+            let total = reduce_all(&mut b, picked, ReduceOp::Sum)?;
+            let count = b.count(tty.shape.clone(), sty.dtype);
+            let mean = b.div(total, count)?;
+            b.neg(mean)?
+        }
+        Loss::Mse => {
+            let d = b.sub(scores, target)?;
+            let sq = b.mul(d, d)?;
+            reduce_all(&mut b, sq, ReduceOp::Mean)?
+        }
+    };
+    Ok((value, scores))
+}
+
+fn param_nodes(g: &Graph) -> Vec<Option<NodeId>> {
+    let mut out = vec![None; g.params.len()];
+    for n in g.node_ids() {
+        if let Op::Param(i) = g.op(n) {
+            if let Some(slot) = out.get_mut(*i) {
+                *slot = Some(n);
+            }
+        }
+    }
+    out
+}
+
+/// Gradients of `value` for every parameter (zeros where it does not
+/// depend on one).
+fn param_grads(g: &mut Graph, value: NodeId) -> Result<Vec<NodeId>, AdError> {
+    let nodes = param_nodes(g);
+    let present: Vec<NodeId> = nodes.iter().flatten().copied().collect();
+    let grads = grad_with(g, value, &present, &DeqVjp)?;
+    let mut it = grads.into_iter();
+    let mut out = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        out.push(match n {
+            Some(_) => it
+                .next()
+                .ok_or_else(|| AdError::Internal("missing gradient".into()))?,
+            None => {
+                let ty = g.params[i].ty.clone();
+                Builder { g, span: None }.zeros(&ty)
+            }
+        });
+    }
+    Ok(out)
+}
+
+/// The training step graph of a lowered model.
+pub fn step_graph(model: &Graph, loss: Loss) -> Result<StepGraph, AdError> {
+    let mut g = model.clone();
+    let (value, scores) = add_loss(&mut g, loss)?;
+    let grads = param_grads(&mut g, value)?;
+    let zstar_nodes = zstar_nodes(&mut g);
+    let mut outputs = vec![value, scores];
+    outputs.extend(grads.iter().copied());
+    let zstars = (0..zstar_nodes.len())
+        .map(|i| 2 + grads.len() + i)
+        .collect();
+    outputs.extend(zstar_nodes);
+    g.set_outputs(outputs);
+    Ok(StepGraph {
+        graph: g,
+        loss: 0,
+        scores: 1,
+        grads: Some(2),
+        zstars,
+    })
+}
+
+/// The evaluation graph: loss and scores.
+pub fn eval_graph(model: &Graph, loss: Loss) -> Result<StepGraph, AdError> {
+    let mut g = model.clone();
+    let (value, scores) = add_loss(&mut g, loss)?;
+    g.set_outputs(vec![value, scores]);
+    Ok(StepGraph {
+        graph: g,
+        loss: 0,
+        scores: 1,
+        grads: None,
+        zstars: Vec::new(),
+    })
+}
+
+/// The `Project` nodes of every top-level equilibrium, state by state.
+fn zstar_nodes(g: &mut Graph) -> Vec<NodeId> {
+    let mut out = Vec::new();
+    for eq in top_level_equilibria(g) {
+        let Op::Equilibrium(node) = g.op(eq).clone() else {
+            continue;
+        };
+        let users = g.users(eq);
+        for (i, ty) in node.state_types.iter().enumerate() {
+            let existing = users
+                .iter()
+                .copied()
+                .find(|u| matches!(g.op(*u), Op::Project(k) if *k == i));
+            let span = g.span(eq);
+            out.push(existing.unwrap_or_else(|| g.add(Op::Project(i), ty.clone(), &[eq], span)));
+        }
+    }
+    out
+}
+
+/// The Jacobian regularization graph of a model with its parameter
+/// gradients (`None` when the model has no equilibrium).
+pub fn jacobian_step(model: &Graph) -> Result<Option<JacobianStep>, AdError> {
+    let Some(jac) = jacobian_graph(model)? else {
+        return Ok(None);
+    };
+    let mut g = jac.graph;
+    let nodes = param_nodes(&g);
+    let present: Vec<NodeId> = nodes.iter().flatten().copied().collect();
+    let grads = grad_with(&mut g, jac.term, &present, &DeqVjp)?;
+    let mut outputs = vec![jac.term];
+    let mut it = grads.into_iter();
+    let mut positions = Vec::new();
+    for n in &nodes {
+        positions.push(match n {
+            Some(_) => {
+                outputs.push(
+                    it.next()
+                        .ok_or_else(|| AdError::Internal("missing gradient".into()))?,
+                );
+                Some(outputs.len() - 1)
+            }
+            None => None,
+        });
+    }
+    g.set_outputs(outputs);
+    let zstar_inputs = jac.equilibria.iter().flat_map(|e| e.1.clone()).collect();
+    let probe_inputs = jac.equilibria.iter().flat_map(|e| e.2.clone()).collect();
+    Ok(Some(JacobianStep {
+        graph: g,
+        zstar_inputs,
+        probe_inputs,
+        grads: positions,
+    }))
+}
+
+/// The symbolic dims a model's inputs leave open (for messages).
+pub fn symbols(t: &Type) -> Vec<String> {
+    t.shape.iter().flat_map(Dim::symbols).collect()
+}

@@ -1,0 +1,587 @@
+//! The training loop of `deqc run`, and evaluation.
+//!
+//! Owns one run: data, parameters, optimizer, schedule, the compiled step
+//! ([`super::program`]), solver statistics, metrics, progress and
+//! checkpoints. Guarantees: a run is a pure function of the program, the
+//! data and the seed (shuffles depend on `(seed, epoch)`, initial values on
+//! `(seed, parameter path)`, probes and dropout on `(seed, step)`), so
+//! `--resume` after an epoch continues exactly; checkpoints are written
+//! atomically after every epoch; every step is appended to `metrics.jsonl`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType as CDType, Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::checkpoint::{self, TrainState};
+use super::data::{self, Dataset};
+use super::metrics::{self, Mean, MetricsWriter, Record};
+use super::optim::{clip_grad_norm, Optim};
+use super::program::{eval_graph, jacobian_step, step_graph, JacobianStep, StepGraph};
+use super::schedule::LrSchedule;
+use super::TrainError;
+use crate::deq::{SolveRecord, SolverRunner};
+use crate::exec::{ExecOptions, Executor};
+use crate::ir::{lower::lower_model, Graph};
+use crate::sema::hir::Model;
+use crate::sema::spec::{DataSpec, Loss, Optimizer, TrainConfig};
+use crate::source::SourceMap;
+
+/// Command-line choices that override or complement the `train` block.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub max_steps: Option<usize>,
+    pub device: Option<Device>,
+    pub out: Option<PathBuf>,
+    pub resume: bool,
+    /// Hide progress bars and per-epoch lines (tests).
+    pub quiet: bool,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub out: PathBuf,
+    pub epochs: usize,
+    pub steps: u64,
+    pub test_loss: Option<f64>,
+    pub test_accuracy: Option<f64>,
+    pub seconds: f64,
+    pub first_loss: Option<f64>,
+    pub last_loss: Option<f64>,
+}
+
+/// Per-batch solver statistics, averaged.
+#[derive(Default)]
+struct SolveSummary {
+    fwd_iters: Mean,
+    fwd_residual: Mean,
+    bwd_iters: Mean,
+    unconverged: Vec<(Option<crate::source::Span>, f64, f64)>,
+}
+
+impl SolveSummary {
+    fn add(&mut self, records: &[SolveRecord], tol_of: impl Fn(&SolveRecord) -> f64) {
+        let (fwd, bwd): (Vec<&SolveRecord>, Vec<&SolveRecord>) =
+            records.iter().partition(|r| !r.backward);
+        if !fwd.is_empty() {
+            let n = fwd.len() as f64;
+            self.fwd_iters.add(
+                fwd.iter().map(|r| r.stats.iterations as f64).sum::<f64>() / n,
+                1.0,
+            );
+            let res = fwd
+                .iter()
+                .map(|r| r.stats.residual.iter().cloned().fold(0.0, f64::max))
+                .sum::<f64>()
+                / n;
+            self.fwd_residual.add(res, 1.0);
+        }
+        if !bwd.is_empty() {
+            let n = bwd.len() as f64;
+            self.bwd_iters.add(
+                bwd.iter().map(|r| r.stats.iterations as f64).sum::<f64>() / n,
+                1.0,
+            );
+        }
+        for r in records.iter().filter(|r| !r.stats.converged && !r.backward) {
+            let worst = r.stats.residual.iter().cloned().fold(0.0, f64::max);
+            self.unconverged.push((r.span, worst, tol_of(r)));
+        }
+    }
+}
+
+fn mean_or_zero(m: &Mean) -> f64 {
+    if m.weight() > 0.0 {
+        m.mean()
+    } else {
+        0.0
+    }
+}
+
+/// Everything compiled for one model.
+pub struct Compiled {
+    pub graph: Graph,
+    pub step: StepGraph,
+    pub eval: StepGraph,
+    pub jacobian: Option<JacobianStep>,
+}
+
+pub fn compile(model: &Model, cfg: &TrainConfig) -> Result<Compiled, TrainError> {
+    let graph = lower_model(model)?;
+    let step = step_graph(&graph, cfg.loss)?;
+    let eval = eval_graph(&graph, cfg.loss)?;
+    let jacobian = match cfg.jacobian_reg {
+        Some(_) => jacobian_step(&graph)?,
+        None => None,
+    };
+    Ok(Compiled {
+        graph,
+        step,
+        eval,
+        jacobian,
+    })
+}
+
+fn base_lr(o: &Optimizer) -> f64 {
+    match o {
+        Optimizer::Sgd { lr, .. } | Optimizer::Adam { lr, .. } | Optimizer::AdamW { lr, .. } => *lr,
+    }
+}
+
+/// Initial parameters from the program's initializers, seeded.
+pub fn init_params(
+    graph: &Graph,
+    seed: u64,
+    device: &Device,
+) -> Result<Vec<(String, Tensor)>, TrainError> {
+    graph
+        .params
+        .iter()
+        .map(|p| {
+            let shape: Vec<usize> =
+                p.ty.shape
+                    .iter()
+                    .map(|d| d.as_const().unwrap_or(0).max(0) as usize)
+                    .collect();
+            let t = super::init::init_tensor(&p.init, &shape, seed, &p.path, device)?;
+            let t = t.to_dtype(match p.ty.dtype {
+                crate::sema::hir::DType::F64 => CDType::F64,
+                _ => CDType::F32,
+            })?;
+            Ok((p.path.clone(), t))
+        })
+        .collect()
+}
+
+/// `(path, shape)` of every parameter.
+pub fn param_shapes(graph: &Graph) -> Vec<(String, Vec<usize>)> {
+    graph
+        .params
+        .iter()
+        .map(|p| {
+            (
+                p.path.clone(),
+                p.ty.shape
+                    .iter()
+                    .map(|d| d.as_const().unwrap_or(0).max(0) as usize)
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// A deterministic 64-bit mix of a seed and a counter.
+fn mix(seed: u64, n: u64) -> u64 {
+    let mut z = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn probe(
+    ty_shape: &[usize],
+    seed: u64,
+    device: &Device,
+    dtype: CDType,
+) -> Result<Tensor, TrainError> {
+    use rand::SeedableRng;
+    use rand_distr::Distribution;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let normal = rand_distr::StandardNormal;
+    let n: usize = ty_shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|_| Distribution::<f32>::sample(&normal, &mut rng))
+        .collect();
+    Ok(Tensor::from_vec(v, ty_shape, device)?.to_dtype(dtype)?)
+}
+
+/// Split a batch into the model's inputs and the target (the last field).
+fn feeds(ds: &Dataset, batch: &data::Batch) -> Result<Vec<Tensor>, TrainError> {
+    ds.fields()
+        .iter()
+        .map(|(name, _)| {
+            batch
+                .get(name)
+                .cloned()
+                .ok_or_else(|| TrainError::Usage(format!("the batch has no field `{name}`")))
+        })
+        .collect()
+}
+
+fn is_classification(cfg: &TrainConfig) -> bool {
+    cfg.loss == Loss::CrossEntropy
+}
+
+/// Evaluate on a split: mean loss and accuracy.
+pub fn evaluate(
+    exec: &Executor,
+    eval: &StepGraph,
+    params: &[Tensor],
+    ds: &Dataset,
+    batch_size: usize,
+    device: &Device,
+    classification: bool,
+) -> Result<(f64, Option<f64>), TrainError> {
+    let mut loss = Mean::new();
+    let (mut correct, mut total) = (0usize, 0usize);
+    for batch in ds.batches(batch_size, device) {
+        let batch = batch?;
+        let inputs = feeds(ds, &batch)?;
+        let r = exec.run(&eval.graph, params, &inputs)?;
+        let n = inputs[0].dims().first().copied().unwrap_or(1) as f64;
+        loss.add(
+            r.outputs[eval.loss]
+                .to_dtype(CDType::F64)?
+                .to_scalar::<f64>()?,
+            n,
+        );
+        if classification {
+            if let Some(target) = inputs.last() {
+                let (c, t) = metrics::count_correct(&r.outputs[eval.scores], target)?;
+                correct += c;
+                total += t;
+            }
+        }
+    }
+    let acc = (classification && total > 0).then(|| correct as f64 / total as f64);
+    Ok((loss.mean(), acc))
+}
+
+fn default_out(model: &str) -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    PathBuf::from("runs").join(format!("{model}-{secs}"))
+}
+
+fn warn_unconverged(
+    sources: &SourceMap,
+    unconverged: &[(Option<crate::source::Span>, f64, f64)],
+    solves: usize,
+    quiet: bool,
+) {
+    if unconverged.is_empty() || quiet {
+        return;
+    }
+    let (span, worst, tol) = unconverged
+        .iter()
+        .cloned()
+        .fold((None, 0.0, 0.0), |acc, x| if x.1 > acc.1 { x } else { acc });
+    let place = span
+        .map(|s| {
+            let (l, c) = sources.line_col(s);
+            format!("{}:{l}:{c}", sources.file(s.file).name)
+        })
+        .unwrap_or_else(|| "an equilibrium".into());
+    eprintln!(
+        "warning: the equilibrium at {place} did not reach tol {tol:e} in {} of {solves} forward solves (worst residual {worst:.3e}); consider a larger max_iter or Jacobian regularization",
+        unconverged.len()
+    );
+}
+
+/// Train `model` as its `train` block says.
+pub fn train(
+    model: &Model,
+    cfg: &TrainConfig,
+    sources: &SourceMap,
+    opts: &RunOptions,
+) -> Result<Summary, TrainError> {
+    let started = Instant::now();
+    let device = opts.device.clone().unwrap_or(Device::Cpu);
+    let compiled = compile(model, cfg)?;
+    let splits = data::load(&cfg.data)?;
+    let train_set = &splits.train;
+    let test_set = splits.test.as_ref().or(splits.valid.as_ref());
+    let out = opts.out.clone().unwrap_or_else(|| default_out(&model.name));
+    std::fs::create_dir_all(&out)
+        .map_err(|e| TrainError::Usage(format!("cannot create {}: {e}", out.display())))?;
+    let runner = SolverRunner::new();
+    let exec = Executor::new(device.clone())
+        .with_runner(Box::new(runner.clone()))
+        .with_options(ExecOptions {
+            float: CDType::F32,
+            training: true,
+            seed: cfg.seed,
+        });
+    let mut eval_exec = Executor::new(device.clone()).with_runner(Box::new(runner.clone()));
+    eval_exec.options.seed = cfg.seed;
+
+    let shapes = param_shapes(&compiled.graph);
+    let mut optim = Optim::new(&cfg.optimizer);
+    let (mut params, start_epoch, mut skip_batches, mut step) = if opts.resume {
+        let p = checkpoint::load_model(&out, &shapes, &device)?;
+        let state =
+            checkpoint::load_train_state(&out, Some(&optim.state_shapes(&shapes)), &device)?;
+        optim.load_state(state.optimizer.clone())?;
+        (p, state.epoch as usize, state.batch as usize, state.step)
+    } else {
+        (init_params(&compiled.graph, cfg.seed, &device)?, 0, 0, 0)
+    };
+    if let Some(v) = &splits.vocab {
+        checkpoint::save_vocab(&out, v)?;
+    }
+    let mut writer = MetricsWriter::open(out.join("metrics.jsonl")).map_err(|e| {
+        TrainError::Usage(format!("cannot write metrics in {}: {e}", out.display()))
+    })?;
+    let schedule = LrSchedule::new(base_lr(&cfg.optimizer), cfg.schedule.clone());
+    let batches_per_epoch = train_set.num_batches(cfg.batch_size);
+    let total_steps = batches_per_epoch * cfg.epochs;
+    let classification = is_classification(cfg);
+    let text = matches!(cfg.data, DataSpec::Text { .. });
+    let mut summary = Summary {
+        out: out.clone(),
+        epochs: cfg.epochs,
+        steps: step,
+        test_loss: None,
+        test_accuracy: None,
+        seconds: 0.0,
+        first_loss: None,
+        last_loss: None,
+    };
+    let eq_tols: Vec<f64> = crate::deq::jacobian::top_level_equilibria(&compiled.graph)
+        .into_iter()
+        .filter_map(|n| match compiled.graph.op(n) {
+            crate::ir::Op::Equilibrium(e) => Some(e.solver.tol),
+            _ => None,
+        })
+        .collect();
+    let fwd_tol = eq_tols.first().copied().unwrap_or(0.0);
+
+    let mut stopped = false;
+    for epoch in start_epoch..cfg.epochs {
+        let epoch_start = Instant::now();
+        let bar = if opts.quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(batches_per_epoch as u64)
+        };
+        bar.set_style(
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{}/{}", epoch + 1, cfg.epochs));
+        let mut solves = SolveSummary::default();
+        let mut loss_mean = Mean::new();
+        let (mut correct, mut seen) = (0usize, 0usize);
+        let mut samples = 0usize;
+        let mut solve_count = 0usize;
+        let done_before = std::mem::take(&mut skip_batches);
+        bar.set_position(done_before as u64);
+        let mut done = done_before;
+        for batch in train_set
+            .shuffled_batches(cfg.batch_size, cfg.seed, epoch as u64, &device)
+            .skip(done_before)
+        {
+            if opts.max_steps.is_some_and(|m| step as usize >= m) {
+                stopped = true;
+                break;
+            }
+            let step_start = Instant::now();
+            let batch = batch?;
+            let inputs = feeds(train_set, &batch)?;
+            let mut exec_step = exec.options.clone();
+            exec_step.seed = mix(cfg.seed, step);
+            let step_exec = Executor::new(device.clone())
+                .with_runner(Box::new(runner.clone()))
+                .with_options(exec_step);
+            let values: Vec<Tensor> = params.iter().map(|p| p.1.clone()).collect();
+            let r = step_exec.run(&compiled.step.graph, &values, &inputs)?;
+            let loss = r.outputs[compiled.step.loss]
+                .to_dtype(CDType::F64)?
+                .to_scalar::<f64>()?;
+            let g0 = compiled.step.grads.unwrap_or(2);
+            let mut grads: Vec<Tensor> = r.outputs[g0..g0 + params.len()].to_vec();
+            let mut reg = None;
+            if let (Some(jr), Some(jac)) = (&cfg.jacobian_reg, &compiled.jacobian) {
+                let coin = (mix(cfg.seed ^ 0x4A52, step) >> 11) as f64 / (1u64 << 53) as f64;
+                if coin < jr.freq {
+                    let mut jin = inputs[..inputs.len() - 1].to_vec();
+                    for z in &compiled.step.zstars {
+                        jin.push(r.outputs[*z].clone());
+                    }
+                    for (k, z) in compiled.step.zstars.iter().enumerate() {
+                        let zt = &r.outputs[*z];
+                        jin.push(probe(
+                            zt.dims(),
+                            mix(cfg.seed ^ 0x5052, step * 64 + k as u64),
+                            &device,
+                            zt.dtype(),
+                        )?);
+                    }
+                    let jr_run = step_exec.run(&jac.graph, &values, &jin)?;
+                    let term = jr_run.outputs[0]
+                        .to_dtype(CDType::F64)?
+                        .to_scalar::<f64>()?;
+                    for (i, pos) in jac.grads.iter().enumerate() {
+                        if let Some(pos) = pos {
+                            grads[i] = (&grads[i] + (&jr_run.outputs[*pos] * jr.weight)?)?;
+                        }
+                    }
+                    reg = Some(term * jr.weight);
+                }
+            }
+            let records = runner.take_records();
+            solve_count += records.iter().filter(|r| !r.backward).count();
+            solves.add(&records, |_| fwd_tol);
+            if let Some(c) = cfg.clip_grad {
+                clip_grad_norm(&mut grads, c)?;
+            }
+            let lr = schedule.lr_at(step as usize, epoch, total_steps);
+            optim.step(&mut params, &grads, lr)?;
+            let n = inputs[0].dims().first().copied().unwrap_or(1);
+            samples += n;
+            loss_mean.add(loss, n as f64);
+            summary.first_loss.get_or_insert(loss);
+            summary.last_loss = Some(loss);
+            let mut rec = Record::new(epoch as u64, step, "train");
+            rec.loss = loss;
+            if classification {
+                if let Some(target) = inputs.last() {
+                    let (c, t) = metrics::count_correct(&r.outputs[compiled.step.scores], target)?;
+                    correct += c;
+                    seen += t;
+                    rec.accuracy = Some(c as f64 / t.max(1) as f64);
+                }
+            }
+            if text {
+                rec.perplexity = Some(metrics::perplexity(loss));
+            }
+            rec.fwd_iters = mean_or_zero(&solves.fwd_iters);
+            rec.fwd_residual = mean_or_zero(&solves.fwd_residual);
+            rec.bwd_iters = mean_or_zero(&solves.bwd_iters);
+            rec.seconds = step_start.elapsed().as_secs_f64();
+            rec.lr = Some(lr);
+            if let Some(r) = reg {
+                rec.extra.push(("jacobian_reg".into(), r));
+            }
+            writer
+                .write(&rec)
+                .map_err(|e| TrainError::Usage(format!("cannot write metrics: {e}")))?;
+            step += 1;
+            done += 1;
+            let rate = samples as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
+            let acc = if seen > 0 {
+                format!(" acc {:.1}%", 100.0 * correct as f64 / seen as f64)
+            } else {
+                String::new()
+            };
+            bar.set_message(format!(
+                "loss {:.4}{acc} fwd {:.1} it ({:.1e}) bwd {:.1} it {:.0} samples/s",
+                loss_mean.mean(),
+                rec.fwd_iters,
+                rec.fwd_residual,
+                rec.bwd_iters,
+                rate
+            ));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        warn_unconverged(sources, &solves.unconverged, solve_count, opts.quiet);
+        let train_secs = epoch_start.elapsed().as_secs_f64();
+        // Evaluate on the test split.
+        let values: Vec<Tensor> = params.iter().map(|p| p.1.clone()).collect();
+        let mut test_line = String::new();
+        if let Some(test) = test_set {
+            let t0 = Instant::now();
+            let (tl, ta) = evaluate(
+                &eval_exec,
+                &compiled.eval,
+                &values,
+                test,
+                cfg.batch_size,
+                &device,
+                classification,
+            )?;
+            let records = runner.take_records();
+            let mut ts = SolveSummary::default();
+            ts.add(&records, |_| fwd_tol);
+            let mut rec = Record::new(epoch as u64, step, "test");
+            rec.loss = tl;
+            rec.accuracy = ta;
+            if text {
+                rec.perplexity = Some(metrics::perplexity(tl));
+            }
+            rec.fwd_iters = mean_or_zero(&ts.fwd_iters);
+            rec.fwd_residual = mean_or_zero(&ts.fwd_residual);
+            rec.seconds = t0.elapsed().as_secs_f64();
+            writer
+                .write(&rec)
+                .map_err(|e| TrainError::Usage(format!("cannot write metrics: {e}")))?;
+            summary.test_loss = Some(tl);
+            summary.test_accuracy = ta;
+            test_line = match (ta, text) {
+                (Some(a), _) => format!(", test loss {tl:.4} accuracy {:.2}%", 100.0 * a),
+                (None, true) => format!(
+                    ", test loss {tl:.4} perplexity {:.2}",
+                    metrics::perplexity(tl)
+                ),
+                _ => format!(", test loss {tl:.4}"),
+            };
+        }
+        // Checkpoint: model then state, each atomically.
+        let mut meta = BTreeMap::new();
+        meta.insert("model".to_string(), model.name.clone());
+        meta.insert("epoch".to_string(), (epoch + 1).to_string());
+        checkpoint::save_model(&out, &params, &meta)?;
+        checkpoint::save_train_state(
+            &out,
+            &TrainState {
+                step,
+                // A run stopped by --max-steps records where it stopped.
+                epoch: if stopped {
+                    epoch as u64
+                } else {
+                    epoch as u64 + 1
+                },
+                batch: if stopped { done as u64 } else { 0 },
+                seed: cfg.seed,
+                optimizer: optim.state(),
+                extra: BTreeMap::new(),
+            },
+        )?;
+        if !opts.quiet {
+            let acc = if seen > 0 {
+                format!(" accuracy {:.2}%", 100.0 * correct as f64 / seen as f64)
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "epoch {}/{}: train loss {:.4}{acc}{test_line}; fwd {:.1} it, bwd {:.1} it; {:.1} s",
+                epoch + 1,
+                cfg.epochs,
+                loss_mean.mean(),
+                mean_or_zero(&solves.fwd_iters),
+                mean_or_zero(&solves.bwd_iters),
+                train_secs
+            );
+        }
+        if stopped {
+            break;
+        }
+    }
+    summary.steps = step;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Load a checkpoint's parameters for `graph`, from a folder or a
+/// `model.safetensors` file.
+pub fn load_weights(
+    graph: &Graph,
+    path: &Path,
+    device: &Device,
+) -> Result<Vec<(String, Tensor)>, TrainError> {
+    let shapes = param_shapes(graph);
+    let file = if path.is_dir() {
+        path.join("model.safetensors")
+    } else {
+        path.to_path_buf()
+    };
+    let (tensors, _) = checkpoint::load_tensors(&file, &shapes, device)?;
+    Ok(tensors)
+}
