@@ -7,9 +7,11 @@
 
 pub mod autodiff;
 pub mod cli;
+pub mod commands;
 pub mod diag;
 pub mod exec;
 pub mod ir;
+pub mod passes;
 pub mod sema;
 pub mod source;
 pub mod syntax;
