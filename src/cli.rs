@@ -1,4 +1,6 @@
-//! The command line (clap): `deqc check`, `run`, `eval`, `grad`, `dump`.
+//! The command line (clap): `deqc check`, `run`, `eval`, `grad`, `dump`,
+//! `graph`, `gradcheck` (command bodies live in `commands/` and
+//! `train/commands.rs`).
 //!
 //! Guarantees: exit code 0 on success, 1 when the program has errors (each
 //! rendered with its source line), 2 on usage or I/O problems; diagnostics
@@ -92,6 +94,35 @@ pub enum Command {
         emit: Stage,
         file: PathBuf,
     },
+    /// The graph (and with --backward its derived gradient graph) as Graphviz dot.
+    Graph {
+        file: PathBuf,
+        /// Show the backward graph: the forward graph plus every parameter's gradient.
+        #[arg(long)]
+        backward: bool,
+        /// Only this model.
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Derived gradients against central finite differences, in f64.
+    Gradcheck {
+        file: PathBuf,
+        /// Only this model.
+        #[arg(long)]
+        model: Option<String>,
+        /// The batch size (symbolic dim `B`); other symbolic dims are 3.
+        #[arg(long, default_value_t = 2)]
+        batch: usize,
+        /// Seed of the random parameters, inputs and projection.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Largest acceptable relative error.
+        #[arg(long, default_value_t = 1e-6)]
+        tol: f64,
+        /// Elements compared per tensor at most.
+        #[arg(long, default_value_t = 32)]
+        samples: usize,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +131,12 @@ pub enum Stage {
     Ast,
     /// The checked, elaborated program.
     Hir,
+    /// The IR graph.
+    Ir,
+    /// The backward graph (forward plus every parameter's gradient).
+    Grad,
+    /// The IR graph after the optimization pipeline.
+    Opt,
 }
 
 fn render(diags: crate::diag::Diagnostics, sources: &SourceMap) {
@@ -149,6 +186,28 @@ pub fn main() -> ExitCode {
             batch,
             out,
         } => crate::train::commands::grad(&file, model.as_deref(), &weights, &batch, &out),
+        Command::Graph {
+            file,
+            backward,
+            model,
+        } => crate::commands::graph::run(&file, model.as_deref(), backward),
+        Command::Gradcheck {
+            file,
+            model,
+            batch,
+            seed,
+            tol,
+            samples,
+        } => crate::commands::gradcheck::run(
+            &file,
+            &crate::commands::gradcheck::Options {
+                model: model.as_deref(),
+                batch,
+                seed,
+                tol,
+                samples,
+            },
+        ),
     }
 }
 
@@ -184,6 +243,16 @@ fn check(files: &[PathBuf]) -> ExitCode {
 }
 
 fn dump(stage: Stage, file: &PathBuf) -> ExitCode {
+    use crate::commands::IrStage;
+    let ir_stage = match stage {
+        Stage::Ast | Stage::Hir => None,
+        Stage::Ir => Some(IrStage::Ir),
+        Stage::Grad => Some(IrStage::Grad),
+        Stage::Opt => Some(IrStage::Opt),
+    };
+    if let Some(s) = ir_stage {
+        return crate::commands::dump(s, file);
+    }
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) => {
@@ -208,7 +277,7 @@ fn dump(stage: Stage, file: &PathBuf) -> ExitCode {
                 }
             }
         }
-        Stage::Hir => {
+        Stage::Hir | Stage::Ir | Stage::Grad | Stage::Opt => {
             let compiled = match crate::compile_path(file) {
                 Ok(c) => c,
                 Err(e) => {

@@ -7,10 +7,12 @@
 
 pub mod autodiff;
 pub mod cli;
+pub mod commands;
 pub mod deq;
 pub mod diag;
 pub mod exec;
 pub mod ir;
+pub mod passes;
 pub mod sema;
 pub mod solver;
 pub mod source;

@@ -51,3 +51,44 @@ fn dot_output_is_well_formed() {
         assert_eq!(dot.matches('{').count(), dot.matches('}').count());
     }
 }
+
+#[test]
+fn backward_graph_text() {
+    let compiled = deqc::compile_source(
+        "small.deq",
+        "model Small(x: [B, 3], w: [3, 2]) { param b: [2] = zeros; sum(tanh(x @ w + b), axis = 1) }",
+    );
+    let g = lower_model(&compiled.program.expect("checks").models[0]).expect("lowers");
+    let b = deqc::autodiff::backward_graph(&g, &deqc::autodiff::NoImplicitBackward)
+        .expect("backward graph");
+    insta::assert_snapshot!(print::to_text(&b));
+}
+
+#[test]
+fn dot_renders_with_graphviz_when_installed() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let Ok(mut child) = Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("graphviz is not installed; skipping");
+        return;
+    };
+    let g = &lower_file("examples/mdeq_mnist.deq")[0];
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(print::to_dot(g).as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("dot runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

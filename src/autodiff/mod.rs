@@ -22,7 +22,7 @@ pub mod vjp;
 use crate::ir::{Graph, IrError, NodeId};
 use crate::source::Span;
 
-pub use reverse::{grad, grad_with, vjp as vjp_nodes};
+pub use reverse::{backward_graph, grad, grad_with, vjp as vjp_nodes};
 
 /// A failure of the autodiff transform.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]

@@ -176,3 +176,59 @@ pub fn grad_with(
     }
     Ok(out)
 }
+
+/// The model's backward graph: a copy of `graph` with one cotangent input
+/// (`d_<k>`) per float output, and as outputs the original outputs followed
+/// by the gradient of every parameter (in parameter order; zeros for unused
+/// parameters). This is what `deqc dump --emit=grad` and `deqc graph
+/// --backward` show.
+pub fn backward_graph(graph: &Graph, eq_rule: &dyn EquilibriumVjp) -> Result<Graph, AdError> {
+    let mut g = graph.clone();
+    let mut seeds = Vec::new();
+    for (k, out) in graph.outputs().iter().enumerate() {
+        let ty = g.ty(*out).clone();
+        if !ty.dtype.is_float() {
+            continue;
+        }
+        let idx = g.inputs.len();
+        g.inputs.push(crate::ir::GraphInput {
+            name: format!("d_{k}"),
+            ty: ty.clone(),
+        });
+        let seed = g.add(Op::Input(idx), ty, &[], g.span(*out));
+        seeds.push((*out, seed));
+    }
+    let mut params: Vec<Option<NodeId>> = vec![None; g.params.len()];
+    for id in g.node_ids() {
+        if let Op::Param(i) = g.op(id) {
+            if let Some(slot) = params.get_mut(*i) {
+                *slot = Some(id);
+            }
+        }
+    }
+    let wrt: Vec<NodeId> = params.iter().flatten().copied().collect();
+    let grads = vjp(&mut g, &seeds, &wrt, eq_rule)?;
+    let mut by_param: HashMap<NodeId, Option<NodeId>> = HashMap::new();
+    for (w, d) in wrt.iter().zip(grads) {
+        by_param.insert(*w, d);
+    }
+    let mut outputs = graph.outputs().to_vec();
+    for (i, p) in params.iter().enumerate() {
+        let d = p.and_then(|p| by_param.get(&p).copied().flatten());
+        let d = match d {
+            Some(d) => d,
+            None => {
+                let ty = g.params[i].ty.clone();
+                let mut b = Builder {
+                    g: &mut g,
+                    span: None,
+                };
+                b.zeros(&ty)
+            }
+        };
+        outputs.push(d);
+    }
+    g.set_outputs(outputs);
+    crate::ir::debug_verify(&g, "backward graph")?;
+    Ok(g)
+}

@@ -436,7 +436,13 @@ fn reduce_vjp(
     let kept: Vec<Dim> = crate::ir::shape::reduced_shape(&xshape, axes, true);
     // Cotangent and result with the reduced axes kept as size 1.
     let gk = b.reshape(g, &kept)?;
-    let yk = if keepdim { y } else { b.reshape(y, &kept)? };
+    let kept_result = |b: &mut Builder| -> Result<NodeId, AdError> {
+        if keepdim {
+            Ok(y)
+        } else {
+            b.reshape(y, &kept)
+        }
+    };
     match r {
         ReduceOp::Sum => b.broadcast_to(gk, &xshape),
         ReduceOp::Mean => {
@@ -447,12 +453,14 @@ fn reduce_vjp(
             b.broadcast_to(q, &xshape)
         }
         ReduceOp::Max | ReduceOp::Min => {
+            let yk = kept_result(b)?;
             let hit = b.cmp(Cmp::Eq, x, yk)?;
             let ties = b.sum_keep(hit, axes)?;
             let share = b.div(hit, ties)?;
             b.mul(share, gk)
         }
         ReduceOp::LogSumExp => {
+            let yk = kept_result(b)?;
             let shifted = b.sub(x, yk)?;
             let p = b.unary(Op::Exp, shifted)?;
             b.mul(p, gk)

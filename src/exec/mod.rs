@@ -466,46 +466,53 @@ impl Executor {
                 .map_err(kernel_err)?;
             Ok(Slot::One(t))
         };
-        match &node.op {
-            Op::Input(i) => return feed(feeds.inputs, *i, "inputs"),
-            Op::Param(i) => return feed(feeds.params, *i, "parameters"),
-            Op::State(i) => return feed(feeds.states, *i, "states"),
-            Op::Capture(i) => return feed(feeds.captures, *i, "captures"),
-            Op::Equilibrium(eq) => {
-                let all: Vec<Tensor> = (0..args.len())
-                    .map(|k| tensors(k).cloned())
-                    .collect::<Result<_>>()?;
-                let (caps, init) = all.split_at(eq.num_captures().min(all.len()));
-                let ctx = EqContext {
-                    exec: self,
-                    dims,
+        // Sources and equilibria are evaluated here; every other op by the
+        // kernels' exhaustive match.
+        if let Op::Input(i) = &node.op {
+            return feed(feeds.inputs, *i, "inputs");
+        }
+        if let Op::Param(i) = &node.op {
+            return feed(feeds.params, *i, "parameters");
+        }
+        if let Op::State(i) = &node.op {
+            return feed(feeds.states, *i, "states");
+        }
+        if let Op::Capture(i) = &node.op {
+            return feed(feeds.captures, *i, "captures");
+        }
+        if let Op::Equilibrium(eq) = &node.op {
+            let all: Vec<Tensor> = (0..args.len())
+                .map(|k| tensors(k).cloned())
+                .collect::<Result<_>>()?;
+            let (caps, init) = all.split_at(eq.num_captures().min(all.len()));
+            let ctx = EqContext {
+                exec: self,
+                dims,
+                span,
+            };
+            let init = (!init.is_empty()).then_some(init);
+            let out = self.runner.forward(eq, caps, init, &ctx)?;
+            if out.len() != eq.num_states() {
+                return Err(ExecError::Equilibrium {
+                    message: format!(
+                        "the solver returned {} tensors for {} states",
+                        out.len(),
+                        eq.num_states()
+                    ),
                     span,
-                };
-                let init = (!init.is_empty()).then_some(init);
-                let out = self.runner.forward(eq, caps, init, &ctx)?;
-                if out.len() != eq.num_states() {
-                    return Err(ExecError::Equilibrium {
-                        message: format!(
-                            "the solver returned {} tensors for {} states",
-                            out.len(),
-                            eq.num_states()
-                        ),
-                        span,
-                    });
-                }
-                return Ok(Slot::Many(out));
+                });
             }
-            Op::Project(i) => {
-                return match args.first() {
-                    Some(Slot::Many(ts)) => ts
-                        .get(*i)
-                        .cloned()
-                        .map(Slot::One)
-                        .ok_or_else(|| ExecError::Internal("project out of range".into())),
-                    _ => Err(ExecError::Internal("project of a non-tuple".into())),
-                };
-            }
-            _ => {}
+            return Ok(Slot::Many(out));
+        }
+        if let Op::Project(i) = &node.op {
+            return match args.first() {
+                Some(Slot::Many(ts)) => ts
+                    .get(*i)
+                    .cloned()
+                    .map(Slot::One)
+                    .ok_or_else(|| ExecError::Internal("project out of range".into())),
+                _ => Err(ExecError::Internal("project of a non-tuple".into())),
+            };
         }
         let ts: Vec<&Tensor> = (0..args.len()).map(tensors).collect::<Result<_>>()?;
         let out_shape = dims.shape(&node.ty.shape, span)?;

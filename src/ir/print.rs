@@ -119,10 +119,15 @@ fn dot_nodes(out: &mut String, g: &Graph, prefix: &str, counter: &mut usize) {
             escape(&describe(g, &node.op)),
             node.ty
         );
-        let shape = match node.op {
-            Op::Input(_) | Op::Param(_) | Op::State(_) | Op::Capture(_) => "ellipse",
-            Op::Equilibrium(_) => "doubleoctagon",
-            _ => "box",
+        let shape = if matches!(
+            node.op,
+            Op::Input(_) | Op::Param(_) | Op::State(_) | Op::Capture(_)
+        ) {
+            "ellipse"
+        } else if matches!(node.op, Op::Equilibrium(_)) {
+            "doubleoctagon"
+        } else {
+            "box"
         };
         let _ = writeln!(out, "  {} [shape={shape}, label=\"{label}\"];", name(id));
         if let Op::Equilibrium(eq) = &node.op {

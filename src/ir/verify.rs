@@ -30,9 +30,7 @@ enum Context<'a> {
 
 pub fn verify(g: &Graph) -> Result<(), String> {
     let ops: Vec<&Op> = g.node_ids().into_iter().map(|n| g.op(n)).collect();
-    let has_sources = ops
-        .iter()
-        .any(|o| matches!(o, Op::State(_) | Op::Capture(_)));
+    let has_sources = ops.iter().any(|o| matches!(o, Op::State(_) | Op::Capture(_)));
     let has_signature = ops.iter().any(|o| matches!(o, Op::Input(_) | Op::Param(_)));
     if has_sources && !has_signature {
         return verify_in(g, &Context::Detached);
@@ -110,84 +108,81 @@ fn verify_node(g: &Graph, id: NodeId, ctx: &Context) -> Result<(), String> {
             Err(format!("{what} has type {t}"))
         }
     };
-    match (op, ctx) {
-        (Op::Input(i), Context::Top) => {
-            let inp = g.inputs.get(*i).ok_or("input index out of range")?;
-            want(&inp.ty, "the input")?;
+    let in_body = matches!(ctx, Context::Body { .. });
+    // Source ops read the signature (top graph) or the enclosing node (body).
+    if let (Op::Input(i), Context::Top) = (op, ctx) {
+        let inp = g.inputs.get(*i).ok_or("input index out of range")?;
+        want(&inp.ty, "the input")?;
+    }
+    if let (Op::Param(i), Context::Top) = (op, ctx) {
+        let p = g.params.get(*i).ok_or("parameter index out of range")?;
+        want(&p.ty, "the parameter")?;
+    }
+    if in_body && matches!(op, Op::Input(_) | Op::Param(_)) {
+        return Err("inputs and parameters must be captured into a body".into());
+    }
+    if let (Op::State(i), Context::Body { states, .. }) = (op, ctx) {
+        want(
+            states.get(*i).ok_or("state index out of range")?,
+            "the state",
+        )?;
+    }
+    if let (Op::Capture(i), Context::Body { captures, .. }) = (op, ctx) {
+        want(
+            captures.get(*i).ok_or("capture index out of range")?,
+            "the capture",
+        )?;
+    }
+    let detached = matches!(ctx, Context::Detached);
+    if detached && matches!(op, Op::Input(_) | Op::Param(_)) {
+        return Err("a detached computation has no inputs or parameters".into());
+    }
+    if !in_body && !detached && matches!(op, Op::State(_) | Op::Capture(_)) {
+        return Err("a state or capture outside an equilibrium body".into());
+    }
+    if matches!(op, Op::Const(_)) && ty.rank() != 0 {
+        return Err("a constant must be a scalar".into());
+    }
+    if let Op::Equilibrium(eq) = op {
+        if eq.state_types.is_empty() || eq.state_names.len() != eq.state_types.len() {
+            return Err("bad state list".into());
         }
-        (Op::Param(i), Context::Top) => {
-            let p = g.params.get(*i).ok_or("parameter index out of range")?;
-            want(&p.ty, "the parameter")?;
-        }
-        (Op::State(_) | Op::Capture(_), Context::Detached) => {}
-        (Op::Input(_) | Op::Param(_), Context::Detached) => {
-            return Err("a detached computation has no inputs or parameters".into())
-        }
-        (Op::Input(_) | Op::Param(_), Context::Body { .. }) => {
-            return Err("inputs and parameters must be captured into a body".into())
-        }
-        (Op::State(i), Context::Body { states, .. }) => {
-            want(
-                states.get(*i).ok_or("state index out of range")?,
-                "the state",
-            )?;
-        }
-        (Op::Capture(i), Context::Body { captures, .. }) => {
-            want(
-                captures.get(*i).ok_or("capture index out of range")?,
-                "the capture",
-            )?;
-        }
-        (Op::State(_) | Op::Capture(_), Context::Top) => {
-            return Err("a state or capture outside an equilibrium body".into())
-        }
-        (Op::Const(_), _) => {
-            if ty.rank() != 0 {
-                return Err("a constant must be a scalar".into());
+        want(&eq.state_types[0], "the first state")?;
+        for (k, t) in eq.capture_types.iter().enumerate() {
+            if !same_type(tys[k], t) {
+                return Err(format!("capture {k} is {} for {t}", tys[k]));
             }
         }
-        (Op::Equilibrium(eq), _) => {
-            if eq.state_types.is_empty() || eq.state_names.len() != eq.state_types.len() {
-                return Err("bad state list".into());
-            }
-            want(&eq.state_types[0], "the first state")?;
-            for (k, t) in eq.capture_types.iter().enumerate() {
-                if !same_type(tys[k], t) {
-                    return Err(format!("capture {k} is {} for {t}", tys[k]));
+        if eq.init == EqInitKind::Values {
+            for (k, t) in eq.state_types.iter().enumerate() {
+                let got = tys[eq.num_captures() + k];
+                if !same_type(got, t) {
+                    return Err(format!("init {k} is {got} for {t}"));
                 }
             }
-            if eq.init == EqInitKind::Values {
-                for (k, t) in eq.state_types.iter().enumerate() {
-                    let got = tys[eq.num_captures() + k];
-                    if !same_type(got, t) {
-                        return Err(format!("init {k} is {got} for {t}"));
-                    }
-                }
-            }
-            verify_in(
-                &eq.body,
-                &Context::Body {
-                    states: &eq.state_types,
-                    captures: &eq.capture_types,
-                },
-            )
-            .map_err(|e| format!("in the body: {e}"))?;
         }
-        (Op::Project(i), _) => match g.op(operands[0]) {
-            Op::Equilibrium(eq) => {
-                want(
-                    eq.state_types.get(*i).ok_or("result index out of range")?,
-                    "the result",
-                )?;
-            }
-            other => return Err(format!("projects from a `{}`", other.name())),
-        },
-        (Op::DropoutMask { p, shape }, _) => {
-            if !(0.0..1.0).contains(p) || !same_shape(shape, &ty.shape) {
-                return Err("bad dropout mask".into());
-            }
+        verify_in(
+            &eq.body,
+            &Context::Body {
+                states: &eq.state_types,
+                captures: &eq.capture_types,
+            },
+        )
+        .map_err(|e| format!("in the body: {e}"))?;
+    }
+    if let Op::Project(i) = op {
+        let Op::Equilibrium(eq) = g.op(operands[0]) else {
+            return Err(format!("projects from a `{}`", g.op(operands[0]).name()));
+        };
+        want(
+            eq.state_types.get(*i).ok_or("result index out of range")?,
+            "the result",
+        )?;
+    }
+    if let Op::DropoutMask { p, shape } = op {
+        if !(0.0..1.0).contains(p) || !same_shape(shape, &ty.shape) {
+            return Err("bad dropout mask".into());
         }
-        _ => {}
     }
     // Only a Project may read an equilibrium's (tuple) result.
     for o in &operands {

@@ -32,7 +32,7 @@ pub fn random_feeds(g: &Graph, dims: &[(&str, i64)], seed: u64) -> (Vec<Tensor>,
     let params = g
         .params
         .iter()
-        .map(|p| random_tensor(&p.ty, &env, &mut rng, 1).expect("param"))
+        .map(|p| random_tensor(&p.ty, &env, &mut rng, 1.0, 1).expect("param"))
         .collect();
     let inputs = g
         .inputs
@@ -40,7 +40,7 @@ pub fn random_feeds(g: &Graph, dims: &[(&str, i64)], seed: u64) -> (Vec<Tensor>,
         .enumerate()
         .map(|(i, inp)| {
             let bound = bounds.get(&i).copied().unwrap_or(3);
-            random_tensor(&inp.ty, &env, &mut rng, bound).expect("input")
+            random_tensor(&inp.ty, &env, &mut rng, 1.0, bound).expect("input")
         })
         .collect();
     (params, inputs)
@@ -56,7 +56,7 @@ pub fn gradcheck_with(
     tol: f64,
 ) -> Vec<GradCheck> {
     let g = lower(src);
-    let report = check_graph(&g, params, inputs, exec, 1e-5, 7).expect("gradcheck runs");
+    let report = check_graph(&g, params, inputs, exec, 1e-5, 7, None).expect("gradcheck runs");
     for r in &report {
         assert!(
             r.max_rel_error <= tol,

@@ -1,0 +1,94 @@
+//! Bodies of the CLI subcommands that work on the IR (`deqc graph`,
+//! `deqc dump --emit=ir|grad|opt`, `deqc gradcheck`); `cli.rs` only parses
+//! arguments and dispatches here.
+//!
+//! Guarantees: exit code 0 on success, 1 when the program has errors or a
+//! check fails, 2 on I/O problems; diagnostics and errors go to stderr,
+//! requested output to stdout.
+
+pub mod gradcheck;
+pub mod graph;
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::ir::{lower::lower_model, Graph};
+use crate::sema::hir::Program;
+
+/// Check a file; on errors render them and return the exit code.
+pub fn load(file: &Path) -> Result<Program, ExitCode> {
+    let compiled = match crate::compile_path(file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", file.display());
+            return Err(ExitCode::from(2));
+        }
+    };
+    let program = compiled.program.clone();
+    let color = std::io::stderr().is_terminal();
+    eprint!(
+        "{}",
+        crate::diag::render(compiled.diags, &compiled.sources, 100, color)
+    );
+    program.ok_or(ExitCode::from(1))
+}
+
+/// Lower the model named `name` (or every model) of a program.
+pub fn lower_models(program: &Program, name: Option<&str>) -> Result<Vec<Graph>, ExitCode> {
+    let models: Vec<_> = program
+        .models
+        .iter()
+        .filter(|m| name.is_none_or(|n| m.name == n))
+        .collect();
+    if models.is_empty() {
+        let names: Vec<&str> = program.models.iter().map(|m| m.name.as_str()).collect();
+        eprintln!(
+            "error: no model {}; the file defines: {}",
+            name.unwrap_or("at all"),
+            names.join(", ")
+        );
+        return Err(ExitCode::from(1));
+    }
+    models
+        .into_iter()
+        .map(|m| {
+            lower_model(m).map_err(|e| {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            })
+        })
+        .collect()
+}
+
+/// Which graph `deqc dump` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IrStage {
+    Ir,
+    Grad,
+    Opt,
+}
+
+/// `deqc dump --emit=ir|grad|opt FILE`.
+pub fn dump(stage: IrStage, file: &Path) -> ExitCode {
+    let program = match load(file) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let graphs = match lower_models(&program, None) {
+        Ok(g) => g,
+        Err(code) => return code,
+    };
+    for g in graphs {
+        let g = match stage {
+            IrStage::Ir => Ok(g),
+            IrStage::Grad => graph::backward(&g),
+            IrStage::Opt => graph::optimized(&g),
+        };
+        match g {
+            Ok(g) => print!("{}", crate::ir::print::to_text(&g)),
+            Err(code) => return code,
+        }
+    }
+    ExitCode::SUCCESS
+}
