@@ -122,6 +122,9 @@ pub enum Command {
         /// Elements compared per tensor at most.
         #[arg(long, default_value_t = 32)]
         samples: usize,
+        /// Also estimate each equilibrium's spectral radius.
+        #[arg(long)]
+        stability: bool,
     },
 }
 
@@ -198,6 +201,7 @@ pub fn main() -> ExitCode {
             seed,
             tol,
             samples,
+            stability,
         } => crate::commands::gradcheck::run(
             &file,
             &crate::commands::gradcheck::Options {
@@ -206,6 +210,7 @@ pub fn main() -> ExitCode {
                 seed,
                 tol,
                 samples,
+                stability,
             },
         ),
     }

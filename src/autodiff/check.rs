@@ -23,7 +23,7 @@ use crate::exec::{DimEnv, ExecError, Executor};
 use crate::ir::{Graph, GraphInput, NodeId, Op, ReduceOp};
 use crate::sema::hir::{DType, Type};
 
-use super::{grad, AdError};
+use super::AdError;
 
 /// The comparison for one parameter or input.
 #[derive(Debug, Clone)]
@@ -208,7 +208,8 @@ pub fn check_graph(
     targets.sort_by_key(|t| (!t.2, t.3));
     let mut bwd = fwd.clone();
     let wrt: Vec<NodeId> = targets.iter().map(|t| t.1).collect();
-    let grads = grad(&mut bwd, loss, &wrt)?;
+    // Equilibria are differentiated by their own backward mode.
+    let grads = crate::autodiff::grad_with(&mut bwd, loss, &wrt, &crate::deq::DeqVjp)?;
     bwd.set_outputs(grads);
     let derived = exec.run(&bwd, params, &all_inputs)?.outputs;
     let eval = |params: &[Tensor], inputs: &[Tensor]| -> Result<f64, CheckError> {

@@ -30,7 +30,9 @@ enum Context<'a> {
 
 pub fn verify(g: &Graph) -> Result<(), String> {
     let ops: Vec<&Op> = g.node_ids().into_iter().map(|n| g.op(n)).collect();
-    let has_sources = ops.iter().any(|o| matches!(o, Op::State(_) | Op::Capture(_)));
+    let has_sources = ops
+        .iter()
+        .any(|o| matches!(o, Op::State(_) | Op::Capture(_)));
     let has_signature = ops.iter().any(|o| matches!(o, Op::Input(_) | Op::Param(_)));
     if has_sources && !has_signature {
         return verify_in(g, &Context::Detached);
