@@ -187,6 +187,7 @@ pub fn run(
         out,
         resume,
         quiet: false,
+        max_eval_batches: None,
     };
     eprintln!(
         "training {} on {} for {} epochs (batch {})",
@@ -258,6 +259,7 @@ pub fn eval(
             batch_size.unwrap_or(cfg.batch_size),
             &device,
             cfg.loss == crate::sema::spec::Loss::CrossEntropy,
+            None,
         )?;
         Ok((l, a, test.len()))
     })();
@@ -322,10 +324,7 @@ pub fn grad(
         let values: Vec<Tensor> = params.iter().map(|p| p.1.clone()).collect();
         let r = exec.run(&step.graph, &values, &inputs)?;
         let g0 = step.grads.unwrap_or(2);
-        let mut out = vec![(
-            "loss".to_string(),
-            r.outputs[step.loss].reshape(1)?.to_dtype(CDType::F32)?,
-        )];
+        let mut out = vec![("loss".to_string(), r.outputs[step.loss].reshape(1)?)];
         for (i, (path, _)) in params.iter().enumerate() {
             out.push((path.clone(), r.outputs[g0 + i].clone()));
         }
@@ -340,9 +339,10 @@ pub fn grad(
             let loss = tensors[0]
                 .1
                 .flatten_all()
-                .and_then(|t| t.to_vec1::<f32>())
+                .and_then(|t| t.to_dtype(CDType::F64))
+                .and_then(|t| t.to_vec1::<f64>())
                 .map(|v| v[0])
-                .unwrap_or(f32::NAN);
+                .unwrap_or(f64::NAN);
             println!(
                 "loss {loss:.6}; {} parameter gradients written to {}",
                 tensors.len() - 1,

@@ -38,6 +38,8 @@ pub struct RunOptions {
     pub resume: bool,
     /// Hide progress bars and per-epoch lines (tests).
     pub quiet: bool,
+    /// Evaluate on at most this many test batches (quick checks).
+    pub max_eval_batches: Option<usize>,
 }
 
 /// The outcome of a run.
@@ -216,6 +218,7 @@ fn is_classification(cfg: &TrainConfig) -> bool {
 }
 
 /// Evaluate on a split: mean loss and accuracy.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     exec: &Executor,
     eval: &StepGraph,
@@ -224,10 +227,12 @@ pub fn evaluate(
     batch_size: usize,
     device: &Device,
     classification: bool,
+    max_batches: Option<usize>,
 ) -> Result<(f64, Option<f64>), TrainError> {
     let mut loss = Mean::new();
     let (mut correct, mut total) = (0usize, 0usize);
-    for batch in ds.batches(batch_size, device) {
+    let limit = max_batches.unwrap_or(usize::MAX);
+    for batch in ds.batches(batch_size, device).take(limit) {
         let batch = batch?;
         let inputs = feeds(ds, &batch)?;
         let r = exec.run(&eval.graph, params, &inputs)?;
@@ -496,6 +501,7 @@ pub fn train(
                 cfg.batch_size,
                 &device,
                 classification,
+                opts.max_eval_batches,
             )?;
             let records = runner.take_records();
             let mut ts = SolveSummary::default();

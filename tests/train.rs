@@ -1,0 +1,339 @@
+//! Training end to end: a short MNIST run on a 512-sample subset (loss
+//! falls, metrics and checkpoints are written and load), exact resume,
+//! corrupt checkpoints, `deqc grad` against finite differences, and a few
+//! steps of the char-level LM and the monDEQ.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use deqc::train::checkpoint;
+use deqc::train::data::{self, HostData};
+use deqc::train::trainer::{self, RunOptions};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("deqc-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Write the first `n` samples of a split as plain IDX files.
+fn write_idx(dir: &Path, prefix: &str, ds: &data::Dataset, n: usize) {
+    let x = ds.field("x").unwrap();
+    let y = ds.field("y").unwrap();
+    let (HostData::F32(px), HostData::I64(labels)) = (&x.data, &y.data) else {
+        panic!("mnist fields")
+    };
+    let mut images = Vec::new();
+    for v in [2051u32, n as u32, 28, 28] {
+        images.extend(v.to_be_bytes());
+    }
+    images.extend(px[..n * 784].iter().map(|p| (p * 255.0).round() as u8));
+    let mut labs = Vec::new();
+    for v in [2049u32, n as u32] {
+        labs.extend(v.to_be_bytes());
+    }
+    labs.extend(labels[..n].iter().map(|l| *l as u8));
+    std::fs::File::create(dir.join(format!("{prefix}-images-idx3-ubyte")))
+        .unwrap()
+        .write_all(&images)
+        .unwrap();
+    std::fs::File::create(dir.join(format!("{prefix}-labels-idx1-ubyte")))
+        .unwrap()
+        .write_all(&labs)
+        .unwrap();
+}
+
+/// A 512/256-sample MNIST subset in a temporary folder.
+fn mnist_subset(name: &str) -> PathBuf {
+    let dir = temp_dir(name).join("mnist");
+    std::fs::create_dir_all(&dir).unwrap();
+    let full = data::mnist("data/mnist-10k", true).expect("bundled MNIST");
+    write_idx(&dir, "train", &full.train, 512);
+    write_idx(&dir, "t10k", full.test.as_ref().unwrap(), 256);
+    dir
+}
+
+fn program(src: &str) -> (deqc::sema::hir::Program, deqc::source::SourceMap) {
+    let c = deqc::compile_source("train_test.deq", src);
+    let sources = c.sources.clone();
+    match c.program {
+        Some(p) => (p, sources),
+        None => panic!(
+            "{}",
+            deqc::compile_source("train_test.deq", src).render_plain(100)
+        ),
+    }
+}
+
+fn mnist_mlp(data: &Path) -> String {
+    std::fs::read_to_string("examples/mnist_mlp.deq")
+        .unwrap()
+        .replace(
+            "\"data/mnist-10k\"",
+            &format!("{:?}", data.display().to_string()),
+        )
+        .replace("batch_size = 128", "batch_size = 64")
+}
+
+fn quiet(out: &Path) -> RunOptions {
+    RunOptions {
+        out: Some(out.to_path_buf()),
+        quiet: true,
+        max_eval_batches: Some(2),
+        ..RunOptions::default()
+    }
+}
+
+fn losses(out: &Path) -> Vec<f64> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["split"] == "train")
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn mnist_mlp_learns_and_writes_metrics_and_checkpoints() {
+    let data = mnist_subset("e2e");
+    let (p, sources) = program(&mnist_mlp(&data));
+    let mut cfg = p.trains[0].clone();
+    cfg.epochs = 3;
+    let out = data.parent().unwrap().join("run");
+    let s =
+        trainer::train(p.model("DeqMlp").unwrap(), &cfg, &sources, &quiet(&out)).expect("trains");
+    assert_eq!(s.steps, 24);
+    let l = losses(&out);
+    assert_eq!(l.len(), 24);
+    let first: f64 = l[..4].iter().sum::<f64>() / 4.0;
+    let last: f64 = l[l.len() - 4..].iter().sum::<f64>() / 4.0;
+    assert!(last < 0.7 * first, "loss did not fall: {first} -> {last}");
+    // Every record has the promised keys.
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for key in [
+            "epoch",
+            "step",
+            "split",
+            "loss",
+            "accuracy",
+            "fwd_iters",
+            "fwd_residual",
+            "bwd_iters",
+            "seconds",
+        ] {
+            assert!(v.get(key).is_some(), "{key} missing in {line}");
+        }
+    }
+    assert!(text.contains("\"split\":\"test\""));
+    // Both checkpoints load with the model's keys and shapes.
+    let compiled = trainer::compile(p.model("DeqMlp").unwrap(), &cfg).unwrap();
+    let shapes = trainer::param_shapes(&compiled.graph);
+    let params =
+        checkpoint::load_model(&out, &shapes, &Device::Cpu).expect("model.safetensors loads");
+    assert_eq!(params[0].0, "inject.w");
+    let state = checkpoint::load_train_state(&out, None, &Device::Cpu).expect("train_state loads");
+    assert_eq!((state.epoch, state.step), (3, 24));
+    // `deqc eval` semantics: the saved weights reach a sensible accuracy.
+    let values: Vec<Tensor> = params.into_iter().map(|p| p.1).collect();
+    let exec = deqc::exec::Executor::new(Device::Cpu)
+        .with_runner(Box::new(deqc::deq::SolverRunner::new()));
+    let test = data::mnist(&data, true).unwrap().test.unwrap();
+    let (_, acc) = trainer::evaluate(
+        &exec,
+        &compiled.eval,
+        &values,
+        &test,
+        128,
+        &Device::Cpu,
+        true,
+        None,
+    )
+    .unwrap();
+    assert!(acc.unwrap() > 0.5, "accuracy {acc:?}");
+}
+
+#[test]
+fn resuming_continues_exactly() {
+    let data = mnist_subset("resume");
+    let (p, sources) = program(&mnist_mlp(&data));
+    let model = p.model("DeqMlp").unwrap();
+    let mut cfg = p.trains[0].clone();
+    cfg.epochs = 2;
+    let root = data.parent().unwrap().to_path_buf();
+    let straight = root.join("straight");
+    trainer::train(model, &cfg, &sources, &quiet(&straight)).unwrap();
+    let split = root.join("split");
+    let mut first = quiet(&split);
+    first.max_steps = Some(8);
+    trainer::train(model, &cfg, &sources, &first).unwrap();
+    let mut second = quiet(&split);
+    second.resume = true;
+    let s = trainer::train(model, &cfg, &sources, &second).unwrap();
+    assert_eq!(s.steps, 16);
+    let (a, _) =
+        checkpoint::read_tensors(&straight.join("model.safetensors"), &Device::Cpu).unwrap();
+    let (b, _) = checkpoint::read_tensors(&split.join("model.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(a.len(), b.len());
+    for ((ka, ta), (kb, tb)) in a.iter().zip(&b) {
+        assert_eq!(ka, kb);
+        let d = (ta - tb)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d <= 1e-6, "{ka} differs by {d}");
+    }
+    // A torn checkpoint is an error, not a panic.
+    let bytes = std::fs::read(split.join("model.safetensors")).unwrap();
+    std::fs::write(split.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    let err = trainer::train(model, &cfg, &sources, &second).expect_err("corrupt checkpoint");
+    assert!(err.to_string().contains("model.safetensors"), "{err}");
+}
+
+#[test]
+fn deqc_grad_matches_finite_differences() {
+    let dir = temp_dir("grad");
+    let src = r#"
+model Tiny(x: f64[B, 3]) -> f64[B, 2] {
+    param w: f64[4, 4] = zeros;
+    param u: f64[3, 4] = zeros;
+    param h: f64[4, 2] = zeros;
+    equilibrium z: f64[B, 4] = tanh(z @ w + x @ u)
+        with solver = anderson(tol = 1e-13, max_iter = 300, stop = "abs"),
+             backward = implicit(tol = 1e-13, max_iter = 300);
+    z @ h
+}
+"#;
+    let file = dir.join("tiny.deq");
+    std::fs::write(&file, src).unwrap();
+    let dev = Device::Cpu;
+    let w = (Tensor::randn(0f64, 1.0, (4, 4), &dev).unwrap() * 0.2).unwrap();
+    let u = Tensor::randn(0f64, 1.0, (3, 4), &dev).unwrap();
+    let h = Tensor::randn(0f64, 1.0, (4, 2), &dev).unwrap();
+    let params = vec![
+        ("w".to_string(), w),
+        ("u".to_string(), u),
+        ("h".to_string(), h),
+    ];
+    checkpoint::save_tensors(&dir.join("w.safetensors"), &params, &Default::default()).unwrap();
+    let x = Tensor::randn(0f64, 1.0, (5, 3), &dev).unwrap();
+    let target = Tensor::new(&[0i64, 1, 1, 0, 1], &dev).unwrap();
+    let batch = vec![
+        ("x".to_string(), x.clone()),
+        ("target".to_string(), target.clone()),
+    ];
+    checkpoint::save_tensors(&dir.join("batch.safetensors"), &batch, &Default::default()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_deqc"))
+        .args(["grad", file.to_str().unwrap(), "--weights"])
+        .arg(dir.join("w.safetensors"))
+        .arg("--batch")
+        .arg(dir.join("batch.safetensors"))
+        .arg("--out")
+        .arg(dir.join("g.safetensors"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (grads, _) = checkpoint::read_tensors(&dir.join("g.safetensors"), &dev).unwrap();
+    let saved_loss = grads
+        .iter()
+        .find(|g| g.0 == "loss")
+        .expect("loss saved")
+        .1
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()[0];
+    // Central differences of the same loss, evaluated by the library.
+    let c = deqc::compile_path(&file).unwrap();
+    let model = c.program.unwrap().models[0].clone();
+    let graph = deqc::ir::lower::lower_model(&model).unwrap();
+    let eval =
+        deqc::train::program::eval_graph(&graph, deqc::sema::spec::Loss::CrossEntropy).unwrap();
+    let exec =
+        deqc::exec::Executor::cpu_f64().with_runner(Box::new(deqc::deq::SolverRunner::new()));
+    let loss = |ps: &[Tensor]| -> f64 {
+        let r = exec
+            .run(&eval.graph, ps, &[x.clone(), target.clone()])
+            .unwrap();
+        r.outputs[0].to_scalar::<f64>().unwrap()
+    };
+    let base: Vec<Tensor> = params.iter().map(|p| p.1.clone()).collect();
+    assert!((loss(&base) - saved_loss).abs() < 1e-12);
+    for (i, (name, t)) in params.iter().enumerate() {
+        let derived = grads
+            .iter()
+            .find(|g| &g.0 == name)
+            .unwrap()
+            .1
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let values = t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        for k in 0..values.len() {
+            let at = |d: f64| {
+                let mut v = values.clone();
+                v[k] += d;
+                let mut ps = base.clone();
+                ps[i] = Tensor::from_vec(v, t.dims(), &dev).unwrap();
+                loss(&ps)
+            };
+            let fd = (at(1e-6) - at(-1e-6)) / 2e-6;
+            assert!(
+                (fd - derived[k]).abs() <= 1e-6 * (1.0 + fd.abs()),
+                "{name}[{k}]: {fd} vs {}",
+                derived[k]
+            );
+        }
+    }
+    let _ = DType::F64;
+}
+
+#[test]
+fn char_lm_and_mondeq_train_a_few_steps() {
+    let src = std::fs::read_to_string("examples/char_lm.deq").unwrap();
+    let (p, sources) = program(&src);
+    let out = temp_dir("char_lm");
+    let mut cfg = p.trains[0].clone();
+    cfg.batch_size = 4;
+    let mut opts = quiet(&out);
+    opts.max_steps = Some(2);
+    opts.max_eval_batches = Some(1);
+    let s =
+        trainer::train(p.model("CharDeq").unwrap(), &cfg, &sources, &opts).expect("char_lm trains");
+    assert_eq!(s.steps, 2);
+    assert!(s.last_loss.unwrap().is_finite());
+    assert!(std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .contains("perplexity"));
+    assert!(out.join("vocab.json").exists());
+
+    // The monDEQ example has no train block: train it on MNIST from code.
+    let src = std::fs::read_to_string("examples/mondeq.deq").unwrap();
+    let (p, sources) = program(&src);
+    let data = mnist_subset("mondeq");
+    let (q, _) = program(&mnist_mlp(&data));
+    let mut cfg = q.trains[0].clone();
+    cfg.model = "MonDeq".into();
+    let out = data.parent().unwrap().join("run");
+    let mut opts = quiet(&out);
+    opts.max_steps = Some(3);
+    let s =
+        trainer::train(p.model("MonDeq").unwrap(), &cfg, &sources, &opts).expect("mondeq trains");
+    assert_eq!(s.steps, 3);
+    assert!(s.last_loss.unwrap().is_finite());
+}
