@@ -157,9 +157,10 @@ fn param_grads(g: &mut Graph, value: NodeId) -> Result<Vec<NodeId>, AdError> {
 /// The training step graph of a lowered model.
 pub fn step_graph(model: &Graph, loss: Loss) -> Result<StepGraph, AdError> {
     let mut g = model.clone();
+    // Before differentiating: the adjoint solves are equilibria too.
+    let zstar_nodes = zstar_nodes(&mut g);
     let (value, scores) = add_loss(&mut g, loss)?;
     let grads = param_grads(&mut g, value)?;
-    let zstar_nodes = zstar_nodes(&mut g);
     let mut outputs = vec![value, scores];
     outputs.extend(grads.iter().copied());
     let zstars = (0..zstar_nodes.len())
