@@ -3,14 +3,15 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::autodiff::{backward_graph, NoImplicitBackward};
+use crate::autodiff::backward_graph;
+use crate::deq::DeqVjp;
 use crate::ir::Graph;
 
 use super::{load, lower_models};
 
 /// The backward graph of a model, or the error printed.
 pub fn backward(g: &Graph) -> Result<Graph, ExitCode> {
-    backward_graph(g, &NoImplicitBackward).map_err(|e| {
+    backward_graph(g, &DeqVjp).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(1)
     })
