@@ -508,3 +508,58 @@ fn small_multiscale_deq_passes_gradcheck() {
     assert_eq!(text.matches(" ok").count(), 19, "{text}");
     assert!(text.contains("spectral radius"), "{text}");
 }
+
+#[test]
+fn optimized_training_step_computes_the_same_values() {
+    // The step graph (loss, scores, gradients through the adjoint solve)
+    // before and after the pass pipeline, hoisting out of solver loops
+    // included.
+    for src in [
+        tanh_src(
+            "anderson(tol = 1e-12, max_iter = 200)",
+            "implicit(tol = 1e-12, max_iter = 200)",
+        ),
+        // f32 in the program; the checking executor runs it in f64.
+        std::fs::read_to_string("tests/models/mdeq_small.deq").unwrap(),
+    ] {
+        let model = lower(&src);
+        let plain = deqc::train::program::step_graph(&model, deqc::sema::spec::Loss::Mse).unwrap();
+        let mut opt =
+            deqc::train::program::step_graph(&model, deqc::sema::spec::Loss::Mse).unwrap();
+        let before = opt.graph.node_count();
+        deqc::passes::Pipeline::default()
+            .run(&mut opt.graph)
+            .unwrap();
+        let (ex, _) = exec();
+        let dev = Device::Cpu;
+        let params: Vec<Tensor> = model
+            .params
+            .iter()
+            .map(|p| {
+                let shape: Vec<usize> =
+                    p.ty.shape
+                        .iter()
+                        .map(|d| d.as_const().unwrap() as usize)
+                        .collect();
+                (Tensor::randn(0f64, 1.0, shape, &dev).unwrap() * 0.2).unwrap()
+            })
+            .collect();
+        let mut inputs = Vec::new();
+        for inp in &plain.graph.inputs {
+            let shape: Vec<usize> = inp
+                .ty
+                .shape
+                .iter()
+                .map(|d| d.as_const().unwrap_or(2) as usize)
+                .collect();
+            inputs.push(Tensor::randn(0f64, 1.0, shape, &dev).unwrap());
+        }
+        let a = ex.run(&plain.graph, &params, &inputs).unwrap().outputs;
+        let b = ex.run(&opt.graph, &params, &inputs).unwrap().outputs;
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert!(max_rel(x, y) < 1e-9, "optimized differs: {}", max_rel(x, y));
+        }
+        assert!(opt.graph.node_count() < before);
+    }
+}

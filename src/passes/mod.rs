@@ -10,6 +10,7 @@
 pub mod cse;
 pub mod dce;
 pub mod fold;
+pub mod hoist;
 
 use crate::ir::{debug_verify, Graph, IrError, Op};
 
@@ -26,6 +27,8 @@ pub struct PipelineSettings {
     pub fold: bool,
     pub cse: bool,
     pub dce: bool,
+    /// Move state-independent work out of equilibrium bodies.
+    pub hoist: bool,
     /// Rounds of the whole sequence at most (stops early at a fixed point).
     pub max_rounds: usize,
 }
@@ -36,6 +39,7 @@ impl Default for PipelineSettings {
             fold: true,
             cse: true,
             dce: true,
+            hoist: true,
             max_rounds: 4,
         }
     }
@@ -54,6 +58,9 @@ impl Pipeline {
         }
         if settings.cse {
             passes.push(Box::new(cse::Cse));
+        }
+        if settings.hoist {
+            passes.push(Box::new(hoist::HoistInvariants));
         }
         if settings.dce {
             passes.push(Box::new(dce::Dce));

@@ -113,12 +113,19 @@ pub struct Compiled {
 
 pub fn compile(model: &Model, cfg: &TrainConfig) -> Result<Compiled, TrainError> {
     let graph = lower_model(model)?;
-    let step = step_graph(&graph, cfg.loss)?;
-    let eval = eval_graph(&graph, cfg.loss)?;
-    let jacobian = match cfg.jacobian_reg {
+    let mut step = step_graph(&graph, cfg.loss)?;
+    let mut eval = eval_graph(&graph, cfg.loss)?;
+    let mut jacobian = match cfg.jacobian_reg {
         Some(_) => jacobian_step(&graph)?,
         None => None,
     };
+    // Optimize what runs: folding, CSE, hoisting out of solver loops, DCE.
+    let pipeline = crate::passes::Pipeline::default();
+    pipeline.run(&mut step.graph)?;
+    pipeline.run(&mut eval.graph)?;
+    if let Some(j) = &mut jacobian {
+        pipeline.run(&mut j.graph)?;
+    }
     Ok(Compiled {
         graph,
         step,
