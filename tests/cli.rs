@@ -59,3 +59,68 @@ fn dump_stages() {
     assert_eq!(code, 1);
     assert!(err.contains("unknown name `tahn`"), "{err}");
 }
+
+#[test]
+fn gradcheck_and_backward_graph_of_an_equilibrium_model() {
+    let (code, out, err) = deqc(&[
+        "gradcheck",
+        "examples/mnist_mlp.deq",
+        "--samples",
+        "4",
+        "--stability",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("param cell.w"), "{out}");
+    assert!(out.contains("spectral radius"), "{out}");
+    let (code, out, _) = deqc(&["graph", "--backward", "examples/mnist_mlp.deq"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("digraph") && out.contains("adjoint"),
+        "{out}"
+    );
+}
+
+#[test]
+fn run_then_eval_a_checkpoint() {
+    let out = std::env::temp_dir().join(format!("deqc-cli-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let dir = out.to_str().unwrap();
+    let (code, stdout, err) = deqc(&[
+        "run",
+        "examples/mnist_mlp.deq",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "32",
+        "--out",
+        dir,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("DeqMlp: 2 steps"), "{stdout}");
+    let (code, stdout, err) = deqc(&["eval", "examples/mnist_mlp.deq", "--weights", dir]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        stdout.contains("accuracy") && stdout.contains("2000 samples"),
+        "{stdout}"
+    );
+    // A checkpoint of another model is refused with the differences listed.
+    let (code, _, err) = deqc(&["eval", "examples/mdeq_mnist.deq", "--weights", dir]);
+    assert_ne!(code, 0);
+    assert!(err.contains("stem.w") && err.contains("inject.w"), "{err}");
+    // Usage errors.
+    let (code, _, err) = deqc(&["run", "examples/mnist_mlp.deq", "--set", "epoch=2"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("did you mean `epochs`"), "{err}");
+    let (code, _, err) = deqc(&[
+        "run",
+        "examples/mnist_mlp.deq",
+        "--device",
+        "cuda",
+        "--max-steps",
+        "1",
+    ]);
+    if cfg!(not(feature = "cuda")) {
+        assert_eq!(code, 2);
+        assert!(err.contains("--features cuda"), "{err}");
+    }
+}

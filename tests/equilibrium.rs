@@ -587,7 +587,10 @@ model S(x: f64[B, 3]) -> f64[B, 2] {
 #[test]
 fn jacobian_term_gradient_matches_finite_differences_for_a_fixed_probe() {
     let v = vectors("tanh_deq");
-    let src = tanh_src("anderson(tol = 1e-13, max_iter = 200, stop = \"abs\")", "implicit(tol = 1e-13)");
+    let src = tanh_src(
+        "anderson(tol = 1e-13, max_iter = 200, stop = \"abs\")",
+        "implicit(tol = 1e-13)",
+    );
     let model = lower(&src);
     let zstar = tanh_run(&src, &v).1;
     let jac = jacobian_graph(&model).unwrap().unwrap();
@@ -595,7 +598,8 @@ fn jacobian_term_gradient_matches_finite_differences_for_a_fixed_probe() {
     let (ex, _) = exec();
     let p = ["w", "u", "b"].map(|k| v[k].clone());
     let inputs = [v["x"].clone(), v["c"].clone(), zstar, probe];
-    let report = deqc::autodiff::check::check_graph(&jac.graph, &p, &inputs, &ex, 1e-6, 5, None).unwrap();
+    let report =
+        deqc::autodiff::check::check_graph(&jac.graph, &p, &inputs, &ex, 1e-6, 5, None).unwrap();
     for r in report.iter().filter(|r| r.name.starts_with("param")) {
         assert!(r.max_rel_error <= 1e-6, "{}: {:e}", r.name, r.max_rel_error);
     }

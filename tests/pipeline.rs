@@ -122,3 +122,36 @@ model M(x: [B, T, 4]) -> [B, 4 * T] {
     let out = p.models[0].output_types[0].to_string();
     assert_eq!(out, "[B, 4 * T]");
 }
+
+#[test]
+fn instances_name_parameters_and_share_weights() {
+    let src = r#"
+use nn;
+layer Pair[d: int](x: [B, d]) -> [B, d] {
+    let inner = nn::Linear[d, d];
+    inner(inner(x)) + nn::Linear[d, d](x) + nn::Linear[d, d, bias = false](x)
+}
+model M(x: [B, 4]) -> [B, 4] {
+    let outer = Pair[4];
+    outer(x) + outer(x) + nn::Linear[4, 4](x)
+}
+"#;
+    let p = deqc::compile_source("inst.deq", src)
+        .program
+        .expect("checks");
+    let paths: Vec<&str> = p.models[0].params.iter().map(|p| p.path.as_str()).collect();
+    // `inner` and `outer` are called twice but own one weight each;
+    // anonymous instances are numbered per layer type in their parent.
+    assert_eq!(
+        paths,
+        [
+            "outer.inner.w",
+            "outer.inner.b",
+            "outer.linear_0.w",
+            "outer.linear_0.b",
+            "outer.linear_1.w",
+            "linear_0.w",
+            "linear_0.b"
+        ]
+    );
+}
