@@ -270,3 +270,20 @@ fn stdlib_layers() {
         &[("B", 2)],
     );
 }
+
+#[test]
+fn remaining_stdlib_layers_and_a_chained_network() {
+    gradcheck_dims(
+        "use nn;\nmodel M(x: [B, 4]) { let l = nn::Linear[4, 3, bias = false]; l(x) + nn::Linear[4, 3](x) }",
+        &[("B", 2)],
+    );
+    gradcheck_dims(
+        "use nn;\nmodel M(ids: i64[B, T], x: [B, T, 3]) { let e = nn::Embedding[5, 3]; e(ids) * x }",
+        &[("B", 2), ("T", 3)],
+    );
+    // conv -> group norm -> pooling -> layer norm -> softmax in one model.
+    gradcheck_dims(
+        "use nn;\nmodel M(x: [B, 2, 6, 6]) {\n    let c = nn::Conv2d[2, 4, 3, padding = 1];\n    let g = nn::GroupNorm[2, 4];\n    let l = nn::LayerNorm[4];\n    let h = avg_pool2d(relu(g(c(x))), 2);\n    let f = permute(reshape(h, [B, 4, 9]), [0, 2, 1]);\n    softmax(l(f), axis = -1)\n}",
+        &[("B", 2)],
+    );
+}
