@@ -140,6 +140,22 @@ impl Layout {
     }
 }
 
+/// The Euclidean norm of each row of a `[B, N]` tensor.
+fn per_sample_norms(t: &Tensor) -> candle_core::Result<Vec<f64>> {
+    t.to_dtype(candle_core::DType::F64)?
+        .sqr()?
+        .sum(1)?
+        .sqrt()?
+        .to_vec1::<f64>()
+}
+
+/// `min .. max` of per-sample residuals, for messages.
+fn summarize(r: &[f64]) -> String {
+    let lo = r.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = r.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    format!("{lo:.3e} .. {hi:.3e} over {} samples", r.len())
+}
+
 impl EquilibriumRunner for SolverRunner {
     fn forward(
         &self,
@@ -190,15 +206,29 @@ impl EquilibriumRunner for SolverRunner {
             stats: stats.clone(),
         });
         if let Some(reason) = &stats.stopped_by_protection {
+            // Protection stops the solve when any sample blows up; the run
+            // fails only when no sample got closer to a fixed point than its
+            // start (absolute residuals: a relative one can shrink while the
+            // iterates explode).
             if !stats.sample_converged.iter().any(|c| *c) {
-                return Err(ExecError::Equilibrium {
-                    message: format!(
-                        "the {} solve diverged for every sample ({reason:?}); it kept each sample's best iterate, residuals {:?}",
-                        if backward { "adjoint" } else { "equilibrium" },
-                        stats.residual
-                    ),
-                    span,
-                });
+                let start = f(&z0)
+                    .and_then(|fz| Ok(per_sample_norms(&(fz - &z0)?)?))
+                    .map_err(|e| to_exec(e, span))?;
+                let diverged = stats
+                    .abs_residual
+                    .iter()
+                    .zip(&start)
+                    .all(|(r, r0)| !r.is_finite() || *r >= *r0);
+                if diverged {
+                    return Err(ExecError::Equilibrium {
+                        message: format!(
+                            "the {} solve diverged for every sample ({reason:?}); final residuals {}",
+                            if backward { "adjoint" } else { "equilibrium" },
+                            summarize(&stats.residual)
+                        ),
+                        span,
+                    });
+                }
             }
         }
         layout.unflatten(&solution.z).map_err(kernel)

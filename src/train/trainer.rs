@@ -62,6 +62,8 @@ struct SolveSummary {
     fwd_residual: Mean,
     bwd_iters: Mean,
     unconverged: Vec<(Option<crate::source::Span>, f64, f64)>,
+    /// Solves that blow-up protection stopped (forward, backward).
+    protected: (usize, usize),
 }
 
 impl SolveSummary {
@@ -87,6 +89,16 @@ impl SolveSummary {
                 bwd.iter().map(|r| r.stats.iterations as f64).sum::<f64>() / n,
                 1.0,
             );
+        }
+        for r in records
+            .iter()
+            .filter(|r| r.stats.stopped_by_protection.is_some())
+        {
+            if r.backward {
+                self.protected.1 += 1;
+            } else {
+                self.protected.0 += 1;
+            }
         }
         for r in records.iter().filter(|r| !r.stats.converged && !r.backward) {
             let worst = r.stats.residual.iter().cloned().fold(0.0, f64::max);
@@ -494,6 +506,12 @@ pub fn train(
         }
         bar.finish_and_clear();
         warn_unconverged(sources, &solves.unconverged, solve_count, opts.quiet);
+        if !opts.quiet && solves.protected != (0, 0) {
+            eprintln!(
+                "warning: blow-up protection stopped {} forward and {} adjoint solves this epoch; their samples kept their best iterates",
+                solves.protected.0, solves.protected.1
+            );
+        }
         let train_secs = epoch_start.elapsed().as_secs_f64();
         // Evaluate on the test split.
         let values: Vec<Tensor> = params.iter().map(|p| p.1.clone()).collect();
