@@ -121,6 +121,51 @@ pub struct Compiled {
     pub step: StepGraph,
     pub eval: StepGraph,
     pub jacobian: Option<JacobianStep>,
+    /// The model with each top-level equilibrium's fixed points and
+    /// captures as outputs, for spectral-radius estimates in the logs.
+    pub stability: Graph,
+}
+
+/// Spectral radius estimates (max over samples) of each top-level
+/// equilibrium of `compiled` on one batch of inputs.
+pub fn spectral_radii(
+    exec: &Executor,
+    compiled: &Compiled,
+    params: &[Tensor],
+    inputs: &[Tensor],
+) -> Result<Vec<f64>, TrainError> {
+    let values = exec.run(&compiled.stability, params, inputs)?.outputs;
+    let mut out = Vec::new();
+    let mut at = 0;
+    for eq in crate::deq::jacobian::top_level_equilibria(&compiled.graph) {
+        let crate::ir::Op::Equilibrium(node) = compiled.graph.op(eq) else {
+            continue;
+        };
+        let (k, n) = (node.num_states(), node.num_captures());
+        let zstar = &values[at..at + k];
+        let caps = &values[at + k..at + k + n];
+        at += k + n;
+        let r = crate::deq::jacobian::spectral_radius(exec, node, zstar, caps, 20, 0)?;
+        out.push(r.into_iter().fold(0.0, f64::max));
+    }
+    Ok(out)
+}
+
+fn stability_graph(graph: &Graph) -> Graph {
+    let mut g = graph.clone();
+    let mut outs = Vec::new();
+    for eq in crate::deq::jacobian::top_level_equilibria(&g) {
+        let crate::ir::Op::Equilibrium(node) = g.op(eq).clone() else {
+            continue;
+        };
+        let span = g.span(eq);
+        for (i, ty) in node.state_types.iter().enumerate() {
+            outs.push(g.add(crate::ir::Op::Project(i), ty.clone(), &[eq], span));
+        }
+        outs.extend(g.operands(eq)[..node.num_captures()].iter().copied());
+    }
+    g.set_outputs(outs);
+    g
 }
 
 pub fn compile(model: &Model, cfg: &TrainConfig) -> Result<Compiled, TrainError> {
@@ -138,11 +183,13 @@ pub fn compile(model: &Model, cfg: &TrainConfig) -> Result<Compiled, TrainError>
     if let Some(j) = &mut jacobian {
         pipeline.run(&mut j.graph)?;
     }
+    let stability = stability_graph(&graph);
     Ok(Compiled {
         graph,
         step,
         eval,
         jacobian,
+        stability,
     })
 }
 
@@ -540,6 +587,18 @@ pub fn train(
             rec.fwd_iters = mean_or_zero(&ts.fwd_iters);
             rec.fwd_residual = mean_or_zero(&ts.fwd_residual);
             rec.seconds = t0.elapsed().as_secs_f64();
+            // Stability of the equilibria on the first test batch.
+            let mut radius_note = String::new();
+            if let Some(batch) = test.batches(cfg.batch_size, &device).next() {
+                let inputs = feeds(test, &batch?)?;
+                let model_inputs = &inputs[..inputs.len().saturating_sub(1)];
+                let radii = spectral_radii(&eval_exec, &compiled, &values, model_inputs)?;
+                runner.take_records();
+                if let Some(r) = radii.iter().cloned().reduce(f64::max) {
+                    rec.extra.push(("spectral_radius".into(), r));
+                    radius_note = format!(", spectral radius {r:.3}");
+                }
+            }
             writer
                 .write(&rec)
                 .map_err(|e| TrainError::Usage(format!("cannot write metrics: {e}")))?;
@@ -553,6 +612,7 @@ pub fn train(
                 ),
                 _ => format!(", test loss {tl:.4}"),
             };
+            test_line.push_str(&radius_note);
         }
         // Checkpoint: model then state, each atomically.
         let mut meta = BTreeMap::new();
