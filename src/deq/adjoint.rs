@@ -20,11 +20,10 @@
 use crate::autodiff::builder::Builder;
 use crate::autodiff::{vjp_nodes, AdError, EquilibriumVjp};
 use crate::ir::{EqInitKind, EqNode, Graph, NodeId, Op};
-use crate::sema::hir::Type;
 use crate::sema::spec::{Backward, SolverKind};
 use crate::source::Span;
 
-use super::inline::{capture_graph, inline_body};
+use super::inline::{body_at_sources, capture_graph, inline_body, state_capture_state_types};
 use super::ADJOINT_PREFIX;
 
 /// The equilibrium rule for [`crate::autodiff::grad_with`].
@@ -177,17 +176,14 @@ impl DeqVjp {
     ) -> Result<Vec<NodeId>, AdError> {
         let node = &site.node;
         let (k, n) = (node.num_states(), node.num_captures());
-        let mut cap_types: Vec<Type> = node.state_types.clone();
-        cap_types.extend(node.capture_types.iter().cloned());
-        cap_types.extend(node.state_types.iter().cloned());
-        let (mut adj, caps) = capture_graph("adjoint", &cap_types);
+        let cap_types = state_capture_state_types(node);
+        let (mut adj, caps, f) = body_at_sources("adjoint", node)?;
         let g: Vec<NodeId> = node
             .state_types
             .iter()
             .enumerate()
             .map(|(i, t)| adj.add(Op::State(i), t.clone(), &[], site.span))
             .collect();
-        let f = inline_body(&mut adj, &node.body, &caps[..k], &caps[k..k + n])?;
         let seeds: Vec<(NodeId, NodeId)> = f.iter().copied().zip(g.iter().copied()).collect();
         let jt_g = vjp_nodes(&mut adj, &seeds, &caps[..k], self)?;
         let mut outputs = Vec::new();
@@ -244,11 +240,7 @@ impl DeqVjp {
     ) -> Result<Vec<Option<NodeId>>, AdError> {
         let node = &site.node;
         let (k, n) = (node.num_states(), node.num_captures());
-        let mut types: Vec<Type> = node.state_types.clone();
-        types.extend(node.capture_types.iter().cloned());
-        types.extend(node.state_types.iter().cloned());
-        let (mut sub, caps) = capture_graph("adjoint_vjp", &types);
-        let f = inline_body(&mut sub, &node.body, &caps[..k], &caps[k..k + n])?;
+        let (mut sub, caps, f) = body_at_sources("adjoint_vjp", node)?;
         let seeds: Vec<(NodeId, NodeId)> = f
             .iter()
             .copied()
@@ -277,10 +269,7 @@ impl DeqVjp {
         let node = &site.node;
         let (k, n) = (node.num_states(), node.num_captures());
         // Sources: start values, captures, cotangents.
-        let mut types: Vec<Type> = node.state_types.clone();
-        types.extend(node.capture_types.iter().cloned());
-        types.extend(node.state_types.iter().cloned());
-        let (mut sub, caps) = capture_graph("unrolled_vjp", &types);
+        let (mut sub, caps) = capture_graph("unrolled_vjp", &state_capture_state_types(node));
         let span = site.span;
         let mut z: Vec<NodeId> = caps[..k].to_vec();
         for _ in 0..steps {

@@ -58,3 +58,26 @@ pub fn capture_graph(name: &str, types: &[crate::sema::hir::Type]) -> (Graph, Ve
         .collect();
     (g, caps)
 }
+
+/// The source types of a derived computation over one equilibrium node:
+/// one value per state (z* or a start), the node's captures, and one more
+/// value per state (a cotangent, a probe, an adjoint iterate).
+pub fn state_capture_state_types(node: &crate::ir::EqNode) -> Vec<crate::sema::hir::Type> {
+    let mut types = node.state_types.clone();
+    types.extend(node.capture_types.iter().cloned());
+    types.extend(node.state_types.iter().cloned());
+    types
+}
+
+/// A detached graph with sources `[z (k), c (n), w (k)]` (see
+/// [`state_capture_state_types`]) and the body inlined at `z` and `c`;
+/// returns the graph, its sources and the body's outputs.
+pub fn body_at_sources(
+    name: &str,
+    node: &crate::ir::EqNode,
+) -> Result<(Graph, Vec<NodeId>, Vec<NodeId>), AdError> {
+    let (k, n) = (node.num_states(), node.num_captures());
+    let (mut g, caps) = capture_graph(name, &state_capture_state_types(node));
+    let f = inline_body(&mut g, &node.body, &caps[..k], &caps[k..k + n])?;
+    Ok((g, caps, f))
+}

@@ -22,7 +22,7 @@ use crate::exec::{ExecError, Executor};
 use crate::ir::{EqNode, Graph, GraphInput, NodeId, Op, ReduceOp};
 use crate::sema::hir::Type;
 
-use super::inline::{capture_graph, inline_body};
+use super::inline::{body_at_sources, inline_body, state_capture_state_types};
 use super::DeqVjp;
 
 /// The regularization term of a model, as a graph.
@@ -57,11 +57,7 @@ fn add_input(g: &mut Graph, name: String, ty: &Type) -> (usize, NodeId) {
 /// from capture sources `[z (k), c (n), eps (k)]`.
 fn term_body(node: &EqNode) -> Result<Graph, AdError> {
     let (k, n) = (node.num_states(), node.num_captures());
-    let mut types: Vec<Type> = node.state_types.clone();
-    types.extend(node.capture_types.iter().cloned());
-    types.extend(node.state_types.iter().cloned());
-    let (mut sub, caps) = capture_graph("jacobian_term", &types);
-    let f = inline_body(&mut sub, &node.body, &caps[..k], &caps[k..k + n])?;
+    let (mut sub, caps, f) = body_at_sources("jacobian_term", node)?;
     let seeds: Vec<(NodeId, NodeId)> = f
         .iter()
         .copied()
@@ -167,11 +163,8 @@ pub fn spectral_radius(
     let internal = |e: AdError| ExecError::Internal(format!("spectral radius: {e}"));
     let candle = |e: candle_core::Error| ExecError::Internal(format!("spectral radius: {e}"));
     let (k, n) = (node.num_states(), node.num_captures());
-    let mut types: Vec<Type> = node.state_types.clone();
-    types.extend(node.capture_types.iter().cloned());
-    types.extend(node.state_types.iter().cloned());
-    let (mut sub, caps) = capture_graph("spectral_radius", &types);
-    let f = inline_body(&mut sub, &node.body, &caps[..k], &caps[k..k + n]).map_err(internal)?;
+    let types = state_capture_state_types(node);
+    let (mut sub, caps, f) = body_at_sources("spectral_radius", node).map_err(internal)?;
     let seeds: Vec<(NodeId, NodeId)> = f
         .iter()
         .copied()

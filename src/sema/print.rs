@@ -136,23 +136,27 @@ fn block(out: &mut String, m: &Model, b: &Block, indent: usize) {
     }
 }
 
+/// `model Name(x: [B, 784]) -> [B, 10]`.
+fn signature(m: &Model) -> String {
+    let inputs: Vec<String> = m
+        .inputs
+        .iter()
+        .map(|i| format!("{}: {}", i.name, i.ty))
+        .collect();
+    let outs: Vec<String> = m.output_types.iter().map(|t| t.to_string()).collect();
+    format!(
+        "model {}({}) -> {}",
+        m.name,
+        inputs.join(", "),
+        outs.join(", ")
+    )
+}
+
 /// The whole checked program as text.
 pub fn print_program(p: &Program) -> String {
     let mut out = String::new();
     for m in &p.models {
-        let inputs: Vec<String> = m
-            .inputs
-            .iter()
-            .map(|i| format!("{}: {}", i.name, i.ty))
-            .collect();
-        let outs: Vec<String> = m.output_types.iter().map(|t| t.to_string()).collect();
-        let _ = writeln!(
-            out,
-            "model {}({}) -> {} {{",
-            m.name,
-            inputs.join(", "),
-            outs.join(", ")
-        );
+        let _ = writeln!(out, "{} {{", signature(m));
         for p in &m.params {
             let _ = writeln!(out, "    param {}: {} = {}", p.path, p.ty, p.init);
         }
@@ -169,19 +173,7 @@ pub fn print_program(p: &Program) -> String {
 pub fn summary(p: &Program) -> String {
     let mut out = String::new();
     for m in &p.models {
-        let inputs: Vec<String> = m
-            .inputs
-            .iter()
-            .map(|i| format!("{}: {}", i.name, i.ty))
-            .collect();
-        let outs: Vec<String> = m.output_types.iter().map(|t| t.to_string()).collect();
-        let _ = writeln!(
-            out,
-            "model {}({}) -> {}",
-            m.name,
-            inputs.join(", "),
-            outs.join(", ")
-        );
+        let _ = writeln!(out, "{}", signature(m));
         let width = m.params.iter().map(|p| p.path.len()).max().unwrap_or(0);
         let _ = writeln!(out, "  parameters:");
         for p in &m.params {
