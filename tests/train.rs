@@ -337,3 +337,34 @@ fn char_lm_and_mondeq_train_a_few_steps() {
     assert_eq!(s.steps, 3);
     assert!(s.last_loss.unwrap().is_finite());
 }
+
+#[test]
+fn csv_regression_with_mse_trains() {
+    let dir = temp_dir("csv");
+    let mut rows = String::from("a,b,y\n");
+    for i in 0..128 {
+        let (a, b) = ((i % 16) as f64 / 16.0, (i / 16) as f64 / 8.0);
+        rows.push_str(&format!("{a},{b},{}\n", 2.0 * a - b + 0.1));
+    }
+    std::fs::write(dir.join("train.csv"), rows).unwrap();
+    let src = format!(
+        "use nn;\nmodel Reg(x: [B, 2]) -> [B, 1] {{\n    let inject = nn::Linear[2, 8];\n    let cell = nn::Linear[8, 8];\n    let head = nn::Linear[8, 1];\n    let u = inject(x);\n    equilibrium z: [B, 8] = tanh(cell(z) + u);\n    head(z)\n}}\ntrain Reg {{\n    data = csv({:?}, target = \"y\");\n    loss = mse;\n    optimizer = adam(lr = 1e-2);\n    epochs = 8;\n    batch_size = 32;\n}}\n",
+        dir.join("train.csv").display().to_string()
+    );
+    let (p, sources) = program(&src);
+    let out = dir.join("run");
+    trainer::train(
+        p.model("Reg").unwrap(),
+        &p.trains[0],
+        &sources,
+        &quiet(&out),
+    )
+    .expect("trains");
+    let l = losses(&out);
+    assert!(
+        l[l.len() - 1] < 0.2 * l[0],
+        "mse did not fall: {} -> {}",
+        l[0],
+        l[l.len() - 1]
+    );
+}

@@ -279,6 +279,18 @@ fn feeds(ds: &Dataset, batch: &data::Batch) -> Result<Vec<Tensor>, TrainError> {
         .collect()
 }
 
+/// A regression target `[B]` for scores `[B, 1]` gets its trailing 1, so
+/// a CSV column trains a single-output model.
+fn fit_target(graph: &Graph, mut inputs: Vec<Tensor>) -> Result<Vec<Tensor>, TrainError> {
+    if let (Some(want), Some(t)) = (graph.inputs.last(), inputs.last_mut()) {
+        let last_is_one = want.ty.shape.last().and_then(|d| d.as_const()) == Some(1);
+        if t.rank() + 1 == want.ty.rank() && last_is_one {
+            *t = t.unsqueeze(t.rank())?;
+        }
+    }
+    Ok(inputs)
+}
+
 fn is_classification(cfg: &TrainConfig) -> bool {
     cfg.loss == Loss::CrossEntropy
 }
@@ -300,7 +312,7 @@ pub fn evaluate(
     let limit = max_batches.unwrap_or(usize::MAX);
     for batch in ds.batches(batch_size, device).take(limit) {
         let batch = batch?;
-        let inputs = feeds(ds, &batch)?;
+        let inputs = fit_target(&eval.graph, feeds(ds, &batch)?)?;
         let r = exec.run(&eval.graph, params, &inputs)?;
         let n = inputs[0].dims().first().copied().unwrap_or(1) as f64;
         loss.add(
@@ -454,7 +466,7 @@ pub fn train(
             }
             let step_start = Instant::now();
             let batch = batch?;
-            let inputs = feeds(train_set, &batch)?;
+            let inputs = fit_target(&compiled.step.graph, feeds(train_set, &batch)?)?;
             let mut exec_step = exec.options.clone();
             exec_step.seed = mix(cfg.seed, step);
             let step_exec = Executor::new(device.clone())
