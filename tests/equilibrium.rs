@@ -440,12 +440,9 @@ fn implicit_memory_does_not_grow_with_iterations_but_unrolled_does() {
     );
 }
 
-fn gradcheck_all(src: &str, dims: (usize, usize)) {
-    let g = lower(src);
-    let (ex, _) = exec();
-    let dev = Device::Cpu;
-    let params: Vec<Tensor> = g
-        .params
+/// Normal parameters of the given scale for every parameter of `g`.
+fn random_params(g: &Graph, scale: f64) -> Vec<Tensor> {
+    g.params
         .iter()
         .map(|p| {
             let shape: Vec<usize> =
@@ -453,9 +450,16 @@ fn gradcheck_all(src: &str, dims: (usize, usize)) {
                     .iter()
                     .map(|d| d.as_const().unwrap() as usize)
                     .collect();
-            (Tensor::randn(0f64, 1.0, shape, &dev).unwrap() * 0.3).unwrap()
+            (Tensor::randn(0f64, 1.0, shape, &Device::Cpu).unwrap() * scale).unwrap()
         })
-        .collect();
+        .collect()
+}
+
+fn gradcheck_all(src: &str, dims: (usize, usize)) {
+    let g = lower(src);
+    let (ex, _) = exec();
+    let dev = Device::Cpu;
+    let params = random_params(&g, 0.3);
     let x = Tensor::randn(0f64, 1.0, dims, &dev).unwrap();
     let report = deqc::autodiff::check::check_graph(&g, &params, &[x], &ex, 1e-6, 3, None).unwrap();
     for r in &report {
@@ -532,18 +536,7 @@ fn optimized_training_step_computes_the_same_values() {
             .unwrap();
         let (ex, _) = exec();
         let dev = Device::Cpu;
-        let params: Vec<Tensor> = model
-            .params
-            .iter()
-            .map(|p| {
-                let shape: Vec<usize> =
-                    p.ty.shape
-                        .iter()
-                        .map(|d| d.as_const().unwrap() as usize)
-                        .collect();
-                (Tensor::randn(0f64, 1.0, shape, &dev).unwrap() * 0.2).unwrap()
-            })
-            .collect();
+        let params = random_params(&model, 0.2);
         let mut inputs = Vec::new();
         for inp in &plain.graph.inputs {
             let shape: Vec<usize> = inp
