@@ -35,12 +35,15 @@ pub enum Command {
     },
     /// Train a model as its `train` block says.
     Run {
+        /// The `.deq` file with the model and its `train` block.
         file: PathBuf,
         /// The model to train (default: the first `train` block's).
         #[arg(long)]
         model: Option<String>,
+        /// Epochs to train (overrides the train block).
         #[arg(long)]
         epochs: Option<usize>,
+        /// Samples per step (overrides the train block).
         #[arg(long)]
         batch_size: Option<usize>,
         /// Stop after this many optimizer steps in all.
@@ -55,6 +58,7 @@ pub enum Command {
         /// Continue the run in --out from its last checkpoint.
         #[arg(long)]
         resume: bool,
+        /// Seed of initial values, shuffles and probes (overrides the train block).
         #[arg(long)]
         seed: Option<u64>,
         /// Override a setting: epochs, batch_size, seed, clip_grad, lr.
