@@ -511,6 +511,9 @@ pub fn train(
             let records = runner.take_records();
             solve_count += records.iter().filter(|r| !r.backward).count();
             solves.add(&records, |_| fwd_tol);
+            // This step's own solver statistics, for its metrics record.
+            let mut this_step = SolveSummary::default();
+            this_step.add(&records, |_| fwd_tol);
             if let Some(c) = cfg.clip_grad {
                 clip_grad_norm(&mut grads, c)?;
             }
@@ -534,9 +537,9 @@ pub fn train(
             if text {
                 rec.perplexity = Some(metrics::perplexity(loss));
             }
-            rec.fwd_iters = mean_or_zero(&solves.fwd_iters);
-            rec.fwd_residual = mean_or_zero(&solves.fwd_residual);
-            rec.bwd_iters = mean_or_zero(&solves.bwd_iters);
+            rec.fwd_iters = mean_or_zero(&this_step.fwd_iters);
+            rec.fwd_residual = mean_or_zero(&this_step.fwd_residual);
+            rec.bwd_iters = mean_or_zero(&this_step.bwd_iters);
             rec.seconds = step_start.elapsed().as_secs_f64();
             rec.lr = Some(lr);
             if let Some(r) = reg {
@@ -556,9 +559,9 @@ pub fn train(
             bar.set_message(format!(
                 "loss {:.4}{acc} fwd {:.1} it ({:.1e}) bwd {:.1} it {:.0} samples/s",
                 loss_mean.mean(),
-                rec.fwd_iters,
-                rec.fwd_residual,
-                rec.bwd_iters,
+                mean_or_zero(&solves.fwd_iters),
+                mean_or_zero(&solves.fwd_residual),
+                mean_or_zero(&solves.bwd_iters),
                 rate
             ));
             bar.inc(1);
