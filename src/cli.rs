@@ -64,6 +64,10 @@ pub enum Command {
         /// Override a setting: epochs, batch_size, seed, clip_grad, lr.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
+        /// Apply updates even when the step's forward solve failed (by
+        /// default they are skipped and counted).
+        #[arg(long)]
+        keep_failed_steps: bool,
     },
     /// Evaluate a checkpoint on the test split.
     Eval {
@@ -167,6 +171,7 @@ pub fn main() -> ExitCode {
             resume,
             seed,
             sets,
+            keep_failed_steps,
         } => crate::train::commands::run(
             &file,
             model.as_deref(),
@@ -178,6 +183,7 @@ pub fn main() -> ExitCode {
             resume,
             seed,
             &sets,
+            keep_failed_steps,
         ),
         Command::Eval {
             file,

@@ -368,3 +368,50 @@ fn csv_regression_with_mse_trains() {
         l[l.len() - 1]
     );
 }
+
+#[test]
+fn updates_from_failed_solves_are_skipped_and_counted() {
+    let data = mnist_subset("skip");
+    // Two iterations cannot reach tol 1e-9: every forward solve fails.
+    let src = mnist_mlp(&data).replace(
+        "anderson(m = 5, tol = 1e-4, max_iter = 40)",
+        "fixed_point(tol = 1e-9, max_iter = 2)",
+    );
+    let (p, sources) = program(&src);
+    let model = p.model("DeqMlp").unwrap();
+    let out = data.parent().unwrap().join("run");
+    let mut opts = quiet(&out);
+    opts.max_steps = Some(3);
+    opts.skip_failed_solves = true;
+    let cfg = &p.trains[0];
+    trainer::train(model, cfg, &sources, &opts).unwrap();
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(text.matches("\"skipped_update\":1.0").count(), 3, "{text}");
+    // Nothing was applied: the saved weights are the initial ones.
+    let compiled = trainer::compile(model, cfg).unwrap();
+    let init = trainer::init_params(&compiled.graph, cfg.seed, &Device::Cpu).unwrap();
+    let (saved, _) =
+        checkpoint::read_tensors(&out.join("model.safetensors"), &Device::Cpu).unwrap();
+    for (name, t) in init {
+        let s = &saved.iter().find(|(k, _)| *k == name).unwrap().1;
+        let d = (&t - s)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(d, 0.0, "{name} changed");
+    }
+    // With the safeguard off, the same steps update the weights.
+    let out2 = data.parent().unwrap().join("run2");
+    let mut opts = quiet(&out2);
+    opts.max_steps = Some(3);
+    trainer::train(model, cfg, &sources, &opts).unwrap();
+    assert!(!std::fs::read_to_string(out2.join("metrics.jsonl"))
+        .unwrap()
+        .contains("skipped_update"));
+}

@@ -146,6 +146,7 @@ pub fn run(
     resume: bool,
     seed: Option<u64>,
     sets: &[String],
+    keep_failed_steps: bool,
 ) -> ExitCode {
     let (_, sources, m, train) = match load(file, model) {
         Ok(x) => x,
@@ -188,6 +189,7 @@ pub fn run(
         resume,
         quiet: false,
         max_eval_batches: None,
+        skip_failed_solves: !keep_failed_steps,
     };
     eprintln!(
         "training {} on {} for {} epochs (batch {})",

@@ -40,6 +40,8 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Evaluate on at most this many test batches (quick checks).
     pub max_eval_batches: Option<usize>,
+    /// Skip updates whose forward solve failed (see [`FAILED_SOLVE_FACTOR`]).
+    pub skip_failed_solves: bool,
 }
 
 /// The outcome of a run.
@@ -53,6 +55,18 @@ pub struct Summary {
     pub seconds: f64,
     pub first_loss: Option<f64>,
     pub last_loss: Option<f64>,
+}
+
+/// A forward solve counts as failed when some sample's best residual is
+/// this many times its tolerance (or protection stopped it).
+pub const FAILED_SOLVE_FACTOR: f64 = 10.0;
+
+fn failed(stats: &crate::solver::SolveStats) -> bool {
+    stats.stopped_by_protection.is_some()
+        || stats
+            .residual
+            .iter()
+            .any(|r| !r.is_finite() || *r > FAILED_SOLVE_FACTOR * stats.tol)
 }
 
 /// Per-batch solver statistics, averaged.
@@ -449,6 +463,7 @@ pub fn train(
         );
         bar.set_prefix(format!("{}/{}", epoch + 1, cfg.epochs));
         let mut solves = SolveSummary::default();
+        let mut skipped = 0usize;
         let mut loss_mean = Mean::new();
         let (mut correct, mut seen) = (0usize, 0usize);
         let mut samples = 0usize;
@@ -518,7 +533,16 @@ pub fn train(
                 clip_grad_norm(&mut grads, c)?;
             }
             let lr = schedule.lr_at(step as usize, epoch, total_steps);
-            optim.step(&mut params, &grads, lr)?;
+            // An implicit gradient taken where the forward solve failed (the
+            // point is not a fixed point) is not the gradient of anything:
+            // such an update is skipped, and counted.
+            let failed_solve =
+                opts.skip_failed_solves && records.iter().any(|r| !r.backward && failed(&r.stats));
+            if failed_solve {
+                skipped += 1;
+            } else {
+                optim.step(&mut params, &grads, lr)?;
+            }
             let n = inputs[0].dims().first().copied().unwrap_or(1);
             samples += n;
             loss_mean.add(loss, n as f64);
@@ -545,6 +569,9 @@ pub fn train(
             if let Some(r) = reg {
                 rec.extra.push(("jacobian_reg".into(), r));
             }
+            if failed_solve {
+                rec.extra.push(("skipped_update".into(), 1.0));
+            }
             writer
                 .write(&rec)
                 .map_err(|e| TrainError::Usage(format!("cannot write metrics: {e}")))?;
@@ -568,6 +595,11 @@ pub fn train(
         }
         bar.finish_and_clear();
         warn_unconverged(sources, &solves.unconverged, solve_count, opts.quiet);
+        if !opts.quiet && skipped > 0 {
+            eprintln!(
+                "warning: skipped {skipped} updates whose forward solve failed (residual above {FAILED_SOLVE_FACTOR} x tol); use --keep-failed-steps to apply them"
+            );
+        }
         if !opts.quiet && solves.protected != (0, 0) {
             eprintln!(
                 "warning: blow-up protection stopped {} forward and {} adjoint solves this epoch; their samples kept their best iterates",
