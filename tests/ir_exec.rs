@@ -350,25 +350,35 @@ fn errors_not_panics() {
 }
 
 #[test]
-fn equilibrium_is_a_clear_error_until_solvers_land() {
+fn equilibria_solve_and_differentiate_by_default_and_refuse_when_told() {
     let src = "model M(x: [B, 3]) { equilibrium z: [B, 3] = tanh(z * 0.5 + x); sum(z) }";
     let mut g = lower(src);
     let x = Tensor::zeros((2, 3), DType::F64, &Device::Cpu).expect("x");
+    // The default executor solves: z* = tanh(0.5 z*) has the fixed point 0.
+    let out = Executor::cpu_f64()
+        .run(&g, &[], std::slice::from_ref(&x))
+        .expect("solves");
+    assert!(out.outputs[0].to_scalar::<f64>().unwrap().abs() < 1e-6);
+    // An executor built to refuse equilibria says so, at the source.
     let err = Executor::cpu_f64()
+        .with_runner(Box::new(deqc::exec::NoSolver))
         .run(&g, &[], &[x])
         .expect_err("no solver");
     assert!(matches!(
         err,
         ExecError::EquilibriumUnsupported { span: Some(_) }
     ));
-    assert!(err.to_string().contains("not yet supported"));
     let input = g
         .node_ids()
         .into_iter()
         .find(|n| matches!(g.op(*n), Op::Input(_)))
         .expect("x");
     let loss = g.outputs()[0];
-    let err = grad(&mut g, loss, &[input]).expect_err("no adjoint");
+    let mut h = g.clone();
+    grad(&mut g, loss, &[input]).expect("the implicit rule by default");
+    let err =
+        deqc::autodiff::grad_with(&mut h, loss, &[input], &deqc::autodiff::NoImplicitBackward)
+            .expect_err("refused");
     assert!(matches!(
         err,
         AdError::ImplicitBackwardNotImplemented { span: Some(_) }

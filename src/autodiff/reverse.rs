@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use crate::ir::{Graph, NodeId, Op};
 
 use super::builder::Builder;
-use super::{vjp as rules, AdError, EquilibriumVjp, NoImplicitBackward};
+use super::{vjp as rules, AdError, EquilibriumVjp};
 
 /// Which nodes the sweep differentiates.
 fn active_nodes(
@@ -140,10 +140,10 @@ pub fn vjp(
 
 /// Append the gradient of the scalar `output` with respect to each node of
 /// `wrt` and return the gradient nodes (zeros where `output` does not
-/// depend on the node). Equilibria on the path are an error until the
-/// implicit adjoint is plugged in ([`grad_with`]).
+/// depend on the node). Equilibria are differentiated by their backward
+/// mode ([`crate::deq::DeqVjp`]); [`grad_with`] takes another rule.
 pub fn grad(graph: &mut Graph, output: NodeId, wrt: &[NodeId]) -> Result<Vec<NodeId>, AdError> {
-    grad_with(graph, output, wrt, &NoImplicitBackward)
+    grad_with(graph, output, wrt, &crate::deq::DeqVjp)
 }
 
 /// [`grad`] with an explicit equilibrium rule.

@@ -15,7 +15,8 @@
 //! - a shape problem, an unbound dim or a kernel failure is an [`ExecError`]
 //!   carrying the node's span, never a panic;
 //! - equilibrium nodes are handed to an [`EquilibriumRunner`]; the default
-//!   one reports that equilibrium execution is not yet supported.
+//!   one is `crate::deq::SolverRunner` (the solvers of `crate::solver`),
+//!   and [`NoSolver`] refuses them (for graphs that must not solve).
 //!
 //! Only device-generic candle APIs are used, so the same code runs on
 //! `Device::Cuda` with the `cuda` feature.
@@ -65,7 +66,7 @@ pub enum ExecError {
         expected: usize,
         found: usize,
     },
-    #[error("equilibrium execution is not yet supported (no solver is plugged in)")]
+    #[error("this executor solves no equilibria (it was built with `NoSolver`)")]
     #[diagnostic(code(deq::exec::equilibrium_unsupported))]
     EquilibriumUnsupported { span: Option<Span> },
     #[error("{message}")]
@@ -295,7 +296,7 @@ impl Executor {
         Executor {
             device,
             options: ExecOptions::default(),
-            runner: Box::new(NoSolver),
+            runner: Box::new(crate::deq::SolverRunner::new()),
         }
     }
 
