@@ -81,7 +81,7 @@ struct SolveSummary {
 }
 
 impl SolveSummary {
-    fn add(&mut self, records: &[SolveRecord], tol_of: impl Fn(&SolveRecord) -> f64) {
+    fn add(&mut self, records: &[SolveRecord]) {
         let (fwd, bwd): (Vec<&SolveRecord>, Vec<&SolveRecord>) =
             records.iter().partition(|r| !r.backward);
         if !fwd.is_empty() {
@@ -116,7 +116,7 @@ impl SolveSummary {
         }
         for r in records.iter().filter(|r| !r.stats.converged && !r.backward) {
             let worst = r.stats.residual.iter().cloned().fold(0.0, f64::max);
-            self.unconverged.push((r.span, worst, tol_of(r)));
+            self.unconverged.push((r.span, worst, r.stats.tol));
         }
     }
 }
@@ -439,14 +439,6 @@ pub fn train(
         first_loss: None,
         last_loss: None,
     };
-    let eq_tols: Vec<f64> = crate::deq::jacobian::top_level_equilibria(&compiled.graph)
-        .into_iter()
-        .filter_map(|n| match compiled.graph.op(n) {
-            crate::ir::Op::Equilibrium(e) => Some(e.solver.tol),
-            _ => None,
-        })
-        .collect();
-    let fwd_tol = eq_tols.first().copied().unwrap_or(0.0);
 
     let mut stopped = false;
     for epoch in start_epoch..cfg.epochs {
@@ -525,10 +517,10 @@ pub fn train(
             }
             let records = runner.take_records();
             solve_count += records.iter().filter(|r| !r.backward).count();
-            solves.add(&records, |_| fwd_tol);
+            solves.add(&records);
             // This step's own solver statistics, for its metrics record.
             let mut this_step = SolveSummary::default();
-            this_step.add(&records, |_| fwd_tol);
+            this_step.add(&records);
             if let Some(c) = cfg.clip_grad {
                 clip_grad_norm(&mut grads, c)?;
             }
@@ -624,7 +616,7 @@ pub fn train(
             )?;
             let records = runner.take_records();
             let mut ts = SolveSummary::default();
-            ts.add(&records, |_| fwd_tol);
+            ts.add(&records);
             let mut rec = Record::new(epoch as u64, step, "test");
             rec.loss = tl;
             rec.accuracy = ta;
