@@ -20,31 +20,8 @@ fn show(d: &[Dim]) -> String {
 
 /// NumPy broadcasting of two symbolic shapes.
 pub fn broadcast_shapes(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, String> {
-    let n = a.len().max(b.len());
-    let one = Dim::konst(1);
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let da = (i + a.len()).checked_sub(n).map(|k| &a[k]);
-        let db = (i + b.len()).checked_sub(n).map(|k| &b[k]);
-        out.push(match (da, db) {
-            (Some(x), None) | (None, Some(x)) => x.clone(),
-            (Some(x), Some(y)) => match x.compare(y) {
-                DimCmp::Equal => x.clone(),
-                _ if *x == one => y.clone(),
-                _ if *y == one => x.clone(),
-                DimCmp::Unknown => x.clone(),
-                DimCmp::Different => {
-                    return Err(format!(
-                        "shapes {} and {} do not broadcast",
-                        show(a),
-                        show(b)
-                    ))
-                }
-            },
-            (None, None) => one.clone(),
-        });
-    }
-    Ok(out)
+    crate::sema::dim::broadcast(a, b)
+        .map_err(|_| format!("shapes {} and {} do not broadcast", show(a), show(b)))
 }
 
 /// Can `from` be broadcast to exactly `to`?

@@ -289,6 +289,31 @@ impl fmt::Display for Dim {
     }
 }
 
+/// NumPy broadcasting of two symbolic shapes (aligned from the right; equal
+/// dims, or one of them 1). A pair that cannot be decided at compile time
+/// is accepted. On failure, the first pair of dims that clash.
+pub fn broadcast(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, (Dim, Dim)> {
+    let n = a.len().max(b.len());
+    let one = Dim::konst(1);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let da = (i + a.len()).checked_sub(n).map(|k| &a[k]);
+        let db = (i + b.len()).checked_sub(n).map(|k| &b[k]);
+        out.push(match (da, db) {
+            (Some(x), None) | (None, Some(x)) => x.clone(),
+            (Some(x), Some(y)) => match x.compare(y) {
+                DimCmp::Equal => x.clone(),
+                _ if *x == one => y.clone(),
+                _ if *y == one => x.clone(),
+                DimCmp::Unknown => x.clone(),
+                DimCmp::Different => return Err((x.clone(), y.clone())),
+            },
+            (None, None) => one.clone(),
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,25 +26,7 @@ fn shape_str(s: &[Dim]) -> String {
 impl Elab<'_> {
     /// The broadcast of two shapes, or the position that clashes.
     pub fn broadcast_shapes(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, (Dim, Dim)> {
-        let n = a.len().max(b.len());
-        let one = Dim::konst(1);
-        let mut out = Vec::with_capacity(n);
-        for i in 0..n {
-            let da = (i + a.len()).checked_sub(n).map(|k| &a[k]);
-            let db = (i + b.len()).checked_sub(n).map(|k| &b[k]);
-            out.push(match (da, db) {
-                (Some(x), None) | (None, Some(x)) => x.clone(),
-                (Some(x), Some(y)) => match x.compare(y) {
-                    DimCmp::Equal => x.clone(),
-                    _ if *x == one => y.clone(),
-                    _ if *y == one => x.clone(),
-                    DimCmp::Unknown => x.clone(),
-                    DimCmp::Different => return Err((x.clone(), y.clone())),
-                },
-                (None, None) => one.clone(),
-            });
-        }
-        Ok(out)
+        crate::sema::dim::broadcast(a, b)
     }
 
     /// Turn a compile-time number into a scalar constant of `dtype`.
