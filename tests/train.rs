@@ -415,3 +415,32 @@ fn updates_from_failed_solves_are_skipped_and_counted() {
         .unwrap()
         .contains("skipped_update"));
 }
+
+#[test]
+fn unrolled_backward_never_counts_as_a_failed_solve() {
+    // An `unroll` network, or `fixed_point` with `unrolled` backward, is
+    // differentiated exactly whether or not it reached `tol`: the safeguard
+    // must apply every update (it once skipped every `unroll` step).
+    let data = mnist_subset("unrolled_no_skip");
+    for (i, solver) in ["unroll(steps = 2)", "fixed_point(tol = 1e-9, max_iter = 2)"]
+        .iter()
+        .enumerate()
+    {
+        let src = mnist_mlp(&data)
+            .replace("anderson(m = 5, tol = 1e-4, max_iter = 40)", solver)
+            .replace("implicit(tol = 1e-6, max_iter = 40)", "unrolled");
+        let (p, sources) = program(&src);
+        let model = p.model("DeqMlp").unwrap();
+        let out = data.parent().unwrap().join(format!("run{i}"));
+        let mut opts = quiet(&out);
+        opts.max_steps = Some(12);
+        opts.skip_failed_solves = true;
+        trainer::train(model, &p.trains[0], &sources, &opts).unwrap();
+        let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        assert!(!text.contains("skipped_update"), "{solver}: {text}");
+        let l = losses(&out);
+        let head: f64 = l[..3].iter().sum::<f64>() / 3.0;
+        let tail: f64 = l[l.len() - 3..].iter().sum::<f64>() / 3.0;
+        assert!(tail < head - 0.2, "{solver}: loss did not fall: {l:?}");
+    }
+}

@@ -14,6 +14,7 @@ use candle_core::Tensor;
 
 use crate::exec::{EqContext, EquilibriumRunner, ExecError};
 use crate::ir::{EqInitKind, EqNode};
+use crate::sema::spec::Backward;
 use crate::solver::{self, SolveStats, SolverError};
 use crate::source::Span;
 
@@ -23,6 +24,11 @@ pub struct SolveRecord {
     pub span: Option<Span>,
     /// An adjoint (backward) solve rather than a forward one.
     pub backward: bool,
+    /// The gradient through this solve assumes its result is a fixed point
+    /// (`implicit`, `phantom` or `jfb` backward). An `unrolled` backward
+    /// differentiates the iterations themselves, so it is exact whether or
+    /// not the solve converged.
+    pub gradient_assumes_fixed_point: bool,
     pub stats: SolveStats,
 }
 
@@ -203,6 +209,7 @@ impl EquilibriumRunner for SolverRunner {
         self.record(SolveRecord {
             span,
             backward,
+            gradient_assumes_fixed_point: !matches!(node.backward, Backward::Unrolled),
             stats: stats.clone(),
         });
         if let Some(reason) = &stats.stopped_by_protection {

@@ -30,6 +30,8 @@ pub struct Record {
     pub fwd_residual: f64,
     /// Mean backward solver iterations per batch.
     pub bwd_iters: f64,
+    /// Mean final backward (adjoint) residual per batch (worst sample).
+    pub bwd_residual: f64,
     /// Wall-clock seconds of this epoch's pass over the split.
     pub seconds: f64,
     pub lr: Option<f64>,
@@ -50,6 +52,7 @@ impl Record {
             fwd_iters: 0.0,
             fwd_residual: 0.0,
             bwd_iters: 0.0,
+            bwd_residual: 0.0,
             seconds: 0.0,
             lr: None,
             extra: Vec::new(),
@@ -75,6 +78,7 @@ impl Record {
         m.insert("fwd_iters".into(), num(self.fwd_iters));
         m.insert("fwd_residual".into(), num(self.fwd_residual));
         m.insert("bwd_iters".into(), num(self.bwd_iters));
+        m.insert("bwd_residual".into(), num(self.bwd_residual));
         m.insert("seconds".into(), num(self.seconds));
         if let Some(lr) = self.lr {
             m.insert("lr".into(), num(lr));

@@ -58,10 +58,15 @@ pub struct Summary {
 }
 
 /// A forward solve counts as failed when some sample's best residual is
-/// this many times its tolerance (or protection stopped it).
+/// this many times its tolerance (or protection stopped it) and its
+/// gradient assumes a fixed point; `unrolled` backward never fails.
 pub const FAILED_SOLVE_FACTOR: f64 = 10.0;
 
-fn failed(stats: &crate::solver::SolveStats) -> bool {
+fn failed(record: &SolveRecord) -> bool {
+    let stats = &record.stats;
+    if record.backward || !record.gradient_assumes_fixed_point {
+        return false;
+    }
     stats.stopped_by_protection.is_some()
         || stats
             .residual
@@ -75,6 +80,7 @@ struct SolveSummary {
     fwd_iters: Mean,
     fwd_residual: Mean,
     bwd_iters: Mean,
+    bwd_residual: Mean,
     unconverged: Vec<(Option<crate::source::Span>, f64, f64)>,
     /// Solves that blow-up protection stopped (forward, backward).
     protected: (usize, usize),
@@ -90,12 +96,7 @@ impl SolveSummary {
                 fwd.iter().map(|r| r.stats.iterations as f64).sum::<f64>() / n,
                 1.0,
             );
-            let res = fwd
-                .iter()
-                .map(|r| r.stats.residual.iter().cloned().fold(0.0, f64::max))
-                .sum::<f64>()
-                / n;
-            self.fwd_residual.add(res, 1.0);
+            self.fwd_residual.add(worst_residual_mean(&fwd), 1.0);
         }
         if !bwd.is_empty() {
             let n = bwd.len() as f64;
@@ -103,6 +104,7 @@ impl SolveSummary {
                 bwd.iter().map(|r| r.stats.iterations as f64).sum::<f64>() / n,
                 1.0,
             );
+            self.bwd_residual.add(worst_residual_mean(&bwd), 1.0);
         }
         for r in records
             .iter()
@@ -114,11 +116,21 @@ impl SolveSummary {
                 self.protected.0 += 1;
             }
         }
-        for r in records.iter().filter(|r| !r.stats.converged && !r.backward) {
+        // `unroll` is an explicit network of fixed depth: its residual is
+        // not a failure.
+        let unconverged =
+            |r: &&SolveRecord| !r.stats.converged && !r.backward && r.stats.solver != "unroll";
+        for r in records.iter().filter(unconverged) {
             let worst = r.stats.residual.iter().cloned().fold(0.0, f64::max);
             self.unconverged.push((r.span, worst, r.stats.tol));
         }
     }
+}
+
+/// The mean over solves of each solve's worst per-sample residual.
+fn worst_residual_mean(records: &[&SolveRecord]) -> f64 {
+    let worst = |r: &&SolveRecord| r.stats.residual.iter().cloned().fold(0.0, f64::max);
+    records.iter().map(worst).sum::<f64>() / records.len().max(1) as f64
 }
 
 fn mean_or_zero(m: &Mean) -> f64 {
@@ -528,8 +540,7 @@ pub fn train(
             // An implicit gradient taken where the forward solve failed (the
             // point is not a fixed point) is not the gradient of anything:
             // such an update is skipped, and counted.
-            let failed_solve =
-                opts.skip_failed_solves && records.iter().any(|r| !r.backward && failed(&r.stats));
+            let failed_solve = opts.skip_failed_solves && records.iter().any(failed);
             if failed_solve {
                 skipped += 1;
             } else {
@@ -556,6 +567,7 @@ pub fn train(
             rec.fwd_iters = mean_or_zero(&this_step.fwd_iters);
             rec.fwd_residual = mean_or_zero(&this_step.fwd_residual);
             rec.bwd_iters = mean_or_zero(&this_step.bwd_iters);
+            rec.bwd_residual = mean_or_zero(&this_step.bwd_residual);
             rec.seconds = step_start.elapsed().as_secs_f64();
             rec.lr = Some(lr);
             if let Some(r) = reg {
