@@ -124,11 +124,25 @@ fn mnist_mlp_learns_and_writes_metrics_and_checkpoints() {
             "fwd_iters",
             "fwd_residual",
             "bwd_iters",
+            "bwd_residual",
             "seconds",
         ] {
             assert!(v.get(key).is_some(), "{key} missing in {line}");
         }
     }
+    // The adjoint solves (tol 1e-6, relative) converge on most steps.
+    let mut adjoint: Vec<f64> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["split"] == "train")
+        .map(|v| v["bwd_residual"].as_f64().unwrap())
+        .collect();
+    adjoint.sort_by(f64::total_cmp);
+    let median = adjoint[adjoint.len() / 2];
+    assert!(
+        median > 0.0 && median < 1e-4,
+        "adjoint residuals {adjoint:?}"
+    );
     assert!(text.contains("\"split\":\"test\""));
     // Both checkpoints load with the model's keys and shapes.
     let compiled = trainer::compile(p.model("DeqMlp").unwrap(), &cfg).unwrap();

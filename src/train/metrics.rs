@@ -3,7 +3,7 @@
 //! Owns the record written per epoch and split to `OUT/metrics.jsonl`: one
 //! JSON object a line with `epoch`, `step`, `split` (`"train"`, `"valid"`,
 //! `"test"`), `loss`, `accuracy` and/or `perplexity` (when known),
-//! `fwd_iters`, `fwd_residual`, `bwd_iters`, `seconds`, `lr` (when known)
+//! `fwd_iters`, `fwd_residual`, `bwd_iters`, `bwd_residual`, `seconds`, `lr` (when known)
 //! and any extra numeric fields. Guarantees: the file is opened for
 //! appending (a resumed run continues it), and every line is flushed as it
 //! is written; non-finite numbers are written as `null` (JSON has no NaN).
@@ -237,7 +237,15 @@ mod tests {
         assert_eq!(lines[0]["accuracy"], 0.75);
         assert_eq!(lines[0]["fwd_residual"], Value::Null);
         assert_eq!(lines[0]["jac"], 2.0);
-        for key in ["epoch", "step", "loss", "fwd_iters", "bwd_iters", "seconds"] {
+        for key in [
+            "epoch",
+            "step",
+            "loss",
+            "fwd_iters",
+            "bwd_iters",
+            "bwd_residual",
+            "seconds",
+        ] {
             assert!(lines[1].get(key).is_some(), "{key}");
         }
         assert_eq!(lines[1]["perplexity"], 3.0);
