@@ -383,51 +383,74 @@ fn csv_regression_with_mse_trains() {
     );
 }
 
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 #[test]
 fn updates_from_failed_solves_are_skipped_and_counted() {
+    // Six steps whose solves converge make "usual" a residual below tol;
+    // the resumed run then solves with one iteration (residual 1 against
+    // tol 1e-4): far worse than usual, so its updates are skipped. The
+    // guard's history travels in train_state.safetensors.
     let data = mnist_subset("skip");
-    // Two iterations cannot reach tol 1e-9: every forward solve fails.
-    let src = mnist_mlp(&data).replace(
-        "anderson(m = 5, tol = 1e-4, max_iter = 40)",
-        "fixed_point(tol = 1e-9, max_iter = 2)",
-    );
-    let (p, sources) = program(&src);
+    let (p, sources) = program(&mnist_mlp(&data));
     let model = p.model("DeqMlp").unwrap();
-    let out = data.parent().unwrap().join("run");
+    let root = data.parent().unwrap().to_path_buf();
+    let out = root.join("run");
     let mut opts = quiet(&out);
-    opts.max_steps = Some(3);
+    opts.max_steps = Some(6);
     opts.skip_failed_solves = true;
-    let cfg = &p.trains[0];
-    trainer::train(model, cfg, &sources, &opts).unwrap();
-    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    assert_eq!(text.matches("\"skipped_update\":1.0").count(), 3, "{text}");
-    // Nothing was applied: the saved weights are the initial ones.
-    let compiled = trainer::compile(model, cfg).unwrap();
-    let init = trainer::init_params(&compiled.graph, cfg.seed, &Device::Cpu).unwrap();
+    trainer::train(model, &p.trains[0], &sources, &opts).unwrap();
+    let before = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert!(!before.contains("skipped_update"), "{before}");
     let (saved, _) =
         checkpoint::read_tensors(&out.join("model.safetensors"), &Device::Cpu).unwrap();
-    for (name, t) in init {
-        let s = &saved.iter().find(|(k, _)| *k == name).unwrap().1;
-        let d = (&t - s)
+
+    let failing = mnist_mlp(&data).replace(
+        "anderson(m = 5, tol = 1e-4, max_iter = 40)",
+        "fixed_point(tol = 1e-4, max_iter = 1)",
+    );
+    let (pf, sources_f) = program(&failing);
+    let model_f = pf.model("DeqMlp").unwrap();
+    let resume = |dir: &Path, skip: bool| {
+        if dir != out.as_path() {
+            std::fs::create_dir_all(dir).unwrap();
+            for f in ["model.safetensors", "train_state.safetensors"] {
+                std::fs::copy(out.join(f), dir.join(f)).unwrap();
+            }
+        }
+        let mut opts = quiet(dir);
+        opts.resume = true;
+        opts.max_steps = Some(9);
+        opts.skip_failed_solves = skip;
+        trainer::train(model_f, &pf.trains[0], &sources_f, &opts).unwrap();
+        checkpoint::read_tensors(&dir.join("model.safetensors"), &Device::Cpu)
             .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert_eq!(d, 0.0, "{name} changed");
+            .0
+    };
+    // With the safeguard off, the same steps change the weights.
+    let applied = resume(&root.join("applied"), false);
+    let changed = saved
+        .iter()
+        .zip(&applied)
+        .any(|((_, a), (_, b))| max_abs_diff(a, b) > 0.0);
+    assert!(changed, "updates with the safeguard off");
+    let after = resume(&out, true);
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(text.matches("\"skipped_update\":1.0").count(), 3, "{text}");
+    for ((name, a), (_, b)) in saved.iter().zip(&after) {
+        assert_eq!(max_abs_diff(a, b), 0.0, "{name} changed");
     }
-    // With the safeguard off, the same steps update the weights.
-    let out2 = data.parent().unwrap().join("run2");
-    let mut opts = quiet(&out2);
-    opts.max_steps = Some(3);
-    trainer::train(model, cfg, &sources, &opts).unwrap();
-    assert!(!std::fs::read_to_string(out2.join("metrics.jsonl"))
-        .unwrap()
-        .contains("skipped_update"));
 }
 
 #[test]

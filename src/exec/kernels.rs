@@ -101,6 +101,21 @@ fn extreme_keepdim(x: &Tensor, axes: &[usize], max: bool) -> candle_core::Result
     Ok(r)
 }
 
+/// A matmul operand as candle's kernels take it: a transposed matrix (the
+/// VJP's `w^T`, `x^T`) is used in place, since gemm reads either layout;
+/// any other strided view is copied first.
+fn matmul_operand(t: &Tensor) -> candle_core::Result<Tensor> {
+    let transposed_matrix = match (t.dims(), t.stride()) {
+        ([rows, _], [1, col_stride]) => *col_stride == *rows,
+        _ => false,
+    };
+    if t.is_contiguous() || transposed_matrix {
+        Ok(t.clone())
+    } else {
+        t.contiguous()
+    }
+}
+
 fn pow(a: &Tensor, b: &Tensor, out: &[usize]) -> candle_core::Result<Tensor> {
     if b.elem_count() == 1 {
         let e = b.flatten_all()?.to_dtype(CDType::F64)?.to_vec1::<f64>()?[0];
@@ -279,9 +294,7 @@ fn eval_inner(op: &Op, args: &[&Tensor], ctx: &KernelCtx) -> KResult<Tensor> {
         Op::Reduce { op, axes, .. } => reduce(*op, arg(0)?, axes, out)?,
         Op::Softmax { axis } => softmax(arg(0)?, *axis, false)?,
         Op::LogSoftmax { axis } => softmax(arg(0)?, *axis, true)?,
-        Op::MatMul => arg(0)?
-            .contiguous()?
-            .broadcast_matmul(&arg(1)?.contiguous()?)?,
+        Op::MatMul => matmul_operand(arg(0)?)?.broadcast_matmul(&matmul_operand(arg(1)?)?)?,
         Op::Reshape { .. } => arg(0)?.reshape(out)?,
         Op::Permute { axes } => arg(0)?.permute(axes.clone())?,
         Op::Concat { axis } => Tensor::cat(args, *axis)?,

@@ -5,10 +5,13 @@
 //! solves `min ||sum_i a_i G_i||^2 + reg ||a||^2` subject to `sum_i a_i = 1`
 //! and moves to `beta sum_i a_i F_i + (1 - beta) sum_i a_i X_i`.
 //!
-//! - The `[B, n, n]` Gram matrices `G G^T` are formed on the device with one
-//!   batched matmul; the tiny systems `(G G^T + reg I) w = 1`, `a = w /
-//!   sum(w)`, are solved on the host in f64 (Cholesky, then Gaussian
-//!   elimination with partial pivoting).
+//! - Each sample's `n x n` Gram matrix `G G^T` is kept on the host in f64
+//!   and updated incrementally: a new residual costs one batched row of dot
+//!   products with the stored residuals (`O(n B N)` on the device, one
+//!   transfer of `B x n` numbers), never a re-stack or transpose of the whole
+//!   history. The tiny systems `(G G^T + reg I) w = 1`, `a = w / sum(w)`,
+//!   are solved on the host (Cholesky, then Gaussian elimination with
+//!   partial pivoting), and the mix `sum_i a_i F_i` is `n` scaled adds.
 //! - `reg = lam * mean(diag(G G^T))`: `lam` is *relative* to the size of the
 //!   residuals, so the regularization means the same thing at every scale.
 //!   (An absolute `lam`, as in TorchDEQ, dominates once residuals drop
@@ -19,11 +22,9 @@
 //!   plain iteration needs 120.)
 //! - Safe fallback: a sample whose system cannot be solved (zero residuals,
 //!   singular, non-finite) takes the damped fixed-point step from its latest
-//!   iterate (`a = e_last`).
+//!   iterate (`a = e_newest`).
 //! - History beyond `m` drops the oldest pair. Samples that already met
 //!   `tol` keep being mixed with the batch; the tracker keeps their best.
-
-use std::collections::VecDeque;
 
 use candle_core::{DType, Tensor};
 
@@ -69,63 +70,131 @@ impl Solver for Anderson {
             format!("anderson lam must be >= 0, found {}", self.lam)
         })?;
         let mut tr = Tracker::new(self.name(), ctl, z0)?;
-        let mut xs: VecDeque<Tensor> = VecDeque::with_capacity(self.m + 1);
-        let mut fs: VecDeque<Tensor> = VecDeque::with_capacity(self.m + 1);
+        let mut history = History::new(self.m, tr.batch());
         let mut x = z0.clone();
         while tr.has_budget(ctl.max_iter) {
             let (fx, step) = tr.eval(f, &x)?;
             if step != Step::Continue {
                 break;
             }
-            xs.push_back(x);
-            fs.push_back(fx);
-            if xs.len() > self.m {
-                xs.pop_front();
-                fs.pop_front();
-            }
-            x = self.mix(&xs, &fs, &tr)?;
+            history.push(x, fx)?;
+            x = self.mix(&history, &tr)?;
         }
         Ok(tr.finish_best())
     }
 }
 
-impl Anderson {
-    /// The next iterate from the history (non-empty, oldest first).
-    fn mix(
-        &self,
-        xs: &VecDeque<Tensor>,
-        fs: &VecDeque<Tensor>,
-        tr: &Tracker,
-    ) -> candle_core::Result<Tensor> {
-        let n = xs.len();
-        let (x_last, f_last) = match (xs.back(), fs.back()) {
-            (Some(x), Some(f)) => (x, f),
-            _ => candle_core::bail!("anderson: empty history"),
-        };
-        if n == 1 {
-            return self.blend(f_last.clone(), x_last);
+/// The last `n <= m` iterates, their images and residuals, in ring slots,
+/// with each sample's Gram matrix of the residuals (f64, by slot).
+struct History {
+    m: usize,
+    xs: Vec<Tensor>,
+    fs: Vec<Tensor>,
+    gs: Vec<Tensor>,
+    /// The slot the next pair goes into.
+    next: usize,
+    /// `gram[b][i * m + j] = <g_i, g_j>` for sample `b`.
+    gram: Vec<Vec<f64>>,
+    /// The slot of the newest pair.
+    newest: usize,
+}
+
+impl History {
+    fn new(m: usize, batch: usize) -> History {
+        History {
+            m,
+            xs: Vec::with_capacity(m),
+            fs: Vec::with_capacity(m),
+            gs: Vec::with_capacity(m),
+            next: 0,
+            gram: vec![vec![0.0; m * m]; batch],
+            newest: 0,
         }
-        let xs: Vec<Tensor> = xs.iter().cloned().collect();
-        let fs: Vec<Tensor> = fs.iter().cloned().collect();
-        let xm = Tensor::stack(&xs, 1)?; // [B, n, N]
-        let fm = Tensor::stack(&fs, 1)?;
-        let g = (&fm - &xm)?;
-        let gram = g
-            .matmul(&g.t()?.contiguous()?)?
+    }
+
+    fn len(&self) -> usize {
+        self.xs.len()
+    }
+
+    /// Add `(x, f(x))`, replacing the oldest pair when full.
+    fn push(&mut self, x: Tensor, fx: Tensor) -> candle_core::Result<()> {
+        let g = (&fx - &x)?;
+        let slot = self.next;
+        if slot == self.xs.len() {
+            self.xs.push(x);
+            self.fs.push(fx);
+            self.gs.push(g);
+        } else {
+            self.xs[slot] = x;
+            self.fs[slot] = fx;
+            self.gs[slot] = g;
+        }
+        self.newest = slot;
+        self.next = (slot + 1) % self.m;
+        // One row of the Gram matrix: <g_new, g_j> for every stored j.
+        let new = &self.gs[slot];
+        let dots = self
+            .gs
+            .iter()
+            .map(|gj| (new * gj)?.sum_keepdim(1))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let dots = Tensor::cat(&dots, 1)?
             .to_dtype(DType::F64)?
-            .to_vec3::<f64>()?;
-        let mut alpha = Vec::with_capacity(tr.batch() * n);
-        for sample in &gram {
-            alpha.extend(self.weights(sample, n));
+            .to_vec2::<f64>()?;
+        let m = self.m;
+        for (gram, row) in self.gram.iter_mut().zip(&dots) {
+            for (j, d) in row.iter().enumerate() {
+                gram[slot * m + j] = *d;
+                gram[j * m + slot] = *d;
+            }
         }
-        let alpha =
-            Tensor::from_vec(alpha, (tr.batch(), 1, n), tr.device())?.to_dtype(tr.dtype())?;
-        let fmix = alpha.matmul(&fm)?.squeeze(1)?;
-        if self.beta == 1.0 {
-            return Ok(fmix);
+        Ok(())
+    }
+}
+
+impl Anderson {
+    /// The next iterate from the (non-empty) history.
+    fn mix(&self, h: &History, tr: &Tracker) -> candle_core::Result<Tensor> {
+        let n = h.len();
+        if n == 0 {
+            candle_core::bail!("anderson: empty history");
         }
-        let xmix = alpha.matmul(&xm)?.squeeze(1)?;
-        self.blend(fmix, &xmix)
+        if n == 1 {
+            return self.blend(h.fs[0].clone(), &h.xs[0]);
+        }
+        // Per sample, the weights by slot; column j scales slot j.
+        let batch = tr.batch();
+        let mut columns = vec![Vec::with_capacity(batch); n];
+        for gram in &h.gram {
+            let sub: Vec<Vec<f64>> = (0..n)
+                .map(|i| gram[i * h.m..i * h.m + n].to_vec())
+                .collect();
+            for (j, a) in self.weights(&sub, n, h.newest).into_iter().enumerate() {
+                columns[j].push(a);
+            }
+        }
+        let mut fmix: Option<Tensor> = None;
+        let mut xmix: Option<Tensor> = None;
+        for (j, col) in columns.into_iter().enumerate() {
+            let a = Tensor::from_vec(col, (batch, 1), tr.device())?.to_dtype(tr.dtype())?;
+            let fj = h.fs[j].broadcast_mul(&a)?;
+            fmix = Some(match fmix {
+                Some(acc) => (acc + fj)?,
+                None => fj,
+            });
+            if self.beta != 1.0 {
+                let xj = h.xs[j].broadcast_mul(&a)?;
+                xmix = Some(match xmix {
+                    Some(acc) => (acc + xj)?,
+                    None => xj,
+                });
+            }
+        }
+        match (fmix, xmix) {
+            (Some(f), Some(x)) => self.blend(f, &x),
+            (Some(f), None) => Ok(f),
+            _ => candle_core::bail!("anderson: empty history"),
+        }
     }
 
     /// `beta * f + (1 - beta) * x`.
@@ -137,10 +206,11 @@ impl Anderson {
         }
     }
 
-    /// The mixing weights of one sample from its `n x n` Gram rows.
-    fn weights(&self, gram: &[Vec<f64>], n: usize) -> Vec<f64> {
+    /// The mixing weights of one sample from its `n x n` Gram rows; the
+    /// fallback takes the plain step from slot `newest`.
+    fn weights(&self, gram: &[Vec<f64>], n: usize, newest: usize) -> Vec<f64> {
         let mut fallback = vec![0.0; n];
-        fallback[n - 1] = 1.0;
+        fallback[newest] = 1.0;
         if gram.len() != n || gram.iter().any(|r| r.len() != n) {
             return fallback;
         }

@@ -11,6 +11,7 @@
 pub mod checkpoint;
 pub mod commands;
 pub mod data;
+pub mod guard;
 pub mod init;
 pub mod metrics;
 pub mod optim;

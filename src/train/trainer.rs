@@ -17,6 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::checkpoint::{self, TrainState};
 use super::data::{self, Dataset};
+use super::guard::{SolveGuard, FAILED_SOLVE_FACTOR};
 use super::metrics::{self, Mean, MetricsWriter, Record};
 use super::optim::{clip_grad_norm, Optim};
 use super::program::{eval_graph, jacobian_step, step_graph, JacobianStep, StepGraph};
@@ -40,7 +41,7 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Evaluate on at most this many test batches (quick checks).
     pub max_eval_batches: Option<usize>,
-    /// Skip updates whose forward solve failed (see [`FAILED_SOLVE_FACTOR`]).
+    /// Skip updates whose forward solve failed (see [`super::guard`]).
     pub skip_failed_solves: bool,
 }
 
@@ -57,22 +58,8 @@ pub struct Summary {
     pub last_loss: Option<f64>,
 }
 
-/// A forward solve counts as failed when some sample's best residual is
-/// this many times its tolerance (or protection stopped it) and its
-/// gradient assumes a fixed point; `unrolled` backward never fails.
-pub const FAILED_SOLVE_FACTOR: f64 = 10.0;
-
-fn failed(record: &SolveRecord) -> bool {
-    let stats = &record.stats;
-    if record.backward || !record.gradient_assumes_fixed_point {
-        return false;
-    }
-    stats.stopped_by_protection.is_some()
-        || stats
-            .residual
-            .iter()
-            .any(|r| !r.is_finite() || *r > FAILED_SOLVE_FACTOR * stats.tol)
-}
+/// The training-state entry holding the failed-solve guard's history.
+const GUARD_KEY: &str = "solve_guard_history";
 
 /// Per-batch solver statistics, averaged.
 #[derive(Default)]
@@ -421,11 +408,20 @@ pub fn train(
 
     let shapes = param_shapes(&compiled.graph);
     let mut optim = Optim::new(&cfg.optimizer);
+    let mut guard = SolveGuard::new();
     let (mut params, start_epoch, mut skip_batches, mut step) = if opts.resume {
         let p = checkpoint::load_model(&out, &shapes, &device)?;
         let state =
             checkpoint::load_train_state(&out, Some(&optim.state_shapes(&shapes)), &device)?;
         optim.load_state(state.optimizer.clone())?;
+        if let Some(text) = state.extra.get(GUARD_KEY) {
+            guard = SolveGuard::decode(text).map_err(|e| {
+                TrainError::Usage(format!(
+                    "{}: {e}",
+                    out.join("train_state.safetensors").display()
+                ))
+            })?;
+        }
         (p, state.epoch as usize, state.batch as usize, state.step)
     } else {
         (init_params(&compiled.graph, cfg.seed, &device)?, 0, 0, 0)
@@ -540,7 +536,8 @@ pub fn train(
             // An implicit gradient taken where the forward solve failed (the
             // point is not a fixed point) is not the gradient of anything:
             // such an update is skipped, and counted.
-            let failed_solve = opts.skip_failed_solves && records.iter().any(failed);
+            let verdict = guard.judge(&records);
+            let failed_solve = opts.skip_failed_solves && verdict.failed;
             if failed_solve {
                 skipped += 1;
             } else {
@@ -601,7 +598,7 @@ pub fn train(
         warn_unconverged(sources, &solves.unconverged, solve_count, opts.quiet);
         if !opts.quiet && skipped > 0 {
             eprintln!(
-                "warning: skipped {skipped} updates whose forward solve failed (residual above {FAILED_SOLVE_FACTOR} x tol); use --keep-failed-steps to apply them"
+                "warning: skipped {skipped} updates whose forward solve failed (protection, or a residual above {FAILED_SOLVE_FACTOR} x the usual one and x tol); use --keep-failed-steps to apply them"
             );
         }
         if !opts.quiet && solves.protected != (0, 0) {
@@ -683,7 +680,7 @@ pub fn train(
                 batch: if stopped { done as u64 } else { 0 },
                 seed: cfg.seed,
                 optimizer: optim.state(),
-                extra: BTreeMap::new(),
+                extra: BTreeMap::from([(GUARD_KEY.to_string(), guard.encode())]),
             },
         )?;
         if !opts.quiet {
