@@ -399,6 +399,39 @@ fn divergence_is_an_error_that_names_the_line() {
     assert!(rec[0].stats.stopped_by_protection.is_some());
 }
 
+#[test]
+fn a_diverging_adjoint_fails_the_run_unless_the_runner_is_lenient() {
+    // Anderson finds the repelling fixed point of z = 3z + x + 1, but the
+    // adjoint g = 3g + v diverges under plain iteration for every sample.
+    let src = "model D(x: f64[B, 3]) -> f64[] {\n    equilibrium z: f64[B, 3] = 3.0 * z + x + 1.0\n        with solver = anderson(tol = 1e-10, max_iter = 30),\n             backward = implicit(solver = fixed_point(), max_iter = 50);\n    sum(z)\n}\n";
+    let mut g = lower(src);
+    let loss = g.outputs()[0];
+    let wrt = inputs(&g);
+    let grads = grad_with(&mut g, loss, &wrt, &DeqVjp).expect("differentiates");
+    g.set_outputs(vec![loss, grads[0]]);
+    let x = Tensor::ones((2, 3), DType::F64, &Device::Cpu).unwrap();
+    let (ex, runner) = exec();
+    let err = ex
+        .run(&g, &[], std::slice::from_ref(&x))
+        .expect_err("the adjoint diverges");
+    assert!(err.to_string().contains("adjoint solve diverged"), "{err}");
+    let records = runner.take_records();
+    assert!(records.iter().any(|r| r.backward && r.diverged));
+    assert!(records.iter().all(|r| r.backward || !r.diverged));
+
+    let lenient = SolverRunner::new().with_lenient_adjoint(true);
+    let ex = Executor::cpu_f64().with_runner(Box::new(lenient.clone()));
+    let r = ex.run(&g, &[], &[x]).expect("a lenient runner returns");
+    // The forward result is still right: z* = -(x + 1) / 2, summed.
+    assert!(
+        (scalar(&r.outputs[0]) + 6.0).abs() < 1e-8,
+        "{}",
+        scalar(&r.outputs[0])
+    );
+    let records = lenient.take_records();
+    assert!(records.iter().any(|r| r.backward && r.diverged), "recorded");
+}
+
 /// Peak live bytes of one forward + backward step.
 fn step_peak(solver: &str, backward: &str) -> usize {
     let src = format!(

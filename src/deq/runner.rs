@@ -29,6 +29,9 @@ pub struct SolveRecord {
     /// differentiates the iterations themselves, so it is exact whether or
     /// not the solve converged.
     pub gradient_assumes_fixed_point: bool,
+    /// Protection stopped the solve and no sample got closer to a fixed
+    /// point than its start (absolute residuals).
+    pub diverged: bool,
     pub stats: SolveStats,
 }
 
@@ -37,11 +40,22 @@ pub struct SolveRecord {
 #[derive(Clone, Default)]
 pub struct SolverRunner {
     records: Arc<Mutex<Vec<SolveRecord>>>,
+    /// An adjoint solve that diverges for every sample returns its best
+    /// iterates (recorded as `diverged`) instead of failing the run: the
+    /// trainer then skips that update rather than stopping.
+    lenient_adjoint: bool,
 }
 
 impl SolverRunner {
     pub fn new() -> SolverRunner {
         SolverRunner::default()
+    }
+
+    /// A runner whose adjoint solves never fail the run by diverging; see
+    /// [`SolveRecord::diverged`].
+    pub fn with_lenient_adjoint(mut self, lenient: bool) -> SolverRunner {
+        self.lenient_adjoint = lenient;
+        self
     }
 
     /// The records of the solves since the last call.
@@ -206,37 +220,42 @@ impl EquilibriumRunner for SolverRunner {
             .first()
             .is_some_and(|n| n.starts_with(super::ADJOINT_PREFIX));
         let stats = solution.stats.clone();
+        // Protection stops the solve when any sample blows up; it diverged
+        // only when no sample got closer to a fixed point than its start
+        // (absolute residuals: a relative one can shrink while the iterates
+        // explode).
+        let mut diverged = false;
+        if stats.stopped_by_protection.is_some() && !stats.sample_converged.iter().any(|c| *c) {
+            let start = f(&z0)
+                .and_then(|fz| Ok(per_sample_norms(&(fz - &z0)?)?))
+                .map_err(|e| to_exec(e, span))?;
+            diverged = stats
+                .abs_residual
+                .iter()
+                .zip(&start)
+                .all(|(r, r0)| !r.is_finite() || *r >= *r0);
+        }
         self.record(SolveRecord {
             span,
             backward,
             gradient_assumes_fixed_point: !matches!(node.backward, Backward::Unrolled),
+            diverged,
             stats: stats.clone(),
         });
-        if let Some(reason) = &stats.stopped_by_protection {
-            // Protection stops the solve when any sample blows up; the run
-            // fails only when no sample got closer to a fixed point than its
-            // start (absolute residuals: a relative one can shrink while the
-            // iterates explode).
-            if !stats.sample_converged.iter().any(|c| *c) {
-                let start = f(&z0)
-                    .and_then(|fz| Ok(per_sample_norms(&(fz - &z0)?)?))
-                    .map_err(|e| to_exec(e, span))?;
-                let diverged = stats
-                    .abs_residual
-                    .iter()
-                    .zip(&start)
-                    .all(|(r, r0)| !r.is_finite() || *r >= *r0);
-                if diverged {
-                    return Err(ExecError::Equilibrium {
-                        message: format!(
-                            "the {} solve diverged for every sample ({reason:?}); final residuals {}",
-                            if backward { "adjoint" } else { "equilibrium" },
-                            summarize(&stats.residual)
-                        ),
-                        span,
-                    });
-                }
-            }
+        if diverged && !(backward && self.lenient_adjoint) {
+            let reason = stats
+                .stopped_by_protection
+                .as_ref()
+                .map(|p| format!("{p:?}"))
+                .unwrap_or_default();
+            return Err(ExecError::Equilibrium {
+                message: format!(
+                    "the {} solve diverged for every sample ({reason}); final residuals {}",
+                    if backward { "adjoint" } else { "equilibrium" },
+                    summarize(&stats.residual)
+                ),
+                span,
+            });
         }
         layout.unflatten(&solution.z).map_err(kernel)
     }

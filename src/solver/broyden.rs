@@ -2,8 +2,8 @@
 //!
 //! Owns `broyden(memory)`. Each sample keeps an approximation of the inverse
 //! Jacobian of `g`, `H = -I + sum_i u_i v_i^T` (starting at `-I`, the
-//! inverse Jacobian of `g` when `f` is flat), stored as batched `[B, N, k]` /
-//! `[B, k, N]` factors; the step is `z <- z - H g(z)` (the first step is the
+//! inverse Jacobian of `g` when `f` is flat), stored as `k` pairs of `[B, N]`
+//! vectors; the step is `z <- z - H g(z)` (the first step is the
 //! plain fixed-point step `z <- f(z)`). After a step `dz`, `dg`, the
 //! Sherman–Morrison form of the good Broyden update adds
 //! `u = (dz - H dg) / (dz^T H dg)`, `v^T = dz^T H`.
@@ -65,19 +65,21 @@ impl Solver for Broyden {
             }
             x = x_new;
             gx = gx_new;
-            update = safe_step(&mut mem, &gx)?;
+            update = safe_step(&mem, &gx)?;
         }
         Ok(tr.finish_best())
     }
 }
 
-/// The low-rank part of `H`: pairs `(u_i, v_i)`, each `[B, N]`, oldest first,
-/// with their stacked factors cached between updates.
+/// The low-rank part of `H`: pairs `(u_i, v_i)`, each `[B, N]`, oldest
+/// first. `H x` and `x^T H` are sums of scaled pairs (per-sample dot
+/// products, then scaled adds): `O(k B N)` work with no copy of the history,
+/// where stacking the pairs into `[B, N, k]` factors cost a strided copy of
+/// the whole memory after every update.
 #[derive(Default)]
 struct Memory {
     us: VecDeque<Tensor>,
     vs: VecDeque<Tensor>,
-    stacked: Option<(Tensor, Tensor)>,
 }
 
 impl Memory {
@@ -89,40 +91,31 @@ impl Memory {
             self.us.pop_front();
             self.vs.pop_front();
         }
-        self.stacked = None;
     }
 
-    /// `H x` per sample.
-    fn apply(&mut self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if self.us.is_empty() {
-            return x.neg();
-        }
-        let (u, vt) = self.factors()?;
-        let low = u.matmul(&vt.matmul(&x.unsqueeze(2)?)?)?.squeeze(2)?;
-        low - x
+    /// `H x = -x + sum_i u_i (v_i . x)` per sample.
+    fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        low_rank(&self.us, &self.vs, x)
     }
 
-    /// `x^T H` per sample (as a `[B, N]` row per sample).
-    fn apply_t(&mut self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if self.us.is_empty() {
-            return x.neg();
-        }
-        let (u, vt) = self.factors()?;
-        let low = x.unsqueeze(1)?.matmul(&u)?.matmul(&vt)?.squeeze(1)?;
-        low - x
+    /// `x^T H = -x + sum_i (x . u_i) v_i` per sample (a `[B, N]` row each).
+    fn apply_t(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        low_rank(&self.vs, &self.us, x)
     }
+}
 
-    /// `U: [B, N, k]`, `V^T: [B, k, N]`.
-    fn factors(&mut self) -> candle_core::Result<(Tensor, Tensor)> {
-        if let Some(f) = &self.stacked {
-            return Ok(f.clone());
-        }
-        let us: Vec<Tensor> = self.us.iter().cloned().collect();
-        let vs: Vec<Tensor> = self.vs.iter().cloned().collect();
-        let f = (Tensor::stack(&us, 2)?, Tensor::stack(&vs, 1)?);
-        self.stacked = Some(f.clone());
-        Ok(f)
+/// `-x + sum_i scaled_i (dotted_i . x)`, per sample.
+fn low_rank(
+    scaled: &VecDeque<Tensor>,
+    dotted: &VecDeque<Tensor>,
+    x: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let mut acc = x.neg()?;
+    for (s, d) in scaled.iter().zip(dotted) {
+        let coef = (d * x)?.sum_keepdim(1)?;
+        acc = (acc + s.broadcast_mul(&coef)?)?;
     }
+    Ok(acc)
 }
 
 impl Broyden {
@@ -165,7 +158,7 @@ impl Broyden {
 
 /// `-H g` per sample, or the fixed-point step `g` where that is non-finite
 /// or vanishes.
-fn safe_step(mem: &mut Memory, g: &Tensor) -> candle_core::Result<Tensor> {
+fn safe_step(mem: &Memory, g: &Tensor) -> candle_core::Result<Tensor> {
     if mem.us.is_empty() {
         return Ok(g.clone());
     }

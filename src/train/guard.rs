@@ -8,7 +8,10 @@
 //!   its forward solves, in units of each solve's `tol`. Adjoint solves and
 //!   solves whose backward is `unrolled` (exact whether or not they
 //!   converged) are not judged.
-//! - A step fails when blow-up protection stopped one of its solves, or
+//! - A step fails when blow-up protection stopped one of its forward
+//!   solves, or an adjoint solve diverged for every sample (the trainer's
+//!   runner returns such a solve's best iterates instead of stopping the
+//!   run; see `SolverRunner::with_lenient_adjoint`), or
 //!   when its difficulty exceeds [`FAILED_SOLVE_FACTOR`] times the larger of
 //!   1 (the tolerance itself) and the median difficulty of the last
 //!   [`HISTORY`] steps. So a model that meets `tol` is held to `10 x tol`,
@@ -60,7 +63,10 @@ impl SolveGuard {
             .collect();
         let protected = judged
             .iter()
-            .any(|r| r.stats.stopped_by_protection.is_some());
+            .any(|r| r.stats.stopped_by_protection.is_some())
+            || records
+                .iter()
+                .any(|r| r.backward && r.gradient_assumes_fixed_point && r.diverged);
         let difficulty = judged
             .iter()
             .map(|r| {
@@ -132,6 +138,7 @@ mod tests {
             span: None,
             backward,
             gradient_assumes_fixed_point: true,
+            diverged: false,
             stats: SolveStats {
                 solver: "anderson",
                 stop: Stop::Rel,
@@ -188,6 +195,9 @@ mod tests {
             g.judge(&[record(&[1e-5], 1e-4, false)]);
         }
         assert!(!g.judge(&[record(&[1.0], 1e-6, true)]).failed);
+        let mut adjoint = record(&[1.0], 1e-6, true);
+        adjoint.diverged = true;
+        assert!(g.judge(&[adjoint]).failed);
         let mut unrolled = record(&[1.0], 1e-4, false);
         unrolled.gradient_assumes_fixed_point = false;
         assert!(!g.judge(&[unrolled]).failed);

@@ -395,7 +395,9 @@ pub fn train(
     let out = opts.out.clone().unwrap_or_else(|| default_out(&model.name));
     std::fs::create_dir_all(&out)
         .map_err(|e| TrainError::Usage(format!("cannot create {}: {e}", out.display())))?;
-    let runner = SolverRunner::new();
+    // An adjoint solve that diverges skips its update (see `guard`) rather
+    // than ending the run.
+    let runner = SolverRunner::new().with_lenient_adjoint(true);
     let exec = Executor::new(device.clone())
         .with_runner(Box::new(runner.clone()))
         .with_options(ExecOptions {
@@ -598,7 +600,7 @@ pub fn train(
         warn_unconverged(sources, &solves.unconverged, solve_count, opts.quiet);
         if !opts.quiet && skipped > 0 {
             eprintln!(
-                "warning: skipped {skipped} updates whose forward solve failed (protection, or a residual above {FAILED_SOLVE_FACTOR} x the usual one and x tol); use --keep-failed-steps to apply them"
+                "warning: skipped {skipped} updates whose solves failed (protection, a forward residual above {FAILED_SOLVE_FACTOR} x the usual one and x tol, or an adjoint that diverged); use --keep-failed-steps to apply them"
             );
         }
         if !opts.quiet && solves.protected != (0, 0) {
