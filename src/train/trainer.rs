@@ -600,7 +600,7 @@ pub fn train(
         warn_unconverged(sources, &solves.unconverged, solve_count, opts.quiet);
         if !opts.quiet && skipped > 0 {
             eprintln!(
-                "warning: skipped {skipped} updates whose solves failed (protection, a forward residual above {FAILED_SOLVE_FACTOR} x the usual one and x tol, or an adjoint that diverged); use --keep-failed-steps to apply them"
+                "warning: skipped {skipped} updates from failed solves (blow-up, a forward residual over {FAILED_SOLVE_FACTOR} x tol and the usual, or a diverged adjoint); --keep-failed-steps applies them"
             );
         }
         if !opts.quiet && solves.protected != (0, 0) {
