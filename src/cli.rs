@@ -41,10 +41,10 @@ pub enum Command {
         #[arg(long)]
         model: Option<String>,
         /// Epochs to train (overrides the train block).
-        #[arg(long)]
+        #[arg(long, value_parser = at_least_one)]
         epochs: Option<usize>,
         /// Samples per step (overrides the train block).
-        #[arg(long)]
+        #[arg(long, value_parser = at_least_one)]
         batch_size: Option<usize>,
         /// Stop after this many optimizer steps in all.
         #[arg(long)]
@@ -64,8 +64,8 @@ pub enum Command {
         /// Override a setting: epochs, batch_size, seed, clip_grad, lr.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
-        /// Apply updates even when the step's forward solve failed (by
-        /// default they are skipped and counted).
+        /// Apply updates even when the step's solves failed (by default
+        /// they are skipped and counted).
         #[arg(long)]
         keep_failed_steps: bool,
     },
@@ -77,7 +77,7 @@ pub enum Command {
         /// A `model.safetensors` file or a run folder.
         #[arg(long)]
         weights: PathBuf,
-        #[arg(long)]
+        #[arg(long, value_parser = at_least_one)]
         batch_size: Option<usize>,
         #[arg(long, default_value = "cpu")]
         device: String,
@@ -310,5 +310,14 @@ fn dump(stage: Stage, file: &PathBuf) -> ExitCode {
                 None => ExitCode::from(1),
             }
         }
+    }
+}
+
+/// A count that must be at least 1 (`--epochs`, `--batch-size`), as in a
+/// `train` block.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("expected an integer >= 1, found `{text}`")),
     }
 }

@@ -111,6 +111,20 @@ fn run_then_eval_a_checkpoint() {
     let (code, _, err) = deqc(&["run", "examples/mnist_mlp.deq", "--set", "epoch=2"]);
     assert_eq!(code, 2);
     assert!(err.contains("did you mean `epochs`"), "{err}");
+    // Zero epochs or a zero batch is refused, as in a train block, never
+    // silently changed.
+    for args in [
+        &["--batch-size", "0"][..],
+        &["--epochs", "0"],
+        &["--set", "batch_size=0"],
+        &["--set", "epochs=0"],
+    ] {
+        let mut all = vec!["run", "examples/mnist_mlp.deq", "--max-steps", "1"];
+        all.extend_from_slice(args);
+        let (code, _, err) = deqc(&all);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(">= 1"), "{args:?}: {err}");
+    }
     let (code, _, err) = deqc(&[
         "run",
         "examples/mnist_mlp.deq",

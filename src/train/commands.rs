@@ -74,13 +74,19 @@ pub fn apply_set(cfg: &mut TrainConfig, assignment: &str) -> Result<(), String> 
             .parse::<usize>()
             .map_err(|_| format!("`--set {key}`: `{value}` is not a non-negative int"))
     };
+    let count = || match int()? {
+        0 => Err(format!(
+            "`--set {key}`: expected an integer >= 1, found `0`"
+        )),
+        n => Ok(n),
+    };
     let float = || match value.parse::<f64>() {
         Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
         _ => Err(format!("`--set {key}`: `{value}` is not a positive number")),
     };
     match key {
-        "epochs" => cfg.epochs = int()?,
-        "batch_size" => cfg.batch_size = int()?.max(1),
+        "epochs" => cfg.epochs = count()?,
+        "batch_size" => cfg.batch_size = count()?,
         "seed" => cfg.seed = int()? as u64,
         "clip_grad" => cfg.clip_grad = Some(float()?),
         "lr" => {
@@ -166,7 +172,7 @@ pub fn run(
         cfg.epochs = e;
     }
     if let Some(b) = batch_size {
-        cfg.batch_size = b.max(1);
+        cfg.batch_size = b;
     }
     if let Some(s) = seed {
         cfg.seed = s;
