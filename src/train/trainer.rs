@@ -587,11 +587,12 @@ pub fn train(
                 String::new()
             };
             bar.set_message(format!(
-                "loss {:.4}{acc} fwd {:.1} it ({:.1e}) bwd {:.1} it {:.0} samples/s",
+                "loss {:.4}{acc} fwd {:.1} it ({:.1e}) bwd {:.1} it ({:.1e}) {:.0} samples/s",
                 loss_mean.mean(),
                 mean_or_zero(&solves.fwd_iters),
                 mean_or_zero(&solves.fwd_residual),
                 mean_or_zero(&solves.bwd_iters),
+                mean_or_zero(&solves.bwd_residual),
                 rate
             ));
             bar.inc(1);
