@@ -195,16 +195,7 @@ fn resuming_continues_exactly() {
     assert_eq!(a.len(), b.len());
     for ((ka, ta), (kb, tb)) in a.iter().zip(&b) {
         assert_eq!(ka, kb);
-        let d = (ta - tb)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = max_abs_diff(ta, tb);
         assert!(d <= 1e-6, "{ka} differs by {d}");
     }
     // A torn checkpoint is an error, not a panic.
