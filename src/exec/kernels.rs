@@ -18,6 +18,7 @@ use crate::source::Span;
 use super::{DimEnv, ExecError, ExecOptions};
 
 mod nn;
+mod simd;
 
 /// What a kernel may read besides its operands.
 pub struct KernelCtx<'a> {
@@ -258,12 +259,12 @@ fn eval_inner(op: &Op, args: &[&Tensor], ctx: &KernelCtx) -> KResult<Tensor> {
         }
         Op::Const(v) => scalar(*v, dt, dev)?,
         Op::Neg => arg(0)?.neg()?,
-        Op::Exp => arg(0)?.exp()?,
+        Op::Exp => simd::Func::Exp.apply(arg(0)?)?,
         Op::Log => arg(0)?.log()?,
         Op::Sqrt => arg(0)?.sqrt()?,
         Op::Abs => arg(0)?.abs()?,
-        Op::Tanh => arg(0)?.tanh()?,
-        Op::Sigmoid => arg(0)?.neg()?.exp()?.affine(1.0, 1.0)?.recip()?,
+        Op::Tanh => simd::Func::Tanh.apply(arg(0)?)?,
+        Op::Sigmoid => simd::Func::Sigmoid.apply(arg(0)?)?,
         Op::Relu => arg(0)?.relu()?,
         Op::Gelu => arg(0)?.gelu()?,
         Op::Softplus => {
