@@ -150,6 +150,48 @@ fn linear_equilibrium_matches_closed_form_for_every_solver() {
     }
 }
 
+#[test]
+fn anderson_terminates_on_a_small_linear_map_like_gmres() {
+    // On a linear map in N dimensions, undamped unregularized Anderson with
+    // a history of at least N + 1 spans the Krylov space after N + 1
+    // residuals: the next iterate is the fixed point (up to rounding). A
+    // mix-up of history slots in its Gram matrix breaks this at once, even
+    // where a contraction still converges slowly. With m = 3 < N + 1 the
+    // ring buffer wraps and the solve needs more iterations.
+    let n = 4;
+    let p = linear(n, 3, 0.95, 3);
+    let z0 = p.b.zeros_like().unwrap();
+    let mut f = |z: &Tensor| -> R<Tensor> { Ok((z.matmul(&p.a)? + &p.b)?) };
+    let full = Anderson {
+        m: n + 1,
+        beta: 1.0,
+        lam: 0.0,
+    };
+    let ctl = Control {
+        tol: 1e-9,
+        max_iter: 50,
+        stop: Stop::Abs,
+    };
+    let s = full.solve(&ctl, &mut f, &z0).unwrap();
+    assert!(s.stats.converged, "{}", s.stats);
+    let worst: Vec<f64> = s
+        .stats
+        .trace
+        .iter()
+        .map(|r| r.iter().cloned().fold(0.0, f64::max))
+        .collect();
+    assert!(s.stats.iterations <= n + 3, "{} {worst:?}", s.stats);
+    assert!(max_diff(&s.z, &p.exact) < 1e-8);
+    let short = Anderson { m: 3, ..full };
+    let s = short.solve(&ctl, &mut f, &z0).unwrap();
+    assert!(
+        s.stats.converged && max_diff(&s.z, &p.exact) < 1e-8,
+        "{}",
+        s.stats
+    );
+    assert!(s.stats.iterations > n + 3, "{}", s.stats);
+}
+
 /// Two states `(x: [B, 6], y: [B, 4])` flattened into one `z: [B, 10]`:
 /// `x = tanh(x W1 + y W2 + u)`, `y = 0.5 tanh(x W3) + v`.
 #[test]

@@ -20,9 +20,11 @@
 //!   reaches tight tolerances: on `tests/solvers.rs`'s tanh problem at tol
 //!   1e-8, 30 iterations against 196 with an absolute `lam = 1e-4`, where
 //!   plain iteration needs 120.)
-//! - Safe fallback: a sample whose system cannot be solved (zero residuals,
-//!   singular, non-finite) takes the damped fixed-point step from its latest
-//!   iterate (`a = e_newest`).
+//! - A singular system (more stored residuals than dimensions, with
+//!   `lam = 0`) is solved again with a relative ridge of 1e-12. Safe
+//!   fallback: a sample whose system still cannot be solved (zero
+//!   residuals, non-finite) takes the damped fixed-point step from its
+//!   latest iterate (`a = e_newest`).
 //! - History beyond `m` drops the oldest pair. Samples that already met
 //!   `tol` keep being mixed with the batch; the tracker keeps their best.
 
@@ -31,6 +33,9 @@ use candle_core::{DType, Tensor};
 use super::linalg::{solve_lu, solve_spd};
 use super::track::{Step, Tracker};
 use super::{check_setting, Control, Map, Solution, Solver, SolverError};
+
+/// The relative ridge tried when the Gram matrix with `lam` is singular.
+const SINGULAR_RIDGE: f64 = 1e-12;
 
 /// `anderson(m, beta, lam)`; defaults `m = 5, beta = 1, lam = 1e-4`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -218,13 +223,18 @@ impl Anderson {
         if !mean_diag.is_finite() || mean_diag <= 0.0 {
             return fallback;
         }
-        let reg = self.lam * mean_diag;
-        let mut a: Vec<f64> = gram.iter().flatten().copied().collect();
-        for i in 0..n {
-            a[i * n + i] += reg;
-        }
-        let ones = vec![1.0; n];
-        let w = match solve_spd(&a, n, &ones).or_else(|| solve_lu(&a, n, &ones)) {
+        // A singular Gram matrix (more residuals than dimensions, `lam = 0`)
+        // still has a best mix; the smallest ridge that makes the system
+        // solvable finds it, where the plain step would throw it away.
+        let solve = |lam: f64| {
+            let mut a: Vec<f64> = gram.iter().flatten().copied().collect();
+            for i in 0..n {
+                a[i * n + i] += lam * mean_diag;
+            }
+            let ones = vec![1.0; n];
+            solve_spd(&a, n, &ones).or_else(|| solve_lu(&a, n, &ones))
+        };
+        let w = match solve(self.lam).or_else(|| solve(self.lam.max(SINGULAR_RIDGE))) {
             Some(w) => w,
             None => return fallback,
         };
