@@ -326,6 +326,12 @@ fn char_lm_and_mondeq_train_a_few_steps() {
         .unwrap()
         .contains("perplexity"));
     assert!(out.join("vocab.json").exists());
+    // Text reports perplexity, exp of the test loss.
+    let (ppl, loss) = (s.test_perplexity.unwrap(), s.test_loss.unwrap());
+    assert!(
+        (ppl - loss.exp()).abs() < 1e-9 * ppl,
+        "{ppl} vs exp({loss})"
+    );
 
     // The monDEQ example has no train block: train it on MNIST from code.
     let src = std::fs::read_to_string("examples/mondeq.deq").unwrap();
@@ -340,6 +346,7 @@ fn char_lm_and_mondeq_train_a_few_steps() {
     let s =
         trainer::train(p.model("MonDeq").unwrap(), &cfg, &sources, &opts).expect("mondeq trains");
     assert_eq!(s.steps, 3);
+    assert!(s.test_perplexity.is_none() && s.test_accuracy.is_some());
     assert!(s.last_loss.unwrap().is_finite());
 }
 

@@ -203,9 +203,16 @@ pub fn run(
     );
     match trainer::train(&m, &cfg, &sources, &opts) {
         Ok(s) => {
-            let result = match (s.test_accuracy, s.test_loss) {
-                (Some(a), Some(l)) => format!("test accuracy {:.2}% (loss {l:.4})", 100.0 * a),
-                (None, Some(l)) => format!("test loss {l:.4}"),
+            let result = match (s.test_perplexity, s.test_accuracy, s.test_loss) {
+                (Some(p), Some(a), Some(l)) => format!(
+                    "test perplexity {p:.2} (loss {l:.4}, accuracy {:.2}%)",
+                    100.0 * a
+                ),
+                (None, Some(a), Some(l)) => {
+                    format!("test accuracy {:.2}% (loss {l:.4})", 100.0 * a)
+                }
+                (Some(p), None, Some(l)) => format!("test perplexity {p:.2} (loss {l:.4})"),
+                (_, _, Some(l)) => format!("test loss {l:.4}"),
                 _ => "no test split".into(),
             };
             println!(

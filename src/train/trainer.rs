@@ -53,6 +53,8 @@ pub struct Summary {
     pub steps: u64,
     pub test_loss: Option<f64>,
     pub test_accuracy: Option<f64>,
+    /// `exp(test_loss)`, for text data.
+    pub test_perplexity: Option<f64>,
     pub seconds: f64,
     pub first_loss: Option<f64>,
     pub last_loss: Option<f64>,
@@ -445,6 +447,7 @@ pub fn train(
         steps: step,
         test_loss: None,
         test_accuracy: None,
+        test_perplexity: None,
         seconds: 0.0,
         first_loss: None,
         last_loss: None,
@@ -655,14 +658,14 @@ pub fn train(
                 .map_err(|e| TrainError::Usage(format!("cannot write metrics: {e}")))?;
             summary.test_loss = Some(tl);
             summary.test_accuracy = ta;
-            test_line = match (ta, text) {
-                (Some(a), _) => format!(", test loss {tl:.4} accuracy {:.2}%", 100.0 * a),
-                (None, true) => format!(
-                    ", test loss {tl:.4} perplexity {:.2}",
-                    metrics::perplexity(tl)
-                ),
-                _ => format!(", test loss {tl:.4}"),
-            };
+            summary.test_perplexity = text.then(|| metrics::perplexity(tl));
+            test_line = format!(", test loss {tl:.4}");
+            if let Some(p) = summary.test_perplexity {
+                test_line.push_str(&format!(" perplexity {p:.2}"));
+            }
+            if let Some(a) = ta {
+                test_line.push_str(&format!(" accuracy {:.2}%", 100.0 * a));
+            }
             test_line.push_str(&radius_note);
         }
         // Checkpoint: model then state, each atomically.
@@ -687,11 +690,17 @@ pub fn train(
             },
         )?;
         if !opts.quiet {
-            let acc = if seen > 0 {
-                format!(" accuracy {:.2}%", 100.0 * correct as f64 / seen as f64)
+            let mut acc = if text {
+                format!(" perplexity {:.2}", metrics::perplexity(loss_mean.mean()))
             } else {
                 String::new()
             };
+            if seen > 0 {
+                acc.push_str(&format!(
+                    " accuracy {:.2}%",
+                    100.0 * correct as f64 / seen as f64
+                ));
+            }
             eprintln!(
                 "epoch {}/{}: train loss {:.4}{acc}{test_line}; fwd {:.1} it, bwd {:.1} it; {:.1} s",
                 epoch + 1,
