@@ -181,10 +181,18 @@ fn resuming_continues_exactly() {
     let root = data.parent().unwrap().to_path_buf();
     let straight = root.join("straight");
     trainer::train(model, &cfg, &sources, &quiet(&straight)).unwrap();
+    // Interrupted mid-epoch (5 of 8 batches), then at an epoch's end.
     let split = root.join("split");
-    let mut first = quiet(&split);
-    first.max_steps = Some(8);
-    trainer::train(model, &cfg, &sources, &first).unwrap();
+    for stop in [5, 8] {
+        let mut first = quiet(&split);
+        first.max_steps = Some(stop);
+        first.resume = stop != 5;
+        // Checkpoints after every step as well: they must not disturb the run.
+        first.checkpoint_every = Some(std::time::Duration::ZERO);
+        trainer::train(model, &cfg, &sources, &first).unwrap();
+        let state = checkpoint::load_train_state(&split, None, &Device::Cpu).unwrap();
+        assert_eq!(state.step, stop as u64);
+    }
     let mut second = quiet(&split);
     second.resume = true;
     let s = trainer::train(model, &cfg, &sources, &second).unwrap();
@@ -198,6 +206,22 @@ fn resuming_continues_exactly() {
         let d = max_abs_diff(ta, tb);
         assert!(d <= 1e-6, "{ka} differs by {d}");
     }
+    // Files from different steps (a crash between the two writes) are an
+    // error naming both steps.
+    std::fs::copy(
+        straight.join("train_state.safetensors"),
+        root.join("state_16"),
+    )
+    .unwrap();
+    let mut early = quiet(&split);
+    early.max_steps = Some(3);
+    trainer::train(model, &cfg, &sources, &early).unwrap();
+    std::fs::copy(root.join("state_16"), split.join("train_state.safetensors")).unwrap();
+    let err = trainer::train(model, &cfg, &sources, &second).expect_err("torn pair");
+    assert!(
+        err.to_string().contains("from step 3") && err.to_string().contains("step 16"),
+        "{err}"
+    );
     // A torn checkpoint is an error, not a panic.
     let bytes = std::fs::read(split.join("model.safetensors")).unwrap();
     std::fs::write(split.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();

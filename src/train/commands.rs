@@ -61,6 +61,9 @@ pub fn device(name: &str) -> Result<Device, String> {
     }
 }
 
+/// `deqc run` also checkpoints mid-epoch this often.
+pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
 const SET_KEYS: &[&str] = &["epochs", "batch_size", "seed", "clip_grad", "lr"];
 
 /// Apply one `--set key=value`.
@@ -196,6 +199,7 @@ pub fn run(
         quiet: false,
         max_eval_batches: None,
         skip_failed_solves: !keep_failed_steps,
+        checkpoint_every: Some(CHECKPOINT_EVERY),
     };
     eprintln!(
         "training {} on {} for {} epochs (batch {})",

@@ -43,6 +43,9 @@ pub struct RunOptions {
     pub max_eval_batches: Option<usize>,
     /// Skip updates whose forward solve failed (see [`super::guard`]).
     pub skip_failed_solves: bool,
+    /// Also checkpoint mid-epoch once this much time has passed since the
+    /// last checkpoint, so a crash in a long epoch loses at most this much.
+    pub checkpoint_every: Option<std::time::Duration>,
 }
 
 /// The outcome of a run.
@@ -58,6 +61,24 @@ pub struct Summary {
     pub seconds: f64,
     pub first_loss: Option<f64>,
     pub last_loss: Option<f64>,
+}
+
+/// Write `model.safetensors`, then `train_state.safetensors`, each
+/// atomically; both carry the step, so a resume can tell a torn pair.
+fn save_checkpoint(
+    out: &Path,
+    model: &str,
+    params: &[(String, Tensor)],
+    state: &TrainState,
+) -> Result<(), TrainError> {
+    let meta = BTreeMap::from([
+        ("model".to_string(), model.to_string()),
+        ("epoch".to_string(), state.epoch.to_string()),
+        ("step".to_string(), state.step.to_string()),
+    ]);
+    checkpoint::save_model(out, params, &meta)?;
+    checkpoint::save_train_state(out, state)?;
+    Ok(())
 }
 
 /// The training-state entry holding the failed-solve guard's history.
@@ -414,9 +435,20 @@ pub fn train(
     let mut optim = Optim::new(&cfg.optimizer);
     let mut guard = SolveGuard::new();
     let (mut params, start_epoch, mut skip_batches, mut step) = if opts.resume {
-        let p = checkpoint::load_model(&out, &shapes, &device)?;
+        let (p, meta) = checkpoint::load_tensors(&out.join("model.safetensors"), &shapes, &device)?;
         let state =
             checkpoint::load_train_state(&out, Some(&optim.state_shapes(&shapes)), &device)?;
+        // The two files are written one after the other: a crash between
+        // the writes leaves them from different steps.
+        if let Some(model_step) = meta.get("step") {
+            if *model_step != state.step.to_string() {
+                return Err(TrainError::Usage(format!(
+                    "{}: model.safetensors is from step {model_step} but train_state.safetensors from step {} (interrupted while checkpointing?); delete one run's files or start afresh",
+                    out.display(),
+                    state.step
+                )));
+            }
+        }
         optim.load_state(state.optimizer.clone())?;
         if let Some(text) = state.extra.get(GUARD_KEY) {
             guard = SolveGuard::decode(text).map_err(|e| {
@@ -454,6 +486,7 @@ pub fn train(
     };
 
     let mut stopped = false;
+    let mut last_checkpoint = Instant::now();
     for epoch in start_epoch..cfg.epochs {
         let epoch_start = Instant::now();
         let bar = if opts.quiet {
@@ -583,6 +616,21 @@ pub fn train(
                 .map_err(|e| TrainError::Usage(format!("cannot write metrics: {e}")))?;
             step += 1;
             done += 1;
+            let due = opts
+                .checkpoint_every
+                .is_some_and(|every| last_checkpoint.elapsed() >= every);
+            if due && done < batches_per_epoch {
+                let state = TrainState {
+                    step,
+                    epoch: epoch as u64,
+                    batch: done as u64,
+                    seed: cfg.seed,
+                    optimizer: optim.state(),
+                    extra: BTreeMap::from([(GUARD_KEY.to_string(), guard.encode())]),
+                };
+                save_checkpoint(&out, &model.name, &params, &state)?;
+                last_checkpoint = Instant::now();
+            }
             let rate = samples as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
             let acc = if seen > 0 {
                 format!(" acc {:.1}%", 100.0 * correct as f64 / seen as f64)
@@ -668,27 +716,23 @@ pub fn train(
             }
             test_line.push_str(&radius_note);
         }
-        // Checkpoint: model then state, each atomically.
-        let mut meta = BTreeMap::new();
-        meta.insert("model".to_string(), model.name.clone());
-        meta.insert("epoch".to_string(), (epoch + 1).to_string());
-        checkpoint::save_model(&out, &params, &meta)?;
-        checkpoint::save_train_state(
-            &out,
-            &TrainState {
-                step,
-                // A run stopped by --max-steps records where it stopped.
-                epoch: if stopped {
-                    epoch as u64
-                } else {
-                    epoch as u64 + 1
-                },
-                batch: if stopped { done as u64 } else { 0 },
-                seed: cfg.seed,
-                optimizer: optim.state(),
-                extra: BTreeMap::from([(GUARD_KEY.to_string(), guard.encode())]),
-            },
-        )?;
+        // Checkpoint: model then state, each atomically. A run stopped by
+        // --max-steps records where it stopped.
+        let (at_epoch, at_batch) = if stopped {
+            (epoch as u64, done as u64)
+        } else {
+            (epoch as u64 + 1, 0)
+        };
+        let state = TrainState {
+            step,
+            epoch: at_epoch,
+            batch: at_batch,
+            seed: cfg.seed,
+            optimizer: optim.state(),
+            extra: BTreeMap::from([(GUARD_KEY.to_string(), guard.encode())]),
+        };
+        save_checkpoint(&out, &model.name, &params, &state)?;
+        last_checkpoint = Instant::now();
         if !opts.quiet {
             let mut acc = if text {
                 format!(" perplexity {:.2}", metrics::perplexity(loss_mean.mean()))
