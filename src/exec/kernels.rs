@@ -266,7 +266,7 @@ fn eval_inner(op: &Op, args: &[&Tensor], ctx: &KernelCtx) -> KResult<Tensor> {
         Op::Tanh => simd::Func::Tanh.apply(arg(0)?)?,
         Op::Sigmoid => simd::Func::Sigmoid.apply(arg(0)?)?,
         Op::Relu => arg(0)?.relu()?,
-        Op::Gelu => arg(0)?.gelu()?,
+        Op::Gelu => simd::Func::Gelu.apply(arg(0)?)?,
         Op::Softplus => {
             let x = arg(0)?;
             let tail = x.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?;
