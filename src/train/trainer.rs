@@ -41,7 +41,7 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Evaluate on at most this many test batches (quick checks).
     pub max_eval_batches: Option<usize>,
-    /// Skip updates whose forward solve failed (see [`super::guard`]).
+    /// Skip updates whose solves failed (see [`super::guard`]).
     pub skip_failed_solves: bool,
     /// Also checkpoint mid-epoch once this much time has passed since the
     /// last checkpoint, so a crash in a long epoch loses at most this much.
@@ -83,6 +83,24 @@ fn save_checkpoint(
 
 /// The training-state entry holding the failed-solve guard's history.
 const GUARD_KEY: &str = "solve_guard_history";
+
+/// The state after `step` steps, resuming at `(epoch, batches done in it)`.
+fn train_state(
+    step: u64,
+    (epoch, batch): (usize, usize),
+    seed: u64,
+    optim: &Optim,
+    guard: &SolveGuard,
+) -> TrainState {
+    TrainState {
+        step,
+        epoch: epoch as u64,
+        batch: batch as u64,
+        seed,
+        optimizer: optim.state(),
+        extra: BTreeMap::from([(GUARD_KEY.to_string(), guard.encode())]),
+    }
+}
 
 /// Per-batch solver statistics, averaged.
 #[derive(Default)]
@@ -620,14 +638,7 @@ pub fn train(
                 .checkpoint_every
                 .is_some_and(|every| last_checkpoint.elapsed() >= every);
             if due && done < batches_per_epoch {
-                let state = TrainState {
-                    step,
-                    epoch: epoch as u64,
-                    batch: done as u64,
-                    seed: cfg.seed,
-                    optimizer: optim.state(),
-                    extra: BTreeMap::from([(GUARD_KEY.to_string(), guard.encode())]),
-                };
+                let state = train_state(step, (epoch, done), cfg.seed, &optim, &guard);
                 save_checkpoint(&out, &model.name, &params, &state)?;
                 last_checkpoint = Instant::now();
             }
@@ -718,19 +729,12 @@ pub fn train(
         }
         // Checkpoint: model then state, each atomically. A run stopped by
         // --max-steps records where it stopped.
-        let (at_epoch, at_batch) = if stopped {
-            (epoch as u64, done as u64)
+        let at = if stopped {
+            (epoch, done)
         } else {
-            (epoch as u64 + 1, 0)
+            (epoch + 1, 0)
         };
-        let state = TrainState {
-            step,
-            epoch: at_epoch,
-            batch: at_batch,
-            seed: cfg.seed,
-            optimizer: optim.state(),
-            extra: BTreeMap::from([(GUARD_KEY.to_string(), guard.encode())]),
-        };
+        let state = train_state(step, at, cfg.seed, &optim, &guard);
         save_checkpoint(&out, &model.name, &params, &state)?;
         last_checkpoint = Instant::now();
         if !opts.quiet {
