@@ -5,8 +5,11 @@
 //! checkpoints. Guarantees: a run is a pure function of the program, the
 //! data and the seed (shuffles depend on `(seed, epoch)`, initial values on
 //! `(seed, parameter path)`, probes and dropout on `(seed, step)`), so
-//! `--resume` after an epoch continues exactly; checkpoints are written
-//! atomically after every epoch; every step is appended to `metrics.jsonl`.
+//! `--resume` from any checkpoint continues exactly (the failed-solve
+//! guard's history travels in the state); checkpoints are written
+//! atomically after every epoch and, with `checkpoint_every`, within one,
+//! both files stamped with the step; every step is appended to
+//! `metrics.jsonl`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
