@@ -1,6 +1,7 @@
 //! The command line (clap): `deqc check`, `run`, `eval`, `grad`, `dump`,
 //! `graph`, `gradcheck` (command bodies live in `commands/` and
-//! `train/commands.rs`).
+//! `train/commands.rs`). `--no-fuse` (on `run`, `eval`, `grad`,
+//! `gradcheck`) switches the whole process to the plain op-by-op executor.
 //!
 //! Guarantees: exit code 0 on success, 1 when the program has errors (each
 //! rendered with its source line), 2 on usage or I/O problems; diagnostics
@@ -68,6 +69,9 @@ pub enum Command {
         /// they are skipped and counted).
         #[arg(long)]
         keep_failed_steps: bool,
+        /// Run every op by itself instead of as fused compiled kernels.
+        #[arg(long)]
+        no_fuse: bool,
     },
     /// Evaluate a checkpoint on the test split.
     Eval {
@@ -81,6 +85,9 @@ pub enum Command {
         batch_size: Option<usize>,
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Run every op by itself instead of as fused compiled kernels.
+        #[arg(long)]
+        no_fuse: bool,
     },
     /// One batch's loss and parameter gradients, as safetensors.
     Grad {
@@ -94,6 +101,9 @@ pub enum Command {
         batch: PathBuf,
         #[arg(long, default_value = "grads.safetensors")]
         out: PathBuf,
+        /// Run every op by itself instead of as fused compiled kernels.
+        #[arg(long)]
+        no_fuse: bool,
     },
     /// Print one stage of the compiler for a file.
     Dump {
@@ -133,6 +143,9 @@ pub enum Command {
         /// Also estimate each equilibrium's spectral radius.
         #[arg(long)]
         stability: bool,
+        /// Run every op by itself instead of as fused compiled kernels.
+        #[arg(long)]
+        no_fuse: bool,
     },
 }
 
@@ -148,6 +161,8 @@ pub enum Stage {
     Grad,
     /// The IR graph after the optimization pipeline.
     Opt,
+    /// The fusion groups (compiled kernels) of the forward and training graphs.
+    Kernels,
 }
 
 fn render(diags: crate::diag::Diagnostics, sources: &SourceMap) {
@@ -172,7 +187,10 @@ pub fn main() -> ExitCode {
             seed,
             sets,
             keep_failed_steps,
-        } => crate::train::commands::run(
+            no_fuse,
+        } => {
+            crate::exec::set_fuse_default(!no_fuse);
+            crate::train::commands::run(
             &file,
             model.as_deref(),
             epochs,
@@ -184,21 +202,30 @@ pub fn main() -> ExitCode {
             seed,
             &sets,
             keep_failed_steps,
-        ),
+        )
+        }
         Command::Eval {
             file,
             model,
             weights,
             batch_size,
             device,
-        } => crate::train::commands::eval(&file, model.as_deref(), &weights, batch_size, &device),
+            no_fuse,
+        } => {
+            crate::exec::set_fuse_default(!no_fuse);
+            crate::train::commands::eval(&file, model.as_deref(), &weights, batch_size, &device)
+        }
         Command::Grad {
             file,
             model,
             weights,
             batch,
             out,
-        } => crate::train::commands::grad(&file, model.as_deref(), &weights, &batch, &out),
+            no_fuse,
+        } => {
+            crate::exec::set_fuse_default(!no_fuse);
+            crate::train::commands::grad(&file, model.as_deref(), &weights, &batch, &out)
+        }
         Command::Graph {
             file,
             backward,
@@ -212,17 +239,21 @@ pub fn main() -> ExitCode {
             tol,
             samples,
             stability,
-        } => crate::commands::gradcheck::run(
-            &file,
-            &crate::commands::gradcheck::Options {
-                model: model.as_deref(),
-                batch,
-                seed,
-                tol,
-                samples,
-                stability,
-            },
-        ),
+            no_fuse,
+        } => {
+            crate::exec::set_fuse_default(!no_fuse);
+            crate::commands::gradcheck::run(
+                &file,
+                &crate::commands::gradcheck::Options {
+                    model: model.as_deref(),
+                    batch,
+                    seed,
+                    tol,
+                    samples,
+                    stability,
+                },
+            )
+        }
     }
 }
 
@@ -264,6 +295,7 @@ fn dump(stage: Stage, file: &PathBuf) -> ExitCode {
         Stage::Ir => Some(IrStage::Ir),
         Stage::Grad => Some(IrStage::Grad),
         Stage::Opt => Some(IrStage::Opt),
+        Stage::Kernels => Some(IrStage::Kernels),
     };
     if let Some(s) = ir_stage {
         return crate::commands::dump(s, file);
@@ -292,7 +324,7 @@ fn dump(stage: Stage, file: &PathBuf) -> ExitCode {
                 }
             }
         }
-        Stage::Hir | Stage::Ir | Stage::Grad | Stage::Opt => {
+        Stage::Hir | Stage::Ir | Stage::Grad | Stage::Opt | Stage::Kernels => {
             let compiled = match crate::compile_path(file) {
                 Ok(c) => c,
                 Err(e) => {

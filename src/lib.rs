@@ -12,6 +12,7 @@ pub mod deq;
 pub mod diag;
 pub mod exec;
 pub mod ir;
+pub mod jit;
 pub mod passes;
 pub mod sema;
 pub mod solver;

@@ -243,6 +243,7 @@ fn dropout_in_training_mode() {
         float: candle_core::DType::F64,
         training: true,
         seed: 42,
+        ..ExecOptions::default()
     });
     gradcheck_with(src, &params, &inputs, &exec, 1e-6);
 }

@@ -67,9 +67,11 @@ pub enum IrStage {
     Ir,
     Grad,
     Opt,
+    /// The fusion groups of the forward and training graphs.
+    Kernels,
 }
 
-/// `deqc dump --emit=ir|grad|opt FILE`.
+/// `deqc dump --emit=ir|grad|opt|kernels FILE`.
 pub fn dump(stage: IrStage, file: &Path) -> ExitCode {
     let program = match load(file) {
         Ok(p) => p,
@@ -79,8 +81,12 @@ pub fn dump(stage: IrStage, file: &Path) -> ExitCode {
         Ok(g) => g,
         Err(code) => return code,
     };
+    if stage == IrStage::Kernels {
+        return dump_kernels(&program, graphs);
+    }
     for g in graphs {
         let g = match stage {
+            IrStage::Kernels => Ok(g),
             IrStage::Ir => Ok(g),
             IrStage::Grad => graph::backward(&g),
             IrStage::Opt => graph::optimized(&g),
@@ -89,6 +95,38 @@ pub fn dump(stage: IrStage, file: &Path) -> ExitCode {
             Ok(g) => print!("{}", crate::ir::print::to_text(&g)),
             Err(code) => return code,
         }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `deqc dump --emit=kernels`: the fusion groups of each model's optimized
+/// forward graph and of its training step graph (its `train` block's loss
+/// and parameter gradients; without a `train` block, the backward graph).
+fn dump_kernels(program: &Program, graphs: Vec<Graph>) -> ExitCode {
+    for g in graphs {
+        let forward = match graph::optimized(&g) {
+            Ok(f) => f,
+            Err(code) => return code,
+        };
+        println!("model {}: forward graph", g.name);
+        print!("{}", crate::passes::fuse::print_plan(&forward));
+        let cfg = program.trains.iter().find(|t| t.model == g.name);
+        let model = program.model(&g.name);
+        let training = match (cfg, model) {
+            (Some(cfg), Some(m)) => match crate::train::trainer::compile(m, cfg) {
+                Ok(c) => c.step.graph,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            },
+            _ => match graph::backward(&g).and_then(|b| graph::optimized(&b)) {
+                Ok(b) => b,
+                Err(code) => return code,
+            },
+        };
+        println!("model {}: training graph", g.name);
+        print!("{}", crate::passes::fuse::print_plan(&training));
     }
     ExitCode::SUCCESS
 }

@@ -18,16 +18,27 @@
 //!   one is `crate::deq::SolverRunner` (the solvers of `crate::solver`),
 //!   and [`NoSolver`] refuses them (for graphs that must not solve).
 //!
+//! - on the CPU with [`ExecOptions::fuse`] (the default), each graph is
+//!   planned once per set of dim values (`fused::BoundPlan`, cached by the
+//!   graph's structure and the dims): fusion groups run as compiled kernels
+//!   (`crate::jit`), every other node as above; on other devices, without
+//!   the `jit` feature, or with `fuse = false`, every node runs op by op.
+//!
 //! Only device-generic candle APIs are used, so the same code runs on
 //! `Device::Cuda` with the `cuda` feature.
 
+pub mod fused;
 pub mod kernels;
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType as CDType, Device, Tensor};
 
 use crate::ir::{EqNode, Graph, NodeId, Op};
+use crate::passes::fuse::Step;
 use crate::sema::dim::Dim;
 use crate::sema::hir::{DType, Type};
 use crate::source::Span;
@@ -124,6 +135,13 @@ impl DimEnv {
         self.values.get(name).copied()
     }
 
+    /// Every binding, sorted by name (a cache key).
+    pub fn bindings(&self) -> Vec<(&str, i64)> {
+        let mut v: Vec<(&str, i64)> = self.values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        v.sort();
+        v
+    }
+
     /// The value of a dim, when every symbol in it is bound.
     pub fn eval(&self, d: &Dim) -> Option<i64> {
         d.substitute(&|n| self.values.get(n).map(|v| Dim::konst(*v)))?
@@ -176,6 +194,22 @@ pub struct ExecOptions {
     pub training: bool,
     /// Seed of the dropout masks of one run.
     pub seed: u64,
+    /// Run fusion groups as compiled kernels (CPU only); `false` runs every
+    /// node op by op (`--no-fuse`). Defaults to [`fuse_default`].
+    pub fuse: bool,
+}
+
+static FUSE_DEFAULT: AtomicBool = AtomicBool::new(true);
+
+/// Whether new [`ExecOptions`] fuse (true unless [`set_fuse_default`] said
+/// otherwise; the CLI's `--no-fuse` does).
+pub fn fuse_default() -> bool {
+    FUSE_DEFAULT.load(Ordering::Relaxed)
+}
+
+/// Set whether new [`ExecOptions`] fuse, for the whole process.
+pub fn set_fuse_default(fuse: bool) {
+    FUSE_DEFAULT.store(fuse, Ordering::Relaxed);
 }
 
 impl Default for ExecOptions {
@@ -184,6 +218,7 @@ impl Default for ExecOptions {
             float: CDType::F32,
             training: false,
             seed: 0,
+            fuse: fuse_default(),
         }
     }
 }
@@ -270,6 +305,8 @@ pub struct Executor {
     pub device: Device,
     pub options: ExecOptions,
     runner: Box<dyn EquilibriumRunner>,
+    /// Fused plans by (graph structure, dims, float type).
+    plans: Mutex<HashMap<u64, Arc<fused::BoundPlan>>>,
 }
 
 /// The value of one node while it is live.
@@ -287,6 +324,32 @@ impl Slot {
     }
 }
 
+/// A key of what a fused plan depends on: the graph's structure (ops, the
+/// attributes of fusible ops, types, operands, outputs), the dims and the
+/// float type.
+fn plan_key(graph: &Graph, dims: &DimEnv, float: CDType) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    format!("{float:?}").hash(&mut h);
+    dims.bindings().hash(&mut h);
+    for id in graph.node_ids() {
+        let node = graph.node(id);
+        id.index().hash(&mut h);
+        node.op.name().hash(&mut h);
+        if crate::passes::fuse::role(&node.op) != crate::passes::fuse::Role::Boundary {
+            node.op.attrs().hash(&mut h);
+        }
+        node.ty.dtype.hash(&mut h);
+        node.ty.shape.hash(&mut h);
+        for o in graph.operands(id) {
+            o.index().hash(&mut h);
+        }
+    }
+    for o in graph.outputs() {
+        o.index().hash(&mut h);
+    }
+    h.finish()
+}
+
 pub fn tensor_bytes(t: &Tensor) -> usize {
     t.elem_count() * t.dtype().size_in_bytes()
 }
@@ -297,6 +360,7 @@ impl Executor {
             device,
             options: ExecOptions::default(),
             runner: Box::new(crate::deq::SolverRunner::new()),
+            plans: Mutex::new(HashMap::new()),
         }
     }
 
@@ -366,13 +430,35 @@ impl Executor {
 
     /// Run any graph (a body too) with explicit feeds and dim bindings.
     pub fn run_with(&self, graph: &Graph, feeds: &Feeds, dims: &DimEnv) -> Result<ExecResult> {
-        let order = graph
-            .try_topo_order()
-            .ok_or_else(|| ExecError::Internal("the graph has a cycle".into()))?;
-        // Remaining uses of each node: operand edges plus output positions.
+        let plan = self.fused_plan(graph, dims);
+        let steps: Vec<Step> = match &plan {
+            Some(p) => p.steps.clone(),
+            None => graph
+                .try_topo_order()
+                .ok_or_else(|| ExecError::Internal("the graph has a cycle".into()))?
+                .into_iter()
+                .map(Step::Node)
+                .collect(),
+        };
+        fn bound(plan: &Option<Arc<fused::BoundPlan>>, gi: usize) -> Result<&fused::BoundGroup> {
+            plan.as_ref()
+                .and_then(|p| p.groups.get(gi))
+                .and_then(|g| g.as_ref())
+                .ok_or_else(|| ExecError::Internal(format!("fusion group {gi} is not bound")))
+        }
+        // What each step reads, and the remaining uses of each value
+        // (reads by steps plus output positions).
+        let mut reads: Vec<Vec<NodeId>> = Vec::with_capacity(steps.len());
         let mut uses = vec![0usize; graph.id_bound()];
-        for id in &order {
-            uses[id.index()] = graph.use_count(*id);
+        for s in &steps {
+            let r = match s {
+                Step::Node(id) => graph.operands(*id),
+                Step::Group(gi) => bound(&plan, *gi)?.input_nodes.clone(),
+            };
+            for o in &r {
+                uses[o.index()] += 1;
+            }
+            reads.push(r);
         }
         let mut is_output = vec![false; graph.id_bound()];
         for o in graph.outputs() {
@@ -381,24 +467,49 @@ impl Executor {
         let mut values: Vec<Option<Slot>> = (0..graph.id_bound()).map(|_| None).collect();
         let mut live = 0usize;
         let mut stats = ExecStats::default();
-        for id in order {
-            let operands = graph.operands(id);
-            let slot = {
-                let args: Vec<&Slot> = operands
-                    .iter()
-                    .map(|o| {
-                        values[o.index()].as_ref().ok_or_else(|| {
-                            ExecError::Internal(format!("operand {o} of {id} is not live"))
-                        })
-                    })
-                    .collect::<Result<_>>()?;
-                self.eval_node(graph, id, &args, feeds, dims)?
+        for (step, operands) in steps.iter().zip(&reads) {
+            let produced: Vec<NodeId> = match step {
+                Step::Node(id) => {
+                    let slot = {
+                        let args: Vec<&Slot> = operands
+                            .iter()
+                            .map(|o| {
+                                values[o.index()].as_ref().ok_or_else(|| {
+                                    ExecError::Internal(format!("operand {o} of {id} is not live"))
+                                })
+                            })
+                            .collect::<Result<_>>()?;
+                        self.eval_node(graph, *id, &args, feeds, dims)?
+                    };
+                    stats.nodes_run += 1;
+                    live += slot.bytes();
+                    values[id.index()] = Some(slot);
+                    vec![*id]
+                }
+                Step::Group(gi) => {
+                    let g = bound(&plan, *gi)?;
+                    let lookup = |n: NodeId| match &values[n.index()] {
+                        Some(Slot::One(t)) => Some(t.clone()),
+                        _ => None,
+                    };
+                    let outs = g.run(&lookup).map_err(|message| ExecError::Kernel {
+                        op: "fused kernel".into(),
+                        message,
+                        span: g.span(graph),
+                    })?;
+                    stats.nodes_run += g.members;
+                    let mut ids = Vec::with_capacity(outs.len());
+                    for (n, t) in outs {
+                        let slot = Slot::One(t);
+                        live += slot.bytes();
+                        values[n.index()] = Some(slot);
+                        ids.push(n);
+                    }
+                    ids
+                }
             };
-            stats.nodes_run += 1;
-            live += slot.bytes();
             stats.peak_live_bytes = stats.peak_live_bytes.max(live);
-            values[id.index()] = Some(slot);
-            for o in &operands {
+            for o in operands {
                 let u = &mut uses[o.index()];
                 *u = u.saturating_sub(1);
                 if *u == 0 && !is_output[o.index()] {
@@ -407,9 +518,11 @@ impl Executor {
                     }
                 }
             }
-            if uses[id.index()] == 0 && !is_output[id.index()] {
-                if let Some(v) = values[id.index()].take() {
-                    live -= v.bytes();
+            for id in produced {
+                if uses[id.index()] == 0 && !is_output[id.index()] {
+                    if let Some(v) = values[id.index()].take() {
+                        live -= v.bytes();
+                    }
                 }
             }
         }
@@ -422,6 +535,25 @@ impl Executor {
             })
             .collect::<Result<_>>()?;
         Ok(ExecResult { outputs, stats })
+    }
+
+    /// The fused plan of `graph` for `dims`, when this executor fuses.
+    fn fused_plan(&self, graph: &Graph, dims: &DimEnv) -> Option<Arc<fused::BoundPlan>> {
+        let float_ok = matches!(self.options.float, CDType::F32 | CDType::F64);
+        if !self.options.fuse
+            || !crate::jit::available()
+            || !matches!(self.device, Device::Cpu)
+            || !float_ok
+        {
+            return None;
+        }
+        let key = plan_key(graph, dims, self.options.float);
+        if let Some(p) = self.plans.lock().ok()?.get(&key) {
+            return Some(p.clone());
+        }
+        let p = Arc::new(fused::BoundPlan::new(graph, dims, self.options.float));
+        self.plans.lock().ok()?.insert(key, p.clone());
+        Some(p)
     }
 
     fn eval_node(

@@ -10,6 +10,7 @@
 pub mod cse;
 pub mod dce;
 pub mod fold;
+pub mod fuse;
 pub mod hoist;
 
 use crate::ir::{debug_verify, Graph, IrError, Op};

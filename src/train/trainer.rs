@@ -448,6 +448,7 @@ pub fn train(
             float: CDType::F32,
             training: true,
             seed: cfg.seed,
+            ..ExecOptions::default()
         });
     let mut eval_exec = Executor::new(device.clone()).with_runner(Box::new(runner.clone()));
     eval_exec.options.seed = cfg.seed;

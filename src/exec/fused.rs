@@ -1,0 +1,579 @@
+//! Fused execution: fusion groups bound to concrete shapes and run as
+//! compiled kernels on the CPU.
+//!
+//! Owns [`BoundPlan`] (a graph's [`fuse::Plan`] for one set of dim values:
+//! each group lowered to a [`Kernel`], compiled, with per-row offsets of its
+//! inputs) and [`BoundGroup::run`]. Guarantees:
+//! - a group that cannot be lowered or compiled runs as plain nodes, never
+//!   fails the run;
+//! - inputs are read in place when contiguous; an input broadcast in a way a
+//!   row cannot express (mixed broadcast and dense axes inside the row) is
+//!   materialized first;
+//! - rows are split over threads only when the kernel is large enough to
+//!   pay for it ([`PARALLEL_ELEMENTS`]); a group without reductions and with
+//!   one long row is split along the row instead.
+
+use candle_core::{CpuStorage, DType as CDType, Device, Storage, Tensor};
+
+use crate::ir::{Graph, NodeId, Op, ReduceOp};
+use crate::jit::{self, Binary, Compiled, InputKind, Inst, KType, KValue, Kernel, Level, RowReduce};
+use crate::passes::fuse::{self, Role, Step};
+
+use super::DimEnv;
+
+/// Elements (rows × row length) from which a kernel runs on several threads.
+pub const PARALLEL_ELEMENTS: usize = 1 << 15;
+
+/// How one kernel input is read.
+#[derive(Debug)]
+struct BoundInput {
+    node: NodeId,
+    /// The node's shape.
+    shape: Vec<usize>,
+    /// The shape it is broadcast to (materialized first when `expand`).
+    target: Vec<usize>,
+    expand: bool,
+    kind: InputKind,
+    /// Element offset of each row's start.
+    offsets: Vec<usize>,
+}
+
+/// One group, ready to run.
+#[derive(Debug)]
+pub struct BoundGroup {
+    compiled: CompiledRef,
+    ty: KType,
+    rows: usize,
+    len: usize,
+    inputs: Vec<BoundInput>,
+    /// Kernel outputs: node, shape, level.
+    outputs: Vec<(NodeId, Vec<usize>, Level)>,
+    /// Distinct input nodes (for liveness).
+    pub input_nodes: Vec<NodeId>,
+    pub members: usize,
+}
+
+impl BoundGroup {
+    /// The span of the group's first output (for errors).
+    pub fn span(&self, g: &Graph) -> Option<crate::source::Span> {
+        self.outputs.first().and_then(|(n, _, _)| g.span(*n))
+    }
+}
+
+#[derive(Clone, Copy)]
+struct CompiledRef(Compiled);
+
+impl std::fmt::Debug for CompiledRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "compiled kernel")
+    }
+}
+
+/// A graph's fused schedule for one set of dims.
+#[derive(Debug)]
+pub struct BoundPlan {
+    pub steps: Vec<Step>,
+    pub groups: Vec<Option<BoundGroup>>,
+}
+
+impl BoundPlan {
+    /// Plan `g`, bind every group to `dims`, and compile the kernels;
+    /// `float` is the runtime type of IR f32 values.
+    pub fn new(g: &Graph, dims: &DimEnv, float: CDType) -> BoundPlan {
+        let plan = fuse::plan(g);
+        let mut groups = Vec::new();
+        for grp in &plan.groups {
+            groups.push(bind(g, grp, dims, float).ok());
+        }
+        // Groups that did not bind run as their members, in order.
+        let mut steps = Vec::with_capacity(plan.steps.len());
+        for s in plan.steps {
+            match s {
+                Step::Group(gi) if groups[gi].is_none() => {
+                    steps.extend(plan.groups[gi].members.iter().map(|(m, _)| Step::Node(*m)));
+                }
+                other => steps.push(other),
+            }
+        }
+        BoundPlan { steps, groups }
+    }
+
+    /// Kernels that bound (for reports and tests).
+    pub fn kernel_count(&self) -> usize {
+        self.groups.iter().filter(|g| g.is_some()).count()
+    }
+}
+
+fn ktype(g: &Graph, id: NodeId, float: CDType) -> Option<KType> {
+    let t = match g.ty(id).dtype {
+        crate::sema::hir::DType::F32 => float,
+        crate::sema::hir::DType::F64 => CDType::F64,
+        crate::sema::hir::DType::I64 => return None,
+    };
+    match t {
+        CDType::F32 => Some(KType::F32),
+        CDType::F64 => Some(KType::F64),
+        _ => None,
+    }
+}
+
+/// Lowers members to kernel instructions.
+struct Lowering<'a> {
+    g: &'a Graph,
+    dims: &'a DimEnv,
+    insts: Vec<Inst>,
+    value: std::collections::HashMap<NodeId, KValue>,
+    input_value: std::collections::HashMap<(NodeId, Vec<usize>), KValue>,
+    inputs: Vec<(NodeId, Vec<usize>, Level)>,
+}
+
+impl Lowering<'_> {
+    fn push(&mut self, i: Inst) -> KValue {
+        self.insts.push(i);
+        self.insts.len() - 1
+    }
+
+    /// The value of operand `o` read by a member of shape `target`.
+    fn operand(&mut self, o: NodeId, target: &[usize], level: Level) -> Result<KValue, String> {
+        if let Some(v) = self.value.get(&o) {
+            return Ok(*v);
+        }
+        if let Op::Const(c) = self.g.op(o) {
+            return Ok(self.push(Inst::Const(*c)));
+        }
+        let key = (o, target.to_vec());
+        if let Some(v) = self.input_value.get(&key) {
+            return Ok(*v);
+        }
+        let idx = self.inputs.len();
+        self.inputs.push((o, target.to_vec(), level));
+        let v = self.push(Inst::Input(idx));
+        self.input_value.insert(key, v);
+        Ok(v)
+    }
+
+    fn shape(&self, id: NodeId) -> Result<Vec<usize>, String> {
+        self.dims
+            .shape(&self.g.ty(id).shape, None)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// `m = max(x)`, then the sum of `exp(x - m')` where `m'` is `m`, or 0 for
+/// an all `-inf` row when `guard`: (m', sum, x - m').
+fn exp_sum(l: &mut Lowering, x: KValue, guard: bool) -> (KValue, KValue, KValue, KValue) {
+    let m = l.push(Inst::Reduce(RowReduce::Max, x));
+    let m = if guard {
+        let ninf = l.push(Inst::Const(f64::NEG_INFINITY));
+        let finite = l.push(Inst::Binary(Binary::Cmp(jit::KCmp::Ne), m, ninf));
+        let zero = l.push(Inst::Const(0.0));
+        l.push(Inst::Select(finite, m, zero))
+    } else {
+        m
+    };
+    let d = l.push(Inst::Binary(Binary::Sub, x, m));
+    let e = l.push(Inst::Unary(jit::Unary::Exp, d));
+    let s = l.push(Inst::Reduce(RowReduce::Sum, e));
+    (m, s, d, e)
+}
+
+fn bind(g: &Graph, grp: &fuse::Group, dims: &DimEnv, float: CDType) -> Result<BoundGroup, String> {
+    let first = grp.members.first().ok_or("an empty group")?.0;
+    let ty = ktype(g, first, float).ok_or("not a float group")?;
+    let full = dims.shape(&grp.shape, None).map_err(|e| e.to_string())?;
+    // With reductions the split is the reduced axes' start (and `len`, the
+    // count a mean divides by, is known now); without, it is chosen below.
+    let len: usize = full[grp.split.unwrap_or(0).min(full.len())..]
+        .iter()
+        .product();
+    let mut l = Lowering {
+        g,
+        dims,
+        insts: Vec::new(),
+        value: Default::default(),
+        input_value: Default::default(),
+        inputs: Vec::new(),
+    };
+    for (m, level) in &grp.members {
+        let ops = g.operands(*m);
+        let shape = l.shape(*m)?;
+        let arg = |l: &mut Lowering, k: usize, lv: Level| -> Result<KValue, String> {
+            let o = *ops.get(k).ok_or("missing operand")?;
+            let target = if lv == Level::Full { full.clone() } else { shape.clone() };
+            l.operand(o, &target, lv)
+        };
+        let v = match fuse::role(g.op(*m)) {
+            Role::Unary(u) => {
+                let a = arg(&mut l, 0, *level)?;
+                l.push(Inst::Unary(u, a))
+            }
+            Role::Binary(b) => {
+                let a = arg(&mut l, 0, *level)?;
+                let c = arg(&mut l, 1, *level)?;
+                l.push(Inst::Binary(b, a, c))
+            }
+            Role::Select => {
+                let mk = arg(&mut l, 0, *level)?;
+                let a = arg(&mut l, 1, *level)?;
+                let b = arg(&mut l, 2, *level)?;
+                l.push(Inst::Select(mk, a, b))
+            }
+            Role::Cast => arg(&mut l, 0, *level)?,
+            Role::Reduce { op, .. } => {
+                let x = arg(&mut l, 0, Level::Full)?;
+                match op {
+                    ReduceOp::Sum => l.push(Inst::Reduce(RowReduce::Sum, x)),
+                    ReduceOp::Max => l.push(Inst::Reduce(RowReduce::Max, x)),
+                    ReduceOp::Min => l.push(Inst::Reduce(RowReduce::Min, x)),
+                    ReduceOp::Mean => {
+                        let s = l.push(Inst::Reduce(RowReduce::Sum, x));
+                        let c = l.push(Inst::Const(1.0 / len as f64));
+                        l.push(Inst::Binary(Binary::Mul, s, c))
+                    }
+                    ReduceOp::LogSumExp => {
+                        let (m, s, _, _) = exp_sum(&mut l, x, true);
+                        let lg = l.push(Inst::Unary(jit::Unary::Log, s));
+                        l.push(Inst::Binary(Binary::Add, lg, m))
+                    }
+                }
+            }
+            Role::Softmax { log, .. } => {
+                let x = arg(&mut l, 0, Level::Full)?;
+                let (_, s, d, e) = exp_sum(&mut l, x, false);
+                if log {
+                    let lg = l.push(Inst::Unary(jit::Unary::Log, s));
+                    l.push(Inst::Binary(Binary::Sub, d, lg))
+                } else {
+                    l.push(Inst::Binary(Binary::Div, e, s))
+                }
+            }
+            Role::Const(_) | Role::Boundary => return Err("not a fusible member".into()),
+        };
+        l.value.insert(*m, v);
+    }
+    let mut outputs = Vec::new();
+    let mut out_values = Vec::new();
+    for o in &grp.outputs {
+        let level = grp
+            .members
+            .iter()
+            .find(|(m, _)| m == o)
+            .map(|(_, lv)| *lv)
+            .ok_or("an output is not a member")?;
+        out_values.push(*l.value.get(o).ok_or("an output has no value")?);
+        outputs.push((*o, l.shape(*o)?, level));
+    }
+    let mut shapes = Vec::new();
+    for (node, _, _) in &l.inputs {
+        if ktype(g, *node, float) != Some(ty) {
+            return Err("an input of another type".into());
+        }
+        shapes.push(l.shape(*node)?);
+    }
+    let split = match grp.split {
+        Some(s) => s.min(full.len()),
+        None => choose_split(&full, &shapes),
+    };
+    let rows: usize = full[..split].iter().product();
+    let len: usize = full[split..].iter().product();
+    let mut kinds = Vec::new();
+    let mut inputs = Vec::new();
+    for ((node, target, level), shape) in l.inputs.iter().zip(shapes) {
+        let (kind, expand) = match level {
+            Level::Row => (InputKind::Scalar, false),
+            Level::Full => classify(&shape, target, split),
+        };
+        let read = if expand { target.clone() } else { shape.clone() };
+        inputs.push(BoundInput {
+            node: *node,
+            offsets: row_offsets(&read, target, split, rows),
+            shape,
+            target: target.clone(),
+            expand,
+            kind,
+        });
+        kinds.push(kind);
+    }
+    let kernel = Kernel {
+        ty,
+        inputs: kinds,
+        insts: l.insts,
+        outputs: out_values,
+    };
+    let compiled = jit::compile(&kernel)?;
+    let mut input_nodes: Vec<NodeId> = Vec::new();
+    for i in &inputs {
+        if !input_nodes.contains(&i.node) {
+            input_nodes.push(i.node);
+        }
+    }
+    Ok(BoundGroup {
+        compiled: CompiledRef(compiled),
+        ty,
+        rows,
+        len,
+        inputs,
+        outputs,
+        input_nodes,
+        members: grp.members.len(),
+    })
+}
+
+/// The first axis of the row for a group without reductions: the smallest
+/// one at which every input is read in place (consecutive or one value per
+/// row), so rows are as long as possible without copying an input.
+fn choose_split(full: &[usize], shapes: &[Vec<usize>]) -> usize {
+    (0..=full.len())
+        .find(|&k| shapes.iter().all(|s| !classify(s, full, k).1))
+        .unwrap_or(full.len())
+}
+
+/// `shape` right-aligned to `target`, padded with ones.
+fn padded(shape: &[usize], target: &[usize]) -> Vec<usize> {
+    let lead = target.len().saturating_sub(shape.len());
+    let mut p = vec![1; lead];
+    p.extend_from_slice(shape);
+    p
+}
+
+/// How a full-level input is read along the row: consecutive (`Row`), one
+/// value (`Scalar`), or consecutive after materializing (`expand`).
+fn classify(shape: &[usize], target: &[usize], split: usize) -> (InputKind, bool) {
+    let p = padded(shape, target);
+    let (mut dense, mut bcast) = (false, false);
+    for a in split..target.len() {
+        if target[a] == 1 {
+            continue;
+        }
+        if p[a] == target[a] {
+            dense = true;
+        } else {
+            bcast = true;
+        }
+    }
+    match (dense, bcast) {
+        (true, true) => (InputKind::Row, true),
+        (false, true) => (InputKind::Scalar, false),
+        (_, false) => (InputKind::Row, false),
+    }
+}
+
+/// Element offset of each row's start in a contiguous tensor of `shape`
+/// broadcast to `target` (rows: the leading `split` axes).
+fn row_offsets(shape: &[usize], target: &[usize], split: usize, rows: usize) -> Vec<usize> {
+    let p = padded(shape, target);
+    let mut strides = vec![0usize; p.len()];
+    let mut acc = 1;
+    for a in (0..p.len()).rev() {
+        strides[a] = if p[a] == 1 { 0 } else { acc };
+        acc *= p[a];
+    }
+    let lead = &target[..split.min(target.len())];
+    let mut out = Vec::with_capacity(rows);
+    let mut idx = vec![0usize; lead.len()];
+    for _ in 0..rows {
+        out.push(idx.iter().zip(&strides).map(|(i, s)| i * s).sum());
+        for a in (0..lead.len()).rev() {
+            idx[a] += 1;
+            if idx[a] < lead[a] {
+                break;
+            }
+            idx[a] = 0;
+        }
+    }
+    out
+}
+
+/// A pointer that may cross to a worker thread (the buffers outlive the
+/// scoped threads and each thread writes disjoint rows).
+#[derive(Clone, Copy)]
+struct SendPtr(*mut u8);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+fn raw_ptr(t: &Tensor, ty: KType) -> Result<(candle_core::StorageRef<'_>, usize), String> {
+    let (storage, layout) = t.storage_and_layout();
+    let start = layout.start_offset();
+    let base = match (&*storage, ty) {
+        (Storage::Cpu(CpuStorage::F32(v)), KType::F32) => {
+            v.get(start..).ok_or("bad offset")?.as_ptr() as usize
+        }
+        (Storage::Cpu(CpuStorage::F64(v)), KType::F64) => {
+            v.get(start..).ok_or("bad offset")?.as_ptr() as usize
+        }
+        _ => return Err("a kernel input is not a CPU tensor of the kernel's type".into()),
+    };
+    Ok((storage, base))
+}
+
+impl BoundGroup {
+    /// Run on the values of `input_nodes` (looked up by `value`); returns
+    /// one tensor per output node.
+    pub fn run(
+        &self,
+        value: &dyn Fn(NodeId) -> Option<Tensor>,
+    ) -> Result<Vec<(NodeId, Tensor)>, String> {
+        let mut held = Vec::with_capacity(self.inputs.len());
+        for i in &self.inputs {
+            let t = value(i.node).ok_or("a kernel input is not live")?;
+            if t.dims() != i.shape.as_slice() {
+                return Err(format!("input shape {:?}, expected {:?}", t.dims(), i.shape));
+            }
+            let t = if i.expand {
+                t.broadcast_as(i.target.as_slice())
+                    .and_then(|b| b.contiguous())
+                    .map_err(|e| e.to_string())?
+            } else {
+                t.contiguous().map_err(|e| e.to_string())?
+            };
+            held.push(t);
+        }
+        let mut guards = Vec::with_capacity(held.len());
+        let mut bases = Vec::with_capacity(held.len());
+        for t in &held {
+            let (g, base) = raw_ptr(t, self.ty)?;
+            guards.push(g);
+            bases.push(base);
+        }
+        let out_len = |lv: Level| match lv {
+            Level::Full => self.rows * self.len,
+            Level::Row => self.rows,
+        };
+        match self.ty {
+            KType::F32 => {
+                let mut outs: Vec<Vec<f32>> = self
+                    .outputs
+                    .iter()
+                    .map(|(_, _, lv)| Vec::with_capacity(out_len(*lv)))
+                    .collect();
+                let ptrs: Vec<usize> = outs.iter_mut().map(|v| v.as_mut_ptr() as usize).collect();
+                self.execute(&bases, &ptrs);
+                drop(guards);
+                self.collect(outs, |v, n| {
+                    // SAFETY: the kernel wrote every element.
+                    unsafe { v.set_len(n) };
+                })
+            }
+            KType::F64 => {
+                let mut outs: Vec<Vec<f64>> = self
+                    .outputs
+                    .iter()
+                    .map(|(_, _, lv)| Vec::with_capacity(out_len(*lv)))
+                    .collect();
+                let ptrs: Vec<usize> = outs.iter_mut().map(|v| v.as_mut_ptr() as usize).collect();
+                self.execute(&bases, &ptrs);
+                drop(guards);
+                self.collect(outs, |v, n| {
+                    // SAFETY: the kernel wrote every element.
+                    unsafe { v.set_len(n) };
+                })
+            }
+        }
+    }
+
+    fn collect<T: candle_core::WithDType>(
+        &self,
+        mut outs: Vec<Vec<T>>,
+        set_len: impl Fn(&mut Vec<T>, usize),
+    ) -> Result<Vec<(NodeId, Tensor)>, String> {
+        let mut result = Vec::new();
+        for ((node, shape, level), mut v) in self.outputs.iter().zip(outs.drain(..)) {
+            let n = match level {
+                Level::Full => self.rows * self.len,
+                Level::Row => self.rows,
+            };
+            set_len(&mut v, n);
+            let t = Tensor::from_vec(v, shape.as_slice(), &Device::Cpu).map_err(|e| e.to_string())?;
+            result.push((*node, t));
+        }
+        Ok(result)
+    }
+
+    /// Call the kernel on every row (in chunks on several threads when big).
+    fn execute(&self, bases: &[usize], outs: &[usize]) {
+        let size = self.ty.size();
+        let threads = candle_core::utils::get_num_threads().max(1);
+        let total = self.rows * self.len;
+        let parallel = threads > 1 && total >= PARALLEL_ELEMENTS;
+        let compiled = self.compiled.0;
+        let run_rows = |lo: usize, hi: usize| {
+            let mut ptrs: Vec<*mut u8> = vec![std::ptr::null_mut(); bases.len() + outs.len()];
+            for r in lo..hi {
+                for (j, i) in self.inputs.iter().enumerate() {
+                    ptrs[j] = (bases[j] + i.offsets[r] * size) as *mut u8;
+                }
+                for (j, (_, _, lv)) in self.outputs.iter().enumerate() {
+                    let elems = match lv {
+                        Level::Full => r * self.len,
+                        Level::Row => r,
+                    };
+                    ptrs[bases.len() + j] = (outs[j] + elems * size) as *mut u8;
+                }
+                // SAFETY: every pointer is a row start inside a live buffer
+                // of the kernel's type with the row's elements.
+                unsafe { jit::call(&compiled, &ptrs, self.len) };
+            }
+        };
+        if !parallel {
+            run_rows(0, self.rows);
+            return;
+        }
+        if self.rows >= threads {
+            let chunk = self.rows.div_ceil(threads);
+            std::thread::scope(|s| {
+                for t in 0..threads {
+                    let (lo, hi) = (t * chunk, ((t + 1) * chunk).min(self.rows));
+                    if lo < hi {
+                        let run = &run_rows;
+                        s.spawn(move || run(lo, hi));
+                    }
+                }
+            });
+            return;
+        }
+        if compiled.has_reductions {
+            run_rows(0, self.rows);
+            return;
+        }
+        // Few long rows without reductions: split each row along its length.
+        let chunk = self.len.div_ceil(threads);
+        for r in 0..self.rows {
+            let bases: Vec<SendPtr> = self
+                .inputs
+                .iter()
+                .enumerate()
+                .map(|(j, i)| SendPtr((bases[j] + i.offsets[r] * size) as *mut u8))
+                .collect();
+            let starts: Vec<SendPtr> = outs
+                .iter()
+                .map(|o| SendPtr((o + r * self.len * size) as *mut u8))
+                .collect();
+            let kinds: Vec<bool> = self
+                .inputs
+                .iter()
+                .map(|i| i.kind == InputKind::Row)
+                .collect();
+            std::thread::scope(|s| {
+                for t in 0..threads {
+                    let (lo, hi) = (t * chunk, ((t + 1) * chunk).min(self.len));
+                    if lo >= hi {
+                        continue;
+                    }
+                    let (bases, starts, kinds) = (&bases, &starts, &kinds);
+                    s.spawn(move || {
+                        let mut ptrs: Vec<*mut u8> = Vec::new();
+                        for (b, row) in bases.iter().zip(kinds) {
+                            let step = if *row { lo * size } else { 0 };
+                            ptrs.push(b.0.wrapping_add(step));
+                        }
+                        for o in starts {
+                            ptrs.push(o.0.wrapping_add(lo * size));
+                        }
+                        // SAFETY: as above, on the sub-range [lo, hi).
+                        unsafe { jit::call(&compiled, &ptrs, hi - lo) };
+                    });
+                }
+            });
+        }
+    }
+}

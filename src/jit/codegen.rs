@@ -1,0 +1,764 @@
+//! Cranelift code generation for one [`Kernel`].
+//!
+//! Owns the translation of the kernel IR into one native function
+//! `f(row_pointers, len)`. The row is strip-mined: each pass over the row
+//! walks it in strips of [`STRIP_BYTES`], and every instruction of the pass
+//! is a small loop over the strip (128-bit vectors, `F32X4`/`F64X2`, then a
+//! scalar tail) between scratch buffers on the stack that stay in L1.
+//! Reductions accumulate during the pass in which their operand is ready;
+//! their consumers run in a later pass (softmax takes three: max, sum of
+//! exponentials, quotient). Values needed again in a later pass are
+//! recomputed, except outputs, which are read back from the output buffer.
+//! Transcendentals call the registered strip functions of [`super::strip`].
+//! Guarantees: every input row is only read, every output element written
+//! exactly once per pass that produces it; no code depends on the row length
+//! except through `len`.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::immediates::{Ieee32, Ieee64};
+use cranelift_codegen::ir::{
+    types, AbiParam, FuncRef, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type,
+    UserFuncName, Value,
+};
+use cranelift_codegen::isa::OwnedTargetIsa;
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, Linkage, Module};
+
+use super::strip::{self, Func};
+use super::{Binary, Inst, InputKind, KCmp, KType, Kernel, KernelFn, Level, RowReduce, Unary};
+
+/// Bytes of one strip (per scratch buffer).
+const STRIP_BYTES: i64 = 512;
+
+const ALL_FUNCS: [Func; 8] = [
+    Func::Exp,
+    Func::Log,
+    Func::Tanh,
+    Func::Sigmoid,
+    Func::Gelu,
+    Func::Softplus,
+    Func::Sin,
+    Func::Cos,
+];
+
+fn isa() -> Result<OwnedTargetIsa, String> {
+    static ISA: OnceLock<Result<OwnedTargetIsa, String>> = OnceLock::new();
+    ISA.get_or_init(|| {
+        let mut flags = settings::builder();
+        let set = |f: &mut settings::Builder, k: &str, v: &str| {
+            f.set(k, v).map_err(|e| format!("cranelift setting {k}: {e}"))
+        };
+        set(&mut flags, "opt_level", "speed")?;
+        set(&mut flags, "use_colocated_libcalls", "false")?;
+        set(&mut flags, "is_pic", "false")?;
+        let builder = cranelift_native::builder().map_err(|e| e.to_string())?;
+        builder
+            .finish(settings::Flags::new(flags))
+            .map_err(|e| e.to_string())
+    })
+    .clone()
+}
+
+fn symbol(f: Func, ty: KType) -> String {
+    format!("deqc_strip_{f:?}_{ty:?}").to_lowercase()
+}
+
+fn pow_symbol(ty: KType) -> String {
+    format!("deqc_strip_pow_{ty:?}").to_lowercase()
+}
+
+/// Compile `kernel`; the module is kept for the life of the process.
+pub fn compile(kernel: &Kernel) -> Result<KernelFn, String> {
+    let isa = isa()?;
+    let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
+    for ty in [KType::F32, KType::F64] {
+        for f in ALL_FUNCS {
+            jb.symbol(symbol(f, ty), strip::unary(f, ty) as *const u8);
+        }
+        jb.symbol(pow_symbol(ty), strip::pow(ty) as *const u8);
+    }
+    let mut module = JITModule::new(jb);
+    let ptr_ty = module.target_config().pointer_type();
+    let err = |e: cranelift_module::ModuleError| e.to_string();
+
+    let mut unary_sig = module.make_signature();
+    for t in [ptr_ty, ptr_ty, types::I64] {
+        unary_sig.params.push(AbiParam::new(t));
+    }
+    let mut pow_sig = module.make_signature();
+    for t in [ptr_ty, types::I64, ptr_ty, types::I64, ptr_ty, types::I64] {
+        pow_sig.params.push(AbiParam::new(t));
+    }
+    let mut imports = HashMap::new();
+    for f in ALL_FUNCS {
+        let id = module
+            .declare_function(&symbol(f, kernel.ty), Linkage::Import, &unary_sig)
+            .map_err(err)?;
+        imports.insert(Some(f), id);
+    }
+    let pow_id = module
+        .declare_function(&pow_symbol(kernel.ty), Linkage::Import, &pow_sig)
+        .map_err(err)?;
+    imports.insert(None, pow_id);
+
+    let mut sig = module.make_signature();
+    sig.params.push(AbiParam::new(ptr_ty));
+    sig.params.push(AbiParam::new(types::I64));
+    let fid = module
+        .declare_function("kernel", Linkage::Export, &sig)
+        .map_err(err)?;
+    let mut ctx = module.make_context();
+    ctx.func.signature = sig;
+    ctx.func.name = UserFuncName::user(0, fid.as_u32());
+    let mut fctx = FunctionBuilderContext::new();
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let mut funcs = HashMap::new();
+        for (k, id) in &imports {
+            funcs.insert(*k, module.declare_func_in_func(*id, b.func));
+        }
+        let (ty, vty, lanes) = match kernel.ty {
+            KType::F32 => (types::F32, types::F32X4, 4),
+            KType::F64 => (types::F64, types::F64X2, 2),
+        };
+        let mut g = Gen {
+            b: &mut b,
+            k: kernel,
+            ty,
+            vty,
+            lanes,
+            size: kernel.ty.size() as i64,
+            ptr_ty,
+            mf: MemFlagsData::new().with_notrap(),
+            funcs,
+            scratch: HashMap::new(),
+        };
+        g.emit()?;
+        b.seal_all_blocks();
+        b.finalize(module.target_config());
+    }
+    module.define_function(fid, &mut ctx).map_err(err)?;
+    module.clear_context(&mut ctx);
+    module.finalize_definitions().map_err(err)?;
+    let code = module.get_finalized_function(fid);
+    // The code must outlive every caller: the module is never freed.
+    std::mem::forget(module);
+    // SAFETY: the function was built with exactly this signature.
+    Ok(unsafe { std::mem::transmute::<*const u8, KernelFn>(code) })
+}
+
+/// Where an operand of a strip loop comes from.
+#[derive(Clone, Copy)]
+enum Src {
+    /// Consecutive elements from this address (the strip's start).
+    Mem(Value),
+    /// The same value everywhere.
+    Splat(Value),
+}
+
+/// What one pass over the row computes.
+struct Pass<'a> {
+    p: usize,
+    len: Value,
+    needed: &'a [bool],
+    reductions: &'a [usize],
+    ready: &'a [usize],
+    levels: &'a [Level],
+    row_ptr: &'a [Value],
+    outputs_of: &'a HashMap<usize, Vec<usize>>,
+}
+
+struct Gen<'a, 'b> {
+    b: &'a mut FunctionBuilder<'b>,
+    k: &'a Kernel,
+    ty: Type,
+    vty: Type,
+    lanes: i64,
+    size: i64,
+    ptr_ty: Type,
+    mf: MemFlagsData,
+    funcs: HashMap<Option<Func>, FuncRef>,
+    scratch: HashMap<usize, cranelift_codegen::ir::StackSlot>,
+}
+
+impl Gen<'_, '_> {
+    fn fconst(&mut self, v: f64) -> Value {
+        if self.ty == types::F32 {
+            self.b.ins().f32const(Ieee32::with_float(v as f32))
+        } else {
+            self.b.ins().f64const(Ieee64::with_float(v))
+        }
+    }
+
+    fn strip_len(&self) -> i64 {
+        STRIP_BYTES / self.size
+    }
+
+    fn slot_addr(&mut self, key: usize, bytes: i64) -> Value {
+        let slot = *self.scratch.entry(key).or_insert_with(|| {
+            self.b.create_sized_stack_slot(StackSlotData::new(
+                StackSlotKind::ExplicitSlot,
+                bytes as u32,
+                4,
+            ))
+        });
+        self.b.ins().stack_addr(self.ptr_ty, slot, 0)
+    }
+
+    fn emit(&mut self) -> Result<(), String> {
+        let k = self.k;
+        let levels = k.levels();
+        let n_in = k.inputs.len();
+        let entry = self.b.create_block();
+        self.b.append_block_params_for_function_params(entry);
+        self.b.switch_to_block(entry);
+        let params = self.b.block_params(entry).to_vec();
+        let (ptrs, len) = (params[0], params[1]);
+        let mut row_ptr = Vec::new();
+        for j in 0..n_in + k.outputs.len() {
+            let off = (j * self.ptr_ty.bytes() as usize) as i32;
+            row_ptr.push(self.b.ins().load(self.ptr_ty, self.mf, ptrs, off));
+        }
+        // The pass in which each value becomes available.
+        let mut ready = vec![0usize; k.insts.len()];
+        for (i, inst) in k.insts.iter().enumerate() {
+            ready[i] = match inst {
+                Inst::Input(_) | Inst::Const(_) => 0,
+                Inst::Unary(_, a) => ready[*a],
+                Inst::Binary(_, a, b) => ready[*a].max(ready[*b]),
+                Inst::Select(m, a, b) => ready[*m].max(ready[*a]).max(ready[*b]),
+                Inst::Reduce(_, a) => ready[*a] + 1,
+            };
+        }
+        let passes = ready.iter().copied().max().unwrap_or(0);
+        let mut outputs_of: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (o, v) in k.outputs.iter().enumerate() {
+            outputs_of.entry(*v).or_default().push(n_in + o);
+        }
+        let mut row_val: Vec<Option<Value>> = vec![None; k.insts.len()];
+        for p in 0..=passes {
+            // Per-row values of this pass, in order.
+            for (i, inst) in k.insts.iter().enumerate() {
+                if levels[i] != Level::Row || ready[i] != p || matches!(inst, Inst::Reduce(..)) {
+                    continue;
+                }
+                let v = self.row_inst(inst, &row_val, &row_ptr)?;
+                row_val[i] = Some(v);
+                for o in outputs_of.get(&i).into_iter().flatten() {
+                    self.b.ins().store(self.mf, v, row_ptr[*o], 0);
+                }
+            }
+            // Full values this pass must produce: its outputs and the
+            // operands of its reductions.
+            let reductions: Vec<usize> = (0..k.insts.len())
+                .filter(|&i| matches!(k.insts[i], Inst::Reduce(..)) && ready[i] == p + 1)
+                .collect();
+            let mut roots: Vec<usize> = (0..k.insts.len())
+                .filter(|&i| levels[i] == Level::Full && ready[i] == p && outputs_of.contains_key(&i))
+                .collect();
+            for r in &reductions {
+                if let Inst::Reduce(_, a) = k.insts[*r] {
+                    roots.push(a);
+                }
+            }
+            if roots.is_empty() {
+                continue;
+            }
+            // Values computed in this pass: roots and what they need, minus
+            // inputs and outputs of earlier passes (read from memory).
+            let mut needed = vec![false; k.insts.len()];
+            let mut stack = roots.clone();
+            while let Some(v) = stack.pop() {
+                if needed[v] || levels[v] != Level::Full {
+                    continue;
+                }
+                if matches!(k.insts[v], Inst::Input(_)) {
+                    continue;
+                }
+                if ready[v] < p && outputs_of.contains_key(&v) {
+                    continue;
+                }
+                needed[v] = true;
+                match &k.insts[v] {
+                    Inst::Unary(_, a) => stack.push(*a),
+                    Inst::Binary(_, a, b) => stack.extend([*a, *b]),
+                    Inst::Select(m, a, b) => stack.extend([*m, *a, *b]),
+                    Inst::Input(_) | Inst::Const(_) | Inst::Reduce(..) => {}
+                }
+            }
+            let pass = Pass {
+                p,
+                len,
+                needed: &needed,
+                reductions: &reductions,
+                ready: &ready,
+                levels: &levels,
+                row_ptr: &row_ptr,
+                outputs_of: &outputs_of,
+            };
+            let finals = self.strip_pass(&pass, &row_val)?;
+            for (r, v) in finals {
+                row_val[r] = Some(v);
+            }
+            // Per-row values that only depend on these reductions are
+            // computed at the start of the next pass.
+        }
+        self.b.ins().return_(&[]);
+        Ok(())
+    }
+
+    /// One walk over the row in strips; returns the finished reductions.
+    fn strip_pass(
+        &mut self,
+        pass: &Pass,
+        row_val: &[Option<Value>],
+    ) -> Result<Vec<(usize, Value)>, String> {
+        let Pass {
+            p,
+            len,
+            needed,
+            reductions,
+            ready,
+            levels,
+            row_ptr,
+            outputs_of,
+        } = *pass;
+        let k = self.k;
+        // Accumulators.
+        let mut accs = Vec::new();
+        for r in reductions {
+            let Inst::Reduce(op, a) = k.insts[*r] else {
+                continue;
+            };
+            let init = match op {
+                RowReduce::Sum => 0.0,
+                RowReduce::Max => f64::NEG_INFINITY,
+                RowReduce::Min => f64::INFINITY,
+            };
+            let s = self.fconst(init);
+            let v = self.b.ins().splat(self.vty, s);
+            let (av, as_) = (self.b.declare_var(self.vty), self.b.declare_var(self.ty));
+            self.b.def_var(av, v);
+            self.b.def_var(as_, s);
+            accs.push((*r, op, a, av, as_));
+        }
+        let off = self.b.declare_var(types::I64);
+        let zero = self.b.ins().iconst(types::I64, 0);
+        self.b.def_var(off, zero);
+        let (header, body, exit) = (
+            self.b.create_block(),
+            self.b.create_block(),
+            self.b.create_block(),
+        );
+        self.b.ins().jump(header, &[]);
+        self.b.switch_to_block(header);
+        let o = self.b.use_var(off);
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, o, len);
+        self.b.ins().brif(more, body, &[], exit, &[]);
+        self.b.switch_to_block(body);
+        let o = self.b.use_var(off);
+        let rem = self.b.ins().isub(len, o);
+        let strip = self.strip_len();
+        let kmax = self.b.ins().iconst(types::I64, strip);
+        let short = self.b.ins().icmp(IntCC::SignedLessThan, rem, kmax);
+        let n = self.b.ins().select(short, rem, kmax);
+        let byte_off = self.b.ins().imul_imm_s(o, self.size);
+        // Where each value of this pass lives during the strip.
+        let mut loc: HashMap<usize, Src> = HashMap::new();
+        for (i, inst) in k.insts.iter().enumerate() {
+            if levels[i] == Level::Row {
+                if let Some(v) = row_val[i] {
+                    loc.insert(i, Src::Splat(v));
+                }
+                continue;
+            }
+            if let Inst::Input(j) = inst {
+                let a = self.b.ins().iadd(row_ptr[*j], byte_off);
+                loc.insert(i, Src::Mem(a));
+            } else if ready[i] < p && outputs_of.contains_key(&i) && !needed[i] {
+                let a = self.b.ins().iadd(row_ptr[outputs_of[&i][0]], byte_off);
+                loc.insert(i, Src::Mem(a));
+            }
+        }
+        for (i, inst) in k.insts.iter().enumerate() {
+            if !needed[i] {
+                continue;
+            }
+            let outs = outputs_of.get(&i).cloned().unwrap_or_default();
+            let dst = match outs.first() {
+                Some(o) if ready[i] == p => self.b.ins().iadd(row_ptr[*o], byte_off),
+                _ => self.slot_addr(i, STRIP_BYTES),
+            };
+            let src = |v: usize| -> Result<Src, String> {
+                loc.get(&v)
+                    .copied()
+                    .ok_or_else(|| format!("value {v} is not available for {i}"))
+            };
+            match inst {
+                Inst::Unary(u, a) => {
+                    let a = src(*a)?;
+                    self.full_unary(*u, a, dst, n)?;
+                }
+                Inst::Binary(op, a, b) => {
+                    let (a, b) = (src(*a)?, src(*b)?);
+                    self.full_binary(*op, a, b, dst, n);
+                }
+                Inst::Select(m, a, b) => {
+                    let ops = [src(*m)?, src(*a)?, src(*b)?];
+                    self.map_loop(&ops, dst, n, false, &|g, x, _| {
+                        let z = g.fconst(0.0);
+                        let c = g.b.ins().fcmp(FloatCC::NotEqual, x[0], z);
+                        g.b.ins().select(c, x[1], x[2])
+                    });
+                }
+                Inst::Input(_) | Inst::Const(_) | Inst::Reduce(..) => {
+                    return Err(format!("instruction {i} is not a full-row computation"))
+                }
+            }
+            if ready[i] == p {
+                for extra in outs.iter().skip(1) {
+                    let d = self.b.ins().iadd(row_ptr[*extra], byte_off);
+                    self.map_loop(&[Src::Mem(dst)], d, n, true, &|_, x, _| x[0]);
+                }
+            }
+            loc.insert(i, Src::Mem(dst));
+        }
+        // Accumulate the reductions over the strip.
+        for (_, op, a, av, as_) in &accs {
+            let Some(Src::Mem(addr)) = loc.get(a).copied() else {
+                return Err(format!("reduced value {a} is not in memory"));
+            };
+            self.reduce_loop(*op, addr, n, *av, *as_);
+        }
+        let o = self.b.use_var(off);
+        let next = self.b.ins().iadd(o, n);
+        self.b.def_var(off, next);
+        self.b.ins().jump(header, &[]);
+        self.b.switch_to_block(exit);
+        let mut finals = Vec::new();
+        for (r, op, _, av, as_) in accs {
+            let v = self.b.use_var(av);
+            let mut acc = self.b.use_var(as_);
+            for lane in 0..self.lanes {
+                let x = self.b.ins().extractlane(v, lane as u8);
+                acc = self.combine(op, acc, x);
+            }
+            finals.push((r, acc));
+        }
+        Ok(finals)
+    }
+
+    fn combine(&mut self, op: RowReduce, a: Value, b: Value) -> Value {
+        match op {
+            RowReduce::Sum => self.b.ins().fadd(a, b),
+            RowReduce::Max => self.b.ins().fmax(a, b),
+            RowReduce::Min => self.b.ins().fmin(a, b),
+        }
+    }
+
+    fn reduce_loop(&mut self, op: RowReduce, addr: Value, n: Value, av: Variable, as_: Variable) {
+        let i = self.b.declare_var(types::I64);
+        let zero = self.b.ins().iconst(types::I64, 0);
+        self.b.def_var(i, zero);
+        let (vh, vb, sh, sb, done) = (
+            self.b.create_block(),
+            self.b.create_block(),
+            self.b.create_block(),
+            self.b.create_block(),
+            self.b.create_block(),
+        );
+        self.b.ins().jump(vh, &[]);
+        self.b.switch_to_block(vh);
+        let iv = self.b.use_var(i);
+        let end = self.b.ins().iadd_imm_s(iv, self.lanes);
+        let fits = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, end, n);
+        self.b.ins().brif(fits, vb, &[], sh, &[]);
+        self.b.switch_to_block(vb);
+        let iv = self.b.use_var(i);
+        let boff = self.b.ins().imul_imm_s(iv, self.size);
+        let a = self.b.ins().iadd(addr, boff);
+        let x = self.b.ins().load(self.vty, self.mf, a, 0);
+        let acc = self.b.use_var(av);
+        let acc = self.combine(op, acc, x);
+        self.b.def_var(av, acc);
+        let next = self.b.ins().iadd_imm_s(iv, self.lanes);
+        self.b.def_var(i, next);
+        self.b.ins().jump(vh, &[]);
+        self.b.switch_to_block(sh);
+        let iv = self.b.use_var(i);
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, iv, n);
+        self.b.ins().brif(more, sb, &[], done, &[]);
+        self.b.switch_to_block(sb);
+        let iv = self.b.use_var(i);
+        let boff = self.b.ins().imul_imm_s(iv, self.size);
+        let a = self.b.ins().iadd(addr, boff);
+        let x = self.b.ins().load(self.ty, self.mf, a, 0);
+        let acc = self.b.use_var(as_);
+        let acc = self.combine(op, acc, x);
+        self.b.def_var(as_, acc);
+        let next = self.b.ins().iadd_imm_s(iv, 1);
+        self.b.def_var(i, next);
+        self.b.ins().jump(sh, &[]);
+        self.b.switch_to_block(done);
+    }
+
+    /// `dst[i] = f(operands[i])` for `i < n`; `f` gets vectors when
+    /// `vector` is set (a vector loop, then a scalar tail), scalars always
+    /// in the tail. The flag passed to `f` says which.
+    fn map_loop(
+        &mut self,
+        ops: &[Src],
+        dst: Value,
+        n: Value,
+        vector: bool,
+        f: &dyn Fn(&mut Self, &[Value], bool) -> Value,
+    ) {
+        let splats: Vec<Option<Value>> = ops
+            .iter()
+            .map(|s| match s {
+                Src::Splat(v) if vector => Some(self.b.ins().splat(self.vty, *v)),
+                _ => None,
+            })
+            .collect();
+        let i = self.b.declare_var(types::I64);
+        let zero = self.b.ins().iconst(types::I64, 0);
+        self.b.def_var(i, zero);
+        let (sh, sb, done) = (
+            self.b.create_block(),
+            self.b.create_block(),
+            self.b.create_block(),
+        );
+        if vector {
+            let (vh, vb) = (self.b.create_block(), self.b.create_block());
+            self.b.ins().jump(vh, &[]);
+            self.b.switch_to_block(vh);
+            let iv = self.b.use_var(i);
+            let end = self.b.ins().iadd_imm_s(iv, self.lanes);
+            let fits = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, end, n);
+            self.b.ins().brif(fits, vb, &[], sh, &[]);
+            self.b.switch_to_block(vb);
+            let iv = self.b.use_var(i);
+            let boff = self.b.ins().imul_imm_s(iv, self.size);
+            let mut xs = Vec::new();
+            for (s, sp) in ops.iter().zip(&splats) {
+                xs.push(match (s, sp) {
+                    (_, Some(v)) => *v,
+                    (Src::Mem(a), None) => {
+                        let a = self.b.ins().iadd(*a, boff);
+                        self.b.ins().load(self.vty, self.mf, a, 0)
+                    }
+                    (Src::Splat(v), None) => self.b.ins().splat(self.vty, *v),
+                });
+            }
+            let y = f(self, &xs, true);
+            let d = self.b.ins().iadd(dst, boff);
+            self.b.ins().store(self.mf, y, d, 0);
+            let next = self.b.ins().iadd_imm_s(iv, self.lanes);
+            self.b.def_var(i, next);
+            self.b.ins().jump(vh, &[]);
+        } else {
+            self.b.ins().jump(sh, &[]);
+        }
+        self.b.switch_to_block(sh);
+        let iv = self.b.use_var(i);
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, iv, n);
+        self.b.ins().brif(more, sb, &[], done, &[]);
+        self.b.switch_to_block(sb);
+        let iv = self.b.use_var(i);
+        let boff = self.b.ins().imul_imm_s(iv, self.size);
+        let mut xs = Vec::new();
+        for s in ops {
+            xs.push(match s {
+                Src::Mem(a) => {
+                    let a = self.b.ins().iadd(*a, boff);
+                    self.b.ins().load(self.ty, self.mf, a, 0)
+                }
+                Src::Splat(v) => *v,
+            });
+        }
+        let y = f(self, &xs, false);
+        let d = self.b.ins().iadd(dst, boff);
+        self.b.ins().store(self.mf, y, d, 0);
+        let next = self.b.ins().iadd_imm_s(iv, 1);
+        self.b.def_var(i, next);
+        self.b.ins().jump(sh, &[]);
+        self.b.switch_to_block(done);
+    }
+
+    /// A constant of the right shape (vector or scalar).
+    fn konst(&mut self, v: f64, vector: bool) -> Value {
+        let c = self.fconst(v);
+        if vector {
+            self.b.ins().splat(self.vty, c)
+        } else {
+            c
+        }
+    }
+
+    /// The arithmetic (non-strip) unary functions on a vector or scalar.
+    fn arith_unary(&mut self, u: Unary, x: Value, vector: bool) -> Value {
+        match u {
+            Unary::Neg => self.b.ins().fneg(x),
+            Unary::Abs => self.b.ins().fabs(x),
+            Unary::Sqrt => self.b.ins().sqrt(x),
+            Unary::Relu => {
+                let z = self.konst(0.0, vector);
+                self.b.ins().fmax(x, z)
+            }
+            Unary::LeakyRelu(s) => {
+                let z = self.konst(0.0, vector);
+                let r = self.b.ins().fmax(x, z);
+                let d = self.b.ins().fsub(x, r);
+                let s = self.konst(s, vector);
+                let m = self.b.ins().fmul(d, s);
+                self.b.ins().fadd(r, m)
+            }
+            Unary::Clamp(lo, hi) => {
+                let lo = self.konst(lo, vector);
+                let hi = self.konst(hi, vector);
+                let m = self.b.ins().fmax(x, lo);
+                self.b.ins().fmin(m, hi)
+            }
+            // Strip functions are handled by the callers.
+            Unary::Exp
+            | Unary::Log
+            | Unary::Tanh
+            | Unary::Sigmoid
+            | Unary::Gelu
+            | Unary::Softplus
+            | Unary::Sin
+            | Unary::Cos => x,
+        }
+    }
+
+    fn full_unary(&mut self, u: Unary, a: Src, dst: Value, n: Value) -> Result<(), String> {
+        match u.strip() {
+            Some(f) => {
+                let Src::Mem(src) = a else {
+                    return Err("a strip function of a per-row value".into());
+                };
+                let fr = self.funcs[&Some(f)];
+                self.b.ins().call(fr, &[src, dst, n]);
+            }
+            None => self.map_loop(&[a], dst, n, true, &|g, x, v| g.arith_unary(u, x[0], v)),
+        }
+        Ok(())
+    }
+
+    fn arith_binary(&mut self, op: Binary, a: Value, b: Value) -> Value {
+        match op {
+            Binary::Add => self.b.ins().fadd(a, b),
+            Binary::Sub => self.b.ins().fsub(a, b),
+            Binary::Mul => self.b.ins().fmul(a, b),
+            Binary::Div => self.b.ins().fdiv(a, b),
+            Binary::Max => self.b.ins().fmax(a, b),
+            Binary::Min => self.b.ins().fmin(a, b),
+            Binary::Cmp(c) => {
+                let cc = match c {
+                    KCmp::Lt => FloatCC::LessThan,
+                    KCmp::Le => FloatCC::LessThanOrEqual,
+                    KCmp::Gt => FloatCC::GreaterThan,
+                    KCmp::Ge => FloatCC::GreaterThanOrEqual,
+                    KCmp::Eq => FloatCC::Equal,
+                    KCmp::Ne => FloatCC::NotEqual,
+                };
+                let c = self.b.ins().fcmp(cc, a, b);
+                let (one, zero) = (self.fconst(1.0), self.fconst(0.0));
+                self.b.ins().select(c, one, zero)
+            }
+            // Handled by the callers (a strip function).
+            Binary::Pow => a,
+        }
+    }
+
+    /// Memory holding a per-row value (stride 0) or the strip itself.
+    fn as_memory(&mut self, s: Src, key: usize) -> (Value, Value) {
+        match s {
+            Src::Mem(a) => (a, self.b.ins().iconst(types::I64, 1)),
+            Src::Splat(v) => {
+                let a = self.slot_addr(key, 16);
+                self.b.ins().store(self.mf, v, a, 0);
+                (a, self.b.ins().iconst(types::I64, 0))
+            }
+        }
+    }
+
+    fn full_binary(&mut self, op: Binary, a: Src, b: Src, dst: Value, n: Value) {
+        match op {
+            Binary::Pow => {
+                let (pa, sa) = self.as_memory(a, usize::MAX - 1);
+                let (pb, sb) = self.as_memory(b, usize::MAX - 2);
+                let fr = self.funcs[&None];
+                self.b.ins().call(fr, &[pa, sa, pb, sb, dst, n]);
+            }
+            Binary::Cmp(_) => {
+                self.map_loop(&[a, b], dst, n, false, &|g, x, _| {
+                    g.arith_binary(op, x[0], x[1])
+                });
+            }
+            Binary::Add | Binary::Sub | Binary::Mul | Binary::Div | Binary::Max | Binary::Min => {
+                self.map_loop(&[a, b], dst, n, true, &|g, x, _| {
+                    g.arith_binary(op, x[0], x[1])
+                });
+            }
+        }
+    }
+
+    /// A per-row instruction (scalar code).
+    fn row_inst(
+        &mut self,
+        inst: &Inst,
+        row_val: &[Option<Value>],
+        row_ptr: &[Value],
+    ) -> Result<Value, String> {
+        let get = |v: usize| row_val[v].ok_or_else(|| format!("row value {v} is not ready"));
+        Ok(match inst {
+            Inst::Input(j) => match self.k.inputs[*j] {
+                InputKind::Scalar => self.b.ins().load(self.ty, self.mf, row_ptr[*j], 0),
+                InputKind::Row => return Err("a row input read as a scalar".into()),
+            },
+            Inst::Const(c) => self.fconst(*c),
+            Inst::Unary(u, a) => {
+                let x = get(*a)?;
+                match u.strip() {
+                    Some(f) => {
+                        let (src, dst) = (self.slot_addr(usize::MAX - 3, 16), self.slot_addr(usize::MAX - 4, 16));
+                        self.b.ins().store(self.mf, x, src, 0);
+                        let one = self.b.ins().iconst(types::I64, 1);
+                        let fr = self.funcs[&Some(f)];
+                        self.b.ins().call(fr, &[src, dst, one]);
+                        self.b.ins().load(self.ty, self.mf, dst, 0)
+                    }
+                    None => self.arith_unary(*u, x, false),
+                }
+            }
+            Inst::Binary(op, a, b) => {
+                let (x, y) = (get(*a)?, get(*b)?);
+                match op {
+                    Binary::Pow => {
+                        let (pa, sa) = self.as_memory(Src::Splat(x), usize::MAX - 1);
+                        let (pb, sb) = self.as_memory(Src::Splat(y), usize::MAX - 2);
+                        let dst = self.slot_addr(usize::MAX - 4, 16);
+                        let one = self.b.ins().iconst(types::I64, 1);
+                        let fr = self.funcs[&None];
+                        self.b.ins().call(fr, &[pa, sa, pb, sb, dst, one]);
+                        self.b.ins().load(self.ty, self.mf, dst, 0)
+                    }
+                    _ => self.arith_binary(*op, x, y),
+                }
+            }
+            Inst::Select(m, a, b) => {
+                let (m, x, y) = (get(*m)?, get(*a)?, get(*b)?);
+                let z = self.fconst(0.0);
+                let c = self.b.ins().fcmp(FloatCC::NotEqual, m, z);
+                self.b.ins().select(c, x, y)
+            }
+            Inst::Reduce(..) => return Err("a reduction evaluated as a row value".into()),
+        })
+    }
+}

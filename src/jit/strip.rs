@@ -1,0 +1,222 @@
+//! The registered `extern "C"` strip functions that every compiled kernel
+//! calls for its transcendentals, and their scalar references.
+//!
+//! Owns one function per (function, float type), each mapping `n`
+//! consecutive elements. Guarantees: f32 `exp`, `tanh`, `sigmoid`, `gelu`,
+//! `sin` and `cos` use rten-vecmath's SIMD kernels (the same ones the plain
+//! executor uses for the first four, see `exec::kernels::simd`); f32 `log`,
+//! `softplus`, `pow` and every f64 function use Rust's own float methods with
+//! the plain executor's formulas, so fused f64 results match the plain path
+//! to rounding. rten-vecmath has no `log` and no f64 routines, which is why
+//! those are scalar.
+
+use std::mem::MaybeUninit;
+
+use rten_simd::SimdUnaryOp;
+
+use super::{Binary, KCmp, KType, Unary};
+
+/// A transcendental with a strip function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Func {
+    Exp,
+    Log,
+    Tanh,
+    Sigmoid,
+    Gelu,
+    Softplus,
+    Sin,
+    Cos,
+}
+
+/// `dst[i] = f(src[i])` for `i < n`.
+pub type UnaryStrip = unsafe extern "C" fn(*const u8, *mut u8, i64);
+/// `dst[i] = a[i * sa] ^ b[i * sb]` for `i < n` (strides 0 or 1).
+pub type PowStrip = unsafe extern "C" fn(*const u8, i64, *const u8, i64, *mut u8, i64);
+
+const SQRT_TWO_OVER_PI: f64 = 0.797_884_560_802_865_4;
+
+fn gelu64(v: f64) -> f64 {
+    // candle's own formula, so that f64 results match the plain path.
+    0.5 * v * (1.0 + f64::tanh(SQRT_TWO_OVER_PI * v * (1.0 + 0.044715 * v * v)))
+}
+
+fn softplus64(x: f64) -> f64 {
+    x.max(0.0) + ((-x.abs()).exp() + 1.0).ln()
+}
+
+fn softplus32(x: f32) -> f32 {
+    x.max(0.0) + ((-x.abs()).exp() + 1.0).ln()
+}
+
+fn scalar64(f: Func, x: f64) -> f64 {
+    match f {
+        Func::Exp => x.exp(),
+        Func::Log => x.ln(),
+        Func::Tanh => x.tanh(),
+        Func::Sigmoid => 1.0 / ((-x).exp() + 1.0),
+        Func::Gelu => gelu64(x),
+        Func::Softplus => softplus64(x),
+        Func::Sin => x.sin(),
+        Func::Cos => x.cos(),
+    }
+}
+
+/// # Safety
+/// `src` and `dst` hold `n` f32 values each and do not overlap.
+unsafe fn map32(f: Func, src: *const u8, dst: *mut u8, n: i64) {
+    let n = n.max(0) as usize;
+    let src = std::slice::from_raw_parts(src as *const f32, n);
+    let out = std::slice::from_raw_parts_mut(dst as *mut MaybeUninit<f32>, n);
+    match f {
+        Func::Exp => {
+            let _ = rten_vecmath::Exp {}.map(src, out);
+        }
+        Func::Tanh => {
+            let _ = rten_vecmath::Tanh {}.map(src, out);
+        }
+        Func::Sigmoid => {
+            let _ = rten_vecmath::Sigmoid {}.map(src, out);
+        }
+        Func::Gelu => {
+            let _ = rten_vecmath::ApproxGelu {}.map(src, out);
+        }
+        Func::Sin => {
+            let _ = rten_vecmath::Sin::new().map(src, out);
+        }
+        Func::Cos => {
+            let _ = rten_vecmath::Cos::new().map(src, out);
+        }
+        Func::Log => {
+            for (o, x) in out.iter_mut().zip(src) {
+                o.write(x.ln());
+            }
+        }
+        Func::Softplus => {
+            for (o, x) in out.iter_mut().zip(src) {
+                o.write(softplus32(*x));
+            }
+        }
+    }
+}
+
+/// # Safety
+/// `src` and `dst` hold `n` f64 values each.
+unsafe fn map64(f: Func, src: *const u8, dst: *mut u8, n: i64) {
+    let n = n.max(0) as usize;
+    let src = src as *const f64;
+    let dst = dst as *mut f64;
+    for i in 0..n {
+        *dst.add(i) = scalar64(f, *src.add(i));
+    }
+}
+
+macro_rules! strips {
+    ($($name32:ident, $name64:ident => $f:path;)*) => {
+        $(
+            unsafe extern "C" fn $name32(src: *const u8, dst: *mut u8, n: i64) {
+                map32($f, src, dst, n)
+            }
+            unsafe extern "C" fn $name64(src: *const u8, dst: *mut u8, n: i64) {
+                map64($f, src, dst, n)
+            }
+        )*
+        /// The strip function of `f` in type `ty`.
+        pub fn unary(f: Func, ty: KType) -> UnaryStrip {
+            match (f, ty) {
+                $(
+                    ($f, KType::F32) => $name32,
+                    ($f, KType::F64) => $name64,
+                )*
+            }
+        }
+    };
+}
+
+strips! {
+    exp32, exp64 => Func::Exp;
+    log32, log64 => Func::Log;
+    tanh32, tanh64 => Func::Tanh;
+    sigmoid32, sigmoid64 => Func::Sigmoid;
+    gelu32, gelu64_strip => Func::Gelu;
+    softplus32_strip, softplus64_strip => Func::Softplus;
+    sin32, sin64 => Func::Sin;
+    cos32, cos64 => Func::Cos;
+}
+
+unsafe extern "C" fn pow32(a: *const u8, sa: i64, b: *const u8, sb: i64, dst: *mut u8, n: i64) {
+    let (a, b, dst) = (a as *const f32, b as *const f32, dst as *mut f32);
+    for i in 0..n.max(0) as isize {
+        *dst.offset(i) = (*a.offset(i * sa as isize)).powf(*b.offset(i * sb as isize));
+    }
+}
+
+unsafe extern "C" fn pow64(a: *const u8, sa: i64, b: *const u8, sb: i64, dst: *mut u8, n: i64) {
+    let (a, b, dst) = (a as *const f64, b as *const f64, dst as *mut f64);
+    for i in 0..n.max(0) as isize {
+        *dst.offset(i) = (*a.offset(i * sa as isize)).powf(*b.offset(i * sb as isize));
+    }
+}
+
+/// The strip function of `pow` in type `ty`.
+pub fn pow(ty: KType) -> PowStrip {
+    match ty {
+        KType::F32 => pow32,
+        KType::F64 => pow64,
+    }
+}
+
+/// The reference value of a unary function (for [`super::Kernel::eval_row`]).
+pub fn reference_unary(u: Unary, x: f64, ty: KType) -> f64 {
+    let via_strip = |f: Func| match ty {
+        KType::F64 => scalar64(f, x),
+        KType::F32 => {
+            let src = [x as f32];
+            let mut dst = [0f32];
+            // SAFETY: one element each, distinct buffers.
+            unsafe { map32(f, src.as_ptr() as *const u8, dst.as_mut_ptr() as *mut u8, 1) };
+            dst[0] as f64
+        }
+    };
+    match u {
+        Unary::Neg => -x,
+        Unary::Abs => x.abs(),
+        Unary::Sqrt => x.sqrt(),
+        Unary::Relu => x.max(0.0),
+        Unary::LeakyRelu(s) => {
+            let r = x.max(0.0);
+            r + s * (x - r)
+        }
+        Unary::Clamp(lo, hi) => x.max(lo).min(hi),
+        Unary::Exp => via_strip(Func::Exp),
+        Unary::Log => via_strip(Func::Log),
+        Unary::Tanh => via_strip(Func::Tanh),
+        Unary::Sigmoid => via_strip(Func::Sigmoid),
+        Unary::Gelu => via_strip(Func::Gelu),
+        Unary::Softplus => via_strip(Func::Softplus),
+        Unary::Sin => via_strip(Func::Sin),
+        Unary::Cos => via_strip(Func::Cos),
+    }
+}
+
+/// The reference value of a binary function.
+pub fn reference_binary(b: Binary, x: f64, y: f64) -> f64 {
+    let bit = |c: bool| if c { 1.0 } else { 0.0 };
+    match b {
+        Binary::Add => x + y,
+        Binary::Sub => x - y,
+        Binary::Mul => x * y,
+        Binary::Div => x / y,
+        Binary::Max => x.max(y),
+        Binary::Min => x.min(y),
+        Binary::Pow => x.powf(y),
+        Binary::Cmp(c) => bit(match c {
+            KCmp::Lt => x < y,
+            KCmp::Le => x <= y,
+            KCmp::Gt => x > y,
+            KCmp::Ge => x >= y,
+            KCmp::Eq => x == y,
+            KCmp::Ne => x != y,
+        }),
+    }
+}

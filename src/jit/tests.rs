@@ -1,0 +1,267 @@
+//! Compiled kernels against the scalar reference ([`Kernel::eval_row`]).
+
+use super::*;
+
+/// Deterministic values in [-3, 3).
+fn values(n: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 11) as f64 / (1u64 << 53) as f64) * 6.0 - 3.0
+        })
+        .collect()
+}
+
+/// Run `k` on one row of `len` and compare every output with the
+/// reference to `tol` (relative, with an absolute floor of `tol`).
+fn check(k: &Kernel, len: usize, tol: f64) {
+    let inputs: Vec<Vec<f64>> = k
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, kind)| match kind {
+            InputKind::Row => values(len, i as u64 + 1),
+            InputKind::Scalar => values(1, i as u64 + 100),
+        })
+        .collect();
+    let refs: Vec<&[f64]> = inputs.iter().map(|v| v.as_slice()).collect();
+    let expected = k.eval_row(&refs, len);
+    let levels = k.levels();
+    let compiled = compile(k).expect("compiles");
+    let got: Vec<Vec<f64>> = match k.ty {
+        KType::F32 => {
+            let mut ins: Vec<Vec<f32>> = inputs
+                .iter()
+                .map(|v| v.iter().map(|x| *x as f32).collect())
+                .collect();
+            let mut outs: Vec<Vec<f32>> = k
+                .outputs
+                .iter()
+                .map(|o| vec![f32::NAN; if levels[*o] == Level::Full { len } else { 1 }])
+                .collect();
+            let mut ptrs: Vec<*mut u8> = ins.iter_mut().map(|v| v.as_mut_ptr() as *mut u8).collect();
+            ptrs.extend(outs.iter_mut().map(|v| v.as_mut_ptr() as *mut u8));
+            unsafe { call(&compiled, &ptrs, len) };
+            outs.iter()
+                .map(|v| v.iter().map(|x| *x as f64).collect())
+                .collect()
+        }
+        KType::F64 => {
+            let mut ins = inputs.clone();
+            let mut outs: Vec<Vec<f64>> = k
+                .outputs
+                .iter()
+                .map(|o| vec![f64::NAN; if levels[*o] == Level::Full { len } else { 1 }])
+                .collect();
+            let mut ptrs: Vec<*mut u8> = ins.iter_mut().map(|v| v.as_mut_ptr() as *mut u8).collect();
+            ptrs.extend(outs.iter_mut().map(|v| v.as_mut_ptr() as *mut u8));
+            unsafe { call(&compiled, &ptrs, len) };
+            outs
+        }
+    };
+    for (o, (e, g)) in expected.iter().zip(&got).enumerate() {
+        assert_eq!(e.len(), g.len(), "output {o} length");
+        for (i, (a, b)) in e.iter().zip(g).enumerate() {
+            let err = (a - b).abs() / a.abs().max(1.0);
+            assert!(
+                err <= tol || (a.is_nan() && b.is_nan()),
+                "{:?} len {len}: output {o}[{i}] = {b}, reference {a}",
+                k.ty
+            );
+        }
+    }
+}
+
+fn both(build: impl Fn(KType) -> Kernel) {
+    // Lengths: empty, below one vector, tails, one strip and beyond.
+    for len in [0, 1, 3, 4, 7, 64, 129, 300] {
+        check(&build(KType::F64), len, 1e-12);
+        check(&build(KType::F32), len, 1e-4);
+    }
+}
+
+#[test]
+fn arithmetic_with_a_broadcast_scalar() {
+    both(|ty| Kernel {
+        ty,
+        inputs: vec![InputKind::Row, InputKind::Scalar, InputKind::Row],
+        insts: vec![
+            Inst::Input(0),
+            Inst::Input(1),
+            Inst::Input(2),
+            Inst::Binary(Binary::Mul, 0, 1),
+            Inst::Binary(Binary::Add, 3, 2),
+            Inst::Binary(Binary::Sub, 4, 1),
+            Inst::Binary(Binary::Div, 5, 1),
+            Inst::Binary(Binary::Max, 6, 2),
+            Inst::Binary(Binary::Min, 7, 0),
+            Inst::Const(0.5),
+            Inst::Binary(Binary::Mul, 8, 9),
+        ],
+        outputs: vec![10, 4],
+    });
+}
+
+#[test]
+fn every_unary_function() {
+    let all = [
+        Unary::Neg,
+        Unary::Abs,
+        Unary::Sqrt,
+        Unary::Relu,
+        Unary::Exp,
+        Unary::Log,
+        Unary::Tanh,
+        Unary::Sigmoid,
+        Unary::Gelu,
+        Unary::Softplus,
+        Unary::Sin,
+        Unary::Cos,
+        Unary::LeakyRelu(0.1),
+        Unary::Clamp(-1.0, 0.5),
+    ];
+    for u in all {
+        both(|ty| {
+            // Log and sqrt of |x| + 0.1, so that both are defined.
+            let positive = matches!(u, Unary::Log | Unary::Sqrt);
+            let mut insts = vec![Inst::Input(0)];
+            if positive {
+                insts.push(Inst::Unary(Unary::Abs, 0));
+                insts.push(Inst::Const(0.1));
+                insts.push(Inst::Binary(Binary::Add, 1, 2));
+            }
+            let x = insts.len() - 1;
+            insts.push(Inst::Unary(u, x));
+            Kernel {
+                ty,
+                inputs: vec![InputKind::Row],
+                outputs: vec![insts.len() - 1],
+                insts,
+            }
+        });
+    }
+}
+
+#[test]
+fn compares_selects_and_pow() {
+    for c in [KCmp::Lt, KCmp::Le, KCmp::Gt, KCmp::Ge, KCmp::Eq, KCmp::Ne] {
+        both(|ty| Kernel {
+            ty,
+            inputs: vec![InputKind::Row, InputKind::Row],
+            insts: vec![
+                Inst::Input(0),
+                Inst::Input(1),
+                Inst::Binary(Binary::Cmp(c), 0, 1),
+                Inst::Select(2, 0, 1),
+                Inst::Unary(Unary::Abs, 0),
+                Inst::Const(1.5),
+                Inst::Binary(Binary::Pow, 4, 5),
+                Inst::Const(2.0),
+                Inst::Binary(Binary::Pow, 1, 7),
+            ],
+            outputs: vec![2, 3, 6, 8],
+        });
+    }
+}
+
+#[test]
+fn row_reductions_and_their_consumers() {
+    // Layer norm: (x - mean) / sqrt(var + eps) * g, with the row statistics
+    // as outputs too.
+    both(|ty| Kernel {
+        ty,
+        inputs: vec![InputKind::Row, InputKind::Row],
+        insts: vec![
+            Inst::Input(0),
+            Inst::Reduce(RowReduce::Sum, 0),
+            Inst::Const(0.01),
+            Inst::Binary(Binary::Mul, 1, 2),
+            Inst::Binary(Binary::Sub, 0, 3),
+            Inst::Binary(Binary::Mul, 4, 4),
+            Inst::Reduce(RowReduce::Sum, 5),
+            Inst::Binary(Binary::Mul, 6, 2),
+            Inst::Const(1e-5),
+            Inst::Binary(Binary::Add, 7, 8),
+            Inst::Unary(Unary::Sqrt, 9),
+            Inst::Binary(Binary::Div, 4, 10),
+            Inst::Input(1),
+            Inst::Binary(Binary::Mul, 11, 12),
+        ],
+        outputs: vec![13, 3, 10, 4],
+    });
+}
+
+#[test]
+fn softmax_logsumexp_max_and_min() {
+    both(|ty| Kernel {
+        ty,
+        inputs: vec![InputKind::Row],
+        insts: vec![
+            Inst::Input(0),
+            Inst::Reduce(RowReduce::Max, 0),
+            Inst::Binary(Binary::Sub, 0, 1),
+            Inst::Unary(Unary::Exp, 2),
+            Inst::Reduce(RowReduce::Sum, 3),
+            Inst::Binary(Binary::Div, 3, 4),
+            Inst::Unary(Unary::Log, 4),
+            Inst::Binary(Binary::Add, 6, 1),
+            Inst::Reduce(RowReduce::Min, 0),
+            Inst::Binary(Binary::Sub, 2, 6),
+        ],
+        outputs: vec![5, 7, 8, 9],
+    });
+}
+
+#[test]
+fn per_row_transcendentals_and_scalar_inputs() {
+    both(|ty| Kernel {
+        ty,
+        inputs: vec![InputKind::Row, InputKind::Scalar],
+        insts: vec![
+            Inst::Input(0),
+            Inst::Input(1),
+            Inst::Reduce(RowReduce::Sum, 0),
+            Inst::Binary(Binary::Mul, 2, 1),
+            Inst::Unary(Unary::Tanh, 3),
+            Inst::Binary(Binary::Pow, 4, 1),
+            Inst::Binary(Binary::Mul, 0, 5),
+        ],
+        outputs: vec![6, 5],
+    });
+}
+
+#[test]
+fn kernels_compile_once() {
+    let k = Kernel {
+        ty: KType::F64,
+        inputs: vec![InputKind::Row],
+        insts: vec![Inst::Input(0), Inst::Const(3.25), Inst::Binary(Binary::Mul, 0, 1)],
+        outputs: vec![2],
+    };
+    let first = compile(&k).expect("compiles").func as usize;
+    for _ in 0..3 {
+        assert_eq!(compile(&k).expect("compiles").func as usize, first);
+    }
+    assert!(compile_stats().kernels >= 1);
+}
+
+#[test]
+fn malformed_kernels_are_refused() {
+    let k = Kernel {
+        ty: KType::F32,
+        inputs: vec![],
+        insts: vec![Inst::Input(0)],
+        outputs: vec![0],
+    };
+    assert!(compile(&k).is_err());
+    let k = Kernel {
+        ty: KType::F32,
+        inputs: vec![InputKind::Scalar],
+        insts: vec![Inst::Input(0), Inst::Reduce(RowReduce::Sum, 0)],
+        outputs: vec![1],
+    };
+    assert!(compile(&k).is_err());
+}

@@ -1,0 +1,253 @@
+//! Fused execution equals plain execution (principle 8): for every example
+//! and test model, the training step graph (loss, scores, every parameter
+//! gradient, the fixed points) gives the same values with and without
+//! fusion, at the same solver iteration counts; f64 to 1e-9 relative, f32
+//! to 1e-4. Also: the fusion plan itself (groups, boundaries, cycles) and
+//! that the gradient checks of `tests/gradcheck.rs` really run through
+//! kernels.
+
+mod common;
+
+use candle_core::{DType as CDType, Device, Tensor};
+use common::*;
+use deqc::autodiff::backward_graph;
+use deqc::autodiff::check::{id_bounds, random_tensor};
+use deqc::deq::{DeqVjp, SolverRunner};
+use deqc::exec::fused::BoundPlan;
+use deqc::exec::{DimEnv, ExecOptions, Executor};
+use deqc::ir::{Graph, Op};
+use deqc::passes::fuse::{plan, Step};
+use deqc::passes::Pipeline;
+use rand::SeedableRng;
+
+/// The training step graphs of every train block of every example and
+/// test model.
+fn step_graphs() -> Vec<(String, Graph)> {
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    for dir in ["examples", "tests/models"] {
+        for e in std::fs::read_dir(dir).expect("directory") {
+            let p = e.expect("entry").path();
+            if p.extension().is_some_and(|x| x == "deq") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let compiled = deqc::compile_path(&f).expect("readable");
+        let program = compiled.program.expect("checks");
+        for cfg in &program.trains {
+            let m = program.model(&cfg.model).expect("model");
+            let c = deqc::train::trainer::compile(m, cfg).expect("compiles");
+            out.push((format!("{}:{}", f.display(), m.name), c.step.graph));
+        }
+    }
+    assert!(out.len() >= 4, "expected every example to have a train block");
+    out
+}
+
+/// Small random feeds: `B` = 2, other symbols 4; parameters scaled by
+/// `1 / sqrt(fan_in)` so that the equilibria are contractive-ish.
+fn feeds(g: &Graph, seed: u64) -> (Vec<Tensor>, Vec<Tensor>) {
+    let mut env = DimEnv::new();
+    for inp in &g.inputs {
+        for s in deqc::train::program::symbols(&inp.ty) {
+            let v = if s == "B" { 2 } else { 4 };
+            let _ = env.bind(&s, v);
+        }
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let bounds = id_bounds(g);
+    let params = g
+        .params
+        .iter()
+        .map(|p| {
+            let t = random_tensor(&p.ty, &env, &mut rng, 1.0, 1).expect("param");
+            let dims = t.dims().to_vec();
+            let fan_in: usize = dims[..dims.len().saturating_sub(1)].iter().product();
+            (t * (0.5 / (fan_in.max(1) as f64).sqrt())).expect("scale")
+        })
+        .collect();
+    let inputs = g
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, inp)| {
+            let bound = bounds.get(&i).copied().unwrap_or(3);
+            random_tensor(&inp.ty, &env, &mut rng, 1.0, bound).expect("input")
+        })
+        .collect();
+    (params, inputs)
+}
+
+fn executor(float: CDType, fuse: bool, runner: &SolverRunner) -> Executor {
+    Executor::new(Device::Cpu)
+        .with_runner(Box::new(runner.clone()))
+        .with_options(ExecOptions {
+            float,
+            fuse,
+            ..ExecOptions::default()
+        })
+}
+
+fn flat(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(CDType::F64)
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1::<f64>())
+        .expect("values")
+}
+
+/// Largest |a - b| relative to the larger tensor's largest magnitude.
+fn rel_error(a: &Tensor, b: &Tensor) -> f64 {
+    let (a, b) = (flat(a), flat(b));
+    assert_eq!(a.len(), b.len());
+    let scale = a
+        .iter()
+        .chain(&b)
+        .fold(0.0f64, |m, v| m.max(v.abs()))
+        .max(1e-30);
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| if x == y { 0.0 } else { (x - y).abs() / scale })
+        .fold(0.0, f64::max)
+}
+
+fn iterations(runner: &SolverRunner) -> Vec<(bool, usize)> {
+    runner
+        .take_records()
+        .iter()
+        .map(|r| (r.backward, r.stats.iterations))
+        .collect()
+}
+
+fn compare(float: CDType, tol: f64) {
+    for (name, g) in step_graphs() {
+        let (mut params, mut inputs) = feeds(&g, 3);
+        if float == CDType::F64 {
+            params = params.iter().map(|p| p.to_dtype(float).expect("cast")).collect();
+            inputs = inputs
+                .iter()
+                .map(|t| match t.dtype() {
+                    CDType::I64 => t.clone(),
+                    _ => t.to_dtype(float).expect("cast"),
+                })
+                .collect();
+        }
+        let (rp, rf) = (
+            SolverRunner::new().with_lenient_adjoint(true),
+            SolverRunner::new().with_lenient_adjoint(true),
+        );
+        let plain = executor(float, false, &rp)
+            .run(&g, &params, &inputs)
+            .expect("plain run");
+        let fused_exec = executor(float, true, &rf);
+        let fused = fused_exec.run(&g, &params, &inputs).expect("fused run");
+        assert_eq!(plain.outputs.len(), fused.outputs.len());
+        for (k, (p, f)) in plain.outputs.iter().zip(&fused.outputs).enumerate() {
+            let e = rel_error(p, f);
+            assert!(e <= tol, "{name} ({float:?}): output {k} differs by {e:e}");
+        }
+        assert_eq!(
+            iterations(&rp),
+            iterations(&rf),
+            "{name} ({float:?}): solver iteration counts differ"
+        );
+        // Kernels did run.
+        let env = fused_exec.bind_inputs(&g, &inputs).expect("dims");
+        assert!(
+            BoundPlan::new(&g, &env, float).kernel_count() > 0,
+            "{name}: no fused kernel"
+        );
+    }
+}
+
+#[test]
+fn examples_fused_equal_plain_in_f64() {
+    compare(CDType::F64, 1e-9);
+}
+
+#[test]
+fn examples_fused_equal_plain_in_f32() {
+    compare(CDType::F32, 1e-4);
+}
+
+#[test]
+fn plans_group_elementwise_chains_and_stop_at_library_calls() {
+    let g = lower(
+        "use nn;\nmodel M(x: [B, 4]) { let ln = nn::LayerNorm[4]; let l = nn::Linear[4, 3]; log_softmax(l(gelu(ln(x))), axis = -1) }",
+    );
+    let p = plan(&g);
+    assert!(p.groups.len() >= 2, "{:?}", p.groups);
+    for grp in &p.groups {
+        for (m, _) in &grp.members {
+            assert!(
+                !matches!(g.op(*m), Op::MatMul | Op::Reshape { .. } | Op::Input(_)),
+                "a boundary op in a group"
+            );
+        }
+    }
+    // Every node runs exactly once: as a step or inside one group.
+    let mut seen = std::collections::BTreeSet::new();
+    for s in &p.steps {
+        match s {
+            Step::Node(n) => assert!(seen.insert(*n)),
+            Step::Group(gi) => {
+                for (m, _) in &p.groups[*gi].members {
+                    assert!(seen.insert(*m));
+                }
+            }
+        }
+    }
+    assert_eq!(seen.len(), g.node_count());
+}
+
+#[test]
+fn gradient_checks_run_through_kernels() {
+    // The models of tests/gradcheck.rs (every fusible op, every stdlib
+    // layer): their gradient graphs must contain kernels, or the gradient
+    // checks there would not exercise fusion.
+    for src in [
+        "model M(x: [2, 3], y: [3], z: [2, 1]) { softplus(x * 3.0) + leaky_relu(x, slope = 0.1) * clamp(y, -0.5, 0.5) }",
+        "model M(x: [2, 3], y: [3], z: [2, 1]) { where(x > y, sin(x), cos(z)) + (x * x + 0.5) ^ y }",
+        "model M(x: [2, 3, 4]) { logsumexp(x, axis = -1) + mean(x, axis = -1) }",
+        "model M(x: [2, 3, 4]) { softmax(x, axis = -1) * x }",
+        "use nn;\nmodel M(x: [B, 3, 4]) { let ln = nn::LayerNorm[4]; ln(x) }",
+        "use nn;\nmodel M(x: [B, T, 4]) { let a = nn::MultiHeadAttention[4, 2, causal = true]; a(x) }",
+    ] {
+        let g = lower(src);
+        let mut b = backward_graph(&g, &DeqVjp).expect("backward");
+        Pipeline::default().run(&mut b).expect("pipeline");
+        assert!(!plan(&b).groups.is_empty(), "{src}: no groups");
+        gradcheck_dims(src, &[("B", 2), ("T", 3)]);
+    }
+}
+
+fn deqc(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_deqc"))
+        .args(args)
+        .output()
+        .expect("deqc runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn dump_kernels_of_the_mlp_example() {
+    let (code, out, err) = deqc(&["dump", "--emit=kernels", "examples/mnist_mlp.deq"]);
+    assert_eq!(code, 0, "{err}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn no_fuse_gives_the_same_gradient_check() {
+    let file = "tests/models/mdeq_small.deq";
+    let (code, fused, err) = deqc(&["gradcheck", file]);
+    assert_eq!(code, 0, "{err}");
+    let (code, plain, err) = deqc(&["gradcheck", "--no-fuse", file]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(fused.lines().count(), plain.lines().count());
+}
