@@ -37,13 +37,25 @@ fn step_graphs() -> Vec<(String, Graph)> {
     for f in files {
         let compiled = deqc::compile_path(&f).expect("readable");
         let program = compiled.program.expect("checks");
-        for cfg in &program.trains {
-            let m = program.model(&cfg.model).expect("model");
-            let c = deqc::train::trainer::compile(m, cfg).expect("compiles");
-            out.push((format!("{}:{}", f.display(), m.name), c.step.graph));
+        for m in &program.models {
+            let name = format!("{}:{}", f.display(), m.name);
+            match program.trains.iter().find(|t| t.model == m.name) {
+                Some(cfg) => {
+                    let c = deqc::train::trainer::compile(m, cfg).expect("compiles");
+                    out.push((name, c.step.graph));
+                }
+                // Without a train block: the backward graph (outputs and
+                // every parameter's gradient, cotangents as inputs).
+                None => {
+                    let g = deqc::ir::lower::lower_model(m).expect("lowers");
+                    let mut b = backward_graph(&g, &DeqVjp).expect("backward");
+                    Pipeline::default().run(&mut b).expect("pipeline");
+                    out.push((name, b));
+                }
+            }
         }
     }
-    assert!(out.len() >= 4, "expected every example to have a train block");
+    assert!(out.len() >= 5, "expected every example and test model");
     out
 }
 

@@ -304,6 +304,9 @@ impl Gen<'_, '_> {
             let finals = self.strip_pass(&pass, &row_val)?;
             for (r, v) in finals {
                 row_val[r] = Some(v);
+                for o in outputs_of.get(&r).into_iter().flatten() {
+                    self.b.ins().store(self.mf, v, row_ptr[*o], 0);
+                }
             }
             // Per-row values that only depend on these reductions are
             // computed at the start of the next pass.
