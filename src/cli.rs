@@ -191,18 +191,18 @@ pub fn main() -> ExitCode {
         } => {
             crate::exec::set_fuse_default(!no_fuse);
             crate::train::commands::run(
-            &file,
-            model.as_deref(),
-            epochs,
-            batch_size,
-            max_steps,
-            &device,
-            out,
-            resume,
-            seed,
-            &sets,
-            keep_failed_steps,
-        )
+                &file,
+                model.as_deref(),
+                epochs,
+                batch_size,
+                max_steps,
+                &device,
+                out,
+                resume,
+                seed,
+                &sets,
+                keep_failed_steps,
+            )
         }
         Command::Eval {
             file,

@@ -16,7 +16,9 @@
 use candle_core::{CpuStorage, DType as CDType, Device, Storage, Tensor};
 
 use crate::ir::{Graph, NodeId, Op, ReduceOp};
-use crate::jit::{self, Binary, Compiled, InputKind, Inst, KType, KValue, Kernel, Level, RowReduce};
+use crate::jit::{
+    self, Binary, Compiled, InputKind, Inst, KType, KValue, Kernel, Level, RowReduce,
+};
 use crate::passes::fuse::{self, Role, Step};
 
 use super::DimEnv;
@@ -199,7 +201,11 @@ fn bind(g: &Graph, grp: &fuse::Group, dims: &DimEnv, float: CDType) -> Result<Bo
         let shape = l.shape(*m)?;
         let arg = |l: &mut Lowering, k: usize, lv: Level| -> Result<KValue, String> {
             let o = *ops.get(k).ok_or("missing operand")?;
-            let target = if lv == Level::Full { full.clone() } else { shape.clone() };
+            let target = if lv == Level::Full {
+                full.clone()
+            } else {
+                shape.clone()
+            };
             l.operand(o, &target, lv)
         };
         let v = match fuse::role(g.op(*m)) {
@@ -283,7 +289,11 @@ fn bind(g: &Graph, grp: &fuse::Group, dims: &DimEnv, float: CDType) -> Result<Bo
             Level::Row => (InputKind::Scalar, false),
             Level::Full => classify(&shape, target, split),
         };
-        let read = if expand { target.clone() } else { shape.clone() };
+        let read = if expand {
+            target.clone()
+        } else {
+            shape.clone()
+        };
         inputs.push(BoundInput {
             node: *node,
             offsets: row_offsets(&read, target, split, rows),
@@ -417,7 +427,11 @@ impl BoundGroup {
         for i in &self.inputs {
             let t = value(i.node).ok_or("a kernel input is not live")?;
             if t.dims() != i.shape.as_slice() {
-                return Err(format!("input shape {:?}, expected {:?}", t.dims(), i.shape));
+                return Err(format!(
+                    "input shape {:?}, expected {:?}",
+                    t.dims(),
+                    i.shape
+                ));
             }
             let t = if i.expand {
                 t.broadcast_as(i.target.as_slice())
@@ -483,7 +497,8 @@ impl BoundGroup {
                 Level::Row => self.rows,
             };
             set_len(&mut v, n);
-            let t = Tensor::from_vec(v, shape.as_slice(), &Device::Cpu).map_err(|e| e.to_string())?;
+            let t =
+                Tensor::from_vec(v, shape.as_slice(), &Device::Cpu).map_err(|e| e.to_string())?;
             result.push((*node, t));
         }
         Ok(result)

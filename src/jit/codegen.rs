@@ -30,7 +30,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 
 use super::strip::{self, Func};
-use super::{Binary, Inst, InputKind, KCmp, KType, Kernel, KernelFn, Level, RowReduce, Unary};
+use super::{Binary, InputKind, Inst, KCmp, KType, Kernel, KernelFn, Level, RowReduce, Unary};
 
 /// Bytes of one strip (per scratch buffer).
 const STRIP_BYTES: i64 = 512;
@@ -51,7 +51,8 @@ fn isa() -> Result<OwnedTargetIsa, String> {
     ISA.get_or_init(|| {
         let mut flags = settings::builder();
         let set = |f: &mut settings::Builder, k: &str, v: &str| {
-            f.set(k, v).map_err(|e| format!("cranelift setting {k}: {e}"))
+            f.set(k, v)
+                .map_err(|e| format!("cranelift setting {k}: {e}"))
         };
         set(&mut flags, "opt_level", "speed")?;
         set(&mut flags, "use_colocated_libcalls", "false")?;
@@ -259,7 +260,9 @@ impl Gen<'_, '_> {
                 .filter(|&i| matches!(k.insts[i], Inst::Reduce(..)) && ready[i] == p + 1)
                 .collect();
             let mut roots: Vec<usize> = (0..k.insts.len())
-                .filter(|&i| levels[i] == Level::Full && ready[i] == p && outputs_of.contains_key(&i))
+                .filter(|&i| {
+                    levels[i] == Level::Full && ready[i] == p && outputs_of.contains_key(&i)
+                })
                 .collect();
             for r in &reductions {
                 if let Inst::Reduce(_, a) = k.insts[*r] {
@@ -730,7 +733,10 @@ impl Gen<'_, '_> {
                 let x = get(*a)?;
                 match u.strip() {
                     Some(f) => {
-                        let (src, dst) = (self.slot_addr(usize::MAX - 3, 16), self.slot_addr(usize::MAX - 4, 16));
+                        let (src, dst) = (
+                            self.slot_addr(usize::MAX - 3, 16),
+                            self.slot_addr(usize::MAX - 4, 16),
+                        );
                         self.b.ins().store(self.mf, x, src, 0);
                         let one = self.b.ins().iconst(types::I64, 1);
                         let fr = self.funcs[&Some(f)];

@@ -4,7 +4,9 @@ use super::*;
 
 /// Deterministic values in [-3, 3).
 fn values(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
             s = s
@@ -42,7 +44,8 @@ fn check(k: &Kernel, len: usize, tol: f64) {
                 .iter()
                 .map(|o| vec![f32::NAN; if levels[*o] == Level::Full { len } else { 1 }])
                 .collect();
-            let mut ptrs: Vec<*mut u8> = ins.iter_mut().map(|v| v.as_mut_ptr() as *mut u8).collect();
+            let mut ptrs: Vec<*mut u8> =
+                ins.iter_mut().map(|v| v.as_mut_ptr() as *mut u8).collect();
             ptrs.extend(outs.iter_mut().map(|v| v.as_mut_ptr() as *mut u8));
             unsafe { call(&compiled, &ptrs, len) };
             outs.iter()
@@ -56,7 +59,8 @@ fn check(k: &Kernel, len: usize, tol: f64) {
                 .iter()
                 .map(|o| vec![f64::NAN; if levels[*o] == Level::Full { len } else { 1 }])
                 .collect();
-            let mut ptrs: Vec<*mut u8> = ins.iter_mut().map(|v| v.as_mut_ptr() as *mut u8).collect();
+            let mut ptrs: Vec<*mut u8> =
+                ins.iter_mut().map(|v| v.as_mut_ptr() as *mut u8).collect();
             ptrs.extend(outs.iter_mut().map(|v| v.as_mut_ptr() as *mut u8));
             unsafe { call(&compiled, &ptrs, len) };
             outs
@@ -238,7 +242,11 @@ fn kernels_compile_once() {
     let k = Kernel {
         ty: KType::F64,
         inputs: vec![InputKind::Row],
-        insts: vec![Inst::Input(0), Inst::Const(3.25), Inst::Binary(Binary::Mul, 0, 1)],
+        insts: vec![
+            Inst::Input(0),
+            Inst::Const(3.25),
+            Inst::Binary(Binary::Mul, 0, 1),
+        ],
         outputs: vec![2],
     };
     let first = compile(&k).expect("compiles").func as usize;

@@ -45,7 +45,10 @@ pub enum Role {
         keepdim: bool,
     },
     /// Softmax (or log-softmax) along one axis; fused along the last one.
-    Softmax { axis: usize, log: bool },
+    Softmax {
+        axis: usize,
+        log: bool,
+    },
     /// A scalar constant, folded into the kernels that read it.
     Const(f64),
     /// A library call or a source: a group boundary.
@@ -368,12 +371,7 @@ fn admit(
             return None;
         }
     }
-    let level_of = |o: &NodeId| {
-        b.members
-            .iter()
-            .find(|(m, _)| m == o)
-            .map(|(_, l)| *l)
-    };
+    let level_of = |o: &NodeId| b.members.iter().find(|(m, _)| m == o).map(|(_, l)| *l);
     let shape = &g.ty(id).shape;
     let rank = b.shape.len();
     match r {
