@@ -168,7 +168,7 @@ fn compare(float: CDType, tol: f64) {
             * plain
                 .outputs
                 .iter()
-                .flat_map(|t| flat(t))
+                .flat_map(flat)
                 .fold(0.0f64, |m, v| m.max(v.abs()));
         for (k, (p, f)) in plain.outputs.iter().zip(&fused.outputs).enumerate() {
             let e = rel_error(p, f, floor);

@@ -331,13 +331,16 @@ pub struct CompileStats {
     pub seconds: f64,
 }
 
+/// Compiled kernels by structural key (with the kernel, against
+/// collisions), and the compilations so far.
 #[cfg(feature = "jit")]
-static CACHE: std::sync::OnceLock<
-    std::sync::Mutex<(
-        std::collections::HashMap<u64, Vec<(Kernel, Compiled)>>,
-        CompileStats,
-    )>,
-> = std::sync::OnceLock::new();
+type Cache = (
+    std::collections::HashMap<u64, Vec<(Kernel, Compiled)>>,
+    CompileStats,
+);
+
+#[cfg(feature = "jit")]
+static CACHE: std::sync::OnceLock<std::sync::Mutex<Cache>> = std::sync::OnceLock::new();
 
 /// Whether this build can compile kernels.
 pub fn available() -> bool {
