@@ -1,5 +1,5 @@
 //! The command line (clap): `deqc check`, `run`, `eval`, `grad`, `dump`,
-//! `graph`, `gradcheck` (command bodies live in `commands/` and
+//! `graph`, `gradcheck`, `lsp` (command bodies live in `commands/` and
 //! `train/commands.rs`).
 //!
 //! Guarantees: exit code 0 on success, 1 when the program has errors (each
@@ -134,6 +134,8 @@ pub enum Command {
         #[arg(long)]
         stability: bool,
     },
+    /// A language server over stdio (diagnostics, hover, definitions, completion).
+    Lsp,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,6 +162,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { files } => check(&files),
         Command::Dump { emit, file } => dump(emit, &file),
+        Command::Lsp => crate::lsp::run(),
         Command::Run {
             file,
             model,

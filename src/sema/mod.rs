@@ -30,8 +30,28 @@ use modules::{ItemRef, ModuleId};
 use options::{OptionChecker, TrainValue};
 use spec::{DataSpec, Loss, TrainConfig};
 
+/// What the front end learned about a program's names, for tools such as
+/// the language server: the parsed modules with their item tables, and what
+/// each binding (let, param, input, state, hyper-parameter, const) held.
+#[derive(Debug, Default)]
+pub struct Index {
+    pub modules: modules::Modules,
+    /// `(span of the name, summary)`, once per elaboration of the binding
+    /// (a layer's body is elaborated at each call site).
+    pub bindings: Vec<(Span, String)>,
+}
+
 /// Parse and check the file `root` (already in `sources`) and its imports.
 pub fn check(sources: &mut SourceMap, root: FileId) -> (Option<Program>, Diagnostics) {
+    let (program, diags, _) = check_indexed(sources, root);
+    (program, diags)
+}
+
+/// [`check`], also returning the [`Index`] of the program's names.
+pub fn check_indexed(
+    sources: &mut SourceMap,
+    root: FileId,
+) -> (Option<Program>, Diagnostics, Index) {
     let mut diags = Diagnostics::default();
     let modules = modules::load(sources, root, &mut diags);
     let mut elab = Elab::new(&modules);
@@ -87,7 +107,10 @@ pub fn check(sources: &mut SourceMap, root: FileId) -> (Option<Program>, Diagnos
         }
     }
     let ok = !diags.has_errors();
-    (ok.then_some(program), diags)
+    let bindings = std::mem::take(&mut elab.bindings);
+    drop(elab);
+    let index = Index { modules, bindings };
+    (ok.then_some(program), diags, index)
 }
 
 fn check_train(elab: &mut Elab, t: &ast::TrainItem, program: &Program) -> Option<TrainConfig> {
