@@ -42,7 +42,9 @@ impl Client {
             "initialize",
             json!({ "processId": null, "rootUri": null, "capabilities": {} }),
         );
-        assert!(init["capabilities"]["hoverProvider"].as_bool().unwrap_or(false));
+        assert!(init["capabilities"]["hoverProvider"]
+            .as_bool()
+            .unwrap_or(false));
         c.notify("initialized", json!({}));
         c
     }
@@ -174,8 +176,14 @@ fn diagnostics_are_those_of_deqc_check_with_exact_ranges() {
     assert_eq!(diags.len(), 1, "{diags:?}");
     let d = &diags[0];
     let (line, col) = find(text, "tanhh", 0);
-    assert_eq!(d["range"]["start"], json!({ "line": line, "character": col }));
-    assert_eq!(d["range"]["end"], json!({ "line": line, "character": col + 5 }));
+    assert_eq!(
+        d["range"]["start"],
+        json!({ "line": line, "character": col })
+    );
+    assert_eq!(
+        d["range"]["end"],
+        json!({ "line": line, "character": col + 5 })
+    );
     assert_eq!(d["severity"], 1);
     assert_eq!(d["code"], "deq::sema::unknown_name");
     let message = d["message"].as_str().expect("message");
@@ -281,15 +289,25 @@ fn definitions_and_symbols_reach_into_modules_and_the_stdlib() {
     let (l, col) = find(text, "Linear", 0);
     let def = c.at("textDocument/definition", &uri, l, col + 1);
     let target = def["uri"].as_str().expect("a location");
-    assert!(target.starts_with("file://") && target.ends_with("/nn.deq"), "{def}");
-    let on_disk = std::fs::read_to_string(target.trim_start_matches("file://")).expect("stdlib file");
+    assert!(
+        target.starts_with("file://") && target.ends_with("/nn.deq"),
+        "{def}"
+    );
+    let on_disk =
+        std::fs::read_to_string(target.trim_start_matches("file://")).expect("stdlib file");
     let (want_line, want_col) = find(&on_disk, "Linear[", 0);
-    assert_eq!(def["range"]["start"], json!({ "line": want_line, "character": want_col }));
+    assert_eq!(
+        def["range"]["start"],
+        json!({ "line": want_line, "character": want_col })
+    );
 
     // Into a `use`d file.
     let (l, col) = find(text, "Cell", 0);
     let def = c.at("textDocument/definition", &uri, l, col + 1);
-    assert!(def["uri"].as_str().unwrap_or("").ends_with("/blocks.deq"), "{def}");
+    assert!(
+        def["uri"].as_str().unwrap_or("").ends_with("/blocks.deq"),
+        "{def}"
+    );
     assert_eq!(def["range"]["start"], json!({ "line": 1, "character": 6 }));
 
     // A local and a const.
@@ -317,7 +335,12 @@ fn definitions_and_symbols_reach_into_modules_and_the_stdlib() {
         .as_array()
         .expect("children")
         .iter()
-        .map(|s| (s["name"].as_str().unwrap_or(""), s["detail"].as_str().unwrap_or("")))
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or(""),
+                s["detail"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     assert_eq!(
         children,
@@ -365,7 +388,15 @@ fn completion_offers_builtins_layers_and_solver_arguments() {
     // In a body: locals, layers in scope, built-ins, keywords.
     let (l, col) = find(text, "    let u = x;", 0);
     let items = labels(&c.at("textDocument/completion", uri, l, col + 12));
-    for want in ["x", "Cell", "nn", "tanh", "softmax", "conv2d", "equilibrium"] {
+    for want in [
+        "x",
+        "Cell",
+        "nn",
+        "tanh",
+        "softmax",
+        "conv2d",
+        "equilibrium",
+    ] {
         assert!(items.iter().any(|i| i == want), "{want} not in {items:?}");
     }
     // Inside anderson(...): its arguments.
@@ -434,13 +465,19 @@ fn fuzzed_edit_session_never_kills_the_server() {
                 method,
                 json!({ "textDocument": { "uri": uri }, "position": { "line": line, "character": ch } }),
             );
-            assert!(reply.get("error").is_none(), "{method} failed on:\n{text}\n{reply}");
+            assert!(
+                reply.get("error").is_none(),
+                "{method} failed on:\n{text}\n{reply}"
+            );
         }
         let reply = c.request_raw(
             "textDocument/documentSymbol",
             json!({ "textDocument": { "uri": uri } }),
         );
-        assert!(reply.get("error").is_none(), "symbols failed on:\n{text}\n{reply}");
+        assert!(
+            reply.get("error").is_none(),
+            "symbols failed on:\n{text}\n{reply}"
+        );
     }
     // Still alive and correct on a valid file.
     c.notify(
@@ -450,6 +487,9 @@ fn fuzzed_edit_session_never_kills_the_server() {
     assert_eq!(c.diagnostics(uri), Vec::<Value>::new());
     let (l, col) = find(MLP, "u = inject", 0);
     let h = c.at("textDocument/hover", uri, l, col);
-    assert!(h["contents"]["value"].as_str().unwrap_or("").contains("[B, 256]"));
+    assert!(h["contents"]["value"]
+        .as_str()
+        .unwrap_or("")
+        .contains("[B, 256]"));
     c.finish();
 }

@@ -183,7 +183,12 @@ impl Analysis {
         }
         if let Some(q) = &o.qualifier {
             let m = *root.imports.get(q)?;
-            return self.modules().get(m).items.get(&o.name).map(|r| Target::Item(*r));
+            return self
+                .modules()
+                .get(m)
+                .items
+                .get(&o.name)
+                .map(|r| Target::Item(*r));
         }
         let local = self
             .locals_at(o.item, o.span.start as usize)
@@ -202,10 +207,8 @@ impl Analysis {
     pub fn target_span(&self, t: Target) -> Span {
         match t {
             Target::Local(j) => self.occs[j].span,
-            Target::Item(r) => item_name(self.modules().item(r)).map_or_else(
-                || self.modules().item(r).span(),
-                |n| n.span,
-            ),
+            Target::Item(r) => item_name(self.modules().item(r))
+                .map_or_else(|| self.modules().item(r).span(), |n| n.span),
             Target::Module(m) => Span::new(self.modules().get(m).file, 0, 0),
         }
     }
@@ -240,7 +243,11 @@ impl Analysis {
             }
         }
         match seen.as_slice() {
-            [] => format!("```deq\n{} {}\n```\n(not checked: an error comes first)", kind.word(), d.name),
+            [] => format!(
+                "```deq\n{} {}\n```\n(not checked: an error comes first)",
+                kind.word(),
+                d.name
+            ),
             [one] => format!("```deq\n{} {}: {one}\n```", kind.word(), d.name),
             many => {
                 let list: Vec<String> = many.iter().map(|s| format!("- `{s}`")).collect();
@@ -311,7 +318,11 @@ impl Analysis {
         match qualifier {
             Some(q) => {
                 let m = *root.imports.get(q)?;
-                self.modules().get(m).items.get(name).map(|r| Target::Item(*r))
+                self.modules()
+                    .get(m)
+                    .items
+                    .get(name)
+                    .map(|r| Target::Item(*r))
             }
             None => root.items.get(name).map(|r| Target::Item(*r)),
         }
@@ -333,7 +344,11 @@ fn doc_comment(text: &str, start: usize) -> String {
     let before = text.get(..start).unwrap_or("");
     let mut lines: Vec<&str> = Vec::new();
     // The item's own line is the last piece; walk the lines above it.
-    for line in before.lines().rev().skip(usize::from(!before.ends_with('\n'))) {
+    for line in before
+        .lines()
+        .rev()
+        .skip(usize::from(!before.ends_with('\n')))
+    {
         match line.trim_start().strip_prefix("//") {
             Some(c) => lines.push(c.trim()),
             None => break,

@@ -167,7 +167,11 @@ pub fn complete(a: Option<&Analysis>, text: &str, offset: usize) -> Vec<Completi
     let word_start = offset - word.len();
     let setting = |name: &&str| {
         with_doc(
-            item(name, CompletionItemKind::ENUM_MEMBER, docs::setting_signature(name)),
+            item(
+                name,
+                CompletionItemKind::ENUM_MEMBER,
+                docs::setting_signature(name),
+            ),
             docs::hover(name),
         )
     };
@@ -176,11 +180,17 @@ pub fn complete(a: Option<&Analysis>, text: &str, offset: usize) -> Vec<Completi
         Context::WithOption => docs::eq_options()
             .iter()
             .map(|o| {
-                key_item(o, CompletionItemKind::PROPERTY, docs::eq_option_doc(o).map(String::from))
+                key_item(
+                    o,
+                    CompletionItemKind::PROPERTY,
+                    docs::eq_option_doc(o).map(String::from),
+                )
             })
             .collect(),
         Context::Value(k) if k == "solver" => docs::solvers().iter().map(setting).collect(),
-        Context::Value(k) if k == "backward" => docs::backward_modes().iter().map(setting).collect(),
+        Context::Value(k) if k == "backward" => {
+            docs::backward_modes().iter().map(setting).collect()
+        }
         Context::SettingArgs(callee) => docs::setting_args(&callee)
             .unwrap_or_default()
             .iter()
@@ -194,12 +204,24 @@ pub fn complete(a: Option<&Analysis>, text: &str, offset: usize) -> Vec<Completi
             .collect(),
         Context::TrainKey => docs::train_keys()
             .iter()
-            .map(|k| key_item(k, CompletionItemKind::PROPERTY, docs::train_key_doc(k).map(String::from)))
+            .map(|k| {
+                key_item(
+                    k,
+                    CompletionItemKind::PROPERTY,
+                    docs::train_key_doc(k).map(String::from),
+                )
+            })
             .collect(),
         Context::Init => {
             let mut out: Vec<CompletionItem> = docs::inits()
                 .iter()
-                .map(|i| item(i, CompletionItemKind::ENUM_MEMBER, docs::init_doc(i).map(String::from)))
+                .map(|i| {
+                    item(
+                        i,
+                        CompletionItemKind::ENUM_MEMBER,
+                        docs::init_doc(i).map(String::from),
+                    )
+                })
                 .collect();
             out.extend(anywhere(a, offset));
             out
@@ -247,7 +269,11 @@ fn anywhere(a: Option<&Analysis>, offset: usize) -> Vec<CompletionItem> {
     }
     for b in docs::builtins() {
         out.push(with_doc(
-            item(b, CompletionItemKind::FUNCTION, docs::builtin_doc(b).map(String::from)),
+            item(
+                b,
+                CompletionItemKind::FUNCTION,
+                docs::builtin_doc(b).map(String::from),
+            ),
             docs::hover(b),
         ));
     }
@@ -305,7 +331,10 @@ mod tests {
     #[test]
     fn contexts_from_the_text_before_the_cursor() {
         assert_eq!(ctx("let l = nn::"), Context::Member("nn".into()));
-        assert_eq!(ctx("equilibrium z: [B, 4] = f(z) with "), Context::WithOption);
+        assert_eq!(
+            ctx("equilibrium z: [B, 4] = f(z) with "),
+            Context::WithOption
+        );
         assert_eq!(
             ctx("equilibrium z: [B, 4] = f(z) with solver = "),
             Context::Value("solver".into())
@@ -324,6 +353,9 @@ mod tests {
         );
         assert_eq!(ctx("train M {\n  epochs = 3;\n  "), Context::TrainKey);
         assert_eq!(ctx("model M(x: [B, 4]) {\n  let y = "), Context::Anywhere);
-        assert_eq!(ctx("layer L[](x: [B, 4]) {\n  param w: [4, 4] = "), Context::Init);
+        assert_eq!(
+            ctx("layer L[](x: [B, 4]) {\n  param w: [4, 4] = "),
+            Context::Init
+        );
     }
 }

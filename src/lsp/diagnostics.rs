@@ -68,9 +68,7 @@ fn one(d: &Diag, compiled: &Compiled, index: &LineIndex, uri: &Uri) -> Diagnosti
         // The problem is in an imported file: say where, at the `use`.
         let (s, e) = use_span_for(compiled, d.file);
         let file = compiled.sources.file(d.file);
-        let at = primary.map_or((1, 1), |l| {
-            line_col(&compiled.sources, d.file, l.offset())
-        });
+        let at = primary.map_or((1, 1), |l| line_col(&compiled.sources, d.file, l.offset()));
         message = format!("in {}:{}:{}: {message}", file.name, at.0, at.1);
         (index.range(s, e), Vec::new())
     };

@@ -114,9 +114,13 @@ pub fn backward_doc(name: &str) -> Option<&'static str> {
 /// Description of an `equilibrium`'s `with` option.
 pub fn eq_option_doc(name: &str) -> Option<&'static str> {
     Some(match name {
-        "solver" => "The forward solver: fixed_point, anderson, broyden or unroll (default: anderson).",
+        "solver" => {
+            "The forward solver: fixed_point, anderson, broyden or unroll (default: anderson)."
+        }
         "backward" => "How gradients pass the equilibrium: implicit, phantom, jfb or unrolled.",
-        "init" => "The initial value of the state: `zeros` (default) or a tensor of the state's type.",
+        "init" => {
+            "The initial value of the state: `zeros` (default) or a tensor of the state's type."
+        }
         _ => return None,
     })
 }
@@ -128,7 +132,9 @@ pub fn init_doc(name: &str) -> Option<&'static str> {
         "ones" => "ones: every element 1",
         "normal" => "normal(std = 1.0): Gaussian samples",
         "uniform" => "uniform(lo, hi): uniform samples in [lo, hi)",
-        "kaiming_uniform" => "kaiming_uniform(fan_in, a = sqrt(5)): PyTorch's default for linear and conv weights",
+        "kaiming_uniform" => {
+            "kaiming_uniform(fan_in, a = sqrt(5)): PyTorch's default for linear and conv weights"
+        }
         "xavier_uniform" => "xavier_uniform(fan_in, fan_out): Glorot's uniform initialization",
         "orthogonal" => "orthogonal(gain = 1.0): a (scaled) orthogonal matrix",
         "eye" => "eye: the identity matrix",
@@ -247,7 +253,13 @@ mod tests {
         // Candidate names: every word that appears in a doc's signature head.
         let known: Vec<&str> = builtins().to_vec();
         for name in [
-            "exp", "softmax", "cast", "conv1d", "causal_mask", "flatten", "bogus",
+            "exp",
+            "softmax",
+            "cast",
+            "conv1d",
+            "causal_mask",
+            "flatten",
+            "bogus",
         ] {
             assert_eq!(builtin_doc(name).is_some(), known.contains(&name), "{name}");
         }

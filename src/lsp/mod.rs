@@ -17,9 +17,9 @@ pub mod nav;
 pub mod position;
 
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::ExitCode;
+use std::rc::Rc;
 
 use lsp_server::{Connection, ErrorCode, Message, Notification, Request, Response};
 use lsp_types::notification::{
@@ -128,7 +128,8 @@ impl Server {
     fn notification(&mut self, n: Notification) -> Vec<Notification> {
         match n.method.as_str() {
             DidOpenTextDocument::METHOD => {
-                let Ok(p) = serde_json::from_value::<lsp_types::DidOpenTextDocumentParams>(n.params)
+                let Ok(p) =
+                    serde_json::from_value::<lsp_types::DidOpenTextDocumentParams>(n.params)
                 else {
                     return Vec::new();
                 };
@@ -320,13 +321,19 @@ mod tests {
         };
         apply_change(
             &mut text,
-            edit(Some(Range::new(Position::new(1, 4), Position::new(1, 5))), "bee"),
+            edit(
+                Some(Range::new(Position::new(1, 4), Position::new(1, 5))),
+                "bee",
+            ),
         );
         assert_eq!(text, "let a = 1;\nlet bee = 2;\n");
         // Reversed and out-of-range positions do not panic.
         apply_change(
             &mut text,
-            edit(Some(Range::new(Position::new(9, 0), Position::new(0, 0))), "!"),
+            edit(
+                Some(Range::new(Position::new(9, 0), Position::new(0, 0))),
+                "!",
+            ),
         );
         assert_eq!(text, "let a = 1;\nlet bee = 2;\n!");
         apply_change(&mut text, edit(None, "new"));

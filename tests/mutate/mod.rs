@@ -95,4 +95,3 @@ pub fn apply(text: &str, edits: &[Edit]) -> String {
     }
     chars.into_iter().collect()
 }
-

@@ -639,7 +639,7 @@ impl Elab<'_> {
                 });
                 let v = self.emit1(InstKind::Input(i), ty, input.span);
                 self.note_binding(&input.name, &v);
-            env.bind(&input.name.name, v);
+                env.bind(&input.name.name, v);
             }
         }
         let out = self.block(&mut env, &l.body);
