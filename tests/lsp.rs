@@ -268,8 +268,29 @@ fn hover_shows_shapes_signatures_and_documentation() {
     assert!(anderson.contains("anderson(m = 5"), "{anderson}");
     assert!(anderson.contains("Anderson acceleration"), "{anderson}");
     assert!(hover_text(&mut c, "implicit", 0).contains("backward mode"));
-    // Keys: a `with` option.
+    // Keys: a `with` option and a solver's argument.
     assert!(hover_text(&mut c, "solver", 0).contains("forward solver"));
+    let m = hover_text(&mut c, "m = 5", 0);
+    assert_eq!(m, "`m` of `anderson`: a positive int (default 5)");
+    c.finish();
+}
+
+#[test]
+fn hover_lists_one_shape_per_call_site_of_a_layer() {
+    let uri = "untitled:sites.deq";
+    let text = "layer Twice[d: int](x: [B, d]) -> [B, 2 * d] {\n    let y = concat((x, x), axis = 1);\n    y\n}\n\nmodel M(x: [B, 3]) -> [B, 20] {\n    let a = Twice[3];\n    let b = Twice[6];\n    let h = b(a(x));\n    concat((h, h[:, 0:8]), axis = 1)\n}\n";
+    let mut c = Client::start();
+    assert_eq!(c.open(uri, text), Vec::<Value>::new());
+    let (l, col) = find(text, "y = concat", 0);
+    let h = c.at("textDocument/hover", uri, l, col);
+    let h = h["contents"]["value"].as_str().unwrap_or("");
+    assert!(h.contains("- `[B, 6]`") && h.contains("- `[B, 12]`"), "{h}");
+    let (l, col) = find(text, "h = b", 0);
+    let h = c.at("textDocument/hover", uri, l, col);
+    assert!(h["contents"]["value"]
+        .as_str()
+        .unwrap_or("")
+        .contains("let h: [B, 12]"));
     c.finish();
 }
 

@@ -68,7 +68,8 @@ pub struct Occ {
     pub name: String,
     pub span: Span,
     pub role: Role,
-    /// `nn` for the `Linear` of `nn::Linear`.
+    /// `nn` for the `Linear` of `nn::Linear`; for a key, the callee
+    /// (`anderson` for the `m` of `anderson(m = 5)`).
     pub qualifier: Option<String>,
     /// Index of the top-level item it is in.
     pub item: usize,
@@ -225,7 +226,10 @@ impl Analysis {
                 let file = &self.sources().file(module.file).name;
                 format!("module `{}` ({file})", module.name)
             }
-            (Role::Key, None) => docs::key_hover(&o.name)?,
+            (Role::Key, None) => match &o.qualifier {
+                Some(callee) => docs::argument_hover(callee, &o.name)?,
+                None => docs::key_hover(&o.name)?,
+            },
             (_, None) => docs::hover(&o.name)?,
         };
         Some((text, o.span))
@@ -525,9 +529,14 @@ impl Walker {
             }
             ExprKind::Call { callee, args } => {
                 self.expr(callee);
+                // A key's qualifier is the callee: `m` of `anderson(m = 5)`.
+                let callee_name = match &callee.kind {
+                    ExprKind::Path(p) => p.last().map(|i| i.name.clone()),
+                    _ => None,
+                };
                 for a in args {
                     if let Some(n) = &a.name {
-                        self.push(n, Role::Key, None, 0);
+                        self.push(n, Role::Key, callee_name.clone(), 0);
                     }
                     self.expr(&a.value);
                 }

@@ -260,6 +260,19 @@ pub fn key_hover(name: &str) -> Option<String> {
         .or_else(|| train_key_doc(name).map(|d| format!("`train` key `{name}`: {d}")))
 }
 
+/// Hover text for the argument `arg` of the solver or backward mode `callee`.
+pub fn argument_hover(callee: &str, arg: &str) -> Option<String> {
+    let info = setting_args(callee)?.into_iter().find(|a| a.name == arg)?;
+    let default = match info.default {
+        Some(d) => format!("default {d}"),
+        None => "required".into(),
+    };
+    Some(format!(
+        "`{arg}` of `{callee}`: {} ({default})",
+        info.expected
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
