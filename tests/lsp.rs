@@ -226,6 +226,76 @@ fn diagnostics_are_those_of_deqc_check_with_exact_ranges() {
     c.finish();
 }
 
+/// Every UI test program: the server publishes as many diagnostics as
+/// `deqc check` prints, with the same headline and help text, and the first
+/// one on the line its `//~` marker names.
+#[test]
+fn every_ui_program_gets_the_diagnostics_of_deqc_check() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir("tests/ui")
+        .expect("tests/ui")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "deq"))
+        .collect();
+    files.sort();
+    assert!(files.len() > 40);
+    let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut c = Client::start();
+    for path in &files {
+        let path = std::fs::canonicalize(path).expect("path");
+        let text = std::fs::read_to_string(&path).expect("read");
+        let uri = uri_of(&path);
+        let diags = c.open(&uri, &text);
+        let out = Command::new(env!("CARGO_BIN_EXE_deqc"))
+            .args(["check", path.to_str().expect("utf-8 path")])
+            .output()
+            .expect("deqc check");
+        // Wrapped headlines continue after a `│`.
+        let rendered = words(&String::from_utf8_lossy(&out.stderr).replace('│', " "));
+        let printed = rendered.matches(" × ").count() + rendered.matches(" ⚠ ").count();
+        assert_eq!(
+            diags.len(),
+            printed,
+            "{}: {diags:?}\n{rendered}",
+            path.display()
+        );
+        for d in &diags {
+            let message = d["message"].as_str().expect("message");
+            let message = message
+                .split_once(": ")
+                .filter(|_| message.starts_with("in "))
+                .map_or(message, |(_, rest)| rest);
+            let (headline, help) = message.split_once("\nhelp: ").unwrap_or((message, ""));
+            assert!(
+                rendered.contains(&words(headline)),
+                "{}: {headline}",
+                path.display()
+            );
+            assert!(
+                rendered.contains(&words(help)),
+                "{}: {help}",
+                path.display()
+            );
+        }
+        let first = &diags[0];
+        let in_root = !first["message"].as_str().unwrap_or("").starts_with("in ");
+        let marked = text.lines().position(|l| l.contains("//~"));
+        if in_root && marked.is_some() {
+            assert_eq!(
+                first["range"]["start"]["line"].as_u64().map(|l| l as usize),
+                marked,
+                "{}: {first}",
+                path.display()
+            );
+        }
+        c.notify(
+            "textDocument/didClose",
+            json!({ "textDocument": { "uri": uri } }),
+        );
+        assert_eq!(c.diagnostics(&uri), Vec::<Value>::new());
+    }
+    c.finish();
+}
+
 #[test]
 fn hover_shows_shapes_signatures_and_documentation() {
     let dir = scratch("hover");
