@@ -42,6 +42,19 @@ pub enum ExecError {
         message: String,
         span: Option<Span>,
     },
+    /// The kernel library refused an op; said in deqc's words, with the
+    /// library's message only as a detail.
+    #[error("{}", library_failure(.op, .operands, .declared, .resolved, .library))]
+    #[diagnostic(code(deq::exec::kernel))]
+    KernelLibrary {
+        op: String,
+        operands: Vec<Vec<usize>>,
+        /// The result's declared (symbolic) shape, when known.
+        declared: Option<String>,
+        resolved: Vec<usize>,
+        library: String,
+        span: Option<Span>,
+    },
     #[error("input `{name}` should be {expected}, got shape {found:?}")]
     #[diagnostic(code(deq::exec::input_shape))]
     InputShape {
@@ -82,6 +95,7 @@ impl ExecError {
     pub fn span(&self) -> Option<Span> {
         match self {
             ExecError::Kernel { span, .. }
+            | ExecError::KernelLibrary { span, .. }
             | ExecError::UnboundDim { span, .. }
             | ExecError::EquilibriumUnsupported { span }
             | ExecError::Equilibrium { span, .. } => *span,
@@ -91,6 +105,35 @@ impl ExecError {
             | ExecError::Internal(_) => None,
         }
     }
+}
+
+/// `reshape` of [64, 30, 16] to the declared [B, 4, T / 4, 16] (here
+/// [64, 4, 7, 16]) failed: ... (kernel library: ...).
+fn library_failure(
+    op: &str,
+    operands: &[Vec<usize>],
+    declared: &Option<String>,
+    resolved: &[usize],
+    library: &str,
+) -> String {
+    let operands: Vec<String> = operands.iter().map(|s| format!("{s:?}")).collect();
+    let result = match declared {
+        Some(d) if *d != format!("{resolved:?}") => format!("{d} (here {resolved:?})"),
+        _ => format!("{resolved:?}"),
+    };
+    let hint = if declared.as_ref().is_some_and(|d| d.contains(" / ")) {
+        "; a division in the declared shape may not be exact at these sizes"
+    } else {
+        ""
+    };
+    format!(
+        "`{op}` of {} cannot give the declared shape {result}{hint} (kernel library: {library})",
+        if operands.is_empty() {
+            "no operands".to_string()
+        } else {
+            operands.join(" and ")
+        }
+    )
 }
 
 pub type Result<T> = std::result::Result<T, ExecError>;
@@ -526,7 +569,24 @@ impl Executor {
             options: &self.options,
             node_index: id.index(),
         };
-        let t = kernels::eval(&node.op, &ts, &ctx)?;
+        let t = kernels::eval(&node.op, &ts, &ctx).map_err(|e| match e {
+            ExecError::KernelLibrary {
+                op,
+                operands,
+                declared: None,
+                resolved,
+                library,
+                span,
+            } => ExecError::KernelLibrary {
+                op,
+                operands,
+                declared: Some(node.ty.to_string()),
+                resolved,
+                library,
+                span,
+            },
+            other => other,
+        })?;
         if t.dims() != out_shape.as_slice() {
             return Err(ExecError::Kernel {
                 op: node.op.name().to_string(),
