@@ -574,6 +574,10 @@ fn small_multiscale_deq_passes_gradcheck() {
             "--samples",
             "3",
             "--stability",
+            // At its initializers the MDEQ's map is not contractive (its
+            // solves stop at residual 4e-2: inconclusive); this test is
+            // about the gradients, at a point where the solves converge.
+            "--random-params",
         ])
         .output()
         .unwrap();
