@@ -8,7 +8,7 @@
 //!   20 of one.
 //! - An equilibrium solved inside another one's body is reported as
 //!   *nested* (its own entry, counted once per evaluation of the outer
-//!   body); adjoint (backward) solves are counted under their equilibrium's
+//!   body, and for the outer one's gradient; see [`mark_nested`]); adjoint (backward) solves are counted under their equilibrium's
 //!   `bwd_*` figures, apart from its forward ones.
 //! - The aggregate figures ([`SolveReport::fwd_iters`] and friends, the old
 //!   `fwd_iters`/`fwd_residual`/`bwd_iters`/`bwd_residual` metrics) are
@@ -23,6 +23,20 @@ use serde_json::{Map, Value};
 
 use crate::deq::SolveRecord;
 use crate::source::{SourceMap, Span};
+
+/// Mark as nested every solve of an equilibrium that is not one of the
+/// model's top-level ones (`top_level`: state names and span). A nested
+/// equilibrium is also solved outside any other solve, where the gradient
+/// of the equilibrium around it differentiates its body at the fixed
+/// point; those solves still belong to the nested equilibrium.
+pub fn mark_nested(records: &mut [SolveRecord], top_level: &[(Vec<String>, Option<Span>)]) {
+    for r in records {
+        let defined_at_top = top_level
+            .iter()
+            .any(|(states, span)| *states == r.states && *span == r.span);
+        r.nested |= !defined_at_top;
+    }
+}
 
 /// Which equilibrium a solve belongs to (sorted by source position).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -25,7 +25,7 @@ use super::metrics::{self, Mean, MetricsWriter, Record};
 use super::optim::{clip_grad_norm, Optim};
 use super::program::{eval_graph, jacobian_step, step_graph, JacobianStep, StepGraph};
 use super::schedule::LrSchedule;
-use super::solve_report::SolveReport;
+use super::solve_report::{mark_nested, SolveReport};
 use super::TrainError;
 use crate::deq::SolverRunner;
 use crate::exec::{ExecOptions, Executor};
@@ -340,6 +340,19 @@ fn default_out(model: &str) -> PathBuf {
     PathBuf::from("runs").join(format!("{model}-{secs}"))
 }
 
+/// The state names and span of each top-level equilibrium of `graph`.
+fn top_level_equilibria(graph: &Graph) -> Vec<(Vec<String>, Option<crate::source::Span>)> {
+    crate::deq::jacobian::top_level_equilibria(graph)
+        .into_iter()
+        .filter_map(|eq| {
+            let crate::ir::Op::Equilibrium(node) = graph.op(eq) else {
+                return None;
+            };
+            Some((node.state_names.clone(), graph.span(eq)))
+        })
+        .collect()
+}
+
 /// The solver fields of a metrics record: the aggregates and the
 /// per-equilibrium object.
 fn set_solve_fields(rec: &mut Record, report: &SolveReport) {
@@ -404,6 +417,7 @@ pub fn train(
     eval_exec.options.seed = cfg.seed;
 
     let shapes = param_shapes(&compiled.graph);
+    let top_level = top_level_equilibria(&compiled.graph);
     let mut optim = Optim::new(&cfg.optimizer);
     let mut guard = SolveGuard::new();
     let mut stall_watch = StallWatch::new();
@@ -540,7 +554,8 @@ pub fn train(
                     reg = Some(term * jr.weight);
                 }
             }
-            let records = runner.take_records();
+            let mut records = runner.take_records();
+            mark_nested(&mut records, &top_level);
             solves.add(&records, sources);
             // This step's own solver statistics, for its metrics record.
             let mut this_step = SolveReport::new();
@@ -651,7 +666,8 @@ pub fn train(
                 classification,
                 opts.max_eval_batches,
             )?;
-            let records = runner.take_records();
+            let mut records = runner.take_records();
+            mark_nested(&mut records, &top_level);
             let mut ts = SolveReport::new();
             ts.add(&records, sources);
             let mut rec = Record::new(epoch as u64, step, "test");

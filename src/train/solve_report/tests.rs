@@ -118,3 +118,25 @@ fn spectral_radii_and_the_epoch_line_are_per_equilibrium() {
     );
     assert_eq!(test.to_json()["y@4"]["spectral_radius"], 1.2);
 }
+
+#[test]
+fn solves_of_an_equilibrium_defined_inside_another_are_nested_wherever_they_run() {
+    // h is defined in y's body; the gradient of y also solves h outside
+    // any solve (at depth 0): still h's nested entry, not a top-level one.
+    let (sources, z, y, h) = sources();
+    let mut records = vec![
+        record("z", z, 5e-5, 12),
+        record("y", y, 2e-2, 30),
+        record("h", h, 1e-5, 4),
+    ];
+    let top_level = [(vec!["z".to_string()], Some(z)), (vec!["y".to_string()], Some(y))];
+    mark_nested(&mut records, &top_level);
+    assert_eq!(
+        records.iter().map(|r| r.nested).collect::<Vec<_>>(),
+        [false, false, true]
+    );
+    let mut report = SolveReport::new();
+    report.add(&records, &sources);
+    let keys: Vec<String> = report.to_json().keys().cloned().collect();
+    assert_eq!(keys, ["h@7/nested", "y@4", "z@3"]);
+}
