@@ -415,7 +415,11 @@ model R(x: f64[2, 3]) -> f64[2, 3] {
         })
         .collect();
     let (ex, runner) = exec();
-    let z = ex.run(&g, &[w.clone()], &[x.clone()]).unwrap().outputs[0].clone();
+    let z = ex
+        .run(&g, std::slice::from_ref(&w), std::slice::from_ref(&x))
+        .unwrap()
+        .outputs[0]
+        .clone();
     // The solve sees one sample too.
     let records = runner.take_records();
     assert_eq!(records[0].stats.batch(), 1, "{:?}", records[0].stats);

@@ -60,14 +60,14 @@ pub(crate) type KResult<T> = std::result::Result<T, KErr>;
 /// Evaluate one op on its operand tensors.
 pub fn eval(op: &Op, args: &[&Tensor], ctx: &KernelCtx) -> Result<Tensor, ExecError> {
     eval_inner(op, args, ctx).map_err(|e| match e {
-        KErr::Candle(e) => ExecError::KernelLibrary {
+        KErr::Candle(e) => ExecError::KernelLibrary(Box::new(super::LibraryFailure {
             op: op.name().to_string(),
             operands: args.iter().map(|t| t.dims().to_vec()).collect(),
             declared: None,
             resolved: ctx.out_shape.to_vec(),
             library: e.to_string(),
             span: ctx.span,
-        },
+        })),
         KErr::Msg(message) => ExecError::Kernel {
             op: op.name().to_string(),
             message,

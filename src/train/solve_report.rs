@@ -24,12 +24,16 @@ use serde_json::{Map, Value};
 use crate::deq::SolveRecord;
 use crate::source::{SourceMap, Span};
 
+/// An equilibrium as the graph knows it: its state names and the span of
+/// its `equilibrium` statement.
+pub type EqName = (Vec<String>, Option<Span>);
+
 /// Mark as nested every solve of an equilibrium that is not one of the
 /// model's top-level ones (`top_level`: state names and span). A nested
 /// equilibrium is also solved outside any other solve, where the gradient
 /// of the equilibrium around it differentiates its body at the fixed
 /// point; those solves still belong to the nested equilibrium.
-pub fn mark_nested(records: &mut [SolveRecord], top_level: &[(Vec<String>, Option<Span>)]) {
+pub fn mark_nested(records: &mut [SolveRecord], top_level: &[EqName]) {
     for r in records {
         let defined_at_top = top_level
             .iter()

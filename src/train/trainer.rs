@@ -25,7 +25,7 @@ use super::metrics::{self, Mean, MetricsWriter, Record};
 use super::optim::{clip_grad_norm, Optim};
 use super::program::{eval_graph, jacobian_step, step_graph, JacobianStep, StepGraph};
 use super::schedule::LrSchedule;
-use super::solve_report::{mark_nested, SolveReport};
+use super::solve_report::{mark_nested, EqName, SolveReport};
 use super::TrainError;
 use crate::deq::SolverRunner;
 use crate::exec::{ExecOptions, Executor};
@@ -128,7 +128,7 @@ pub fn spectral_radii(
     compiled: &Compiled,
     params: &[Tensor],
     inputs: &[Tensor],
-) -> Result<Vec<(Vec<String>, Option<crate::source::Span>, f64)>, TrainError> {
+) -> Result<Vec<(EqName, f64)>, TrainError> {
     let values = exec.run(&compiled.stability, params, inputs)?.outputs;
     let mut out = Vec::new();
     let mut at = 0;
@@ -142,8 +142,7 @@ pub fn spectral_radii(
         at += k + n;
         let r = crate::deq::jacobian::spectral_radius(exec, node, zstar, caps, 20, 0)?;
         out.push((
-            node.state_names.clone(),
-            compiled.graph.span(eq),
+            (node.state_names.clone(), compiled.graph.span(eq)),
             r.into_iter().fold(0.0, f64::max),
         ));
     }
@@ -341,7 +340,7 @@ fn default_out(model: &str) -> PathBuf {
 }
 
 /// The state names and span of each top-level equilibrium of `graph`.
-fn top_level_equilibria(graph: &Graph) -> Vec<(Vec<String>, Option<crate::source::Span>)> {
+fn top_level_equilibria(graph: &Graph) -> Vec<EqName> {
     crate::deq::jacobian::top_level_equilibria(graph)
         .into_iter()
         .filter_map(|eq| {
@@ -683,7 +682,7 @@ pub fn train(
                 let model_inputs = &inputs[..inputs.len().saturating_sub(1)];
                 let radii = spectral_radii(&eval_exec, &compiled, &values, model_inputs)?;
                 runner.take_records();
-                for (states, span, r) in radii {
+                for ((states, span), r) in radii {
                     ts.set_spectral_radius(&states, span, r, sources);
                 }
                 if let Some(r) = ts.spectral_radius() {
@@ -729,7 +728,11 @@ pub fn train(
                 ));
             }
             let eqs = solves.epoch_summary(test_solves.as_ref());
-            let eqs = if eqs.is_empty() { eqs } else { format!("; {eqs}") };
+            let eqs = if eqs.is_empty() {
+                eqs
+            } else {
+                format!("; {eqs}")
+            };
             eprintln!(
                 "epoch {}/{}: train loss {:.4}{acc}{test_line}{eqs}; {:.1} s",
                 epoch + 1,

@@ -129,7 +129,10 @@ fn solves_of_an_equilibrium_defined_inside_another_are_nested_wherever_they_run(
         record("y", y, 2e-2, 30),
         record("h", h, 1e-5, 4),
     ];
-    let top_level = [(vec!["z".to_string()], Some(z)), (vec!["y".to_string()], Some(y))];
+    let top_level = [
+        (vec!["z".to_string()], Some(z)),
+        (vec!["y".to_string()], Some(y)),
+    ];
     mark_nested(&mut records, &top_level);
     assert_eq!(
         records.iter().map(|r| r.nested).collect::<Vec<_>>(),
