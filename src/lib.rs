@@ -5,6 +5,9 @@
 //! every diagnostic; the stages themselves live in their own modules
 //! (`syntax`, `sema`), each with a printer for `deqc dump`.
 
+#[macro_use]
+mod output;
+
 pub mod autodiff;
 pub mod cli;
 pub mod commands;

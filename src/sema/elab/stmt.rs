@@ -219,6 +219,19 @@ impl Elab<'_> {
         span: Span,
     ) {
         let types: Vec<Option<Type>> = states.iter().map(|s| self.eval_type(env, &s.ty)).collect();
+        // Solvers iterate, mix and difference states: only floats qualify.
+        for (s, t) in states.iter().zip(&types) {
+            if let Some(t) = t.as_ref().filter(|t| t.dtype == DType::I64) {
+                self.report(
+                    s.ty.span,
+                    SemaError::IntegerState {
+                        state: s.name.name.clone(),
+                        dtype: t.dtype.name().into(),
+                        span: s.ty.span.into(),
+                    },
+                );
+            }
+        }
         // Options: solver first, since backward's defaults depend on it.
         let mut seen: Vec<&str> = Vec::new();
         let (mut solver_opt, mut backward_opt, mut init_opt) = (None, None, None);
