@@ -68,6 +68,10 @@ pub enum Command {
         /// they are skipped and counted).
         #[arg(long)]
         keep_failed_steps: bool,
+        /// CPU threads (default: the train block's `threads`, else
+        /// RAYON_NUM_THREADS, else one per core).
+        #[arg(long, value_parser = crate::threads::parse_count)]
+        threads: Option<usize>,
     },
     /// Evaluate a checkpoint on the test split.
     Eval {
@@ -81,6 +85,10 @@ pub enum Command {
         batch_size: Option<usize>,
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// CPU threads (default: the train block's `threads`, else
+        /// RAYON_NUM_THREADS, else one per core).
+        #[arg(long, value_parser = crate::threads::parse_count)]
+        threads: Option<usize>,
     },
     /// One batch's loss and parameter gradients, as safetensors.
     Grad {
@@ -94,6 +102,10 @@ pub enum Command {
         batch: PathBuf,
         #[arg(long, default_value = "grads.safetensors")]
         out: PathBuf,
+        /// CPU threads (default: the train block's `threads`, else
+        /// RAYON_NUM_THREADS, else one per core).
+        #[arg(long, value_parser = crate::threads::parse_count)]
+        threads: Option<usize>,
     },
     /// Print one stage of the compiler for a file.
     Dump {
@@ -133,6 +145,9 @@ pub enum Command {
         /// Also estimate each equilibrium's spectral radius.
         #[arg(long)]
         stability: bool,
+        /// CPU threads (default: RAYON_NUM_THREADS, else one per core).
+        #[arg(long, value_parser = crate::threads::parse_count)]
+        threads: Option<usize>,
     },
     /// A language server over stdio (diagnostics, hover, definitions, completion).
     Lsp,
@@ -175,6 +190,7 @@ pub fn main() -> ExitCode {
             seed,
             sets,
             keep_failed_steps,
+            threads,
         } => crate::train::commands::run(
             &file,
             model.as_deref(),
@@ -187,6 +203,7 @@ pub fn main() -> ExitCode {
             seed,
             &sets,
             keep_failed_steps,
+            threads,
         ),
         Command::Eval {
             file,
@@ -194,14 +211,23 @@ pub fn main() -> ExitCode {
             weights,
             batch_size,
             device,
-        } => crate::train::commands::eval(&file, model.as_deref(), &weights, batch_size, &device),
+            threads,
+        } => crate::train::commands::eval(
+            &file,
+            model.as_deref(),
+            &weights,
+            batch_size,
+            &device,
+            threads,
+        ),
         Command::Grad {
             file,
             model,
             weights,
             batch,
             out,
-        } => crate::train::commands::grad(&file, model.as_deref(), &weights, &batch, &out),
+            threads,
+        } => crate::train::commands::grad(&file, model.as_deref(), &weights, &batch, &out, threads),
         Command::Graph {
             file,
             backward,
@@ -215,7 +241,12 @@ pub fn main() -> ExitCode {
             tol,
             samples,
             stability,
-        } => crate::commands::gradcheck::run(
+            threads,
+        } => {
+            if let Err(code) = crate::train::commands::set_threads(threads) {
+                return code;
+            }
+            crate::commands::gradcheck::run(
             &file,
             &crate::commands::gradcheck::Options {
                 model: model.as_deref(),
@@ -225,7 +256,8 @@ pub fn main() -> ExitCode {
                 samples,
                 stability,
             },
-        ),
+        )
+        }
     }
 }
 
