@@ -247,16 +247,16 @@ pub fn main() -> ExitCode {
                 return code;
             }
             crate::commands::gradcheck::run(
-            &file,
-            &crate::commands::gradcheck::Options {
-                model: model.as_deref(),
-                batch,
-                seed,
-                tol,
-                samples,
-                stability,
-            },
-        )
+                &file,
+                &crate::commands::gradcheck::Options {
+                    model: model.as_deref(),
+                    batch,
+                    seed,
+                    tol,
+                    samples,
+                    stability,
+                },
+            )
         }
     }
 }

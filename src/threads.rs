@@ -26,7 +26,9 @@ pub fn configure(n: usize) -> Result<usize, String> {
     // Read by candle for each matrix product and by rayon for its pool;
     // set while no other thread of ours is running.
     std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    let built = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    let built = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
     let observed = in_use();
     if observed != n {
         return Err(match built {

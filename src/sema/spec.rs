@@ -194,12 +194,19 @@ pub enum Decay {
     /// Straight down to 0 at the end of the run.
     Linear,
     /// `gamma^(epoch / every)`.
-    Step { every: usize, gamma: f64 },
+    Step {
+        every: usize,
+        gamma: f64,
+    },
     /// `gamma^epoch`.
-    Exponential { gamma: f64 },
+    Exponential {
+        gamma: f64,
+    },
     /// Up from the optimizer's rate to `max_lr` during the warm-up, then
     /// down to the optimizer's rate / 1e4, both along a cosine.
-    OneCycle { max_lr: f64 },
+    OneCycle {
+        max_lr: f64,
+    },
 }
 
 /// The most threads `--threads` and `threads = N` accept.
@@ -366,7 +373,10 @@ impl fmt::Display for Schedule {
         let mut args = match &self.decay {
             Decay::Constant | Decay::Cosine | Decay::Linear => vec![],
             Decay::Step { every, gamma } => {
-                vec![format!("every = {every}"), format!("gamma = {}", num(*gamma))]
+                vec![
+                    format!("every = {every}"),
+                    format!("gamma = {}", num(*gamma)),
+                ]
             }
             Decay::Exponential { gamma } => vec![format!("gamma = {}", num(*gamma))],
             Decay::OneCycle { max_lr } => vec![format!("max_lr = {}", num(*max_lr))],

@@ -240,7 +240,8 @@ mod tests {
         let min = initial / 1e4;
         let end1 = 0.3 * total - 1.0;
         let end2 = total - 1.0;
-        let anneal = |start: f64, end: f64, pct: f64| end + (start - end) / 2.0 * (1.0 + (PI * pct).cos());
+        let anneal =
+            |start: f64, end: f64, pct: f64| end + (start - end) / 2.0 * (1.0 + (PI * pct).cos());
         if step <= end1 {
             anneal(initial, max_lr, step / end1)
         } else {
@@ -269,7 +270,13 @@ mod tests {
         assert!(close(lr_at(&s, 0.1, 10, 0, 31), 1.0));
         assert!(close(lr_at(&s, 0.1, 20, 0, 31), 0.5 * (1.0 + 1e-5)));
         // Degenerate runs: no panic, no NaN.
-        for (w, total) in [(Some(0), 0), (Some(1), 1), (None, 1), (None, 0), (Some(9), 3)] {
+        for (w, total) in [
+            (Some(0), 0),
+            (Some(1), 1),
+            (None, 1),
+            (None, 0),
+            (Some(9), 3),
+        ] {
             let s = sched(Decay::OneCycle { max_lr: 1.0 }, w);
             for step in 0..5 {
                 let lr = lr_at(&s, 0.1, step, 0, total);

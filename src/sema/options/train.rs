@@ -317,9 +317,9 @@ impl OptionChecker<'_> {
             return true;
         };
         let lr = match cfg.optimizer {
-            Optimizer::Sgd { lr, .. } | Optimizer::Adam { lr, .. } | Optimizer::AdamW { lr, .. } => {
-                lr
-            }
+            Optimizer::Sgd { lr, .. }
+            | Optimizer::Adam { lr, .. }
+            | Optimizer::AdamW { lr, .. } => lr,
         };
         if max_lr > lr {
             return true;
