@@ -70,6 +70,10 @@ pub enum Command {
         /// they are skipped and counted).
         #[arg(long)]
         keep_failed_steps: bool,
+        /// CPU threads (default: the train block's `threads`, else
+        /// RAYON_NUM_THREADS, else one per core).
+        #[arg(long, value_parser = crate::threads::parse_count)]
+        threads: Option<usize>,
     },
     /// Evaluate a checkpoint on the test split.
     Eval {
@@ -83,6 +87,10 @@ pub enum Command {
         batch_size: Option<usize>,
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// CPU threads (default: the train block's `threads`, else
+        /// RAYON_NUM_THREADS, else one per core).
+        #[arg(long, value_parser = crate::threads::parse_count)]
+        threads: Option<usize>,
     },
     /// One batch's loss and parameter gradients, as safetensors.
     Grad {
@@ -96,6 +104,10 @@ pub enum Command {
         batch: PathBuf,
         #[arg(long, default_value = "grads.safetensors")]
         out: PathBuf,
+        /// CPU threads (default: the train block's `threads`, else
+        /// RAYON_NUM_THREADS, else one per core).
+        #[arg(long, value_parser = crate::threads::parse_count)]
+        threads: Option<usize>,
     },
     /// Print one stage of the compiler for a file.
     Dump {
@@ -143,6 +155,9 @@ pub enum Command {
         /// Also estimate each equilibrium's spectral radius.
         #[arg(long)]
         stability: bool,
+        /// CPU threads (default: RAYON_NUM_THREADS, else one per core).
+        #[arg(long, value_parser = crate::threads::parse_count)]
+        threads: Option<usize>,
     },
     /// A language server over stdio (diagnostics, hover, definitions, completion).
     Lsp,
@@ -185,6 +200,7 @@ pub fn main() -> ExitCode {
             seed,
             sets,
             keep_failed_steps,
+            threads,
         } => crate::train::commands::run(
             &file,
             model.as_deref(),
@@ -197,6 +213,7 @@ pub fn main() -> ExitCode {
             seed,
             &sets,
             keep_failed_steps,
+            threads,
         ),
         Command::Eval {
             file,
@@ -204,14 +221,23 @@ pub fn main() -> ExitCode {
             weights,
             batch_size,
             device,
-        } => crate::train::commands::eval(&file, model.as_deref(), &weights, batch_size, &device),
+            threads,
+        } => crate::train::commands::eval(
+            &file,
+            model.as_deref(),
+            &weights,
+            batch_size,
+            &device,
+            threads,
+        ),
         Command::Grad {
             file,
             model,
             weights,
             batch,
             out,
-        } => crate::train::commands::grad(&file, model.as_deref(), &weights, &batch, &out),
+            threads,
+        } => crate::train::commands::grad(&file, model.as_deref(), &weights, &batch, &out, threads),
         Command::Graph {
             file,
             backward,
@@ -227,22 +253,28 @@ pub fn main() -> ExitCode {
             tol,
             samples,
             stability,
-        } => crate::commands::gradcheck::run(
-            &file,
-            &crate::commands::gradcheck::Options {
-                model: model.as_deref(),
-                params: match (&weights, random_params) {
-                    (Some(w), _) => crate::commands::gradcheck::ParamSource::Weights(w),
-                    (None, true) => crate::commands::gradcheck::ParamSource::Random,
-                    (None, false) => crate::commands::gradcheck::ParamSource::Init,
+            threads,
+        } => {
+            if let Err(code) = crate::train::commands::set_threads(threads) {
+                return code;
+            }
+            crate::commands::gradcheck::run(
+                &file,
+                &crate::commands::gradcheck::Options {
+                    model: model.as_deref(),
+                    params: match (&weights, random_params) {
+                        (Some(w), _) => crate::commands::gradcheck::ParamSource::Weights(w),
+                        (None, true) => crate::commands::gradcheck::ParamSource::Random,
+                        (None, false) => crate::commands::gradcheck::ParamSource::Init,
+                    },
+                    batch,
+                    seed,
+                    tol,
+                    samples,
+                    stability,
                 },
-                batch,
-                seed,
-                tol,
-                samples,
-                stability,
-            },
-        ),
+            )
+        }
     }
 }
 

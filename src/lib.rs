@@ -21,6 +21,7 @@ pub mod sema;
 pub mod solver;
 pub mod source;
 pub mod syntax;
+pub mod threads;
 pub mod train;
 
 use std::path::Path;

@@ -276,4 +276,64 @@ fn gradcheck_at_weights_with_an_unbatched_state() {
         "{out}"
     );
     assert!(!out.contains("not contractive"), "{out}");
+/// `--threads N` and `threads = N` size the CPU pool: the run header
+/// reports the size observed after sizing it, which is not the default here
+/// (3 threads on any machine means the setting took effect).
+#[test]
+fn threads_size_the_cpu_pool() {
+    let out = std::env::temp_dir().join(format!("deqc-cli-threads-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let dir = out.join("run");
+    let dir = dir.to_str().unwrap();
+    let header = |args: &[&str], file: &str| {
+        let mut all = vec!["run", file, "--max-steps", "1", "--batch-size", "16"];
+        all.extend_from_slice(&["--out", dir]);
+        all.extend_from_slice(args);
+        let (code, _, err) = deqc(&all);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        err.lines()
+            .find(|l| l.starts_with("training "))
+            .unwrap_or_else(|| panic!("no header in {err}"))
+            .to_string()
+    };
+    let h = header(&["--threads", "1"], "examples/mnist_mlp.deq");
+    assert!(h.ends_with("(batch 16, 1 thread)"), "{h}");
+    let h = header(&["--threads", "3"], "examples/mnist_mlp.deq");
+    assert!(h.ends_with("(batch 16, 3 threads)"), "{h}");
+    // The train block's `threads`, and `--threads` over it.
+    let text = std::fs::read_to_string("examples/mnist_mlp.deq").unwrap();
+    let with_threads = text.replace("batch_size = 128;", "batch_size = 128;\n    threads = 3;");
+    assert_ne!(text, with_threads);
+    let file = out.join("threads.deq");
+    std::fs::write(&file, with_threads).unwrap();
+    let file = file.to_str().unwrap();
+    let h = header(&[], file);
+    assert!(h.ends_with("3 threads)"), "{h}");
+    let h = header(&["--threads", "1"], file);
+    assert!(h.ends_with("1 thread)"), "{h}");
+    // Every command that computes takes it.
+    let (code, _, err) = deqc(&["eval", file, "--weights", dir, "--threads", "1"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, stdout, err) = deqc(&[
+        "gradcheck",
+        "examples/mondeq.deq",
+        "--threads",
+        "1",
+        "--samples",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{stdout}{err}");
+    // Zero, too many, or not a number: a usage error that says why.
+    for cmd in ["run", "eval", "grad", "gradcheck"] {
+        for bad in ["0", "100000", "two"] {
+            let (code, _, err) = deqc(&[cmd, "examples/mnist_mlp.deq", "--threads", bad]);
+            assert_eq!(code, 2, "{cmd} --threads {bad}: {err}");
+            assert!(
+                err.contains("expected a number of threads from 1 to 1024"),
+                "{cmd} --threads {bad}: {err}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&out);
 }

@@ -631,4 +631,54 @@ fn a_guard_that_skips_most_updates_ends_the_run_with_advice() {
         .filter(|r| r.get("skipped_update").is_some())
         .count();
     assert_eq!(skipped, 10);
+/// The learning rate a run applies at each step (its `lr` records) is the
+/// schedule's closed form over the run's real step count and epochs.
+#[test]
+fn runs_apply_schedules_per_step() {
+    use std::f64::consts::PI;
+    let data = mnist_subset("schedule");
+    // 512 samples, batch 64: 8 steps an epoch, 16 in all.
+    let lrs = |schedule: &str, name: &str| -> Vec<f64> {
+        let src = mnist_mlp(&data).replace(
+            "epochs     = 4;",
+            &format!("epochs = 2;\n    schedule = {schedule};"),
+        );
+        let (p, sources) = program(&src);
+        let out = data.parent().unwrap().join(name);
+        let cfg = p.trains[0].clone();
+        trainer::train(p.model("DeqMlp").unwrap(), &cfg, &sources, &quiet(&out)).expect("trains");
+        std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["split"] == "train")
+            .map(|v| v["lr"].as_f64().unwrap())
+            .collect()
+    };
+    let agree = |got: &[f64], want: &dyn Fn(f64) -> f64| {
+        assert_eq!(got.len(), 16);
+        for (t, g) in got.iter().enumerate() {
+            let w = want(t as f64);
+            assert!((g - w).abs() <= 1e-12, "step {t}: lr {g} != {w}; {got:?}");
+        }
+    };
+    // Up from 1e-3 to 1e-2 over steps 0..=4, then down to 1e-7 at step 15.
+    let got = lrs("onecycle(max_lr = 1e-2, warmup = 5)", "onecycle");
+    let anneal = |a: f64, b: f64, p: f64| b + (a - b) / 2.0 * (1.0 + (PI * p).cos());
+    agree(&got, &|t| {
+        if t <= 4.0 {
+            anneal(1e-3, 1e-2, t / 4.0)
+        } else {
+            anneal(1e-2, 1e-7, (t - 4.0) / 11.0)
+        }
+    });
+    // Three warm-up steps, then halved each epoch (steps 8.. are epoch 1).
+    let got = lrs("exponential(gamma = 0.5, warmup = 3)", "exponential");
+    agree(&got, &|t| {
+        if t < 3.0 {
+            1e-3 * (t + 1.0) / 3.0
+        } else {
+            1e-3 * 0.5f64.powf((t / 8.0).floor())
+        }
+    });
 }

@@ -178,7 +178,7 @@ pub const TRAIN_KEY_DOCS: &[(&str, &str)] = &[
     ),
     (
         "schedule",
-        "Learning-rate schedule: constant, cosine, linear, step(...), ...; each takes warmup.",
+        "Learning-rate schedule: constant, cosine, linear, step(every, gamma), exponential(gamma) or onecycle(max_lr); each takes `warmup = steps` (default constant).",
     ),
     ("epochs", "Passes over the training data (default 1)."),
     ("batch_size", "Samples per step (default 64)."),
@@ -191,7 +191,33 @@ pub const TRAIN_KEY_DOCS: &[(&str, &str)] = &[
         "jacobian(weight = w, freq = p): Jacobian regularization of every equilibrium.",
     ),
     ("clip_grad", "Largest global gradient norm (default: off)."),
+    (
+        "threads",
+        "CPU threads of the run (default: RAYON_NUM_THREADS, else one per core); `--threads` overrides.",
+    ),
 ];
+
+/// Every schedule of `schedule = ...`; each also takes `warmup = steps`, a
+/// linear ramp from 0 over the first steps.
+pub const SCHEDULE_DOCS: &[(&str, &str)] = &[
+    ("constant", "constant(warmup = 0): the optimizer's lr throughout"),
+    (
+        "cosine",
+        "cosine(warmup = 0): lr * (1 + cos(pi * p)) / 2 over the steps after the warm-up (p from 0 to 1)",
+    ),
+    ("linear", "linear(warmup = 0): lr * (1 - p), down to 0 at the end of the run"),
+    ("step", "step(every, gamma = 0.1, warmup = 0): lr * gamma^(epoch / every)"),
+    ("exponential", "exponential(gamma, warmup = 0): lr * gamma^epoch"),
+    (
+        "onecycle",
+        "onecycle(max_lr, warmup = 30% of the steps): up from lr to max_lr over the warm-up, then down to lr / 1e4, along cosines (PyTorch's OneCycleLR when lr = max_lr / 25)",
+    ),
+];
+
+/// The text for `name`, if it is one.
+pub fn schedule_doc(name: &str) -> Option<&'static str> {
+    lookup(SCHEDULE_DOCS, name)
+}
 
 /// The text for `name`, if it is one.
 pub fn train_key_doc(name: &str) -> Option<&'static str> {
@@ -213,6 +239,9 @@ pub fn inits() -> &'static [&'static str] {
 }
 pub fn train_keys() -> &'static [&'static str] {
     options::TRAIN_KEYS
+}
+pub fn schedules() -> &'static [&'static str] {
+    options::SCHEDULES
 }
 
 /// The arguments of a solver or backward mode called `name`.
@@ -249,6 +278,10 @@ pub fn hover(name: &str) -> Option<String> {
     }
     if let Some(d) = init_doc(name) {
         return Some(format!("initializer: {d}"));
+    }
+    if let Some(d) = schedule_doc(name) {
+        let (sig, text) = d.split_once(": ").unwrap_or((d, ""));
+        return Some(format!("```deq\n{sig}\n```\nschedule: {text}"));
     }
     None
 }
@@ -294,6 +327,7 @@ mod tests {
         assert_eq!(names(EQ_OPTION_DOCS), set(eq_options()));
         assert_eq!(names(INIT_DOCS), set(inits()));
         assert_eq!(names(TRAIN_KEY_DOCS), set(train_keys()));
+        assert_eq!(names(SCHEDULE_DOCS), set(schedules()));
         for s in solvers() {
             assert!(options::solver_args(s).is_some(), "{s}");
         }
@@ -315,5 +349,6 @@ mod tests {
         assert_eq!(setting_signature("newton"), None);
         assert!(hover("conv2d").is_some_and(|h| h.starts_with("```deq\nconv2d(x, w, stride = 1")));
         assert_eq!(hover("no_such_builtin"), None);
+        assert!(hover("onecycle").is_some_and(|h| h.contains("onecycle(max_lr, warmup")));
     }
 }

@@ -61,6 +61,18 @@ pub fn device(name: &str) -> Result<Device, String> {
     }
 }
 
+/// Size the CPU pool when a count is given (`--threads` or `threads = N`);
+/// a failure is a usage error (exit 2).
+pub fn set_threads(threads: Option<usize>) -> Result<(), ExitCode> {
+    match threads.map(crate::threads::configure) {
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::from(2))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `deqc run` also checkpoints mid-epoch this often.
 pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -156,6 +168,7 @@ pub fn run(
     seed: Option<u64>,
     sets: &[String],
     keep_failed_steps: bool,
+    threads: Option<usize>,
 ) -> ExitCode {
     let (_, sources, m, train) = match load(file, model) {
         Ok(x) => x,
@@ -180,6 +193,12 @@ pub fn run(
     if let Some(s) = seed {
         cfg.seed = s;
     }
+    if let Some(n) = threads {
+        cfg.threads = Some(n);
+    }
+    if let Err(code) = set_threads(cfg.threads) {
+        return code;
+    }
     if resume && out.is_none() {
         eprintln!("error: --resume needs --out DIR, the folder of the run to continue");
         return ExitCode::from(2);
@@ -201,9 +220,14 @@ pub fn run(
         skip_failed_solves: !keep_failed_steps,
         checkpoint_every: Some(CHECKPOINT_EVERY),
     };
+    let pool = crate::threads::in_use();
     eprintln!(
-        "training {} on {} for {} epochs (batch {})",
-        m.name, cfg.data, cfg.epochs, cfg.batch_size
+        "training {} on {} for {} epochs (batch {}, {pool} thread{})",
+        m.name,
+        cfg.data,
+        cfg.epochs,
+        cfg.batch_size,
+        if pool == 1 { "" } else { "s" }
     );
     match trainer::train(&m, &cfg, &sources, &opts) {
         Ok(s) => {
@@ -239,6 +263,7 @@ pub fn eval(
     weights: &Path,
     batch_size: Option<usize>,
     device_name: &str,
+    threads: Option<usize>,
 ) -> ExitCode {
     let (_, sources, m, train) = match load(file, model) {
         Ok(x) => x,
@@ -252,6 +277,9 @@ pub fn eval(
         );
         return ExitCode::from(2);
     };
+    if let Err(code) = set_threads(threads.or(cfg.threads)) {
+        return code;
+    }
     let device = match device(device_name) {
         Ok(d) => d,
         Err(e) => {
@@ -306,11 +334,15 @@ pub fn grad(
     weights: &Path,
     batch: &Path,
     out: &Path,
+    threads: Option<usize>,
 ) -> ExitCode {
     let (_, sources, m, train) = match load(file, model) {
         Ok(x) => x,
         Err(code) => return code,
     };
+    if let Err(code) = set_threads(threads.or(train.as_ref().and_then(|t| t.threads))) {
+        return code;
+    }
     let loss = train
         .as_ref()
         .map_or(crate::sema::spec::Loss::CrossEntropy, |t| t.loss);

@@ -688,4 +688,4 @@ impl OptionChecker<'_> {
 }
 
 pub mod train;
-pub use train::{TrainValue, TRAIN_KEYS};
+pub use train::{TrainValue, SCHEDULES, TRAIN_KEYS};
