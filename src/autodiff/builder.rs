@@ -6,8 +6,8 @@
 //! differentiates, so runtime errors in the backward pass point at source.
 
 use crate::ir::{Cmp, Graph, NodeId, Op, ReduceOp};
-use crate::sema::dim::Dim;
-use crate::sema::hir::{DType, Type};
+use crate::types::dim::Dim;
+use crate::types::{DType, Type};
 use crate::source::Span;
 
 use super::AdError;

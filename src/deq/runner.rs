@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::Tensor;
 
 use crate::exec::{EqContext, EquilibriumRunner, ExecError};
-use crate::ir::{EqInitKind, EqNode};
+use crate::ir::{EqInitKind, EqNode, SolveRole};
 use crate::sema::spec::Backward;
 use crate::solver::{self, SolveStats, SolverError};
 use crate::source::Span;
@@ -215,10 +215,7 @@ impl EquilibriumRunner for SolverRunner {
             Ok(layout.flatten(&next)?)
         };
         let solution = solver::solve(&node.solver, &mut f, &z0).map_err(|e| to_exec(e, span))?;
-        let backward = node
-            .state_names
-            .first()
-            .is_some_and(|n| n.starts_with(super::ADJOINT_PREFIX));
+        let backward = node.role == SolveRole::Adjoint;
         let stats = solution.stats.clone();
         // Protection stops the solve when any sample blows up; it diverged
         // only when no sample got closer to a fixed point than its start

@@ -12,7 +12,7 @@
 use candle_core::{DType as CDType, Device, Tensor};
 
 use crate::ir::{Cmp, Op, ReduceOp};
-use crate::sema::dim::Dim;
+use crate::types::dim::Dim;
 use crate::source::Span;
 
 use super::{DimEnv, ExecError, ExecOptions};

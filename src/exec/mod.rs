@@ -28,8 +28,8 @@ use std::collections::HashMap;
 use candle_core::{DType as CDType, Device, Tensor};
 
 use crate::ir::{EqNode, Graph, NodeId, Op};
-use crate::sema::dim::Dim;
-use crate::sema::hir::{DType, Type};
+use crate::types::dim::Dim;
+use crate::types::{DType, Type};
 use crate::source::Span;
 
 /// A runtime failure of the execution phase.

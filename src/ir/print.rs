@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 use super::graph::{Graph, NodeId};
-use super::op::Op;
+use super::op::{Op, OpClass};
 
 fn numbering(g: &Graph) -> (Vec<NodeId>, HashMap<NodeId, usize>) {
     let order = g.topo_order();
@@ -119,10 +119,7 @@ fn dot_nodes(out: &mut String, g: &Graph, prefix: &str, counter: &mut usize) {
             escape(&describe(g, &node.op)),
             node.ty
         );
-        let shape = if matches!(
-            node.op,
-            Op::Input(_) | Op::Param(_) | Op::State(_) | Op::Capture(_)
-        ) {
+        let shape = if node.op.info().class == OpClass::Source {
             "ellipse"
         } else if matches!(node.op, Op::Equilibrium(_)) {
             "doubleoctagon"
