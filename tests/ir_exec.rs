@@ -102,9 +102,15 @@ fn gelu_matches_independent_references() {
     let src = "model M(x: [121]) { gelu(x) }";
     let got = run(src, &[(&xs, &[121])]);
     for ((x, g), want) in xs.iter().zip(&got).zip(xs.iter().map(|x| tanh_form(*x))) {
-        assert!((g - want).abs() <= 1e-12, "gelu({x}) = {g}, expected {want}");
+        assert!(
+            (g - want).abs() <= 1e-12,
+            "gelu({x}) = {g}, expected {want}"
+        );
         let exact = erf_form(*x);
-        assert!((g - exact).abs() <= 4.8e-4, "gelu({x}) = {g}, erf form {exact}");
+        assert!(
+            (g - exact).abs() <= 4.8e-4,
+            "gelu({x}) = {g}, erf form {exact}"
+        );
     }
     // The f32 path (vectorized kernels on the CPU).
     let g = lower(src);

@@ -137,6 +137,9 @@ fn every_front_end_code_has_a_ui_case() {
         "diagnostic codes without a tests/ui case: {missing:?}"
     );
     for (code, _) in NOT_IN_UI {
-        assert!(codes.contains(*code), "{code} no longer exists: drop it from NOT_IN_UI");
+        assert!(
+            codes.contains(*code),
+            "{code} no longer exists: drop it from NOT_IN_UI"
+        );
     }
 }

@@ -18,9 +18,9 @@ use petgraph::stable_graph::{NodeIndex, StableGraph};
 use petgraph::visit::{EdgeRef, NodeIndexable};
 use petgraph::Direction;
 
-use crate::types::Type;
 use crate::sema::spec::Init;
 use crate::source::Span;
+use crate::types::Type;
 
 use super::op::Op;
 use super::shape;

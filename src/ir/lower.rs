@@ -15,9 +15,9 @@
 
 use std::collections::HashMap;
 
-use crate::types::dim::Dim;
 use crate::sema::hir::{self, InstKind, Model, Prim, SliceAxis, Type, ValueId};
 use crate::source::Span;
+use crate::types::dim::Dim;
 
 use super::graph::{Graph, GraphInput, GraphParam, NodeId};
 use super::op::{EqInitKind, EqNode, Op, SolveRole};

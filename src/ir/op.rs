@@ -13,9 +13,9 @@
 //! (`SumTo`, `SliceBackward`, `ConvInputGrad`, pooling backward, ...), each of
 //! which has its own VJP so that gradient graphs can be differentiated again.
 
+use crate::sema::spec::{Backward, SolverSpec};
 use crate::types::dim::Dim;
 use crate::types::{DType, SliceAxis, Type};
-use crate::sema::spec::{Backward, SolverSpec};
 
 use super::graph::Graph;
 
@@ -498,10 +498,7 @@ impl Op {
     /// A short text of the attributes (empty when there are none), used by
     /// the printers.
     pub fn attrs(&self) -> String {
-        fn dims(d: &[Dim]) -> String {
-            let parts: Vec<String> = d.iter().map(|x| x.to_string()).collect();
-            format!("[{}]", parts.join(", "))
-        }
+        use crate::types::shape_text as dims;
         fn slice(axes: &[SliceAxis]) -> String {
             let parts: Vec<String> = axes
                 .iter()

@@ -15,10 +15,7 @@ use crate::types::{DType, SliceAxis, Type};
 
 use super::op::{ConvAttrs, Op, ReduceOp};
 
-fn show(d: &[Dim]) -> String {
-    let parts: Vec<String> = d.iter().map(|x| x.to_string()).collect();
-    format!("[{}]", parts.join(", "))
-}
+use crate::types::shape_text as show;
 
 /// NumPy broadcasting of two symbolic shapes.
 pub fn broadcast_shapes(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, String> {

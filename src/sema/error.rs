@@ -245,7 +245,9 @@ pub enum SemaError {
         span: SourceSpan,
     },
 
-    #[error("`{op}`: {groups} groups do not divide the {inputs} input and {outputs} output channels")]
+    #[error(
+        "`{op}`: {groups} groups do not divide the {inputs} input and {outputs} output channels"
+    )]
     #[diagnostic(code(deq::sema::groups))]
     Groups {
         op: String,

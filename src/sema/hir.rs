@@ -37,9 +37,14 @@ pub struct ValueInfo {
 pub enum Prim {
     Op(Op),
     /// `split`: one result per size, each a slice along `axis`.
-    Split { axis: usize, sizes: Vec<Dim> },
+    Split {
+        axis: usize,
+        sizes: Vec<Dim>,
+    },
     /// `dropout(x, p)`: `x` times a mask drawn once per solve.
-    Dropout { p: f64 },
+    Dropout {
+        p: f64,
+    },
 }
 
 #[derive(Debug, Clone)]

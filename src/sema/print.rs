@@ -44,15 +44,7 @@ fn ids(v: &[ValueId]) -> String {
         .join(", ")
 }
 
-fn dims(d: &[crate::sema::dim::Dim]) -> String {
-    format!(
-        "[{}]",
-        d.iter()
-            .map(|x| x.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
-}
+use crate::types::shape_text as dims;
 
 /// A primitive as `name[attributes]`, with the IR printer's attribute text
 /// (a bracketed list is not bracketed twice: `reshape[4, 6]`).

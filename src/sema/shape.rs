@@ -6,23 +6,15 @@
 //! and slice bounds count from the end; every violation is reported at the
 //! expression's span with the shapes involved.
 
+use crate::ir::Op;
 use crate::sema::dim::{Dim, DimCmp};
 use crate::sema::elab::{Elab, Value};
 use crate::sema::error::SemaError;
-use crate::ir::Op;
 use crate::sema::hir::*;
 use crate::source::Span;
 use crate::syntax::ast;
 
-fn shape_str(s: &[Dim]) -> String {
-    format!(
-        "[{}]",
-        s.iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
-}
+use crate::types::shape_text as shape_str;
 
 impl Elab<'_> {
     /// The broadcast of two shapes, or the position that clashes.

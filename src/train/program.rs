@@ -16,9 +16,9 @@ use crate::autodiff::{grad_with, AdError};
 use crate::deq::jacobian::{jacobian_graph, top_level_equilibria};
 use crate::deq::DeqVjp;
 use crate::ir::{Graph, GraphInput, NodeId, Op, ReduceOp};
+use crate::sema::spec::Loss;
 use crate::types::dim::Dim;
 use crate::types::{DType, Type};
-use crate::sema::spec::Loss;
 
 /// A graph with the positions of its interesting outputs.
 pub struct StepGraph {

@@ -47,15 +47,14 @@ impl std::fmt::Display for Type {
         if self.dtype != DType::F32 {
             write!(f, "{}", self.dtype.name())?;
         }
-        write!(f, "[")?;
-        for (i, d) in self.shape.iter().enumerate() {
-            if i > 0 {
-                write!(f, ", ")?;
-            }
-            write!(f, "{d}")?;
-        }
-        write!(f, "]")
+        write!(f, "{}", shape_text(&self.shape))
     }
+}
+
+/// A shape as text: `[B, 784]`.
+pub fn shape_text(shape: &[Dim]) -> String {
+    let parts: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", parts.join(", "))
 }
 
 /// What a slice does to one axis of its operand.

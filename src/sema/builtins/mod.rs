@@ -211,7 +211,9 @@ impl Elab<'_> {
             Builtin::Sqrt => self.math(Op::Sqrt, f64::sqrt, &a, name, span),
             Builtin::Abs => self.math(Op::Abs, f64::abs, &a, name, span),
             Builtin::Tanh => self.math(Op::Tanh, f64::tanh, &a, name, span),
-            Builtin::Sigmoid => self.math(Op::Sigmoid, |x| 1.0 / (1.0 + (-x).exp()), &a, name, span),
+            Builtin::Sigmoid => {
+                self.math(Op::Sigmoid, |x| 1.0 / (1.0 + (-x).exp()), &a, name, span)
+            }
             Builtin::Relu => self.math(Op::Relu, |x| x.max(0.0), &a, name, span),
             Builtin::Gelu => self.math(Op::Gelu, gelu, &a, name, span),
             Builtin::Softplus => self.math(
@@ -241,7 +243,12 @@ impl Elab<'_> {
                     return Value::Unknown;
                 };
                 if lo > hi {
-                    return self.bad_setting(span, name, "lo <= hi", format!("the empty range [{lo}, {hi}]"));
+                    return self.bad_setting(
+                        span,
+                        name,
+                        "lo <= hi",
+                        format!("the empty range [{lo}, {hi}]"),
+                    );
                 }
                 self.unary(Op::Clamp { lo, hi }, &a, name, span)
             }
@@ -268,10 +275,7 @@ impl Elab<'_> {
                 )
             }),
             Builtin::Arange => self.sized(&a, span, |n| {
-                (
-                    Op::Arange { n: n.clone() },
-                    Type::new(DType::I64, vec![n]),
-                )
+                (Op::Arange { n: n.clone() }, Type::new(DType::I64, vec![n]))
             }),
             Builtin::CausalMask => self.sized(&a, span, |n| {
                 (
@@ -298,7 +302,12 @@ impl Elab<'_> {
                     return Value::Unknown;
                 };
                 if !(0.0..1.0).contains(&p) {
-                    return self.bad_setting(a.span(1), name, "a probability in [0, 1)", format!("p = {p}"));
+                    return self.bad_setting(
+                        a.span(1),
+                        name,
+                        "a probability in [0, 1)",
+                        format!("p = {p}"),
+                    );
                 }
                 let Some((x, ty)) = self.tensor(&a, 0) else {
                     return Value::Unknown;
@@ -325,8 +334,7 @@ impl Elab<'_> {
         let Some((x, ty)) = self.tensor(a, 0) else {
             return Value::Unknown;
         };
-        let Some(axis) = self.axis_arg(a, 1, ty.rank())
-        else {
+        let Some(axis) = self.axis_arg(a, 1, ty.rank()) else {
             return Value::Unknown;
         };
         self.emit_op(op(axis), vec![x], span)
@@ -397,7 +405,12 @@ impl Elab<'_> {
             return self.input_rank(name, "an input [B, C, H, W]", &ty, a.span(0));
         }
         if scale < 1 {
-            return self.bad_setting(a.span(1), name, "a positive scale", format!("scale {scale}"));
+            return self.bad_setting(
+                a.span(1),
+                name,
+                "a positive scale",
+                format!("scale {scale}"),
+            );
         }
         self.emit_op(Op::UpsampleNearest2d { scale }, vec![x], span)
     }
@@ -568,7 +581,11 @@ impl Elab<'_> {
                         Value::Unknown => return None,
                         other => {
                             let found = other.describe(&self.m);
-                            self.type_mismatch(a.span(i), "a list of ints", format!("a list holding {found}"));
+                            self.type_mismatch(
+                                a.span(i),
+                                "a list of ints",
+                                format!("a list holding {found}"),
+                            );
                             return None;
                         }
                     }

@@ -54,8 +54,7 @@ impl Elab<'_> {
         };
         let axes: Vec<usize> = match a.get(1) {
             Value::Unknown => (0..ty.rank()).collect(),
-            Value::Int(_) => match self.axis_arg(a, 1, ty.rank())
-            {
+            Value::Int(_) => match self.axis_arg(a, 1, ty.rank()) {
                 Some(ax) => vec![ax],
                 None => return Value::Unknown,
             },
@@ -176,7 +175,12 @@ impl Elab<'_> {
                 return Value::Unknown;
             };
             if out.as_const().is_some_and(|o| o < 1) {
-                return self.kernel_too_large(span, name, format!("{kernel} (dilation {dilation})"), format!("{size} padded by 2 * {padding}"));
+                return self.kernel_too_large(
+                    span,
+                    name,
+                    format!("{kernel} (dilation {dilation})"),
+                    format!("{size} padded by 2 * {padding}"),
+                );
             }
         }
         self.emit_op(Op::Conv(attrs), vec![x, w], span)
@@ -206,7 +210,12 @@ impl Elab<'_> {
             return self.input_rank(name, "an input [B, C, H, W]", &ty, a.span(0));
         }
         if k < 1 || stride < 1 {
-            return self.bad_setting(span, name, "a positive kernel and stride", format!("kernel {k}, stride = {stride}"));
+            return self.bad_setting(
+                span,
+                name,
+                "a positive kernel and stride",
+                format!("kernel {k}, stride = {stride}"),
+            );
         }
         for d in &ty.shape[2..] {
             let Some(out) = ir_shape::pool_out(d, k, stride) else {

@@ -175,8 +175,7 @@ impl Elab<'_> {
             }
         }
         let first = self.ty(ids[0]).clone();
-        let Some(axis) = self.axis_arg(a, 1, first.rank())
-        else {
+        let Some(axis) = self.axis_arg(a, 1, first.rank()) else {
             return Value::Unknown;
         };
         for id in &ids[1..] {
@@ -200,8 +199,7 @@ impl Elab<'_> {
         let Some((x, ty)) = self.tensor(a, 0) else {
             return Value::Unknown;
         };
-        let Some(axis) = self.axis_arg(a, 1, ty.rank())
-        else {
+        let Some(axis) = self.axis_arg(a, 1, ty.rank()) else {
             return Value::Unknown;
         };
         let Some(sizes) = self.dims(a, 2) else {
