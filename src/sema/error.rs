@@ -309,6 +309,37 @@ pub enum SemaError {
         span: SourceSpan,
     },
 
+    #[error("cannot concatenate {first} and {other} along axis {axis}: they differ elsewhere")]
+    #[diagnostic(code(deq::sema::concat_shape))]
+    ConcatShape {
+        first: String,
+        other: String,
+        axis: usize,
+        #[label("shapes differ outside axis {axis}")]
+        span: SourceSpan,
+    },
+
+    #[error("split sizes {sizes} do not add up to dimension {axis} of {ty}, which is {dim}")]
+    #[diagnostic(code(deq::sema::split_sizes))]
+    SplitSizes {
+        sizes: String,
+        axis: usize,
+        ty: String,
+        dim: String,
+        #[label("sizes must be positive and add up to {dim}")]
+        span: SourceSpan,
+    },
+
+    #[error("cannot squeeze axis {axis} of {ty}: its size is {size}, not 1")]
+    #[diagnostic(code(deq::sema::squeeze_size))]
+    SqueezeSize {
+        axis: usize,
+        ty: String,
+        size: String,
+        #[label("size {size}")]
+        span: SourceSpan,
+    },
+
     #[error("at most one dimension of a reshape may be -1")]
     #[diagnostic(code(deq::sema::reshape_infer))]
     ReshapeInfer {

@@ -494,18 +494,6 @@ impl Elab<'_> {
         )
     }
 
-    fn shape_err(&mut self, op: &str, detail: String, span: Span) -> Value {
-        self.report(
-            span,
-            SemaError::Shape {
-                op: op.into(),
-                detail,
-                span: span.into(),
-                help: None,
-            },
-        )
-    }
-
     fn tensor(&mut self, a: &Args, i: usize) -> Option<(ValueId, Type)> {
         match a.get(i) {
             Value::Tensor(t) => Some((*t, self.ty(*t).clone())),

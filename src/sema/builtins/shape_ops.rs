@@ -185,10 +185,14 @@ impl Elab<'_> {
                 && (0..t.rank())
                     .all(|k| k == axis || t.shape[k].compare(&first.shape[k]) != DimCmp::Different);
             if !same_rest {
-                return self.shape_err(
-                    "concat",
-                    format!("{first} and {t} differ outside axis {axis}"),
+                return self.report(
                     span,
+                    SemaError::ConcatShape {
+                        first: first.to_string(),
+                        other: t.to_string(),
+                        axis,
+                        span: span.into(),
+                    },
                 );
             }
         }
@@ -214,14 +218,15 @@ impl Elab<'_> {
             || sizes.iter().any(|d| d.as_const().is_some_and(|v| v <= 0))
             || sum.compare(&ty.shape[axis]) == DimCmp::Different
         {
-            return self.shape_err(
-                "split",
-                format!(
-                    "sizes {} do not add up to dimension {axis} of {ty}, which is {}",
-                    Self::shape_string(&sizes),
-                    ty.shape[axis]
-                ),
+            return self.report(
                 a.span(2),
+                SemaError::SplitSizes {
+                    sizes: Self::shape_string(&sizes),
+                    axis,
+                    ty: ty.to_string(),
+                    dim: ty.shape[axis].to_string(),
+                    span: a.span(2).into(),
+                },
             );
         }
         let tys = sizes
@@ -261,10 +266,14 @@ impl Elab<'_> {
         };
         let mut shape = ty.shape.clone();
         if (shape[ax].is_const() || !self.generic) && shape[ax].as_const() != Some(1) {
-            return self.shape_err(
-                "squeeze",
-                format!("axis {ax} of {ty} has size {}, not 1", shape[ax]),
+            return self.report(
                 a.span(1),
+                SemaError::SqueezeSize {
+                    axis: ax,
+                    ty: ty.to_string(),
+                    size: shape[ax].to_string(),
+                    span: a.span(1).into(),
+                },
             );
         }
         shape.remove(ax);
