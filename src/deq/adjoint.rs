@@ -199,11 +199,7 @@ impl DeqVjp {
         }
         adj.set_outputs(outputs);
         let adjoint = EqNode {
-            state_names: node
-                .state_names
-                .iter()
-                .map(|s| format!("adjoint:{s}"))
-                .collect(),
+            state_names: node.state_names.clone(),
             state_types: node.state_types.clone(),
             capture_types: cap_types,
             body: adj,

@@ -115,7 +115,8 @@ pub enum SolveRole {
 /// results are read through `Project(i)` nodes.
 #[derive(Debug, Clone)]
 pub struct EqNode {
-    /// Labels for printing (an adjoint's read `adjoint:z`).
+    /// The states' names as the source wrote them (an adjoint solve keeps
+    /// its forward equilibrium's; see [`EqNode::state_labels`]).
     pub state_names: Vec<String>,
     pub state_types: Vec<Type>,
     pub capture_types: Vec<Type>,
@@ -127,6 +128,18 @@ pub struct EqNode {
 }
 
 impl EqNode {
+    /// The states' names as printed: an adjoint solve's read `adjoint:z`.
+    pub fn state_labels(&self) -> Vec<String> {
+        match self.role {
+            SolveRole::Forward => self.state_names.clone(),
+            SolveRole::Adjoint => self
+                .state_names
+                .iter()
+                .map(|s| format!("adjoint:{s}"))
+                .collect(),
+        }
+    }
+
     pub fn num_states(&self) -> usize {
         self.state_types.len()
     }
@@ -560,7 +573,7 @@ impl Op {
             Op::EmbeddingBackward { rows } => format!("rows = {rows}"),
             Op::Equilibrium(eq) => format!(
                 "states = ({}), init = {}",
-                eq.state_names.join(", "),
+                eq.state_labels().join(", "),
                 match eq.init {
                     EqInitKind::Zeros => "zeros",
                     EqInitKind::Values => "values",

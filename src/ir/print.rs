@@ -73,7 +73,7 @@ fn body_text(out: &mut String, g: &Graph, indent: usize) {
             let _ = writeln!(out, "{pad}    solver = {}", eq.solver);
             let _ = writeln!(out, "{pad}    backward = {}", eq.backward);
             let states: Vec<String> = eq
-                .state_names
+                .state_labels()
                 .iter()
                 .zip(&eq.state_types)
                 .map(|(n, t)| format!("{n}: {t}"))
@@ -134,7 +134,7 @@ fn dot_nodes(out: &mut String, g: &Graph, prefix: &str, counter: &mut usize) {
             let _ = writeln!(
                 out,
                 "  label=\"equilibrium ({})\"; style=dashed;",
-                escape(&eq.state_names.join(", "))
+                escape(&eq.state_labels().join(", "))
             );
             dot_nodes(out, &eq.body, &sub, counter);
             let _ = writeln!(out, "  }}");

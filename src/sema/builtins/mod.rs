@@ -36,6 +36,9 @@ macro_rules! builtins {
             /// Every built-in, in the order of LANGUAGE.md section 7.
             pub const ALL: &'static [Builtin] = &[$(Builtin::$variant),*];
 
+            /// Their names, in the same order.
+            pub const NAMES: &'static [&'static str] = &[$($name),*];
+
             /// The name a program calls it by.
             pub fn name(self) -> &'static str {
                 match self {
@@ -93,6 +96,9 @@ builtins! {
     CausalMask = "causal_mask",
     Cast = "cast",
 }
+
+/// Every built-in function name (generated with [`Builtin`]).
+pub const BUILTINS: &[&str] = Builtin::NAMES;
 
 /// A default argument value.
 #[derive(Clone, Copy)]

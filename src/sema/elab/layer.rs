@@ -354,6 +354,7 @@ impl Elab<'_> {
                     },
                 };
                 let v = this.check_param_type(&mut env, &name, p, v, at, &mut rest);
+                this.note_binding(&p.name, &v);
                 env.bind(&p.name.name, v);
             }
             this.block(&mut env, &f.body)
@@ -447,6 +448,7 @@ impl Elab<'_> {
                 );
                 ok = false;
             }
+            self.note_binding(&p.name, &v);
             henv.bind(&p.name.name, v.clone());
             hyper.push((p.name.name.clone(), v));
         }
@@ -535,6 +537,7 @@ impl Elab<'_> {
                     Value::Unknown => Value::Unknown,
                     other => this.not_tensor(&other, a.span),
                 };
+                this.note_binding(&input.name, &v);
                 env.bind(&input.name.name, v);
             }
             let out = this.block(&mut env, &l.body);
@@ -627,6 +630,7 @@ impl Elab<'_> {
                     ty: ty.clone(),
                 });
                 let v = self.emit1(InstKind::Input(i), ty, input.span);
+                self.note_binding(&input.name, &v);
                 env.bind(&input.name.name, v);
             }
         }
@@ -725,6 +729,7 @@ impl Elab<'_> {
                 Some(ast::ParamType::Bool(_)) => Value::Bool(None),
                 _ => Value::Unknown,
             };
+            self.note_binding(&p.name, &v);
             env.bind(&p.name.name, v);
         }
         self.layers.push(LayerCtx::default());
@@ -734,6 +739,7 @@ impl Elab<'_> {
                 Some(ty) => self.emit1(InstKind::Input(i), ty, input.span),
                 None => Value::Unknown,
             };
+            self.note_binding(&input.name, &v);
             env.bind(&input.name.name, v);
         }
         let out = self.block(&mut env, &l.body);
@@ -766,6 +772,7 @@ impl Elab<'_> {
                 },
                 None => Value::Unknown,
             };
+            self.note_binding(&p.name, &v);
             env.bind(&p.name.name, v);
         }
         self.block(&mut env, &f.body);
