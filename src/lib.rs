@@ -1,9 +1,20 @@
 //! deqc: a language and compiler for deep equilibrium models.
 //!
-//! The public entry points: [`compile_path`] and [`compile_source`] run the
-//! front end (parse, resolve, check) and return the checked program with
-//! every diagnostic; the stages themselves live in their own modules
-//! (`syntax`, `sema`), each with a printer for `deqc dump`.
+//! The pipeline, one module per stage, each with a printer for `deqc dump`:
+//! [`syntax`] (pest grammar to AST with spans) → [`sema`] (names, layers,
+//! shapes, diagnostics; elaborates each model into checked HIR) → [`ir`]
+//! (lowering to the graph of one [`ir::Op`] enum, verifier, printers) →
+//! [`autodiff`] (reverse mode as a graph transform, one VJP rule per op) and
+//! [`deq`] (equilibrium solves and every backward mode, Jacobian
+//! regularization) → [`passes`] (fold, CSE, hoist, DCE) → [`exec`] (the
+//! graph on candle tensors) with [`solver`] (fixed-point, Anderson, Broyden).
+//! [`train`] builds the training step and runs `deqc run`/`eval`;
+//! [`cli`] and [`commands`] are the command line; [`source`] and [`diag`]
+//! hold the source map and the diagnostics every stage reports into.
+//!
+//! The public entry points here: [`compile_path`] and [`compile_source`] run
+//! the front end (parse, resolve, check) and return the checked program with
+//! every diagnostic.
 
 #[macro_use]
 mod output;
@@ -23,6 +34,7 @@ pub mod source;
 pub mod syntax;
 pub mod threads;
 pub mod train;
+pub mod types;
 
 use std::path::Path;
 

@@ -277,6 +277,24 @@ model Tiny(x: f64[B, 3]) -> f64[B, 2] {
         String::from_utf8_lossy(&out.stderr)
     );
     let (grads, _) = checkpoint::read_tensors(&dir.join("g.safetensors"), &dev).unwrap();
+    // A batch without the target is refused, naming the file and the tensor.
+    let partial = dir.join("partial.safetensors");
+    checkpoint::save_tensors(&partial, &batch[..1], &Default::default()).unwrap();
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_deqc"))
+        .args(["grad", file.to_str().unwrap(), "--weights"])
+        .arg(dir.join("w.safetensors"))
+        .arg("--batch")
+        .arg(&partial)
+        .arg("--out")
+        .arg(dir.join("never.safetensors"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(
+        err.contains("partial.safetensors has no tensor `target`") && err.contains("(x)"),
+        "{err}"
+    );
     let saved_loss = grads
         .iter()
         .find(|g| g.0 == "loss")

@@ -20,7 +20,7 @@ use crate::autodiff::builder::Builder;
 use crate::autodiff::{vjp_nodes, AdError};
 use crate::exec::{ExecError, Executor};
 use crate::ir::{EqNode, Graph, GraphInput, NodeId, Op, ReduceOp};
-use crate::sema::hir::Type;
+use crate::types::Type;
 
 use super::inline::{body_at_sources, inline_body, state_capture_state_types};
 use super::DeqVjp;

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::Tensor;
 
 use crate::exec::{EqContext, EquilibriumRunner, ExecError};
-use crate::ir::{EqInitKind, EqNode};
+use crate::ir::{EqInitKind, EqNode, SolveRole};
 use crate::sema::spec::Backward;
 use crate::solver::{self, SolveStats, SolverError};
 use crate::source::Span;
@@ -34,8 +34,8 @@ pub struct SolveRecord {
     /// Protection stopped the solve and no sample got closer to a fixed
     /// point than its start (absolute residuals).
     pub diverged: bool,
-    /// The equilibrium's state names (an adjoint solve's without the
-    /// [`super::ADJOINT_PREFIX`]), which with `span` identify it in reports.
+    /// The equilibrium's state names (an adjoint solve's are its forward
+    /// equilibrium's), which with `span` identify it in reports.
     pub states: Vec<String>,
     /// Solved inside another equilibrium's body (once per evaluation of
     /// that body), not by the model's own graph.
@@ -266,10 +266,7 @@ impl EquilibriumRunner for SolverRunner {
             Ok(layout.flatten(&next)?)
         };
         let solution = solver::solve(&node.solver, &mut f, &z0).map_err(|e| to_exec(e, span))?;
-        let backward = node
-            .state_names
-            .first()
-            .is_some_and(|n| n.starts_with(super::ADJOINT_PREFIX));
+        let backward = node.role == SolveRole::Adjoint;
         let stats = solution.stats.clone();
         // Protection stops the solve when any sample blows up; it diverged
         // only when no sample got closer to a fixed point than its start
@@ -291,11 +288,7 @@ impl EquilibriumRunner for SolverRunner {
             backward,
             gradient_assumes_fixed_point: !matches!(node.backward, Backward::Unrolled),
             diverged,
-            states: node
-                .state_names
-                .iter()
-                .map(|n| n.trim_start_matches(super::ADJOINT_PREFIX).to_string())
-                .collect(),
+            states: node.state_names.clone(),
             nested,
             stats: stats.clone(),
         });

@@ -14,8 +14,8 @@
 use candle_core::{DType as CDType, Device, Tensor};
 
 use crate::ir::{Cmp, Op, ReduceOp};
-use crate::sema::dim::Dim;
 use crate::source::Span;
+use crate::types::dim::Dim;
 
 use super::{DimEnv, ExecError, ExecOptions};
 

@@ -28,9 +28,9 @@ use std::collections::HashMap;
 use candle_core::{DType as CDType, Device, Tensor};
 
 use crate::ir::{EqNode, Graph, NodeId, Op};
-use crate::sema::dim::Dim;
-use crate::sema::hir::{DType, Type};
 use crate::source::Span;
+use crate::types::dim::Dim;
+use crate::types::{DType, Type};
 
 /// A runtime failure of the execution phase.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]

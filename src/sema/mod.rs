@@ -8,7 +8,8 @@
 //! dimensions (only definite errors are reported then).
 
 pub mod builtins;
-pub mod dim;
+// Moved to `crate::types`; re-exported at the old path.
+pub use crate::types::dim;
 pub mod elab;
 pub mod error;
 pub mod hir;

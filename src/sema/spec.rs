@@ -43,7 +43,7 @@ pub struct SolverSpec {
     pub stop: Stop,
 }
 
-/// Defaults of the forward solve (documented in docs/language.md).
+/// Defaults of the forward solve (documented in docs/language-notes.md).
 pub const DEFAULT_TOL: f64 = 1e-4;
 pub const DEFAULT_MAX_ITER: usize = 40;
 /// Defaults of the implicit adjoint solve.

@@ -295,7 +295,7 @@ pub fn eval(
             .test
             .as_ref()
             .or(splits.valid.as_ref())
-            .ok_or_else(|| TrainError::Usage("the data set has no test split".into()))?;
+            .ok_or(TrainError::NoTestSplit)?;
         let runner = crate::deq::SolverRunner::new();
         let exec = Executor::new(device.clone()).with_runner(Box::new(runner));
         let values: Vec<Tensor> = params.into_iter().map(|p| p.1).collect();
@@ -358,16 +358,15 @@ pub fn grad(
                 .iter()
                 .find(|(k, _)| k == name)
                 .map(|(_, t)| t.clone())
-                .ok_or_else(|| {
-                    TrainError::Usage(format!(
-                        "{} has no tensor `{name}`; it needs one per model input ({}) and `target`",
-                        batch.display(),
-                        m.inputs
-                            .iter()
-                            .map(|i| i.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
+                .ok_or_else(|| TrainError::MissingBatchTensor {
+                    file: batch.to_path_buf(),
+                    name: name.to_string(),
+                    inputs: m
+                        .inputs
+                        .iter()
+                        .map(|i| i.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 })?;
             inputs.push(t);
         }

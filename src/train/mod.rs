@@ -40,6 +40,17 @@ pub enum TrainError {
     Init(#[from] init::InitError),
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),
+    /// `deqc eval` on a data set with neither a test nor a validation split.
+    #[error("the data set has no test split (and no validation split) to evaluate on")]
+    NoTestSplit,
+    /// `deqc grad`: the batch file lacks a tensor the model needs.
+    #[error("{file} has no tensor `{name}`; it needs one per model input ({inputs}) and `target`")]
+    MissingBatchTensor {
+        file: std::path::PathBuf,
+        name: String,
+        inputs: String,
+    },
+    /// Other problems with the run's files and settings (see `trainer`).
     #[error("{0}")]
     Usage(String),
     /// The failed-solve guard skipped most recent updates (see `guard`).

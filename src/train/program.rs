@@ -16,9 +16,9 @@ use crate::autodiff::{grad_with, AdError};
 use crate::deq::jacobian::{jacobian_graph, top_level_equilibria};
 use crate::deq::DeqVjp;
 use crate::ir::{Graph, GraphInput, NodeId, Op, ReduceOp};
-use crate::sema::dim::Dim;
-use crate::sema::hir::{DType, Type};
 use crate::sema::spec::Loss;
+use crate::types::dim::Dim;
+use crate::types::{DType, Type};
 
 /// A graph with the positions of its interesting outputs.
 pub struct StepGraph {
@@ -33,13 +33,11 @@ pub struct StepGraph {
     pub zstars: Vec<usize>,
 }
 
-/// The regularization graph and where its results are.
+/// The regularization graph and where its results are. Its inputs are the
+/// model's, then per top-level equilibrium (in [`StepGraph::zstars`] order)
+/// its fixed points and then its probes (see `deq::jacobian`).
 pub struct JacobianStep {
     pub graph: Graph,
-    /// Input positions of the fixed points (fed from the step's outputs, in
-    /// the same order as [`StepGraph::zstars`]) and of the probes.
-    pub zstar_inputs: Vec<usize>,
-    pub probe_inputs: Vec<usize>,
     /// Outputs: the term, then one gradient per parameter (`None` where the
     /// term does not depend on the parameter).
     pub grads: Vec<Option<usize>>,
@@ -237,12 +235,8 @@ pub fn jacobian_step(model: &Graph) -> Result<Option<JacobianStep>, AdError> {
         });
     }
     g.set_outputs(outputs);
-    let zstar_inputs = jac.equilibria.iter().flat_map(|e| e.1.clone()).collect();
-    let probe_inputs = jac.equilibria.iter().flat_map(|e| e.2.clone()).collect();
     Ok(Some(JacobianStep {
         graph: g,
-        zstar_inputs,
-        probe_inputs,
         grads: positions,
     }))
 }

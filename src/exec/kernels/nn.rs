@@ -8,7 +8,7 @@
 use candle_core::{Tensor, D};
 
 use crate::ir::ConvAttrs;
-use crate::sema::hir::SliceAxis;
+use crate::types::SliceAxis;
 
 use super::{KErr, KResult, KernelCtx};
 
@@ -32,7 +32,7 @@ fn resolve_axes(axes: &[SliceAxis], shape: &[usize], ctx: &KernelCtx) -> KResult
             axes.len()
         )));
     }
-    let eval = |d: &crate::sema::dim::Dim| -> KResult<i64> {
+    let eval = |d: &crate::types::dim::Dim| -> KResult<i64> {
         ctx.dims
             .eval(d)
             .ok_or_else(|| KErr::Msg(format!("unbound dim {d}")))
@@ -112,12 +112,7 @@ pub(super) fn slice_backward(g: &Tensor, axes: &[SliceAxis], ctx: &KernelCtx) ->
 }
 
 pub(super) fn conv(x: &Tensor, w: &Tensor, a: &ConvAttrs) -> KResult<Tensor> {
-    let (p, s, d, g) = (
-        a.padding as usize,
-        a.stride as usize,
-        a.dilation as usize,
-        a.groups as usize,
-    );
+    let (p, s, d, g) = a.sizes();
     let (x, w) = (x.contiguous()?, w.contiguous()?);
     Ok(match a.spatial {
         1 => x.conv1d(&w, p, s, d, g)?,
@@ -134,12 +129,7 @@ pub(super) fn conv_input_grad(
     a: &ConvAttrs,
     out: &[usize],
 ) -> KResult<Tensor> {
-    let (p, s, d, groups) = (
-        a.padding as usize,
-        a.stride as usize,
-        a.dilation as usize,
-        a.groups as usize,
-    );
+    let (p, s, d, groups) = a.sizes();
     let (g, w) = (g.contiguous()?, w.contiguous()?);
     let spatial = a.spatial;
     // output_padding per axis: what the floor in the forward size dropped.
@@ -198,12 +188,7 @@ pub(super) fn conv_weight_grad(
     a: &ConvAttrs,
     out: &[usize],
 ) -> KResult<Tensor> {
-    let (p, s, d, groups) = (
-        a.padding as usize,
-        a.stride as usize,
-        a.dilation as usize,
-        a.groups as usize,
-    );
+    let (p, s, d, groups) = a.sizes();
     let ci_g = x.dims()[1] / groups;
     let co_g = g.dims()[1] / groups;
     let parts = (0..groups)

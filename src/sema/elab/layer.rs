@@ -19,6 +19,12 @@ use crate::syntax::ast::{self, DimSyntax, ExprKind};
 
 use super::expr::ArgVal;
 
+/// The hint "`f` takes: a, b, c".
+fn takes(callee: &str, params: &[(String, bool)]) -> String {
+    let names: Vec<&str> = params.iter().map(|p| p.0.as_str()).collect();
+    format!("`{callee}` takes: {}", names.join(", "))
+}
+
 impl Elab<'_> {
     /// Match call arguments to declared names. `params` holds each name and
     /// whether it has a default.
@@ -66,14 +72,7 @@ impl Elab<'_> {
                                 expected: format!("at most {}", params.len()),
                                 found: count,
                                 span: a.span.into(),
-                                help: Some(format!(
-                                    "`{callee}` takes: {}",
-                                    params
-                                        .iter()
-                                        .map(|p| p.0.as_str())
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
-                                )),
+                                help: Some(takes(callee, params)),
                             },
                         );
                         ok = false;
@@ -106,14 +105,7 @@ impl Elab<'_> {
                         kind: kind.to_string(),
                         name: name.clone(),
                         span: span.into(),
-                        help: Some(format!(
-                            "`{callee}` takes: {}",
-                            params
-                                .iter()
-                                .map(|p| p.0.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )),
+                        help: Some(takes(callee, params)),
                     },
                 );
                 ok = false;

@@ -38,7 +38,7 @@ pub enum Value {
     List(Vec<Value>),
     Item(ItemRef),
     Module(ModuleId),
-    Builtin(&'static str),
+    Builtin(crate::sema::builtins::Builtin),
     Instance(Rc<Instance>),
 }
 
@@ -91,7 +91,7 @@ impl Value {
             Value::List(l) => format!("a list of {}", l.len()),
             Value::Item(_) => "a definition".into(),
             Value::Module(_) => "a module".into(),
-            Value::Builtin(b) => format!("the built-in `{b}`"),
+            Value::Builtin(b) => format!("the built-in `{}`", b.name()),
             Value::Instance(i) => format!("the instance `{}` of `{}`", i.path, i.layer_name),
         }
     }
@@ -371,9 +371,9 @@ impl<'a> Elab<'a> {
         names.extend(module.items.keys().cloned());
         names.extend(module.imports.keys().cloned());
         names.extend(
-            crate::sema::builtins::BUILTINS
+            crate::sema::builtins::Builtin::ALL
                 .iter()
-                .map(|s| s.to_string()),
+                .map(|b| b.name().to_string()),
         );
         names
     }
