@@ -374,10 +374,10 @@ pub fn grad(
             Executor::new(device.clone()).with_runner(Box::new(crate::deq::SolverRunner::new()));
         let values: Vec<Tensor> = params.iter().map(|p| p.1.clone()).collect();
         let r = exec.run(&step.graph, &values, &inputs)?;
-        let g0 = step.grads.unwrap_or(2);
-        let mut out = vec![("loss".to_string(), r.outputs[step.loss].reshape(1)?)];
-        for (i, (path, _)) in params.iter().enumerate() {
-            out.push((path.clone(), r.outputs[g0 + i].clone()));
+        let results = step.layout.read(&r.outputs)?;
+        let mut out = vec![("loss".to_string(), results.loss().reshape(1)?)];
+        for ((path, _), g) in params.iter().zip(results.grads()) {
+            out.push((path.clone(), g.clone()));
         }
         Ok(out)
     })();

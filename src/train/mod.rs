@@ -5,15 +5,21 @@
 //! initializers ([`init`]), checkpoints ([`checkpoint`]), metrics
 //! ([`metrics`]), per-equilibrium solver reports ([`solve_report`]), the
 //! failed-solve guard ([`guard`]), the compiled training step ([`program`]:
-//! loss and derived gradients) and the loop itself ([`trainer`]). Guarantees: nothing here
+//! loss and derived gradients) with the typed layout of each graph's inputs
+//! and outputs ([`layout`]), and the loop itself ([`trainer`]: a
+//! `Trainer` whose phases are resume, step, record, checkpoint, evaluate). Guarantees: nothing here
 //! panics on user data or files; every failure is a [`TrainError`] naming
 //! the file, parameter or source line.
 
 pub mod checkpoint;
 pub mod commands;
+pub mod compiled;
 pub mod data;
+pub mod epoch;
+pub mod evaluate;
 pub mod guard;
 pub mod init;
+pub mod layout;
 pub mod metrics;
 pub mod optim;
 pub mod program;
@@ -53,6 +59,15 @@ pub enum TrainError {
     /// Other problems with the run's files and settings (see `trainer`).
     #[error("{0}")]
     Usage(String),
+    /// A graph's inputs or outputs do not match its layout: a bug in the
+    /// compiler, never the user's.
+    #[error("internal error: the {graph} graph has {got} {what} where its layout says {want}")]
+    Layout {
+        graph: &'static str,
+        what: &'static str,
+        got: usize,
+        want: usize,
+    },
     /// The failed-solve guard skipped most recent updates (see `guard`).
     #[error("{0}")]
     Stalled(String),
