@@ -439,6 +439,7 @@ pub fn train(
     let out = opts.out.clone().unwrap_or_else(|| default_out(&model.name));
     std::fs::create_dir_all(&out)
         .map_err(|e| TrainError::Usage(format!("cannot create {}: {e}", out.display())))?;
+    crate::report::start_run(&out, model, cfg, sources, &device, opts.resume);
     // An adjoint solve that diverges skips its update (see `guard`) rather
     // than ending the run.
     let runner = SolverRunner::new().with_lenient_adjoint(true);
@@ -740,6 +741,7 @@ pub fn train(
         let state = train_state(step, at, cfg.seed, &optim, &guard);
         save_checkpoint(&out, &model.name, &params, &state)?;
         last_checkpoint = Instant::now();
+        crate::report::after_epoch(&out, started.elapsed());
         if !opts.quiet {
             let mut acc = if text {
                 format!(" perplexity {:.2}", metrics::perplexity(loss_mean.mean()))
