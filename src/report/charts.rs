@@ -74,6 +74,8 @@ pub struct Chart {
     pub x_desc: String,
     pub y_desc: String,
     pub log_y: bool,
+    /// The x axis counts whole things (epochs): label integers only.
+    pub whole_x: bool,
     pub series: Vec<Series>,
     pub marks: Vec<Marks>,
     pub hlines: Vec<HLine>,
@@ -111,15 +113,17 @@ impl Chart {
         if x1 <= x0 {
             (x0, x1) = (x0 - 1.0, x1 + 1.0);
         }
+        // The top third stays free for the legend.
         let y = if self.log_y {
-            (y0 / 2.0)..(y1 * 2.0)
+            let span = (y1 / y0).ln().max(10f64.ln());
+            (y0 / 2.0)..(y1.ln() + 0.5 * span).exp()
         } else {
-            let pad = if y1 > y0 {
-                0.06 * (y1 - y0)
+            let (lo, hi) = if y1 > y0 {
+                (0.06 * (y1 - y0), 0.5 * (y1 - y0))
             } else {
-                0.5 * y0.abs().max(1.0)
+                (0.5 * y0.abs().max(1.0), 0.5 * y0.abs().max(1.0))
             };
-            (y0 - pad)..(y1 + pad)
+            (y0 - lo)..(y1 + hi)
         };
         (x0..x1, y)
     }
@@ -135,6 +139,26 @@ pub fn short_number(v: f64) -> String {
     } else {
         let s = format!("{v:.4}");
         s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// Labels of a log axis: powers of ten only (the other grid lines stay
+/// unlabelled, or the labels would overlap).
+pub fn power_of_ten(v: f64) -> String {
+    let e = v.log10();
+    if v > 0.0 && (e - e.round()).abs() < 1e-6 {
+        format!("1e{}", e.round() as i32)
+    } else {
+        String::new()
+    }
+}
+
+/// Labels of an axis counting whole things (epochs): integers only.
+pub fn whole_number(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{}", v.round() as i64)
+    } else {
+        String::new()
     }
 }
 
@@ -186,12 +210,25 @@ where
         let r = ctx.y_range();
         (r.start, r.end)
     };
-    let fmt = |v: &f64| short_number(*v);
+    let x_fmt = |v: &f64| {
+        if chart.whole_x {
+            whole_number(*v)
+        } else {
+            short_number(*v)
+        }
+    };
+    let y_fmt = |v: &f64| {
+        if chart.log_y {
+            power_of_ten(*v)
+        } else {
+            short_number(*v)
+        }
+    };
     ctx.configure_mesh()
         .x_desc(chart.x_desc.as_str())
         .y_desc(chart.y_desc.as_str())
-        .x_label_formatter(&fmt)
-        .y_label_formatter(&fmt)
+        .x_label_formatter(&x_fmt)
+        .y_label_formatter(&y_fmt)
         .light_line_style(RGBColor(238, 238, 238))
         .label_style(("sans-serif", 12))
         .axis_desc_style(("sans-serif", 13))

@@ -177,6 +177,7 @@ pub fn charts(runs: &[Run]) -> Vec<(&'static str, Chart, &'static str)> {
     let mut radius = Chart {
         title: "Spectral radius".into(),
         x_desc: "epoch".into(),
+        whole_x: true,
         y_desc: "spectral radius".into(),
         ..Chart::default()
     };
