@@ -102,7 +102,10 @@ fn formatting_is_a_fixed_point_that_keeps_the_meaning() {
         };
         assert_eq!(comments(&text), comments(&once), "{}", path.display());
     }
-    assert!(formatted_count >= 50, "only {formatted_count} programs formatted");
+    assert!(
+        formatted_count >= 50,
+        "only {formatted_count} programs formatted"
+    );
 }
 
 #[test]
@@ -184,7 +187,10 @@ fn the_command_checks_and_rewrites_files() {
     );
     let (code, out, _) = deqc(&["fmt", "--check", m, t]);
     assert_eq!(code, 1);
-    assert!(out.contains("messy.deq") && !out.contains("tidy.deq"), "{out}");
+    assert!(
+        out.contains("messy.deq") && !out.contains("tidy.deq"),
+        "{out}"
+    );
     assert_eq!(std::fs::read_to_string(&messy).unwrap(), "const A=1;\n");
     let (code, _, _) = deqc(&["fmt", "--check", t]);
     assert_eq!(code, 0);
@@ -230,8 +236,11 @@ fn gap() -> impl Strategy<Value = &'static str> {
 /// inside `a::b` and `f32[`, where the grammar forbids them).
 fn respaced() -> impl Strategy<Value = String> {
     let texts = sources();
-    (0..texts.len(), proptest::collection::vec((gap(), any::<bool>()), 400)).prop_map(
-        move |(i, gaps)| {
+    (
+        0..texts.len(),
+        proptest::collection::vec((gap(), any::<bool>()), 400),
+    )
+        .prop_map(move |(i, gaps)| {
             let text = &texts[i];
             let tokens = deqc::fmt::lexer::lex(text);
             let mut out = String::new();
@@ -257,8 +266,7 @@ fn respaced() -> impl Strategy<Value = String> {
                 out.push_str(t.text);
             }
             out
-        },
-    )
+        })
 }
 
 #[derive(Debug, Clone)]
@@ -292,17 +300,31 @@ fn expr() -> impl Strategy<Value = E> {
         ];
         prop_oneof![
             inner.clone().prop_map(|e| E::Neg(Box::new(e))),
-            (op, inner.clone(), inner.clone()).prop_map(|(o, l, r)| E::Bin(o, Box::new(l), Box::new(r))),
-            (inner.clone(), proptest::collection::vec(inner.clone(), 0..3))
+            (op, inner.clone(), inner.clone()).prop_map(|(o, l, r)| E::Bin(
+                o,
+                Box::new(l),
+                Box::new(r)
+            )),
+            (
+                inner.clone(),
+                proptest::collection::vec(inner.clone(), 0..3)
+            )
                 .prop_map(|(f, a)| E::Call(Box::new(f), a)),
-            (inner.clone(), proptest::collection::vec(inner.clone(), 1..3))
+            (
+                inner.clone(),
+                proptest::collection::vec(inner.clone(), 1..3)
+            )
                 .prop_map(|(x, i)| E::Index(Box::new(x), i)),
             (
                 inner.clone(),
                 proptest::option::of(inner.clone()),
                 proptest::option::of(inner.clone())
             )
-                .prop_map(|(x, lo, hi)| E::Slice(Box::new(x), lo.map(Box::new), hi.map(Box::new))),
+                .prop_map(|(x, lo, hi)| E::Slice(
+                    Box::new(x),
+                    lo.map(Box::new),
+                    hi.map(Box::new)
+                )),
             inner.prop_map(|e| E::Paren(Box::new(e))),
         ]
     })
@@ -310,11 +332,20 @@ fn expr() -> impl Strategy<Value = E> {
 
 /// `e` written with `sep` between its tokens where spaces are allowed.
 fn write(e: &E, sep: &str) -> String {
-    let list = |xs: &[E]| xs.iter().map(|x| write(x, sep)).collect::<Vec<_>>().join(&format!(",{sep}"));
+    let list = |xs: &[E]| {
+        xs.iter()
+            .map(|x| write(x, sep))
+            .collect::<Vec<_>>()
+            .join(&format!(",{sep}"))
+    };
     match e {
         E::Name(n) | E::Num(n) => n.to_string(),
         E::Neg(x) => format!("-{sep}{}", write(x, sep)),
-        E::Bin(o, l, r) => format!("({sep}{}{sep}{o}{sep}{}{sep})", write(l, sep), write(r, sep)),
+        E::Bin(o, l, r) => format!(
+            "({sep}{}{sep}{o}{sep}{}{sep})",
+            write(l, sep),
+            write(r, sep)
+        ),
         E::Call(f, a) => format!("({}){sep}({sep}{}{sep})", write(f, sep), list(a)),
         E::Index(x, i) => format!("({})[{sep}{}{sep}]", write(x, sep), list(i)),
         E::Slice(x, lo, hi) => format!(
@@ -329,14 +360,24 @@ fn write(e: &E, sep: &str) -> String {
 
 fn check_formatting(text: &str) -> Result<(), TestCaseError> {
     let before = ast_without_spans(text);
-    prop_assert!(before.is_ok(), "the generated program does not parse:\n{text}");
+    prop_assert!(
+        before.is_ok(),
+        "the generated program does not parse:\n{text}"
+    );
     let once = format_source(text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
-    prop_assert_eq!(before, ast_without_spans(&once), "AST changed:\n{}\n---\n{}", text, once);
+    prop_assert_eq!(
+        before,
+        ast_without_spans(&once),
+        "AST changed:\n{}\n---\n{}",
+        text,
+        once
+    );
     let twice = format_source(&once).map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert_eq!(&once, &twice, "not a fixed point:\n{}", text);
     for line in once.lines() {
         let indent = line.len() - line.trim_start_matches(' ').len();
-        let in_comment = line.trim_start().starts_with("//") || line.contains("/*") || line.contains("*/");
+        let in_comment =
+            line.trim_start().starts_with("//") || line.contains("/*") || line.contains("*/");
         prop_assert!(
             in_comment || (indent % 4 == 0 && !line.ends_with(' ') && !line.contains('\t')),
             "badly laid out line {:?} in\n{}",

@@ -155,6 +155,14 @@ fn the_page_has_every_chart_and_fact() {
     assert!(figure(&html, "loss").contains("update skipped"));
     assert!(html.contains("above tol 1e-3 at 40 of 40 steps"));
     assert!(html.contains("1 unreadable line"));
+    // Before the first epoch ends, run.json has no wall time yet: the
+    // steps' own times (40 x 0.1 s + 2 x 0.5 s) are shown as a bound.
+    let mut facts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap();
+    facts["wall_seconds"] = json!(0.0);
+    std::fs::write(dir.join("run.json"), facts.to_string()).unwrap();
+    let html = render(&[Run::load(&dir).unwrap()]).unwrap();
+    assert!(html.contains("at least 5.0 s (steps so far)"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -193,7 +201,10 @@ fn a_log_axis_spans_decades_and_drops_what_it_cannot_show() {
     let svg = charts::svg(&chart).unwrap().unwrap();
     let labels = svg_texts(&svg);
     for tick in ["1e-2", "1e-3", "1e-4"] {
-        assert!(labels.iter().any(|l| l == tick), "no tick {tick}: {labels:?}");
+        assert!(
+            labels.iter().any(|l| l == tick),
+            "no tick {tick}: {labels:?}"
+        );
     }
     let empty = Chart {
         log_y: true,
@@ -339,9 +350,8 @@ fn the_page_renders_in_a_browser() {
     let (pixels, width, console) = screenshot(&browser, &page, &png);
     assert!(console.is_empty(), "console: {console:?}");
     let count = |pred: &dyn Fn(&[u8; 3]) -> bool| pixels.iter().filter(|p| pred(p)).count();
-    let near = |c: [u8; 3]| {
-        move |p: &[u8; 3]| (0..3).all(|k| (p[k] as i32 - c[k] as i32).abs() <= 24)
-    };
+    let near =
+        |c: [u8; 3]| move |p: &[u8; 3]| (0..3).all(|k| (p[k] as i32 - c[k] as i32).abs() <= 24);
     let blue = charts::PALETTE[0];
     let red = charts::TOL;
     let blue_px = count(&near([blue.0, blue.1, blue.2]));
@@ -374,10 +384,17 @@ fn the_page_renders_in_a_browser() {
             }
         }
     }
-    assert!(left > 1000 && right > 1000, "a column of charts is blank: {left} / {right}");
+    assert!(
+        left > 1000 && right > 1000,
+        "a column of charts is blank: {left} / {right}"
+    );
     // The console check can fail: a page that logs an error is caught.
     let bad = dir.join("bad.html");
-    std::fs::write(&bad, "<html><body><script>console.error('x')</script></body></html>").unwrap();
+    std::fs::write(
+        &bad,
+        "<html><body><script>console.error('x')</script></body></html>",
+    )
+    .unwrap();
     let (_, _, console) = screenshot(&browser, &bad, &dir.join("bad.png"));
     assert!(!console.is_empty(), "console errors are not seen");
     if std::env::var_os("DEQC_KEEP_SCREENSHOT").is_none() {

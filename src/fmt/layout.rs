@@ -143,15 +143,14 @@ pub fn layout(tokens: &[Token]) -> String {
                 out.push_str("    ");
             }
         } else if let Some(p) = p {
-            let space = if t.kind == Kind::LineComment
-                || (t.is_comment() && (p.is(";") || p.is(",")))
-            {
-                true
-            } else if t.is_comment() || p.is_comment() {
-                t.space_before
-            } else {
-                space_between(p, t, prev.is_some_and(|i| unary[i]), stack.last())
-            };
+            let space =
+                if t.kind == Kind::LineComment || (t.is_comment() && (p.is(";") || p.is(","))) {
+                    true
+                } else if t.is_comment() || p.is_comment() {
+                    t.space_before
+                } else {
+                    space_between(p, t, prev.is_some_and(|i| unary[i]), stack.last())
+                };
             if space {
                 out.push(' ');
             }

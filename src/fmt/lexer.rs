@@ -65,8 +65,8 @@ pub fn lex(text: &str) -> Vec<Token<'_>> {
         let kind = if rest.starts_with("//") {
             i += rest.find('\n').unwrap_or(rest.len());
             Kind::LineComment
-        } else if rest.starts_with("/*") {
-            i += rest[2..].find("*/").map_or(rest.len(), |e| e + 4);
+        } else if let Some(body) = rest.strip_prefix("/*") {
+            i += body.find("*/").map_or(rest.len(), |e| e + 4);
             Kind::BlockComment
         } else if rest.starts_with('"') {
             i += string_len(rest);
@@ -80,7 +80,9 @@ pub fn lex(text: &str) -> Vec<Token<'_>> {
             i += number_len(rest);
             Kind::Number
         } else if rest.starts_with("::")
-            && tokens.last().is_some_and(|t: &Token| t.kind == Kind::Word && !space_before)
+            && tokens
+                .last()
+                .is_some_and(|t: &Token| t.kind == Kind::Word && !space_before)
             && rest[2..].starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         {
             i += 2;
@@ -158,8 +160,22 @@ mod tests {
         assert_eq!(
             texts("let x=1.5e-3+y::z; // c\n/* a\n b */\"s\\\"t\"->[..]"),
             [
-                "let", "x", "=", "1.5e-3", "+", "y", "::", "z", ";", "// c", "/* a\n b */",
-                "\"s\\\"t\"", "->", "[", "..", "]"
+                "let",
+                "x",
+                "=",
+                "1.5e-3",
+                "+",
+                "y",
+                "::",
+                "z",
+                ";",
+                "// c",
+                "/* a\n b */",
+                "\"s\\\"t\"",
+                "->",
+                "[",
+                "..",
+                "]"
             ]
         );
         let t = lex("a\n\n  b c");
@@ -173,7 +189,10 @@ mod tests {
         assert_eq!(texts("1..2"), ["1", "..", "2"]);
         assert_eq!(texts("2e"), ["2", "e"]);
         assert_eq!(texts("3E+4"), ["3E+4"]);
-        assert_eq!(texts("x[a::2, ::b]"), ["x", "[", "a", ":", ":", "2", ",", ":", ":", "b", "]"]);
+        assert_eq!(
+            texts("x[a::2, ::b]"),
+            ["x", "[", "a", ":", ":", "2", ",", ":", ":", "b", "]"]
+        );
         assert_eq!(texts("nn::k:3"), ["nn", "::", "k", ":", "3"]);
     }
 }

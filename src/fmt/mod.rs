@@ -44,9 +44,9 @@ pub fn format_source(text: &str) -> Result<String, FmtError> {
     if let Some(k) = (0..tokens.len().max(again.len()))
         .find(|&k| !matches!((tokens.get(k), again.get(k)), (Some(a), Some(b)) if same(a, b)))
     {
-        let offset = tokens
-            .get(k)
-            .map_or(text.len(), |t| t.text.as_ptr() as usize - text.as_ptr() as usize);
+        let offset = tokens.get(k).map_or(text.len(), |t| {
+            t.text.as_ptr() as usize - text.as_ptr() as usize
+        });
         return Err(FmtError::TokensChanged { offset });
     }
     crate::syntax::parse_file(FileId(0), &out)?;

@@ -155,7 +155,10 @@ pub fn start_run(
     let mut facts = run_facts(model, cfg, sources, device);
     if resume {
         if let Some(old) = read_facts(out) {
-            let spent = old.get("wall_seconds").and_then(Value::as_f64).unwrap_or(0.0);
+            let spent = old
+                .get("wall_seconds")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0);
             let resumes = old.get("resumes").and_then(Value::as_u64).unwrap_or(0);
             facts.insert("wall_seconds_before".into(), json!(spent));
             facts.insert("wall_seconds".into(), json!(spent));
@@ -175,10 +178,7 @@ pub fn after_epoch(out: &Path, elapsed: std::time::Duration) {
             .get("wall_seconds_before")
             .and_then(Value::as_f64)
             .unwrap_or(0.0);
-        facts.insert(
-            "wall_seconds".into(),
-            json!(before + elapsed.as_secs_f64()),
-        );
+        facts.insert("wall_seconds".into(), json!(before + elapsed.as_secs_f64()));
         if let Err(e) = write_facts(out, &facts) {
             eprintln!("warning: {e}");
         }

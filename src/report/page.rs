@@ -8,7 +8,9 @@
 
 use serde_json::Value;
 
-use super::charts::{self, Chart, HLine, MarkShape, Marks, Series, PALETTE, PROTECTED, SKIPPED, TOL};
+use super::charts::{
+    self, Chart, HLine, MarkShape, Marks, Series, PALETTE, PROTECTED, SKIPPED, TOL,
+};
 use super::run::{Rec, Run};
 use super::ReportError;
 
@@ -114,13 +116,26 @@ fn step_chart(
 fn mark_steps(chart: &mut Chart, runs: &[Run], f: impl Fn(&Rec) -> Option<f64> + Copy) {
     let skipped: Vec<(f64, f64)> = runs
         .iter()
-        .flat_map(|r| points(&r.train.iter().filter(|r| r.skipped).cloned().collect::<Vec<_>>(), f))
+        .flat_map(|r| {
+            points(
+                &r.train
+                    .iter()
+                    .filter(|r| r.skipped)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+                f,
+            )
+        })
         .collect();
     let protected: Vec<(f64, f64)> = runs
         .iter()
         .flat_map(|r| {
             points(
-                &r.train.iter().filter(|r| r.protected > 0.0).cloned().collect::<Vec<_>>(),
+                &r.train
+                    .iter()
+                    .filter(|r| r.protected > 0.0)
+                    .cloned()
+                    .collect::<Vec<_>>(),
                 f,
             )
         })
@@ -148,28 +163,84 @@ pub fn charts(runs: &[Run]) -> Vec<(&'static str, Chart, &'static str)> {
     let mut out = Vec::new();
     let mut loss = step_chart(runs, "Loss", "loss", |r| r.loss, true);
     mark_steps(&mut loss, runs, |r| r.loss);
-    out.push(("loss", loss, "Training loss per step; test loss after each epoch (dots)."));
-    if runs.iter().any(|r| r.train.iter().chain(&r.test).any(|x| x.accuracy.is_some())) {
+    out.push((
+        "loss",
+        loss,
+        "Training loss per step; test loss after each epoch (dots).",
+    ));
+    if runs
+        .iter()
+        .any(|r| r.train.iter().chain(&r.test).any(|x| x.accuracy.is_some()))
+    {
         let acc = step_chart(runs, "Accuracy", "accuracy", |r| r.accuracy, true);
-        out.push(("accuracy", acc, "Accuracy of each training batch; test accuracy after each epoch."));
+        out.push((
+            "accuracy",
+            acc,
+            "Accuracy of each training batch; test accuracy after each epoch.",
+        ));
     }
-    if runs.iter().any(|r| r.train.iter().chain(&r.test).any(|x| x.perplexity.is_some())) {
+    if runs.iter().any(|r| {
+        r.train
+            .iter()
+            .chain(&r.test)
+            .any(|x| x.perplexity.is_some())
+    }) {
         let mut ppl = step_chart(runs, "Perplexity", "perplexity", |r| r.perplexity, true);
         ppl.log_y = true;
-        out.push(("perplexity", ppl, "Perplexity (exp of the loss), log scale."));
+        out.push((
+            "perplexity",
+            ppl,
+            "Perplexity (exp of the loss), log scale.",
+        ));
     }
-    let mut fwd_it = step_chart(runs, "Forward solver iterations", "iterations", |r| r.fwd_iters, false);
+    let mut fwd_it = step_chart(
+        runs,
+        "Forward solver iterations",
+        "iterations",
+        |r| r.fwd_iters,
+        false,
+    );
     mark_steps(&mut fwd_it, runs, |r| r.fwd_iters);
-    out.push(("fwd_iters", fwd_it, "Mean forward (fixed-point) iterations per step."));
-    let mut fwd_res = step_chart(runs, "Forward residual", "residual (log)", |r| r.fwd_residual, false);
+    out.push((
+        "fwd_iters",
+        fwd_it,
+        "Mean forward (fixed-point) iterations per step.",
+    ));
+    let mut fwd_res = step_chart(
+        runs,
+        "Forward residual",
+        "residual (log)",
+        |r| r.fwd_residual,
+        false,
+    );
     fwd_res.log_y = true;
     fwd_res.hlines = tol_lines(runs, false);
     mark_steps(&mut fwd_res, runs, |r| r.fwd_residual);
-    out.push(("fwd_residual", fwd_res, "Mean final forward residual per step, log scale; dashed: the solver's tol."));
-    let mut bwd_it = step_chart(runs, "Adjoint solver iterations", "iterations", |r| r.bwd_iters, false);
+    out.push((
+        "fwd_residual",
+        fwd_res,
+        "Mean final forward residual per step, log scale; dashed: the solver's tol.",
+    ));
+    let mut bwd_it = step_chart(
+        runs,
+        "Adjoint solver iterations",
+        "iterations",
+        |r| r.bwd_iters,
+        false,
+    );
     mark_steps(&mut bwd_it, runs, |r| r.bwd_iters);
-    out.push(("bwd_iters", bwd_it, "Mean backward (adjoint) iterations per step."));
-    let mut bwd_res = step_chart(runs, "Adjoint residual", "residual (log)", |r| r.bwd_residual, false);
+    out.push((
+        "bwd_iters",
+        bwd_it,
+        "Mean backward (adjoint) iterations per step.",
+    ));
+    let mut bwd_res = step_chart(
+        runs,
+        "Adjoint residual",
+        "residual (log)",
+        |r| r.bwd_residual,
+        false,
+    );
     bwd_res.log_y = true;
     bwd_res.hlines = tol_lines(runs, true);
     mark_steps(&mut bwd_res, runs, |r| r.bwd_residual);
@@ -209,7 +280,13 @@ fn tol_lines(runs: &[Run], backward: bool) -> Vec<HLine> {
     let mut tols: Vec<f64> = runs
         .iter()
         .flat_map(|r| r.tolerances())
-        .filter_map(|t| if backward { t.backward } else { Some(t.forward) })
+        .filter_map(|t| {
+            if backward {
+                t.backward
+            } else {
+                Some(t.forward)
+            }
+        })
         .collect();
     tols.sort_by(f64::total_cmp);
     tols.dedup();
@@ -263,7 +340,13 @@ fn facts_table(runs: &[Run]) -> String {
     let mut row = |name: &'static str, f: &dyn Fn(&Run) -> String| {
         rows.push((name, runs.iter().map(f).collect()));
     };
-    let fact = |key: &'static str| move |r: &Run| r.fact(key).map(fact_text).unwrap_or_else(|| "unknown".into());
+    let fact = |key: &'static str| {
+        move |r: &Run| {
+            r.fact(key)
+                .map(fact_text)
+                .unwrap_or_else(|| "unknown".into())
+        }
+    };
     row("folder", &|r| r.dir.display().to_string());
     row("model", &fact("model"));
     row("model file", &fact("model_file"));
@@ -274,11 +357,26 @@ fn facts_table(runs: &[Run]) -> String {
     row("threads", &fact("threads"));
     row("device", &fact("device"));
     row("wall time", &|r| {
-        r.fact("wall_seconds")
-            .and_then(Value::as_f64)
-            .map_or("unknown".into(), duration)
+        match r.fact("wall_seconds").and_then(Value::as_f64) {
+            Some(w) if w > 0.0 => duration(w),
+            // Stamped after each epoch: within the first one (or for a run
+            // without run.json), the steps' own times are what is known.
+            _ => {
+                let steps: f64 = r
+                    .train
+                    .iter()
+                    .chain(&r.test)
+                    .filter_map(|x| x.seconds)
+                    .sum();
+                format!("at least {} (steps so far)", duration(steps))
+            }
+        }
     });
-    row("steps", &|r| r.train.last().map_or("0".into(), |x| (x.step + 1).to_string()));
+    row("steps", &|r| {
+        r.train
+            .last()
+            .map_or("0".into(), |x| (x.step + 1).to_string())
+    });
     row("epochs evaluated", &|r| r.test.len().to_string());
     row("final test", &|r| match r.test.last() {
         None => "none yet".into(),
@@ -293,7 +391,9 @@ fn facts_table(runs: &[Run]) -> String {
             s
         }
     });
-    row("skipped updates", &|r| r.train.iter().filter(|x| x.skipped).count().to_string());
+    row("skipped updates", &|r| {
+        r.train.iter().filter(|x| x.skipped).count().to_string()
+    });
     row("equilibria", &|r| {
         let Some(Value::Array(eqs)) = r.fact("equilibria") else {
             return "unknown".into();
@@ -301,7 +401,12 @@ fn facts_table(runs: &[Run]) -> String {
         eqs.iter()
             .map(|e| {
                 let get = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
-                format!("{}: {}, backward {}", get("place"), get("solver"), get("backward"))
+                format!(
+                    "{}: {}, backward {}",
+                    get("place"),
+                    get("solver"),
+                    get("backward")
+                )
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -342,9 +447,15 @@ pub fn page(runs: &[Run]) -> Result<String, ReportError> {
     };
     let mut html = String::new();
     html.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
-    html.push_str(&format!("<title>deqc report: {}</title>\n", escape(&main.name)));
+    html.push_str(&format!(
+        "<title>deqc report: {}</title>\n",
+        escape(&main.name)
+    ));
     html.push_str(&format!("<style>{STYLE}</style>\n</head>\n<body>\n"));
-    html.push_str(&format!("<h1>deqc run report: {}</h1>\n", escape(&main.name)));
+    html.push_str(&format!(
+        "<h1>deqc run report: {}</h1>\n",
+        escape(&main.name)
+    ));
     if runs.len() > 1 {
         let others: Vec<String> = runs[1..].iter().map(|r| escape(&r.name)).collect();
         html.push_str(&format!("<p>Compared with: {}.</p>\n", others.join(", ")));
@@ -366,15 +477,26 @@ pub fn page(runs: &[Run]) -> Result<String, ReportError> {
             None => html.push_str(&format!(
                 "<p class=\"empty\">{}: no data in {}.</p>",
                 escape(&chart.title),
-                if runs.len() > 1 { "these runs" } else { "this run" }
+                if runs.len() > 1 {
+                    "these runs"
+                } else {
+                    "this run"
+                }
             )),
         }
-        html.push_str(&format!("\n<figcaption>{}</figcaption>\n</figure>\n", escape(caption)));
+        html.push_str(&format!(
+            "\n<figcaption>{}</figcaption>\n</figure>\n",
+            escape(caption)
+        ));
     }
     html.push_str("</div>\n");
     if let Some(src) = main.fact("model_source").and_then(Value::as_str) {
         let file = main.fact("model_file").map(fact_text).unwrap_or_default();
-        html.push_str(&format!("<h2>Model: {}</h2>\n<pre>{}</pre>\n", escape(&file), escape(src)));
+        html.push_str(&format!(
+            "<h2>Model: {}</h2>\n<pre>{}</pre>\n",
+            escape(&file),
+            escape(src)
+        ));
     }
     if let Some(block) = main.fact("train_block").and_then(Value::as_str) {
         html.push_str(&format!(

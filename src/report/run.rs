@@ -27,6 +27,8 @@ pub struct Rec {
     pub bwd_iters: Option<f64>,
     pub bwd_residual: Option<f64>,
     pub lr: Option<f64>,
+    /// Wall-clock seconds of the step (or of the evaluation).
+    pub seconds: Option<f64>,
     pub spectral_radius: Option<f64>,
     /// The step's update was skipped because its solves failed.
     pub skipped: bool,
@@ -139,6 +141,7 @@ fn record(m: &Map<String, Value>) -> Rec {
         bwd_iters: num("bwd_iters"),
         bwd_residual: num("bwd_residual"),
         lr: num("lr"),
+        seconds: num("seconds"),
         spectral_radius: num("spectral_radius"),
         skipped: num("skipped_update").is_some_and(|x| x > 0.0),
         protected: num("protected_solves").unwrap_or(0.0),
