@@ -1,10 +1,12 @@
 //! The command line (clap): `deqc check`, `run`, `eval`, `grad`, `dump`,
-//! `graph`, `gradcheck`, `fmt`, `report` (command bodies live in
-//! `commands/`, `train/commands.rs`, `fmt/` and `report/`).
+//! `graph`, `gradcheck`, `lsp`, `fmt`, `report` (command bodies live in
+//! `commands/`, `train/commands.rs`, `lsp/`, `fmt/` and `report/`).
 //!
 //! Guarantees: exit code 0 on success, 1 when the program has errors (each
-//! rendered with its source line), 2 on usage or I/O problems; diagnostics
-//! go to stderr, requested output to stdout.
+//! rendered with its source line), 2 on usage or I/O problems, 3 when
+//! `gradcheck` could not judge some gradients (unconverged solves); diagnostics
+//! go to stderr, requested output to stdout; a closed stdout (`| head -1`)
+//! ends any command quietly with exit code 0 (see `output`).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -121,7 +123,15 @@ pub enum Command {
         /// The batch size (symbolic dim `B`); other symbolic dims are 3.
         #[arg(long, default_value_t = 2)]
         batch: usize,
-        /// Seed of the random parameters, inputs and projection.
+        /// Check at a checkpoint's parameters (`model.safetensors` or a run
+        /// folder) instead of the model's initial ones.
+        #[arg(long, conflicts_with = "random_params")]
+        weights: Option<PathBuf>,
+        /// Check at random parameters (normal, std 1/sqrt(fan-in), seeded
+        /// by --seed) instead of the model's initial ones.
+        #[arg(long)]
+        random_params: bool,
+        /// Seed of the random inputs and projection (and of --random-params).
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Largest acceptable relative error.
@@ -134,6 +144,8 @@ pub enum Command {
         #[arg(long)]
         stability: bool,
     },
+    /// A language server over stdio (diagnostics, hover, definitions, completion).
+    Lsp,
     /// Rewrite `.deq` files in the canonical layout (comments kept).
     Fmt {
         /// Change nothing; exit 1 and name the files that would change.
@@ -185,6 +197,7 @@ pub fn main() -> ExitCode {
             out,
         } => crate::report::command(&run_dir, &compare, out.as_deref()),
         Command::Dump { emit, file } => dump(emit, &file),
+        Command::Lsp => crate::lsp::run(),
         Command::Run {
             file,
             model,
@@ -232,6 +245,8 @@ pub fn main() -> ExitCode {
         Command::Gradcheck {
             file,
             model,
+            weights,
+            random_params,
             batch,
             seed,
             tol,
@@ -241,6 +256,11 @@ pub fn main() -> ExitCode {
             &file,
             &crate::commands::gradcheck::Options {
                 model: model.as_deref(),
+                params: match (&weights, random_params) {
+                    (Some(w), _) => crate::commands::gradcheck::ParamSource::Weights(w),
+                    (None, true) => crate::commands::gradcheck::ParamSource::Random,
+                    (None, false) => crate::commands::gradcheck::ParamSource::Init,
+                },
                 batch,
                 seed,
                 tol,
@@ -266,8 +286,8 @@ fn check(files: &[PathBuf]) -> ExitCode {
         render(compiled.diags, &compiled.sources);
         match program {
             Some(p) => {
-                println!("{}: ok", f.display());
-                print!("{}", crate::sema::print::summary(&p));
+                outln!("{}: ok", f.display());
+                out!("{}", crate::sema::print::summary(&p));
             }
             None => {
                 eprintln!(
@@ -306,7 +326,7 @@ fn dump(stage: Stage, file: &PathBuf) -> ExitCode {
             let id = sources.add(file.display().to_string(), Some(file.clone()), &text);
             match crate::syntax::parse_file(id, &text) {
                 Ok(ast) => {
-                    print!("{}", crate::syntax::print::print_file(&ast));
+                    out!("{}", crate::syntax::print::print_file(&ast));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -329,7 +349,7 @@ fn dump(stage: Stage, file: &PathBuf) -> ExitCode {
             render(compiled.diags, &compiled.sources);
             match program {
                 Some(p) => {
-                    print!("{}", crate::sema::print::print_program(&p));
+                    out!("{}", crate::sema::print::print_program(&p));
                     ExitCode::SUCCESS
                 }
                 None => ExitCode::from(1),

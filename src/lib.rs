@@ -5,6 +5,9 @@
 //! every diagnostic; the stages themselves live in their own modules
 //! (`syntax`, `sema`), each with a printer for `deqc dump`.
 
+#[macro_use]
+mod output;
+
 pub mod autodiff;
 pub mod cli;
 pub mod commands;
@@ -13,6 +16,7 @@ pub mod diag;
 pub mod exec;
 pub mod fmt;
 pub mod ir;
+pub mod lsp;
 pub mod passes;
 pub mod report;
 pub mod sema;
@@ -34,6 +38,8 @@ pub struct Compiled {
     /// `Some` exactly when there were no errors.
     pub program: Option<Program>,
     pub diags: Diagnostics,
+    /// The parsed modules and what each name held (for the language server).
+    pub index: sema::Index,
 }
 
 impl Compiled {
@@ -51,6 +57,14 @@ pub fn compile_path(path: &Path) -> std::io::Result<Compiled> {
     Ok(compile(sources, root))
 }
 
+/// Check `text` as the contents of the file at `path` (an editor's unsaved
+/// buffer): imports resolve relative to `path`'s folder.
+pub fn compile_text_at(path: &Path, text: &str) -> Compiled {
+    let mut sources = SourceMap::new();
+    let root = sources.add(path.display().to_string(), Some(path.to_path_buf()), text);
+    compile(sources, root)
+}
+
 /// Check source text that is not on disk (`use "f.deq"` is then resolved
 /// relative to the working directory).
 pub fn compile_source(name: &str, text: &str) -> Compiled {
@@ -60,11 +74,12 @@ pub fn compile_source(name: &str, text: &str) -> Compiled {
 }
 
 fn compile(mut sources: SourceMap, root: FileId) -> Compiled {
-    let (program, diags) = sema::check(&mut sources, root);
+    let (program, diags, index) = sema::check_indexed(&mut sources, root);
     Compiled {
         sources,
         root,
         program,
         diags,
+        index,
     }
 }

@@ -384,3 +384,28 @@ fn equilibria_solve_and_differentiate_by_default_and_refuse_when_told() {
         AdError::ImplicitBackwardNotImplemented { span: Some(_) }
     ));
 }
+
+#[test]
+fn a_shape_error_at_run_time_is_in_deqcs_words_with_its_span() {
+    // `T / 4` is not exact at T = 30: candle refuses the reshape, and the
+    // error names the op, the shapes (declared and actual) and the source
+    // line; candle's own message is only a detail.
+    let src = "model M(x: [B, T, 16]) -> [B, T, 16] {\n    let h = reshape(x, [B, 4, T / 4, 16]);\n    reshape(h, [B, T, 16])\n}\n";
+    let g = lower(src);
+    let x = Tensor::zeros((2, 30, 16), DType::F64, &Device::Cpu).unwrap();
+    let err = Executor::cpu_f64()
+        .run(&g, &[], &[x])
+        .expect_err("30 / 4 is not exact");
+    let text = err.to_string();
+    assert!(matches!(err, ExecError::KernelLibrary(_)), "{text}");
+    assert!(
+        text.starts_with("`reshape` of [2, 30, 16] cannot give the declared shape [B, 4, (T / 4), 16] (here [2, 4, 7, 16]); a division"),
+        "{text}"
+    );
+    assert!(text.contains("(kernel library: "), "{text}");
+    let span = err.span().expect("a span");
+    assert_eq!(
+        &src[span.start as usize..span.end as usize],
+        "reshape(x, [B, 4, T / 4, 16])"
+    );
+}

@@ -503,3 +503,132 @@ fn unrolled_backward_never_counts_as_a_failed_solve() {
         assert!(tail < head - 0.2, "{solver}: loss did not fall: {l:?}");
     }
 }
+
+fn records(out: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn max_steps_on_an_epoch_boundary_runs_no_empty_epoch() {
+    // 512 samples in batches of 64: 8 steps an epoch.
+    let data = mnist_subset("max_steps");
+    let (p, sources) = program(&mnist_mlp(&data));
+    let model = p.model("DeqMlp").unwrap();
+    let mut cfg = p.trains[0].clone();
+    cfg.epochs = 3;
+    for (max, epochs_run) in [(8usize, 1usize), (16, 2), (0, 0)] {
+        let out = data.parent().unwrap().join(format!("run{max}"));
+        let mut opts = quiet(&out);
+        opts.max_steps = Some(max);
+        let s = trainer::train(model, &cfg, &sources, &opts).unwrap();
+        assert_eq!((s.steps, s.epochs_run), (max as u64, epochs_run), "{max}");
+        let recs = records(&out);
+        let mut seen = std::collections::HashSet::new();
+        for r in &recs {
+            let key = (r["split"].to_string(), r["step"].as_u64().unwrap());
+            assert!(seen.insert(key.clone()), "{max}: duplicate record {key:?}");
+        }
+        let tests = recs.iter().filter(|r| r["split"] == "test").count();
+        assert_eq!((recs.len() - tests, tests), (max, epochs_run), "{max}");
+    }
+}
+
+#[test]
+fn two_equilibria_and_a_nested_one_are_reported_apart() {
+    let data = mnist_subset("two_eq");
+    let src = std::fs::read_to_string("tests/models/two_eq.deq")
+        .unwrap()
+        .replace(
+            "\"data/mnist-10k\"",
+            &format!("{:?}", data.display().to_string()),
+        );
+    let (p, sources) = program(&src);
+    let out = data.parent().unwrap().join("run");
+    let mut opts = quiet(&out);
+    opts.max_steps = Some(3);
+    trainer::train(p.model("TwoEq").unwrap(), &p.trains[0], &sources, &opts).unwrap();
+    let recs = records(&out);
+    let train: Vec<&serde_json::Value> = recs.iter().filter(|r| r["split"] == "train").collect();
+    assert_eq!(train.len(), 3);
+    for r in &train {
+        let eqs = r["equilibria"].as_object().expect("equilibria");
+        let keys: Vec<&String> = eqs.keys().collect();
+        assert_eq!(keys, ["h@10/nested", "y@27", "z@24"], "{r}");
+        // One solve of each top-level equilibrium per step, forward and
+        // adjoint; y never meets its tolerance in 3 iterations, z does.
+        for k in ["z@24", "y@27"] {
+            assert_eq!(eqs[k]["fwd_solves"], 1, "{k}: {r}");
+            assert_eq!(eqs[k]["bwd_solves"], 1, "{k}: {r}");
+            assert_eq!(eqs[k]["nested"], false);
+        }
+        assert_eq!(eqs["y@27"]["fwd_unconverged"], 1, "{r}");
+        assert_eq!(eqs["y@27"]["fwd_iters"], 3.0, "{r}");
+        assert_eq!(eqs["z@24"]["fwd_unconverged"], 0, "{r}");
+        // h runs in every evaluation of y's body (and of its adjoint's).
+        let h = &eqs["h@10/nested"];
+        assert_eq!(h["nested"], true);
+        assert!(h["fwd_solves"].as_u64().unwrap() >= 3, "{r}");
+        // The aggregates are over the top-level equilibria only.
+        let mean = (eqs["z@24"]["fwd_iters"].as_f64().unwrap() + 3.0) / 2.0;
+        assert!(
+            (r["fwd_iters"].as_f64().unwrap() - mean).abs() < 1e-9,
+            "{r}"
+        );
+    }
+    let test = recs
+        .iter()
+        .find(|r| r["split"] == "test")
+        .expect("a test record");
+    for k in ["z@24", "y@27"] {
+        let radius = test["equilibria"][k]["spectral_radius"].as_f64();
+        assert!(radius.is_some_and(|r| r > 0.0), "{k}: {test}");
+    }
+}
+
+#[test]
+fn a_guard_that_skips_most_updates_ends_the_run_with_advice() {
+    // Twenty steps whose solves converge make "usual" a residual below tol;
+    // the resumed run then solves with one iteration, far worse than usual,
+    // so the guard skips every update: after 10 skipped of the last 20 the
+    // run ends with an error that says what to change.
+    let data = mnist_subset("stall");
+    let (p, sources) = program(&mnist_mlp(&data));
+    let out = data.parent().unwrap().join("run");
+    let mut opts = quiet(&out);
+    opts.max_steps = Some(20);
+    opts.skip_failed_solves = true;
+    trainer::train(p.model("DeqMlp").unwrap(), &p.trains[0], &sources, &opts).unwrap();
+    let failing = mnist_mlp(&data).replace(
+        "anderson(m = 5, tol = 1e-4, max_iter = 40)",
+        "fixed_point(tol = 1e-4, max_iter = 1)",
+    );
+    let (pf, sources_f) = program(&failing);
+    let mut cfg = pf.trains[0].clone();
+    cfg.epochs = 10;
+    let mut opts = quiet(&out);
+    opts.resume = true;
+    opts.max_steps = Some(60);
+    opts.skip_failed_solves = true;
+    let err = trainer::train(pf.model("DeqMlp").unwrap(), &cfg, &sources_f, &opts)
+        .expect_err("the run stalls");
+    let msg = err.to_string();
+    assert!(matches!(err, deqc::train::TrainError::Stalled(_)), "{msg}");
+    for advice in [
+        "10 of the last",
+        "max_iter",
+        "jacobian_reg",
+        "learning rate",
+        "train_test.deq:10:5",
+    ] {
+        assert!(msg.contains(advice), "`{advice}` missing: {msg}");
+    }
+    let skipped = records(&out)
+        .iter()
+        .filter(|r| r.get("skipped_update").is_some())
+        .count();
+    assert_eq!(skipped, 10);
+}

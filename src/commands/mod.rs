@@ -86,7 +86,7 @@ pub fn dump(stage: IrStage, file: &Path) -> ExitCode {
             IrStage::Opt => graph::optimized(&g),
         };
         match g {
-            Ok(g) => print!("{}", crate::ir::print::to_text(&g)),
+            Ok(g) => out!("{}", crate::ir::print::to_text(&g)),
             Err(code) => return code,
         }
     }

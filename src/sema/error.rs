@@ -364,6 +364,36 @@ pub enum SemaError {
         span: SourceSpan,
     },
 
+    #[error("equilibrium state `{state}` is {dtype}: a fixed point is solved over floats")]
+    #[diagnostic(
+        code(deq::sema::integer_state),
+        help("declare the state as a float tensor (`[B, 10]` is f32, or write `f64[B, 10]`); integer ids belong outside the equilibrium, e.g. through an embedding")
+    )]
+    IntegerState {
+        state: String,
+        dtype: String,
+        #[label("declared {dtype} here")]
+        span: SourceSpan,
+    },
+
+    #[error("`{division}` is not a whole number: the train block fixes {fixed}, and {num} / {den} leaves {rem}")]
+    #[diagnostic(
+        code(deq::sema::inexact_division),
+        help("choose sizes that divide evenly (e.g. a `seq_len` that is a multiple of {den}), or reshape by a divisor of the fixed dimension")
+    )]
+    InexactDivision {
+        division: String,
+        fixed: String,
+        num: i64,
+        den: i64,
+        rem: i64,
+        #[label("this shape has `{division}`")]
+        span: SourceSpan,
+        /// The data setting, when it is in the same file as `span`.
+        #[label("fixes {fixed}")]
+        setting: Option<SourceSpan>,
+    },
+
     #[error("`{name}` is never used")]
     #[diagnostic(code(deq::sema::unused), severity(Warning))]
     Unused {

@@ -217,9 +217,10 @@ pub fn run(
                 }
                 (Some(p), None, Some(l)) => format!("test perplexity {p:.2} (loss {l:.4})"),
                 (_, _, Some(l)) => format!("test loss {l:.4}"),
-                _ => "no test split".into(),
+                _ if s.epochs_run > 0 => "no test split".into(),
+                _ => "not evaluated (no epoch ran)".into(),
             };
-            println!(
+            outln!(
                 "{}: {} steps in {:.1} min; {result}; checkpoints and metrics in {}",
                 m.name,
                 s.steps,
@@ -285,12 +286,12 @@ pub fn eval(
     match result {
         Ok((l, a, n)) => {
             match a {
-                Some(a) => println!(
+                Some(a) => outln!(
                     "{}: test loss {l:.4}, accuracy {:.2}% on {n} samples",
                     m.name,
                     100.0 * a
                 ),
-                None => println!("{}: test loss {l:.4} on {n} samples", m.name),
+                None => outln!("{}: test loss {l:.4} on {n} samples", m.name),
             }
             ExitCode::SUCCESS
         }
@@ -362,7 +363,7 @@ pub fn grad(
                 .and_then(|t| t.to_vec1::<f64>())
                 .map(|v| v[0])
                 .unwrap_or(f64::NAN);
-            println!(
+            outln!(
                 "loss {loss:.6}; {} parameter gradients written to {}",
                 tensors.len() - 1,
                 out.display()

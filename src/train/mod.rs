@@ -3,8 +3,9 @@
 //! Owns data sets and their batches ([`data`]), optimizers and gradient
 //! clipping ([`optim`]), learning-rate schedules ([`schedule`]), parameter
 //! initializers ([`init`]), checkpoints ([`checkpoint`]), metrics
-//! ([`metrics`]), the compiled training step ([`program`]: loss and derived
-//! gradients) and the loop itself ([`trainer`]). Guarantees: nothing here
+//! ([`metrics`]), per-equilibrium solver reports ([`solve_report`]), the
+//! failed-solve guard ([`guard`]), the compiled training step ([`program`]:
+//! loss and derived gradients) and the loop itself ([`trainer`]). Guarantees: nothing here
 //! panics on user data or files; every failure is a [`TrainError`] naming
 //! the file, parameter or source line.
 
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod optim;
 pub mod program;
 pub mod schedule;
+pub mod solve_report;
 pub mod trainer;
 
 /// Everything that can stop a run.
@@ -40,6 +42,9 @@ pub enum TrainError {
     Candle(#[from] candle_core::Error),
     #[error("{0}")]
     Usage(String),
+    /// The failed-solve guard skipped most recent updates (see `guard`).
+    #[error("{0}")]
+    Stalled(String),
 }
 
 impl TrainError {

@@ -20,13 +20,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::checkpoint::{self, TrainState};
 use super::data::{self, Dataset};
-use super::guard::{SolveGuard, FAILED_SOLVE_FACTOR};
+use super::guard::{SolveGuard, Stall, StallWatch, FAILED_SOLVE_FACTOR};
 use super::metrics::{self, Mean, MetricsWriter, Record};
 use super::optim::{clip_grad_norm, Optim};
 use super::program::{eval_graph, jacobian_step, step_graph, JacobianStep, StepGraph};
 use super::schedule::LrSchedule;
+use super::solve_report::{mark_nested, EqName, SolveReport};
 use super::TrainError;
-use crate::deq::{SolveRecord, SolverRunner};
+use crate::deq::SolverRunner;
 use crate::exec::{ExecOptions, Executor};
 use crate::ir::{lower::lower_model, Graph};
 use crate::sema::hir::Model;
@@ -56,6 +57,9 @@ pub struct RunOptions {
 pub struct Summary {
     pub out: PathBuf,
     pub epochs: usize,
+    /// Epochs this call ran (part of one counts), 0 when `--max-steps`
+    /// was already reached.
+    pub epochs_run: usize,
     pub steps: u64,
     pub test_loss: Option<f64>,
     pub test_accuracy: Option<f64>,
@@ -105,73 +109,6 @@ fn train_state(
     }
 }
 
-/// Per-batch solver statistics, averaged.
-#[derive(Default)]
-struct SolveSummary {
-    fwd_iters: Mean,
-    fwd_residual: Mean,
-    bwd_iters: Mean,
-    bwd_residual: Mean,
-    unconverged: Vec<(Option<crate::source::Span>, f64, f64)>,
-    /// Solves that blow-up protection stopped (forward, backward).
-    protected: (usize, usize),
-}
-
-impl SolveSummary {
-    fn add(&mut self, records: &[SolveRecord]) {
-        let (fwd, bwd): (Vec<&SolveRecord>, Vec<&SolveRecord>) =
-            records.iter().partition(|r| !r.backward);
-        if !fwd.is_empty() {
-            let n = fwd.len() as f64;
-            self.fwd_iters.add(
-                fwd.iter().map(|r| r.stats.iterations as f64).sum::<f64>() / n,
-                1.0,
-            );
-            self.fwd_residual.add(worst_residual_mean(&fwd), 1.0);
-        }
-        if !bwd.is_empty() {
-            let n = bwd.len() as f64;
-            self.bwd_iters.add(
-                bwd.iter().map(|r| r.stats.iterations as f64).sum::<f64>() / n,
-                1.0,
-            );
-            self.bwd_residual.add(worst_residual_mean(&bwd), 1.0);
-        }
-        for r in records
-            .iter()
-            .filter(|r| r.stats.stopped_by_protection.is_some())
-        {
-            if r.backward {
-                self.protected.1 += 1;
-            } else {
-                self.protected.0 += 1;
-            }
-        }
-        // `unroll` is an explicit network of fixed depth: its residual is
-        // not a failure.
-        let unconverged =
-            |r: &&SolveRecord| !r.stats.converged && !r.backward && r.stats.solver != "unroll";
-        for r in records.iter().filter(unconverged) {
-            let worst = r.stats.residual.iter().cloned().fold(0.0, f64::max);
-            self.unconverged.push((r.span, worst, r.stats.tol));
-        }
-    }
-}
-
-/// The mean over solves of each solve's worst per-sample residual.
-fn worst_residual_mean(records: &[&SolveRecord]) -> f64 {
-    let worst = |r: &&SolveRecord| r.stats.residual.iter().cloned().fold(0.0, f64::max);
-    records.iter().map(worst).sum::<f64>() / records.len().max(1) as f64
-}
-
-fn mean_or_zero(m: &Mean) -> f64 {
-    if m.weight() > 0.0 {
-        m.mean()
-    } else {
-        0.0
-    }
-}
-
 /// Everything compiled for one model.
 pub struct Compiled {
     pub graph: Graph,
@@ -184,13 +121,14 @@ pub struct Compiled {
 }
 
 /// Spectral radius estimates (max over samples) of each top-level
-/// equilibrium of `compiled` on one batch of inputs.
+/// equilibrium of `compiled` on one batch of inputs, with the
+/// equilibrium's state names and span.
 pub fn spectral_radii(
     exec: &Executor,
     compiled: &Compiled,
     params: &[Tensor],
     inputs: &[Tensor],
-) -> Result<Vec<f64>, TrainError> {
+) -> Result<Vec<(EqName, f64)>, TrainError> {
     let values = exec.run(&compiled.stability, params, inputs)?.outputs;
     let mut out = Vec::new();
     let mut at = 0;
@@ -203,7 +141,10 @@ pub fn spectral_radii(
         let caps = &values[at + k..at + k + n];
         at += k + n;
         let r = crate::deq::jacobian::spectral_radius(exec, node, zstar, caps, 20, 0)?;
-        out.push(r.into_iter().fold(0.0, f64::max));
+        out.push((
+            (node.state_names.clone(), compiled.graph.span(eq)),
+            r.into_iter().fold(0.0, f64::max),
+        ));
     }
     Ok(out)
 }
@@ -398,29 +339,51 @@ fn default_out(model: &str) -> PathBuf {
     PathBuf::from("runs").join(format!("{model}-{secs}"))
 }
 
-fn warn_unconverged(
-    sources: &SourceMap,
-    unconverged: &[(Option<crate::source::Span>, f64, f64)],
-    solves: usize,
-    quiet: bool,
-) {
-    if unconverged.is_empty() || quiet {
-        return;
-    }
-    let (span, worst, tol) = unconverged
-        .iter()
-        .cloned()
-        .fold((None, 0.0, 0.0), |acc, x| if x.1 > acc.1 { x } else { acc });
-    let place = span
-        .map(|s| {
-            let (l, c) = sources.line_col(s);
-            format!("{}:{l}:{c}", sources.file(s.file).name)
+/// The state names and span of each top-level equilibrium of `graph`.
+fn top_level_equilibria(graph: &Graph) -> Vec<EqName> {
+    crate::deq::jacobian::top_level_equilibria(graph)
+        .into_iter()
+        .filter_map(|eq| {
+            let crate::ir::Op::Equilibrium(node) = graph.op(eq) else {
+                return None;
+            };
+            Some((node.state_names.clone(), graph.span(eq)))
         })
-        .unwrap_or_else(|| "an equilibrium".into());
-    eprintln!(
-        "warning: the equilibrium at {place} did not reach tol {tol:e} in {} of {solves} forward solves (worst residual {worst:.3e}); consider a larger max_iter or Jacobian regularization",
-        unconverged.len()
-    );
+        .collect()
+}
+
+/// The solver fields of a metrics record: the aggregates and the
+/// per-equilibrium object.
+fn set_solve_fields(rec: &mut Record, report: &SolveReport) {
+    rec.fwd_iters = report.fwd_iters();
+    rec.fwd_residual = report.fwd_residual();
+    rec.bwd_iters = report.bwd_iters();
+    rec.bwd_residual = report.bwd_residual();
+    rec.equilibria = report.to_json();
+}
+
+/// The error that ends a run whose updates the guard mostly skips, naming
+/// the equilibria whose solves failed in the last step.
+fn stalled(stall: Stall, last_step: &SolveReport) -> TrainError {
+    let failing: Vec<String> = last_step
+        .equilibria()
+        .filter(|(_, s)| s.fwd.unconverged > 0 || s.fwd.protected > 0 || s.bwd.protected > 0)
+        .map(|(id, s)| format!("`{}` at {}", id.states, s.place))
+        .collect();
+    let which = if failing.is_empty() {
+        String::new()
+    } else {
+        format!(" (failing: {})", failing.join(", "))
+    };
+    TrainError::Stalled(format!(
+        "training stalled: {} of the last {} updates (steps {} to {}) were skipped because their solves failed{which}, so the parameters have barely moved. Make the equilibrium easier to solve: raise the solver's `max_iter`, add `jacobian_reg = jacobian(weight = 1.0)` to the train block, normalize the weights of the layer inside the equilibrium, or lower the learning rate; `--keep-failed-steps` applies such updates anyway",
+        stall.skipped, stall.window, stall.steps.0, stall.steps.1
+    ))
+}
+
+/// Has the run taken the `--max-steps` steps it may take?
+fn step_limit_reached(max_steps: Option<usize>, step: u64) -> bool {
+    max_steps.is_some_and(|m| step >= m as u64)
 }
 
 /// Train `model` as its `train` block says.
@@ -454,8 +417,10 @@ pub fn train(
     eval_exec.options.seed = cfg.seed;
 
     let shapes = param_shapes(&compiled.graph);
+    let top_level = top_level_equilibria(&compiled.graph);
     let mut optim = Optim::new(&cfg.optimizer);
     let mut guard = SolveGuard::new();
+    let mut stall_watch = StallWatch::new();
     let (mut params, start_epoch, mut skip_batches, mut step) = if opts.resume {
         let (p, meta) = checkpoint::load_tensors(&out.join("model.safetensors"), &shapes, &device)?;
         let state =
@@ -498,6 +463,7 @@ pub fn train(
     let mut summary = Summary {
         out: out.clone(),
         epochs: cfg.epochs,
+        epochs_run: 0,
         steps: step,
         test_loss: None,
         test_accuracy: None,
@@ -510,7 +476,13 @@ pub fn train(
     let mut stopped = false;
     let mut last_checkpoint = Instant::now();
     for epoch in start_epoch..cfg.epochs {
+        // `--max-steps` reached on an epoch boundary (or 0): no empty epoch,
+        // and no second test record for the same step.
+        if step_limit_reached(opts.max_steps, step) {
+            break;
+        }
         let epoch_start = Instant::now();
+        summary.epochs_run += 1;
         let bar = if opts.quiet {
             ProgressBar::hidden()
         } else {
@@ -522,12 +494,11 @@ pub fn train(
                 .progress_chars("=> "),
         );
         bar.set_prefix(format!("{}/{}", epoch + 1, cfg.epochs));
-        let mut solves = SolveSummary::default();
+        let mut solves = SolveReport::new();
         let mut skipped = 0usize;
         let mut loss_mean = Mean::new();
         let (mut correct, mut seen) = (0usize, 0usize);
         let mut samples = 0usize;
-        let mut solve_count = 0usize;
         let done_before = std::mem::take(&mut skip_batches);
         bar.set_position(done_before as u64);
         let mut done = done_before;
@@ -535,7 +506,7 @@ pub fn train(
             .shuffled_batches(cfg.batch_size, cfg.seed, epoch as u64, &device)
             .skip(done_before)
         {
-            if opts.max_steps.is_some_and(|m| step as usize >= m) {
+            if step_limit_reached(opts.max_steps, step) {
                 stopped = true;
                 break;
             }
@@ -583,12 +554,12 @@ pub fn train(
                     reg = Some(term * jr.weight);
                 }
             }
-            let records = runner.take_records();
-            solve_count += records.iter().filter(|r| !r.backward).count();
-            solves.add(&records);
+            let mut records = runner.take_records();
+            mark_nested(&mut records, &top_level);
+            solves.add(&records, sources);
             // This step's own solver statistics, for its metrics record.
-            let mut this_step = SolveSummary::default();
-            this_step.add(&records);
+            let mut this_step = SolveReport::new();
+            this_step.add(&records, sources);
             if let Some(c) = cfg.clip_grad {
                 clip_grad_norm(&mut grads, c)?;
             }
@@ -621,10 +592,7 @@ pub fn train(
             if text {
                 rec.perplexity = Some(metrics::perplexity(loss));
             }
-            rec.fwd_iters = mean_or_zero(&this_step.fwd_iters);
-            rec.fwd_residual = mean_or_zero(&this_step.fwd_residual);
-            rec.bwd_iters = mean_or_zero(&this_step.bwd_iters);
-            rec.bwd_residual = mean_or_zero(&this_step.bwd_residual);
+            set_solve_fields(&mut rec, &this_step);
             rec.seconds = step_start.elapsed().as_secs_f64();
             rec.lr = Some(lr);
             if let Some(r) = reg {
@@ -636,6 +604,9 @@ pub fn train(
             writer
                 .write(&rec)
                 .map_err(|e| TrainError::Usage(format!("cannot write metrics: {e}")))?;
+            if let Some(stall) = stall_watch.record(step, failed_solve) {
+                return Err(stalled(stall, &this_step));
+            }
             step += 1;
             done += 1;
             let due = opts
@@ -653,33 +624,36 @@ pub fn train(
                 String::new()
             };
             bar.set_message(format!(
-                "loss {:.4}{acc} fwd {:.1} it ({:.1e}) bwd {:.1} it ({:.1e}) {:.0} samples/s",
+                "loss {:.4}{acc} {} {:.0} samples/s",
                 loss_mean.mean(),
-                mean_or_zero(&solves.fwd_iters),
-                mean_or_zero(&solves.fwd_residual),
-                mean_or_zero(&solves.bwd_iters),
-                mean_or_zero(&solves.bwd_residual),
+                solves.compact(),
                 rate
             ));
             bar.inc(1);
         }
         bar.finish_and_clear();
-        warn_unconverged(sources, &solves.unconverged, solve_count, opts.quiet);
+        if !opts.quiet {
+            for w in solves.warnings() {
+                eprintln!("warning: {w}");
+            }
+        }
         if !opts.quiet && skipped > 0 {
             eprintln!(
                 "warning: skipped {skipped} updates from failed solves (blow-up, a forward residual over {FAILED_SOLVE_FACTOR} x tol and the usual, or a diverged adjoint); --keep-failed-steps applies them"
             );
         }
-        if !opts.quiet && solves.protected != (0, 0) {
+        let protected = solves.protected();
+        if !opts.quiet && protected != (0, 0) {
             eprintln!(
                 "warning: blow-up protection stopped {} forward and {} adjoint solves this epoch; their samples kept their best iterates",
-                solves.protected.0, solves.protected.1
+                protected.0, protected.1
             );
         }
         let train_secs = epoch_start.elapsed().as_secs_f64();
         // Evaluate on the test split.
         let values: Vec<Tensor> = params.iter().map(|p| p.1.clone()).collect();
         let mut test_line = String::new();
+        let mut test_solves = None;
         if let Some(test) = test_set {
             let t0 = Instant::now();
             let (tl, ta) = evaluate(
@@ -692,30 +666,31 @@ pub fn train(
                 classification,
                 opts.max_eval_batches,
             )?;
-            let records = runner.take_records();
-            let mut ts = SolveSummary::default();
-            ts.add(&records);
+            let mut records = runner.take_records();
+            mark_nested(&mut records, &top_level);
+            let mut ts = SolveReport::new();
+            ts.add(&records, sources);
             let mut rec = Record::new(epoch as u64, step, "test");
             rec.loss = tl;
             rec.accuracy = ta;
             if text {
                 rec.perplexity = Some(metrics::perplexity(tl));
             }
-            rec.fwd_iters = mean_or_zero(&ts.fwd_iters);
-            rec.fwd_residual = mean_or_zero(&ts.fwd_residual);
             rec.seconds = t0.elapsed().as_secs_f64();
             // Stability of the equilibria on the first test batch.
-            let mut radius_note = String::new();
             if let Some(batch) = test.batches(cfg.batch_size, &device).next() {
                 let inputs = feeds(test, &batch?)?;
                 let model_inputs = &inputs[..inputs.len().saturating_sub(1)];
                 let radii = spectral_radii(&eval_exec, &compiled, &values, model_inputs)?;
                 runner.take_records();
-                if let Some(r) = radii.iter().cloned().reduce(f64::max) {
+                for ((states, span), r) in radii {
+                    ts.set_spectral_radius(&states, span, r, sources);
+                }
+                if let Some(r) = ts.spectral_radius() {
                     rec.extra.push(("spectral_radius".into(), r));
-                    radius_note = format!(", spectral radius {r:.3}");
                 }
             }
+            set_solve_fields(&mut rec, &ts);
             writer
                 .write(&rec)
                 .map_err(|e| TrainError::Usage(format!("cannot write metrics: {e}")))?;
@@ -729,7 +704,7 @@ pub fn train(
             if let Some(a) = ta {
                 test_line.push_str(&format!(" accuracy {:.2}%", 100.0 * a));
             }
-            test_line.push_str(&radius_note);
+            test_solves = Some(ts);
         }
         // Checkpoint: model then state, each atomically. A run stopped by
         // --max-steps records where it stopped.
@@ -754,13 +729,17 @@ pub fn train(
                     100.0 * correct as f64 / seen as f64
                 ));
             }
+            let eqs = solves.epoch_summary(test_solves.as_ref());
+            let eqs = if eqs.is_empty() {
+                eqs
+            } else {
+                format!("; {eqs}")
+            };
             eprintln!(
-                "epoch {}/{}: train loss {:.4}{acc}{test_line}; fwd {:.1} it, bwd {:.1} it; {:.1} s",
+                "epoch {}/{}: train loss {:.4}{acc}{test_line}{eqs}; {:.1} s",
                 epoch + 1,
                 cfg.epochs,
                 loss_mean.mean(),
-                mean_or_zero(&solves.fwd_iters),
-                mean_or_zero(&solves.bwd_iters),
                 train_secs
             );
         }

@@ -362,6 +362,7 @@ impl Elab<'_> {
                     },
                 };
                 let v = this.check_param_type(&mut env, &name, p, v, at, &mut rest);
+                this.note_binding(&p.name, &v);
                 env.bind(&p.name.name, v);
             }
             this.block(&mut env, &f.body)
@@ -455,6 +456,7 @@ impl Elab<'_> {
                 );
                 ok = false;
             }
+            self.note_binding(&p.name, &v);
             henv.bind(&p.name.name, v.clone());
             hyper.push((p.name.name.clone(), v));
         }
@@ -543,6 +545,7 @@ impl Elab<'_> {
                     Value::Unknown => Value::Unknown,
                     other => this.not_tensor(&other, a.span),
                 };
+                this.note_binding(&input.name, &v);
                 env.bind(&input.name.name, v);
             }
             let out = this.block(&mut env, &l.body);
@@ -635,6 +638,7 @@ impl Elab<'_> {
                     ty: ty.clone(),
                 });
                 let v = self.emit1(InstKind::Input(i), ty, input.span);
+                self.note_binding(&input.name, &v);
                 env.bind(&input.name.name, v);
             }
         }
@@ -733,6 +737,7 @@ impl Elab<'_> {
                 Some(ast::ParamType::Bool(_)) => Value::Bool(None),
                 _ => Value::Unknown,
             };
+            self.note_binding(&p.name, &v);
             env.bind(&p.name.name, v);
         }
         self.layers.push(LayerCtx::default());
@@ -742,6 +747,7 @@ impl Elab<'_> {
                 Some(ty) => self.emit1(InstKind::Input(i), ty, input.span),
                 None => Value::Unknown,
             };
+            self.note_binding(&input.name, &v);
             env.bind(&input.name.name, v);
         }
         let out = self.block(&mut env, &l.body);
@@ -774,6 +780,7 @@ impl Elab<'_> {
                 },
                 None => Value::Unknown,
             };
+            self.note_binding(&p.name, &v);
             env.bind(&p.name.name, v);
         }
         self.block(&mut env, &f.body);

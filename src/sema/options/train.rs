@@ -185,7 +185,16 @@ impl OptionChecker<'_> {
             "cross_entropy" => Loss::CrossEntropy,
             "mse" => Loss::Mse,
             _ => {
-                self.unknown("loss", name, v.span, LOSSES);
+                // Also reached by `loss = my_loss;` with `my_loss` a fn.
+                self.errors.push(SemaError::UnknownOption {
+                    what: "loss".into(),
+                    name: name.to_string(),
+                    span: v.span.into(),
+                    help: Some(format!(
+                        "{}; a `fn` cannot be given as the loss yet",
+                        suggest(name, LOSSES).unwrap_or_default()
+                    )),
+                });
                 return None;
             }
         };
