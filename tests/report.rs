@@ -51,7 +51,8 @@ fn synthetic_run(name: &str, scale: f64) -> PathBuf {
             rec["skipped_update"] = json!(1.0);
         }
         if step == 12 {
-            rec["protected_solves"] = json!(1.0);
+            rec["equilibria"] =
+                json!({"h,l@16": {"fwd_solves": 1, "fwd_protected": 1, "bwd_protected": 0}});
         }
         lines.push_str(&format!("{rec}\n"));
         if step % 20 == 19 {

@@ -144,8 +144,27 @@ fn record(m: &Map<String, Value>) -> Rec {
         seconds: num("seconds"),
         spectral_radius: num("spectral_radius"),
         skipped: num("skipped_update").is_some_and(|x| x > 0.0),
-        protected: num("protected_solves").unwrap_or(0.0),
+        protected: protected_solves(m),
     }
+}
+
+/// Solves of the record stopped by blow-up protection: the sum of the
+/// `fwd_protected` and `bwd_protected` counts of its `equilibria` entries
+/// (or a flat `protected_solves`).
+fn protected_solves(m: &Map<String, Value>) -> f64 {
+    let flat = m
+        .get("protected_solves")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
+    let per_eq: f64 = match m.get("equilibria") {
+        Some(Value::Object(eqs)) => eqs
+            .values()
+            .flat_map(|e| ["fwd_protected", "bwd_protected"].map(|k| e.get(k)))
+            .filter_map(|v| v.and_then(Value::as_f64))
+            .sum(),
+        _ => 0.0,
+    };
+    flat + per_eq
 }
 
 /// Sorted by step; of records with the same (epoch, step), the last.
