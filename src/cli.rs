@@ -1,6 +1,6 @@
 //! The command line (clap): `deqc check`, `run`, `eval`, `grad`, `dump`,
-//! `graph`, `gradcheck`, `lsp` (command bodies live in `commands/` and
-//! `train/commands.rs`).
+//! `graph`, `gradcheck`, `lsp`, `fmt`, `report` (command bodies live in
+//! `commands/`, `train/commands.rs`, `lsp/`, `fmt/` and `report/`).
 //!
 //! Guarantees: exit code 0 on success, 1 when the program has errors (each
 //! rendered with its source line), 2 on usage or I/O problems, 3 when
@@ -161,6 +161,25 @@ pub enum Command {
     },
     /// A language server over stdio (diagnostics, hover, definitions, completion).
     Lsp,
+    /// Rewrite `.deq` files in the canonical layout (comments kept).
+    Fmt {
+        /// Change nothing; exit 1 and name the files that would change.
+        #[arg(long)]
+        check: bool,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// An HTML report of a run folder (charts of its metrics, its facts).
+    Report {
+        /// The run folder (`metrics.jsonl`, `run.json`).
+        run_dir: PathBuf,
+        /// Further run folders to overlay on the charts.
+        #[arg(long, num_args = 1..)]
+        compare: Vec<PathBuf>,
+        /// Where to write the page (default: RUN_DIR/report.html).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,6 +205,12 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { files } => check(&files),
+        Command::Fmt { check, files } => crate::fmt::command(&files, check),
+        Command::Report {
+            run_dir,
+            compare,
+            out,
+        } => crate::report::command(&run_dir, &compare, out.as_deref()),
         Command::Dump { emit, file } => dump(emit, &file),
         Command::Lsp => crate::lsp::run(),
         Command::Run {

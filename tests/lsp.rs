@@ -322,7 +322,7 @@ fn hover_shows_shapes_signatures_and_documentation() {
     // An input.
     assert!(hover_text(&mut c, "x: [B, 784]", 0).contains("input x: [B, 784]"));
     // An instance.
-    assert!(hover_text(&mut c, "head   =", 0).contains("instance `head` of layer `Linear`"));
+    assert!(hover_text(&mut c, "head =", 0).contains("instance `head` of layer `Linear`"));
     // A layer of the stdlib: signature and its doc comment.
     let (l, col) = find(MLP, "Linear", 0);
     let lin = c.at("textDocument/hover", &uri, l, col + 2)["contents"]["value"].clone();

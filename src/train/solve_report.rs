@@ -350,6 +350,7 @@ impl SolveReport {
                 m.insert(format!("{prefix}_solves"), side.solves.into());
                 if side.solves > 0 {
                     m.insert(format!("{prefix}_unconverged"), side.unconverged.into());
+                    m.insert(format!("{prefix}_protected"), side.protected.into());
                     m.insert(format!("{prefix}_iters"), num(side.mean_iters()));
                     m.insert(format!("{prefix}_residual"), num(side.mean_residual()));
                 }

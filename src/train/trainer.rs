@@ -281,6 +281,7 @@ impl<'a> Trainer<'a> {
         let out = opts.out.clone().unwrap_or_else(|| default_out(&model.name));
         std::fs::create_dir_all(&out)
             .map_err(|e| TrainError::Usage(format!("cannot create {}: {e}", out.display())))?;
+        crate::report::start_run(&out, model, cfg, sources, &device, opts.resume);
         let runner = SolverRunner::new().with_lenient_adjoint(true);
         let train_options = ExecOptions {
             float: CDType::F32,
@@ -695,6 +696,7 @@ impl<'a> Trainer<'a> {
                 }
             };
             self.checkpoint(at)?;
+            crate::report::after_epoch(&self.out, started.elapsed());
             if !opts.quiet {
                 let (test_line, test_solves) = match &test {
                     Some((line, solves)) => (line.as_str(), Some(solves)),

@@ -80,6 +80,7 @@ fn each_equilibrium_is_counted_apart() {
     assert_eq!(keys, ["h@7/nested", "y@4", "z@3"]);
     assert_eq!(json["z@3"]["fwd_solves"], 10);
     assert_eq!(json["z@3"]["fwd_unconverged"], 0);
+    assert_eq!(json["z@3"]["fwd_protected"], 0);
     assert_eq!(json["z@3"]["fwd_iters"], 12.0);
     assert_eq!(json["z@3"]["bwd_solves"], 10);
     assert_eq!(json["z@3"]["bwd_iters"], 20.0);
