@@ -13,6 +13,7 @@ pub mod diag;
 pub mod exec;
 pub mod ir;
 pub mod passes;
+pub mod profile;
 pub mod sema;
 pub mod solver;
 pub mod source;

@@ -299,14 +299,14 @@ pub fn param_shapes(graph: &Graph) -> Vec<(String, Vec<usize>)> {
 }
 
 /// A deterministic 64-bit mix of a seed and a counter.
-fn mix(seed: u64, n: u64) -> u64 {
+pub(crate) fn mix(seed: u64, n: u64) -> u64 {
     let mut z = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
 
-fn probe(
+pub(crate) fn probe(
     ty_shape: &[usize],
     seed: u64,
     device: &Device,
@@ -324,7 +324,7 @@ fn probe(
 }
 
 /// Split a batch into the model's inputs and the target (the last field).
-fn feeds(ds: &Dataset, batch: &data::Batch) -> Result<Vec<Tensor>, TrainError> {
+pub(crate) fn feeds(ds: &Dataset, batch: &data::Batch) -> Result<Vec<Tensor>, TrainError> {
     ds.fields()
         .iter()
         .map(|(name, _)| {
@@ -338,7 +338,10 @@ fn feeds(ds: &Dataset, batch: &data::Batch) -> Result<Vec<Tensor>, TrainError> {
 
 /// A regression target `[B]` for scores `[B, 1]` gets its trailing 1, so
 /// a CSV column trains a single-output model.
-fn fit_target(graph: &Graph, mut inputs: Vec<Tensor>) -> Result<Vec<Tensor>, TrainError> {
+pub(crate) fn fit_target(
+    graph: &Graph,
+    mut inputs: Vec<Tensor>,
+) -> Result<Vec<Tensor>, TrainError> {
     if let (Some(want), Some(t)) = (graph.inputs.last(), inputs.last_mut()) {
         let last_is_one = want.ty.shape.last().and_then(|d| d.as_const()) == Some(1);
         if t.rank() + 1 == want.ty.rank() && last_is_one {
