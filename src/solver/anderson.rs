@@ -138,14 +138,20 @@ impl History {
         self.next = (slot + 1) % self.m;
         // One row of the Gram matrix: <g_new, g_j> for every stored j.
         let new = &self.gs[slot];
-        let dots = self
-            .gs
-            .iter()
-            .map(|gj| (new * gj)?.sum_keepdim(1))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let dots = Tensor::cat(&dots, 1)?
-            .to_dtype(DType::F64)?
-            .to_vec2::<f64>()?;
+        let stored: Vec<&Tensor> = self.gs.iter().collect();
+        let dots = match super::host::row_dots(new, &stored) {
+            Some(d) => d,
+            None => {
+                let dots = self
+                    .gs
+                    .iter()
+                    .map(|gj| (new * gj)?.sum_keepdim(1))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                Tensor::cat(&dots, 1)?
+                    .to_dtype(DType::F64)?
+                    .to_vec2::<f64>()?
+            }
+        };
         let m = self.m;
         for (gram, row) in self.gram.iter_mut().zip(&dots) {
             for (j, d) in row.iter().enumerate() {
@@ -176,6 +182,20 @@ impl Anderson {
                 .collect();
             for (j, a) in self.weights(&sub, n, h.newest).into_iter().enumerate() {
                 columns[j].push(a);
+            }
+        }
+        // On the CPU, one pass per mix instead of a scaled add per slot.
+        let by_row: Vec<Vec<f64>> = (0..batch)
+            .map(|b| columns.iter().map(|c| c[b]).collect())
+            .collect();
+        let fs: Vec<&Tensor> = h.fs.iter().collect();
+        if let Some(f) = super::host::weighted_sum(&fs, &by_row) {
+            if self.beta == 1.0 {
+                return Ok(f);
+            }
+            let xs: Vec<&Tensor> = h.xs.iter().collect();
+            if let Some(x) = super::host::weighted_sum(&xs, &by_row) {
+                return self.blend(f, &x);
             }
         }
         let mut fmix: Option<Tensor> = None;

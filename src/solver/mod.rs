@@ -43,6 +43,7 @@
 mod anderson;
 mod broyden;
 mod fixed_point;
+mod host;
 mod linalg;
 mod stats;
 mod track;
