@@ -93,8 +93,8 @@ impl Geometry {
             dh,
             dw: d,
         };
-        let consistent = g.ci % groups == 0
-            && g.co % groups == 0
+        let consistent = g.ci.is_multiple_of(groups)
+            && g.co.is_multiple_of(groups)
             && wt[1] == g.ci / groups
             && y[0] == g.batch
             && y[1] == g.co
