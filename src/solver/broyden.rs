@@ -115,9 +115,9 @@ fn low_rank(
     if let Some(coefs) = super::host::row_dots(x, &ds) {
         let mut ts = vec![x];
         ts.extend(scaled.iter());
-        let rows: Vec<Vec<f64>> = coefs
+        let rows: Vec<f64> = coefs
             .into_iter()
-            .map(|c| std::iter::once(-1.0).chain(c).collect())
+            .flat_map(|c| std::iter::once(-1.0).chain(c))
             .collect();
         if let Some(t) = super::host::weighted_sum(&ts, &rows) {
             return Ok(t);

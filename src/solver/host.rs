@@ -146,17 +146,19 @@ pub(crate) fn row_dots(a: &Tensor, others: &[&Tensor]) -> Option<Vec<Vec<f64>>> 
     by_dtype!(&all, |s, dims| go(s, dims))
 }
 
-/// Per sample `r`: `sum_j coefs[r][j] * ts[j][r, :]`, accumulated in slot
-/// order in the tensors' dtype (as a chain of scaled adds would).
-pub(crate) fn weighted_sum(ts: &[&Tensor], coefs: &[Vec<f64>]) -> Option<Tensor> {
-    fn go<T: WithDType>(s: &[&[T]], (b, n): (usize, usize), coefs: &[Vec<f64>]) -> Option<Vec<T>> {
-        if coefs.len() != b || coefs.iter().any(|c| c.len() != s.len()) {
+/// Per sample `r`: `sum_j coefs[r * k + j] * ts[j][r, :]` (`k` tensors),
+/// accumulated in slot order in the tensors' dtype (as a chain of scaled
+/// adds would).
+pub(crate) fn weighted_sum(ts: &[&Tensor], coefs: &[f64]) -> Option<Tensor> {
+    fn go<T: WithDType>(s: &[&[T]], (b, n): (usize, usize), coefs: &[f64]) -> Option<Vec<T>> {
+        let k = s.len();
+        if coefs.len() != b * k {
             return None;
         }
         let mut out = vec![T::from_f64(0.0); b * n];
         for (r, row) in out.chunks_mut(n.max(1)).enumerate().take(b) {
             for (j, t) in s.iter().enumerate() {
-                let c = T::from_f64(coefs[r][j]);
+                let c = T::from_f64(coefs[r * k + j]);
                 let src = &t[r * n..(r + 1) * n];
                 if j == 0 {
                     for (o, x) in row.iter_mut().zip(src) {
@@ -205,7 +207,7 @@ mod tests {
             assert_eq!(s[1][2], 1.0);
             let d = row_dots(&z, &[&z, &fz]).expect("cpu");
             assert_eq!(d[0], vec![14.0, 1.5 + 2.0 + 9.0]);
-            let m = weighted_sum(&[&z, &z], &[vec![1.0, 2.0], vec![0.5, 0.0]]).expect("cpu");
+            let m = weighted_sum(&[&z, &z], &[1.0, 2.0, 0.5, 0.0]).expect("cpu");
             let want = t(&[3.0, 6.0, 9.0, -0.5, 0.25, 0.125], dtype);
             let diff = (m - want)
                 .and_then(|d| d.abs())
@@ -307,6 +309,6 @@ mod tests {
         let h = z.to_dtype(DType::F16).expect("f16");
         assert!(row_dots(&h, &[&h]).is_none());
         let z64 = z.to_dtype(DType::F64).expect("f64");
-        assert!(weighted_sum(&[&z, &z64], &[vec![1.0, 1.0], vec![1.0, 1.0]]).is_none());
+        assert!(weighted_sum(&[&z, &z64], &[1.0; 4]).is_none());
     }
 }
