@@ -1,5 +1,5 @@
 //! The command line (clap): `deqc check`, `run`, `eval`, `grad`, `dump`,
-//! `graph`, `gradcheck`, `lsp`, `fmt`, `report` (command bodies live in
+//! `graph`, `gradcheck`, `bench`, `lsp`, `fmt`, `report` (command bodies live in
 //! `commands/`, `train/commands.rs`, `lsp/`, `fmt/` and `report/`).
 //!
 //! Guarantees: exit code 0 on success, 1 when the program has errors (each
@@ -180,6 +180,28 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Time training steps: median step time, where it goes, heap traffic.
+    Bench {
+        /// The `.deq` file with the model and its `train` block.
+        file: PathBuf,
+        /// The model to time (default: the first `train` block's).
+        #[arg(long)]
+        model: Option<String>,
+        /// Timed training steps (the first is listed but left out of the median).
+        #[arg(long, default_value_t = 10, value_parser = at_least_one)]
+        steps: usize,
+        /// Threads of the CPU kernels (default: one per core).
+        #[arg(long, value_parser = at_least_one)]
+        threads: Option<usize>,
+        /// Run the plain op-by-op path instead of fused kernels.
+        #[arg(long)]
+        no_fuse: bool,
+        /// Override a setting: solver.max_iter, solver.tol, backward.max_iter,
+        /// backward.tol, backward.steps, jacobian_reg.freq, or a `run` key
+        /// (batch_size, seed, lr, clip_grad).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -268,6 +290,23 @@ pub fn main() -> ExitCode {
             backward,
             model,
         } => crate::commands::graph::run(&file, model.as_deref(), backward),
+        Command::Bench {
+            file,
+            model,
+            steps,
+            threads,
+            no_fuse,
+            sets,
+        } => crate::commands::bench::run(
+            &file,
+            &crate::commands::bench::Options {
+                model,
+                steps,
+                threads,
+                no_fuse,
+                sets,
+            },
+        ),
         Command::Gradcheck {
             file,
             model,

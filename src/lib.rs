@@ -30,6 +30,7 @@ pub mod ir;
 pub mod lsp;
 pub mod passes;
 pub mod report;
+pub mod profile;
 pub mod sema;
 pub mod solver;
 pub mod source;

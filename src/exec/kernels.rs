@@ -59,6 +59,7 @@ pub(crate) type KResult<T> = std::result::Result<T, KErr>;
 
 /// Evaluate one op on its operand tensors.
 pub fn eval(op: &Op, args: &[&Tensor], ctx: &KernelCtx) -> Result<Tensor, ExecError> {
+    let _timer = crate::profile::scope(crate::profile::Category::of(op));
     eval_inner(op, args, ctx).map_err(|e| match e {
         KErr::Candle(e) => ExecError::KernelLibrary(Box::new(super::LibraryFailure {
             op: op.name().to_string(),

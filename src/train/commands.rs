@@ -29,7 +29,7 @@ struct RunFailure {
     span: miette::SourceSpan,
 }
 
-fn report(e: TrainError, sources: &SourceMap) -> ExitCode {
+pub(crate) fn report(e: TrainError, sources: &SourceMap) -> ExitCode {
     match e.span() {
         Some(span) => {
             let mut d = crate::diag::Diagnostics::default();
@@ -76,7 +76,7 @@ pub fn set_threads(threads: Option<usize>) -> Result<(), ExitCode> {
 /// `deqc run` also checkpoints mid-epoch this often.
 pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
-const SET_KEYS: &[&str] = &["epochs", "batch_size", "seed", "clip_grad", "lr"];
+pub const SET_KEYS: &[&str] = &["epochs", "batch_size", "seed", "clip_grad", "lr"];
 
 /// Apply one `--set key=value`.
 pub fn apply_set(cfg: &mut TrainConfig, assignment: &str) -> Result<(), String> {

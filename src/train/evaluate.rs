@@ -16,7 +16,7 @@ use crate::exec::Executor;
 use crate::ir::Graph;
 
 /// Split a batch into the model's inputs and the target (the last field).
-pub(super) fn feeds(ds: &Dataset, batch: &data::Batch) -> Result<Vec<Tensor>, TrainError> {
+pub(crate) fn feeds(ds: &Dataset, batch: &data::Batch) -> Result<Vec<Tensor>, TrainError> {
     ds.fields()
         .iter()
         .map(|(name, _)| {
@@ -30,7 +30,7 @@ pub(super) fn feeds(ds: &Dataset, batch: &data::Batch) -> Result<Vec<Tensor>, Tr
 
 /// A regression target `[B]` for scores `[B, 1]` gets its trailing 1, so
 /// a CSV column trains a single-output model.
-pub(super) fn fit_target(
+pub(crate) fn fit_target(
     graph: &Graph,
     mut inputs: Vec<Tensor>,
 ) -> Result<Vec<Tensor>, TrainError> {

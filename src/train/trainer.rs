@@ -130,14 +130,14 @@ fn base_lr(o: &Optimizer) -> f64 {
 }
 
 /// A deterministic 64-bit mix of a seed and a counter.
-fn mix(seed: u64, n: u64) -> u64 {
+pub(crate) fn mix(seed: u64, n: u64) -> u64 {
     let mut z = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
 
-fn probe(
+pub(crate) fn probe(
     ty_shape: &[usize],
     seed: u64,
     device: &Device,
