@@ -276,6 +276,8 @@ fn gradcheck_at_weights_with_an_unbatched_state() {
         "{out}"
     );
     assert!(!out.contains("not contractive"), "{out}");
+}
+
 /// `--threads N` and `threads = N` size the CPU pool: the run header
 /// reports the size observed after sizing it, which is not the default here
 /// (3 threads on any machine means the setting took effect).

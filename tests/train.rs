@@ -649,6 +649,8 @@ fn a_guard_that_skips_most_updates_ends_the_run_with_advice() {
         .filter(|r| r.get("skipped_update").is_some())
         .count();
     assert_eq!(skipped, 10);
+}
+
 /// The learning rate a run applies at each step (its `lr` records) is the
 /// schedule's closed form over the run's real step count and epochs.
 #[test]
