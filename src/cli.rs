@@ -171,13 +171,13 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "pgd")]
         method: crate::commands::attack::engine::Method,
         /// Radius of the perturbation, in the data's own units.
-        #[arg(long, default_value_t = 0.1, value_parser = non_negative)]
+        #[arg(long, default_value_t = 0.1, value_parser = non_negative, allow_negative_numbers = true)]
         eps: f64,
         /// PGD steps per restart (default 10).
         #[arg(long, value_parser = at_least_one)]
         steps: Option<usize>,
         /// PGD step size (default 2.5 * eps / steps).
-        #[arg(long, value_parser = non_negative)]
+        #[arg(long, value_parser = non_negative, allow_negative_numbers = true)]
         alpha: Option<f64>,
         #[arg(long, value_enum, default_value = "linf")]
         norm: crate::commands::attack::engine::Norm,

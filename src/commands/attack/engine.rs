@@ -97,7 +97,18 @@ fn rewrite_backward(g: &mut Graph, mode: GradientMode) {
                     }
                     Backward::Implicit { solver }
                 }
-                (GradientMode::Unrolled, _) => Backward::Unrolled,
+                (GradientMode::Unrolled, _) => {
+                    // Anderson's and Broyden's iterations are not steps of
+                    // the map that reverse mode could follow: unroll
+                    // `max_iter` plain fixed-point steps instead.
+                    if !matches!(
+                        eq.solver.kind,
+                        SolverKind::Unroll { .. } | SolverKind::FixedPoint { .. }
+                    ) {
+                        eq.solver.kind = SolverKind::FixedPoint { damping: 1.0 };
+                    }
+                    Backward::Unrolled
+                }
                 (GradientMode::Phantom, Backward::Phantom { steps, damping }) => {
                     Backward::Phantom {
                         steps: *steps,
