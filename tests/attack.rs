@@ -106,17 +106,17 @@ fn input_gradient_matches_differences(src: &str, checks: usize) {
         down[j] -= h;
         let numeric = (loss(&up) - loss(&down)) / (2.0 * h);
         let err = (numeric - derived[j]).abs();
-        let rel = err / numeric.abs().max(derived[j].abs()).max(1e-12);
-        if err > 1e-9 {
-            worst = worst.max(rel);
-        }
+        // Relative to the element, or to the gradient's scale for
+        // elements near zero.
+        let rel = err / numeric.abs().max(derived[j].abs()).max(1e-4 * scale);
+        worst = worst.max(rel);
         assert!(
-            rel <= 1e-6 || err <= 1e-9,
+            rel <= 1e-6,
             "element {j} (check {k}): derived {} numeric {numeric} (rel {rel:e})",
             derived[j]
         );
     }
-    eprintln!("worst relative error {worst:e}");
+    eprintln!("worst relative error {worst:e} (gradient scale {scale:e})");
 }
 
 #[test]
