@@ -512,9 +512,9 @@ fn print_report(model: &str, s: &AttackSummary, spec: &AttackSpec, o: &Options) 
         ),
     };
     outln!(
-        "{model}: {how}, {norm} eps {} in the data's own units, {:?} gradient, {} test samples",
+        "{model}: {how}, {norm} eps {} in the data's own units, {} gradient, {} test samples",
         spec.eps,
-        o.gradient,
+        format!("{:?}", o.gradient).to_lowercase(),
         s.samples
     );
     for (name, (lo, hi)) in &s.ranges {
@@ -526,7 +526,7 @@ fn print_report(model: &str, s: &AttackSummary, spec: &AttackSpec, o: &Options) 
         100.0 * s.robust_accuracy
     );
     outln!(
-        "  forward solves: clean {:.1} iterations, residual {:.2e}; adversarial {:.1} iterations, residual {:.2e} (means per sample)",
+        "  forward solves: clean {:.1} iterations, residual {:.2e}; adversarial {:.1} iterations, residual {:.2e} (means per sample; residuals in each solver's stopping measure)",
         s.clean_iterations,
         s.clean_residual,
         s.adversarial_iterations,
