@@ -321,8 +321,30 @@ fn robust_accuracy_falls_with_eps_and_pgd_is_at_least_as_strong_as_fgsm() {
     let mut l2 = spec(Method::Pgd, 1.5, 3);
     l2.norm = Norm::L2;
     l2.alpha = 0.5;
-    let s = attack(model, cfg, &options(&weights, None), &l2, &cpu).unwrap();
+    let l2_out = run.parent().unwrap().join("attack-l2");
+    let s = attack(
+        model,
+        cfg,
+        &options(&weights, Some(l2_out.clone())),
+        &l2,
+        &cpu,
+    )
+    .unwrap();
     assert!(s.robust_accuracy < s.clean_accuracy);
+    let (results, _) =
+        deqc::train::checkpoint::read_tensors(&l2_out.join("results.safetensors"), &cpu).unwrap();
+    let sizes: Vec<f32> = results
+        .iter()
+        .find(|(k, _)| k == "perturbation")
+        .unwrap()
+        .1
+        .to_vec1()
+        .unwrap();
+    assert!(sizes.iter().all(|d| *d <= 1.5 + 1e-5), "{sizes:?}");
+    assert!(
+        sizes.iter().any(|d| *d > 1.0),
+        "the L2 attack barely moved: {sizes:?}"
+    );
 }
 
 fn deqc(args: &[&str]) -> (i32, String, String) {
