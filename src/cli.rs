@@ -1,6 +1,6 @@
 //! The command line (clap): `deqc check`, `run`, `eval`, `grad`, `dump`,
-//! `graph`, `gradcheck`, `bench`, `lsp`, `fmt`, `report` (command bodies live in
-//! `commands/`, `train/commands.rs`, `lsp/`, `fmt/` and `report/`).
+//! `graph`, `gradcheck`, `bench`, `attack`, `lsp`, `fmt`, `report` (command bodies
+//! live in `commands/`, `train/commands.rs`, `lsp/`, `fmt/` and `report/`).
 //!
 //! Guarantees: exit code 0 on success, 1 when the program has errors (each
 //! rendered with its source line), 2 on usage or I/O problems, 3 when
@@ -159,6 +159,52 @@ pub enum Command {
         #[arg(long, value_parser = crate::threads::parse_count)]
         threads: Option<usize>,
     },
+    /// Adversarial robustness on the test split: FGSM or PGD through the
+    /// compiler-derived input gradient.
+    Attack {
+        file: PathBuf,
+        #[arg(long)]
+        model: Option<String>,
+        /// A `model.safetensors` file or a run folder.
+        #[arg(long)]
+        weights: PathBuf,
+        #[arg(long, value_enum, default_value = "pgd")]
+        method: crate::commands::attack::engine::Method,
+        /// Radius of the perturbation, in the data's own units.
+        #[arg(long, default_value_t = 0.1, value_parser = non_negative, allow_negative_numbers = true)]
+        eps: f64,
+        /// PGD steps per restart (default 10).
+        #[arg(long, value_parser = at_least_one)]
+        steps: Option<usize>,
+        /// PGD step size (default 2.5 * eps / steps).
+        #[arg(long, value_parser = non_negative, allow_negative_numbers = true)]
+        alpha: Option<f64>,
+        #[arg(long, value_enum, default_value = "linf")]
+        norm: crate::commands::attack::engine::Norm,
+        /// PGD restarts; the first starts at the clean input (default 1).
+        #[arg(long, value_parser = at_least_one)]
+        restarts: Option<usize>,
+        /// How gradients pass through equilibria.
+        #[arg(long, value_enum, default_value = "implicit")]
+        gradient: crate::commands::attack::engine::GradientMode,
+        /// Write adversarial.safetensors and results.safetensors here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, value_parser = at_least_one)]
+        batch_size: Option<usize>,
+        /// Attack only the first N test samples.
+        #[arg(long, value_parser = at_least_one)]
+        limit: Option<usize>,
+        /// Seed of PGD's random restarts.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// CPU threads (default: the train block's `threads`, else
+        /// RAYON_NUM_THREADS, else one per core).
+        #[arg(long, value_parser = crate::threads::parse_count)]
+        threads: Option<usize>,
+    },
     /// A language server over stdio (diagnostics, hover, definitions, completion).
     Lsp,
     /// Rewrite `.deq` files in the canonical layout (comments kept).
@@ -285,6 +331,44 @@ pub fn main() -> ExitCode {
             out,
             threads,
         } => crate::train::commands::grad(&file, model.as_deref(), &weights, &batch, &out, threads),
+        Command::Attack {
+            file,
+            model,
+            weights,
+            method,
+            eps,
+            steps,
+            alpha,
+            norm,
+            restarts,
+            gradient,
+            out,
+            batch_size,
+            limit,
+            seed,
+            device,
+            threads,
+        } => crate::commands::attack::run(
+            &file,
+            &crate::commands::attack::Options {
+                model: model.as_deref(),
+                weights: &weights,
+                method,
+                norm,
+                eps,
+                steps,
+                alpha,
+                restarts,
+                gradient,
+                out,
+                batch_size,
+                limit,
+                seed,
+                device: &device,
+                threads,
+                quiet: false,
+            },
+        ),
         Command::Graph {
             file,
             backward,
@@ -435,5 +519,13 @@ fn at_least_one(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("expected an integer >= 1, found `{text}`")),
+    }
+}
+
+/// A finite number >= 0 (`--eps`, `--alpha`).
+fn non_negative(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err(format!("expected a number >= 0, found `{text}`")),
     }
 }

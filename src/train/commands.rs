@@ -123,7 +123,7 @@ pub fn apply_set(cfg: &mut TrainConfig, assignment: &str) -> Result<(), String> 
 }
 
 /// Check a file and pick the model and train block to use.
-fn load(
+pub(crate) fn load(
     file: &Path,
     model: Option<&str>,
 ) -> Result<(Program, SourceMap, Model, Option<TrainConfig>), ExitCode> {
