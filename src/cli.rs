@@ -1,11 +1,14 @@
 //! The command line (clap): `deqc check`, `run`, `eval`, `grad`, `dump`,
-//! `graph`, `gradcheck` (command bodies live in `commands/` and
-//! `train/commands.rs`). `--no-fuse` (on `run`, `eval`, `grad`,
-//! `gradcheck`) switches the whole process to the plain op-by-op executor.
+//! `graph`, `gradcheck`, `bench`, `attack`, `lsp`, `fmt`, `report` (command bodies
+//! live in `commands/`, `train/commands.rs`, `lsp/`, `fmt/` and `report/`).
+//! `--no-fuse` (on `run`, `eval`, `grad`, `gradcheck`, `bench`) switches the
+//! whole process to the plain op-by-op executor.
 //!
 //! Guarantees: exit code 0 on success, 1 when the program has errors (each
-//! rendered with its source line), 2 on usage or I/O problems; diagnostics
-//! go to stderr, requested output to stdout.
+//! rendered with its source line), 2 on usage or I/O problems, 3 when
+//! `gradcheck` could not judge some gradients (unconverged solves); diagnostics
+//! go to stderr, requested output to stdout; a closed stdout (`| head -1`)
+//! ends any command quietly with exit code 0 (see `output`).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -69,6 +72,10 @@ pub enum Command {
         /// they are skipped and counted).
         #[arg(long)]
         keep_failed_steps: bool,
+        /// CPU threads (default: the train block's `threads`, else
+        /// RAYON_NUM_THREADS, else one per core).
+        #[arg(long, value_parser = crate::threads::parse_count)]
+        threads: Option<usize>,
         /// Run every op by itself instead of as fused compiled kernels.
         #[arg(long)]
         no_fuse: bool,
@@ -85,6 +92,10 @@ pub enum Command {
         batch_size: Option<usize>,
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// CPU threads (default: the train block's `threads`, else
+        /// RAYON_NUM_THREADS, else one per core).
+        #[arg(long, value_parser = crate::threads::parse_count)]
+        threads: Option<usize>,
         /// Run every op by itself instead of as fused compiled kernels.
         #[arg(long)]
         no_fuse: bool,
@@ -101,6 +112,10 @@ pub enum Command {
         batch: PathBuf,
         #[arg(long, default_value = "grads.safetensors")]
         out: PathBuf,
+        /// CPU threads (default: the train block's `threads`, else
+        /// RAYON_NUM_THREADS, else one per core).
+        #[arg(long, value_parser = crate::threads::parse_count)]
+        threads: Option<usize>,
         /// Run every op by itself instead of as fused compiled kernels.
         #[arg(long)]
         no_fuse: bool,
@@ -131,7 +146,15 @@ pub enum Command {
         /// The batch size (symbolic dim `B`); other symbolic dims are 3.
         #[arg(long, default_value_t = 2)]
         batch: usize,
-        /// Seed of the random parameters, inputs and projection.
+        /// Check at a checkpoint's parameters (`model.safetensors` or a run
+        /// folder) instead of the model's initial ones.
+        #[arg(long, conflicts_with = "random_params")]
+        weights: Option<PathBuf>,
+        /// Check at random parameters (normal, std 1/sqrt(fan-in), seeded
+        /// by --seed) instead of the model's initial ones.
+        #[arg(long)]
+        random_params: bool,
+        /// Seed of the random inputs and projection (and of --random-params).
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Largest acceptable relative error.
@@ -143,9 +166,101 @@ pub enum Command {
         /// Also estimate each equilibrium's spectral radius.
         #[arg(long)]
         stability: bool,
+        /// CPU threads (default: RAYON_NUM_THREADS, else one per core).
+        #[arg(long, value_parser = crate::threads::parse_count)]
+        threads: Option<usize>,
         /// Run every op by itself instead of as fused compiled kernels.
         #[arg(long)]
         no_fuse: bool,
+    },
+    /// Adversarial robustness on the test split: FGSM or PGD through the
+    /// compiler-derived input gradient.
+    Attack {
+        file: PathBuf,
+        #[arg(long)]
+        model: Option<String>,
+        /// A `model.safetensors` file or a run folder.
+        #[arg(long)]
+        weights: PathBuf,
+        #[arg(long, value_enum, default_value = "pgd")]
+        method: crate::commands::attack::engine::Method,
+        /// Radius of the perturbation, in the data's own units.
+        #[arg(long, default_value_t = 0.1, value_parser = non_negative, allow_negative_numbers = true)]
+        eps: f64,
+        /// PGD steps per restart (default 10).
+        #[arg(long, value_parser = at_least_one)]
+        steps: Option<usize>,
+        /// PGD step size (default 2.5 * eps / steps).
+        #[arg(long, value_parser = non_negative, allow_negative_numbers = true)]
+        alpha: Option<f64>,
+        #[arg(long, value_enum, default_value = "linf")]
+        norm: crate::commands::attack::engine::Norm,
+        /// PGD restarts; the first starts at the clean input (default 1).
+        #[arg(long, value_parser = at_least_one)]
+        restarts: Option<usize>,
+        /// How gradients pass through equilibria.
+        #[arg(long, value_enum, default_value = "implicit")]
+        gradient: crate::commands::attack::engine::GradientMode,
+        /// Write adversarial.safetensors and results.safetensors here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, value_parser = at_least_one)]
+        batch_size: Option<usize>,
+        /// Attack only the first N test samples.
+        #[arg(long, value_parser = at_least_one)]
+        limit: Option<usize>,
+        /// Seed of PGD's random restarts.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// CPU threads (default: the train block's `threads`, else
+        /// RAYON_NUM_THREADS, else one per core).
+        #[arg(long, value_parser = crate::threads::parse_count)]
+        threads: Option<usize>,
+    },
+    /// A language server over stdio (diagnostics, hover, definitions, completion).
+    Lsp,
+    /// Rewrite `.deq` files in the canonical layout (comments kept).
+    Fmt {
+        /// Change nothing; exit 1 and name the files that would change.
+        #[arg(long)]
+        check: bool,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// An HTML report of a run folder (charts of its metrics, its facts).
+    Report {
+        /// The run folder (`metrics.jsonl`, `run.json`).
+        run_dir: PathBuf,
+        /// Further run folders to overlay on the charts.
+        #[arg(long, num_args = 1..)]
+        compare: Vec<PathBuf>,
+        /// Where to write the page (default: RUN_DIR/report.html).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Time training steps: median step time, where it goes, heap traffic.
+    Bench {
+        /// The `.deq` file with the model and its `train` block.
+        file: PathBuf,
+        /// The model to time (default: the first `train` block's).
+        #[arg(long)]
+        model: Option<String>,
+        /// Timed training steps (the first is listed but left out of the median).
+        #[arg(long, default_value_t = 10, value_parser = at_least_one)]
+        steps: usize,
+        /// Threads of the CPU kernels (default: one per core).
+        #[arg(long, value_parser = at_least_one)]
+        threads: Option<usize>,
+        /// Run the plain op-by-op path instead of fused kernels.
+        #[arg(long)]
+        no_fuse: bool,
+        /// Override a setting: solver.max_iter, solver.tol, backward.max_iter,
+        /// backward.tol, backward.steps, jacobian_reg.freq, or a `run` key
+        /// (batch_size, seed, lr, clip_grad).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
     },
 }
 
@@ -172,9 +287,26 @@ fn render(diags: crate::diag::Diagnostics, sources: &SourceMap) {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `--no-fuse` switches the whole process to the plain op-by-op path.
+    let no_fuse = match &cli.command {
+        Command::Run { no_fuse, .. }
+        | Command::Eval { no_fuse, .. }
+        | Command::Grad { no_fuse, .. }
+        | Command::Gradcheck { no_fuse, .. }
+        | Command::Bench { no_fuse, .. } => *no_fuse,
+        _ => false,
+    };
+    crate::exec::set_fuse_default(!no_fuse);
     match cli.command {
         Command::Check { files } => check(&files),
+        Command::Fmt { check, files } => crate::fmt::command(&files, check),
+        Command::Report {
+            run_dir,
+            compare,
+            out,
+        } => crate::report::command(&run_dir, &compare, out.as_deref()),
         Command::Dump { emit, file } => dump(emit, &file),
+        Command::Lsp => crate::lsp::run(),
         Command::Run {
             file,
             model,
@@ -187,65 +319,132 @@ pub fn main() -> ExitCode {
             seed,
             sets,
             keep_failed_steps,
-            no_fuse,
-        } => {
-            crate::exec::set_fuse_default(!no_fuse);
-            crate::train::commands::run(
-                &file,
-                model.as_deref(),
-                epochs,
-                batch_size,
-                max_steps,
-                &device,
-                out,
-                resume,
-                seed,
-                &sets,
-                keep_failed_steps,
-            )
-        }
+            threads,
+            no_fuse: _,
+        } => crate::train::commands::run(
+            &file,
+            model.as_deref(),
+            epochs,
+            batch_size,
+            max_steps,
+            &device,
+            out,
+            resume,
+            seed,
+            &sets,
+            keep_failed_steps,
+            threads,
+        ),
         Command::Eval {
             file,
             model,
             weights,
             batch_size,
             device,
-            no_fuse,
-        } => {
-            crate::exec::set_fuse_default(!no_fuse);
-            crate::train::commands::eval(&file, model.as_deref(), &weights, batch_size, &device)
-        }
+            threads,
+            no_fuse: _,
+        } => crate::train::commands::eval(
+            &file,
+            model.as_deref(),
+            &weights,
+            batch_size,
+            &device,
+            threads,
+        ),
         Command::Grad {
             file,
             model,
             weights,
             batch,
             out,
-            no_fuse,
-        } => {
-            crate::exec::set_fuse_default(!no_fuse);
-            crate::train::commands::grad(&file, model.as_deref(), &weights, &batch, &out)
-        }
+            threads,
+            no_fuse: _,
+        } => crate::train::commands::grad(&file, model.as_deref(), &weights, &batch, &out, threads),
+        Command::Attack {
+            file,
+            model,
+            weights,
+            method,
+            eps,
+            steps,
+            alpha,
+            norm,
+            restarts,
+            gradient,
+            out,
+            batch_size,
+            limit,
+            seed,
+            device,
+            threads,
+        } => crate::commands::attack::run(
+            &file,
+            &crate::commands::attack::Options {
+                model: model.as_deref(),
+                weights: &weights,
+                method,
+                norm,
+                eps,
+                steps,
+                alpha,
+                restarts,
+                gradient,
+                out,
+                batch_size,
+                limit,
+                seed,
+                device: &device,
+                threads,
+                quiet: false,
+            },
+        ),
         Command::Graph {
             file,
             backward,
             model,
         } => crate::commands::graph::run(&file, model.as_deref(), backward),
+        Command::Bench {
+            file,
+            model,
+            steps,
+            threads,
+            no_fuse,
+            sets,
+        } => crate::commands::bench::run(
+            &file,
+            &crate::commands::bench::Options {
+                model,
+                steps,
+                threads,
+                no_fuse,
+                sets,
+            },
+        ),
         Command::Gradcheck {
             file,
             model,
+            weights,
+            random_params,
             batch,
             seed,
             tol,
             samples,
             stability,
-            no_fuse,
+            threads,
+            no_fuse: _,
         } => {
-            crate::exec::set_fuse_default(!no_fuse);
+            if let Err(code) = crate::train::commands::set_threads(threads) {
+                return code;
+            }
             crate::commands::gradcheck::run(
                 &file,
                 &crate::commands::gradcheck::Options {
                     model: model.as_deref(),
+                    params: match (&weights, random_params) {
+                        (Some(w), _) => crate::commands::gradcheck::ParamSource::Weights(w),
+                        (None, true) => crate::commands::gradcheck::ParamSource::Random,
+                        (None, false) => crate::commands::gradcheck::ParamSource::Init,
+                    },
                     batch,
                     seed,
                     tol,
@@ -272,8 +471,8 @@ fn check(files: &[PathBuf]) -> ExitCode {
         render(compiled.diags, &compiled.sources);
         match program {
             Some(p) => {
-                println!("{}: ok", f.display());
-                print!("{}", crate::sema::print::summary(&p));
+                outln!("{}: ok", f.display());
+                out!("{}", crate::sema::print::summary(&p));
             }
             None => {
                 eprintln!(
@@ -313,7 +512,7 @@ fn dump(stage: Stage, file: &PathBuf) -> ExitCode {
             let id = sources.add(file.display().to_string(), Some(file.clone()), &text);
             match crate::syntax::parse_file(id, &text) {
                 Ok(ast) => {
-                    print!("{}", crate::syntax::print::print_file(&ast));
+                    out!("{}", crate::syntax::print::print_file(&ast));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -336,7 +535,7 @@ fn dump(stage: Stage, file: &PathBuf) -> ExitCode {
             render(compiled.diags, &compiled.sources);
             match program {
                 Some(p) => {
-                    print!("{}", crate::sema::print::print_program(&p));
+                    out!("{}", crate::sema::print::print_program(&p));
                     ExitCode::SUCCESS
                 }
                 None => ExitCode::from(1),
@@ -351,5 +550,13 @@ fn at_least_one(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("expected an integer >= 1, found `{text}`")),
+    }
+}
+
+/// A finite number >= 0 (`--eps`, `--alpha`).
+fn non_negative(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err(format!("expected a number >= 0, found `{text}`")),
     }
 }

@@ -1,9 +1,23 @@
 //! deqc: a language and compiler for deep equilibrium models.
 //!
-//! The public entry points: [`compile_path`] and [`compile_source`] run the
-//! front end (parse, resolve, check) and return the checked program with
-//! every diagnostic; the stages themselves live in their own modules
-//! (`syntax`, `sema`), each with a printer for `deqc dump`.
+//! The pipeline, one module per stage, each with a printer for `deqc dump`:
+//! [`syntax`] (pest grammar to AST with spans) → [`sema`] (names, layers,
+//! shapes, diagnostics; elaborates each model into checked HIR) → [`ir`]
+//! (lowering to the graph of one [`ir::Op`] enum, verifier, printers) →
+//! [`autodiff`] (reverse mode as a graph transform, one VJP rule per op) and
+//! [`deq`] (equilibrium solves and every backward mode, Jacobian
+//! regularization) → [`passes`] (fold, CSE, hoist, DCE) → [`exec`] (the
+//! graph on candle tensors) with [`solver`] (fixed-point, Anderson, Broyden).
+//! [`train`] builds the training step and runs `deqc run`/`eval`;
+//! [`cli`] and [`commands`] are the command line; [`source`] and [`diag`]
+//! hold the source map and the diagnostics every stage reports into.
+//!
+//! The public entry points here: [`compile_path`] and [`compile_source`] run
+//! the front end (parse, resolve, check) and return the checked program with
+//! every diagnostic.
+
+#[macro_use]
+mod output;
 
 pub mod autodiff;
 pub mod cli;
@@ -11,14 +25,20 @@ pub mod commands;
 pub mod deq;
 pub mod diag;
 pub mod exec;
+pub mod fmt;
 pub mod ir;
 pub mod jit;
+pub mod lsp;
 pub mod passes;
+pub mod report;
+pub mod profile;
 pub mod sema;
 pub mod solver;
 pub mod source;
 pub mod syntax;
+pub mod threads;
 pub mod train;
+pub mod types;
 
 use std::path::Path;
 
@@ -33,6 +53,8 @@ pub struct Compiled {
     /// `Some` exactly when there were no errors.
     pub program: Option<Program>,
     pub diags: Diagnostics,
+    /// The parsed modules and what each name held (for the language server).
+    pub index: sema::Index,
 }
 
 impl Compiled {
@@ -50,6 +72,14 @@ pub fn compile_path(path: &Path) -> std::io::Result<Compiled> {
     Ok(compile(sources, root))
 }
 
+/// Check `text` as the contents of the file at `path` (an editor's unsaved
+/// buffer): imports resolve relative to `path`'s folder.
+pub fn compile_text_at(path: &Path, text: &str) -> Compiled {
+    let mut sources = SourceMap::new();
+    let root = sources.add(path.display().to_string(), Some(path.to_path_buf()), text);
+    compile(sources, root)
+}
+
 /// Check source text that is not on disk (`use "f.deq"` is then resolved
 /// relative to the working directory).
 pub fn compile_source(name: &str, text: &str) -> Compiled {
@@ -59,11 +89,12 @@ pub fn compile_source(name: &str, text: &str) -> Compiled {
 }
 
 fn compile(mut sources: SourceMap, root: FileId) -> Compiled {
-    let (program, diags) = sema::check(&mut sources, root);
+    let (program, diags, index) = sema::check_indexed(&mut sources, root);
     Compiled {
         sources,
         root,
         program,
         diags,
+        index,
     }
 }

@@ -1,4 +1,9 @@
-//! The `deqc` binary: a thin wrapper over `deqc::cli`.
+//! The `deqc` binary: a thin wrapper over `deqc::cli`, with the counting
+//! allocator that `deqc bench` reads (allocations and live bytes per step).
+
+#[global_allocator]
+static ALLOCATOR: deqc::profile::CountingAlloc = deqc::profile::CountingAlloc;
+
 fn main() -> std::process::ExitCode {
     deqc::cli::main()
 }

@@ -4,7 +4,7 @@
 //! stdlib). Guarantees: a [`Span`] always names the file it points into, and
 //! `SourceMap::named_source` gives miette the exact text the span indexes.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use miette::{NamedSource, SourceSpan};
@@ -87,21 +87,6 @@ impl SourceMap {
 
     pub fn file(&self, id: FileId) -> &SourceFile {
         &self.files[id.0 as usize]
-    }
-
-    /// The file already loaded from this path, if any.
-    pub fn find_path(&self, path: &Path) -> Option<FileId> {
-        self.files
-            .iter()
-            .position(|f| f.path.as_deref() == Some(path))
-            .map(|i| FileId(i as u32))
-    }
-
-    pub fn find_name(&self, name: &str) -> Option<FileId> {
-        self.files
-            .iter()
-            .position(|f| f.name == name)
-            .map(|i| FileId(i as u32))
     }
 
     pub fn named_source(&self, id: FileId) -> NamedSource<Arc<str>> {

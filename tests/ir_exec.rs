@@ -79,9 +79,6 @@ fn elementwise_values() {
         ],
     );
     f("sin(x) + cos(x)", &[0.5], &[0.5f64.sin() + 0.5f64.cos()]);
-    let gelu =
-        |x: f64| 0.5 * x * (1.0 + (0.797_884_560_802_865_4 * (x + 0.044715 * x.powi(3))).tanh());
-    f("gelu(x)", &[1.0, -0.5], &[gelu(1.0), gelu(-0.5)]);
     // A tensor exponent: integer exponents keep the sign, fractional ones of
     // negative bases are NaN (as powf).
     let src = "model M(a: [3], b: [3]) { a ^ b }";
@@ -90,6 +87,50 @@ fn elementwise_values() {
     let got = run(src, &[(&[-2.0, 4.0, 9.0], &[3]), (&[0.5, 0.5, -0.5], &[3])]);
     assert!(got[0].is_nan());
     assert_close(&got[1..], &[2.0, 1.0 / 3.0], 1e-12);
+}
+
+/// GELU (tanh form, as PyTorch's `approximate="tanh"`) against references
+/// that share no code or literal with the kernels: the tanh form rewritten
+/// as `x * sigmoid(2u)` with its constant from `PI`, and the exact erf form
+/// (libm's `erf`), which the tanh form follows within 4.8e-4.
+#[test]
+fn gelu_matches_independent_references() {
+    let xs: Vec<f64> = (-60..=60).map(|i| i as f64 * 0.125).collect();
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    let tanh_form = |x: f64| x / (1.0 + (-2.0 * c * (x + 0.044715 * x.powi(3))).exp());
+    let erf_form = |x: f64| 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2));
+    let src = "model M(x: [121]) { gelu(x) }";
+    let got = run(src, &[(&xs, &[121])]);
+    for ((x, g), want) in xs.iter().zip(&got).zip(xs.iter().map(|x| tanh_form(*x))) {
+        assert!(
+            (g - want).abs() <= 1e-12,
+            "gelu({x}) = {g}, expected {want}"
+        );
+        let exact = erf_form(*x);
+        assert!(
+            (g - exact).abs() <= 4.8e-4,
+            "gelu({x}) = {g}, erf form {exact}"
+        );
+    }
+    // The f32 path (vectorized kernels on the CPU).
+    let g = lower(src);
+    let x32 = Tensor::from_vec(
+        xs.iter().map(|x| *x as f32).collect::<Vec<f32>>(),
+        &[121],
+        &Device::Cpu,
+    )
+    .expect("tensor");
+    let out = Executor::new(Device::Cpu)
+        .run(&g, &[], &[x32])
+        .expect("runs");
+    let got32 = values(&out.outputs[0]);
+    for (x, g) in xs.iter().zip(&got32) {
+        let want = tanh_form(*x);
+        assert!(
+            (g - want).abs() <= 2e-6 * want.abs().max(1.0),
+            "f32 gelu({x}) = {g}, expected {want}"
+        );
+    }
 }
 
 #[test]
@@ -383,4 +424,29 @@ fn equilibria_solve_and_differentiate_by_default_and_refuse_when_told() {
         err,
         AdError::ImplicitBackwardNotImplemented { span: Some(_) }
     ));
+}
+
+#[test]
+fn a_shape_error_at_run_time_is_in_deqcs_words_with_its_span() {
+    // `T / 4` is not exact at T = 30: candle refuses the reshape, and the
+    // error names the op, the shapes (declared and actual) and the source
+    // line; candle's own message is only a detail.
+    let src = "model M(x: [B, T, 16]) -> [B, T, 16] {\n    let h = reshape(x, [B, 4, T / 4, 16]);\n    reshape(h, [B, T, 16])\n}\n";
+    let g = lower(src);
+    let x = Tensor::zeros((2, 30, 16), DType::F64, &Device::Cpu).unwrap();
+    let err = Executor::cpu_f64()
+        .run(&g, &[], &[x])
+        .expect_err("30 / 4 is not exact");
+    let text = err.to_string();
+    assert!(matches!(err, ExecError::KernelLibrary(_)), "{text}");
+    assert!(
+        text.starts_with("`reshape` of [2, 30, 16] cannot give the declared shape [B, 4, (T / 4), 16] (here [2, 4, 7, 16]); a division"),
+        "{text}"
+    );
+    assert!(text.contains("(kernel library: "), "{text}");
+    let span = err.span().expect("a span");
+    assert_eq!(
+        &src[span.start as usize..span.end as usize],
+        "reshape(x, [B, 4, T / 4, 16])"
+    );
 }

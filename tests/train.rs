@@ -277,6 +277,24 @@ model Tiny(x: f64[B, 3]) -> f64[B, 2] {
         String::from_utf8_lossy(&out.stderr)
     );
     let (grads, _) = checkpoint::read_tensors(&dir.join("g.safetensors"), &dev).unwrap();
+    // A batch without the target is refused, naming the file and the tensor.
+    let partial = dir.join("partial.safetensors");
+    checkpoint::save_tensors(&partial, &batch[..1], &Default::default()).unwrap();
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_deqc"))
+        .args(["grad", file.to_str().unwrap(), "--weights"])
+        .arg(dir.join("w.safetensors"))
+        .arg("--batch")
+        .arg(&partial)
+        .arg("--out")
+        .arg(dir.join("never.safetensors"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(
+        err.contains("partial.safetensors has no tensor `target`") && err.contains("(x)"),
+        "{err}"
+    );
     let saved_loss = grads
         .iter()
         .find(|g| g.0 == "loss")
@@ -502,4 +520,185 @@ fn unrolled_backward_never_counts_as_a_failed_solve() {
         let tail: f64 = l[l.len() - 3..].iter().sum::<f64>() / 3.0;
         assert!(tail < head - 0.2, "{solver}: loss did not fall: {l:?}");
     }
+}
+
+fn records(out: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn max_steps_on_an_epoch_boundary_runs_no_empty_epoch() {
+    // 512 samples in batches of 64: 8 steps an epoch.
+    let data = mnist_subset("max_steps");
+    let (p, sources) = program(&mnist_mlp(&data));
+    let model = p.model("DeqMlp").unwrap();
+    let mut cfg = p.trains[0].clone();
+    cfg.epochs = 3;
+    for (max, epochs_run) in [(8usize, 1usize), (16, 2), (0, 0)] {
+        let out = data.parent().unwrap().join(format!("run{max}"));
+        let mut opts = quiet(&out);
+        opts.max_steps = Some(max);
+        let s = trainer::train(model, &cfg, &sources, &opts).unwrap();
+        assert_eq!((s.steps, s.epochs_run), (max as u64, epochs_run), "{max}");
+        let recs = records(&out);
+        let mut seen = std::collections::HashSet::new();
+        for r in &recs {
+            let key = (r["split"].to_string(), r["step"].as_u64().unwrap());
+            assert!(seen.insert(key.clone()), "{max}: duplicate record {key:?}");
+        }
+        let tests = recs.iter().filter(|r| r["split"] == "test").count();
+        assert_eq!((recs.len() - tests, tests), (max, epochs_run), "{max}");
+    }
+}
+
+#[test]
+fn two_equilibria_and_a_nested_one_are_reported_apart() {
+    let data = mnist_subset("two_eq");
+    let src = std::fs::read_to_string("tests/models/two_eq.deq")
+        .unwrap()
+        .replace(
+            "\"data/mnist-10k\"",
+            &format!("{:?}", data.display().to_string()),
+        );
+    let (p, sources) = program(&src);
+    let out = data.parent().unwrap().join("run");
+    let mut opts = quiet(&out);
+    opts.max_steps = Some(3);
+    trainer::train(p.model("TwoEq").unwrap(), &p.trains[0], &sources, &opts).unwrap();
+    let recs = records(&out);
+    let train: Vec<&serde_json::Value> = recs.iter().filter(|r| r["split"] == "train").collect();
+    assert_eq!(train.len(), 3);
+    for r in &train {
+        let eqs = r["equilibria"].as_object().expect("equilibria");
+        let keys: Vec<&String> = eqs.keys().collect();
+        assert_eq!(keys, ["h@10/nested", "y@27", "z@24"], "{r}");
+        // One solve of each top-level equilibrium per step, forward and
+        // adjoint; y never meets its tolerance in 3 iterations, z does.
+        for k in ["z@24", "y@27"] {
+            assert_eq!(eqs[k]["fwd_solves"], 1, "{k}: {r}");
+            assert_eq!(eqs[k]["bwd_solves"], 1, "{k}: {r}");
+            assert_eq!(eqs[k]["nested"], false);
+        }
+        assert_eq!(eqs["y@27"]["fwd_unconverged"], 1, "{r}");
+        assert_eq!(eqs["y@27"]["fwd_iters"], 3.0, "{r}");
+        assert_eq!(eqs["z@24"]["fwd_unconverged"], 0, "{r}");
+        // h runs in every evaluation of y's body (and of its adjoint's).
+        let h = &eqs["h@10/nested"];
+        assert_eq!(h["nested"], true);
+        assert!(h["fwd_solves"].as_u64().unwrap() >= 3, "{r}");
+        // The aggregates are over the top-level equilibria only.
+        let mean = (eqs["z@24"]["fwd_iters"].as_f64().unwrap() + 3.0) / 2.0;
+        assert!(
+            (r["fwd_iters"].as_f64().unwrap() - mean).abs() < 1e-9,
+            "{r}"
+        );
+    }
+    let test = recs
+        .iter()
+        .find(|r| r["split"] == "test")
+        .expect("a test record");
+    for k in ["z@24", "y@27"] {
+        let radius = test["equilibria"][k]["spectral_radius"].as_f64();
+        assert!(radius.is_some_and(|r| r > 0.0), "{k}: {test}");
+    }
+}
+
+#[test]
+fn a_guard_that_skips_most_updates_ends_the_run_with_advice() {
+    // Twenty steps whose solves converge make "usual" a residual below tol;
+    // the resumed run then solves with one iteration, far worse than usual,
+    // so the guard skips every update: after 10 skipped of the last 20 the
+    // run ends with an error that says what to change.
+    let data = mnist_subset("stall");
+    let (p, sources) = program(&mnist_mlp(&data));
+    let out = data.parent().unwrap().join("run");
+    let mut opts = quiet(&out);
+    opts.max_steps = Some(20);
+    opts.skip_failed_solves = true;
+    trainer::train(p.model("DeqMlp").unwrap(), &p.trains[0], &sources, &opts).unwrap();
+    let failing = mnist_mlp(&data).replace(
+        "anderson(m = 5, tol = 1e-4, max_iter = 40)",
+        "fixed_point(tol = 1e-4, max_iter = 1)",
+    );
+    let (pf, sources_f) = program(&failing);
+    let mut cfg = pf.trains[0].clone();
+    cfg.epochs = 10;
+    let mut opts = quiet(&out);
+    opts.resume = true;
+    opts.max_steps = Some(60);
+    opts.skip_failed_solves = true;
+    let err = trainer::train(pf.model("DeqMlp").unwrap(), &cfg, &sources_f, &opts)
+        .expect_err("the run stalls");
+    let msg = err.to_string();
+    assert!(matches!(err, deqc::train::TrainError::Stalled(_)), "{msg}");
+    for advice in [
+        "10 of the last",
+        "max_iter",
+        "jacobian_reg",
+        "learning rate",
+        "train_test.deq:10:5",
+    ] {
+        assert!(msg.contains(advice), "`{advice}` missing: {msg}");
+    }
+    let skipped = records(&out)
+        .iter()
+        .filter(|r| r.get("skipped_update").is_some())
+        .count();
+    assert_eq!(skipped, 10);
+}
+
+/// The learning rate a run applies at each step (its `lr` records) is the
+/// schedule's closed form over the run's real step count and epochs.
+#[test]
+fn runs_apply_schedules_per_step() {
+    use std::f64::consts::PI;
+    let data = mnist_subset("schedule");
+    // 512 samples, batch 64: 8 steps an epoch, 16 in all.
+    let lrs = |schedule: &str, name: &str| -> Vec<f64> {
+        let src = mnist_mlp(&data).replace(
+            "epochs     = 4;",
+            &format!("epochs = 2;\n    schedule = {schedule};"),
+        );
+        let (p, sources) = program(&src);
+        let out = data.parent().unwrap().join(name);
+        let cfg = p.trains[0].clone();
+        trainer::train(p.model("DeqMlp").unwrap(), &cfg, &sources, &quiet(&out)).expect("trains");
+        std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["split"] == "train")
+            .map(|v| v["lr"].as_f64().unwrap())
+            .collect()
+    };
+    let agree = |got: &[f64], want: &dyn Fn(f64) -> f64| {
+        assert_eq!(got.len(), 16);
+        for (t, g) in got.iter().enumerate() {
+            let w = want(t as f64);
+            assert!((g - w).abs() <= 1e-12, "step {t}: lr {g} != {w}; {got:?}");
+        }
+    };
+    // Up from 1e-3 to 1e-2 over steps 0..=4, then down to 1e-7 at step 15.
+    let got = lrs("onecycle(max_lr = 1e-2, warmup = 5)", "onecycle");
+    let anneal = |a: f64, b: f64, p: f64| b + (a - b) / 2.0 * (1.0 + (PI * p).cos());
+    agree(&got, &|t| {
+        if t <= 4.0 {
+            anneal(1e-3, 1e-2, t / 4.0)
+        } else {
+            anneal(1e-2, 1e-7, (t - 4.0) / 11.0)
+        }
+    });
+    // Three warm-up steps, then halved each epoch (steps 8.. are epoch 1).
+    let got = lrs("exponential(gamma = 0.5, warmup = 3)", "exponential");
+    agree(&got, &|t| {
+        if t < 3.0 {
+            1e-3 * (t + 1.0) / 3.0
+        } else {
+            1e-3 * 0.5f64.powf((t / 8.0).floor())
+        }
+    });
 }

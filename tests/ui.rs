@@ -3,6 +3,7 @@
 //! file the diagnostic points into), and the rendered diagnostics (no colour,
 //! 80 columns) must match the insta snapshot.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use deqc::source::Span;
@@ -88,4 +89,57 @@ fn every_error_in_a_file_is_reported() {
         codes.contains(&"deq::sema::argument_type".to_string()),
         "{codes:?}"
     );
+}
+
+/// Every `deq::parse::*` and `deq::sema::*` code written in the front end's
+/// error enums (read from their source, so a new variant is seen without
+/// being listed anywhere else).
+fn front_end_codes() -> BTreeSet<String> {
+    let mut codes = BTreeSet::new();
+    for file in ["src/syntax/error.rs", "src/sema/error.rs"] {
+        let text = std::fs::read_to_string(file).expect("error enum source");
+        for prefix in ["deq::parse::", "deq::sema::"] {
+            for (at, _) in text.match_indices(prefix) {
+                let name: String = text[at + prefix.len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !name.is_empty() {
+                    codes.insert(format!("{prefix}{name}"));
+                }
+            }
+        }
+    }
+    codes
+}
+
+/// Codes no UI case can show, each with the reason.
+const NOT_IN_UI: &[(&str, &str)] = &[(
+    "deq::parse::too_large",
+    "needs a source over 4 GiB (spans are 32-bit), too large for a test file",
+)];
+
+#[test]
+fn every_front_end_code_has_a_ui_case() {
+    let codes = front_end_codes();
+    assert!(codes.len() >= 30, "found only {codes:?}");
+    let mut shown = BTreeSet::new();
+    for path in ui_files() {
+        let compiled = deqc::compile_path(&path).expect("readable test file");
+        shown.extend(compiled.diags.items.iter().map(|d| d.code()));
+    }
+    let missing: Vec<&String> = codes
+        .iter()
+        .filter(|c| !shown.contains(*c) && !NOT_IN_UI.iter().any(|(n, _)| n == c))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "diagnostic codes without a tests/ui case: {missing:?}"
+    );
+    for (code, _) in NOT_IN_UI {
+        assert!(
+            codes.contains(*code),
+            "{code} no longer exists: drop it from NOT_IN_UI"
+        );
+    }
 }

@@ -6,9 +6,9 @@
 //! differentiates, so runtime errors in the backward pass point at source.
 
 use crate::ir::{Cmp, Graph, NodeId, Op, ReduceOp};
-use crate::sema::dim::Dim;
-use crate::sema::hir::{DType, Type};
 use crate::source::Span;
+use crate::types::dim::Dim;
+use crate::types::{DType, Type};
 
 use super::AdError;
 

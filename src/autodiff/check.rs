@@ -21,7 +21,7 @@ use rand_distr::{Distribution, Normal};
 
 use crate::exec::{DimEnv, ExecError, Executor};
 use crate::ir::{Graph, GraphInput, NodeId, Op, ReduceOp};
-use crate::sema::hir::{DType, Type};
+use crate::types::{DType, Type};
 
 use super::AdError;
 

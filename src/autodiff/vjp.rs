@@ -17,8 +17,8 @@
 //! - max pooling sends each window's gradient to its first maximum.
 
 use crate::ir::{Cmp, ConvAttrs, NodeId, Op, ReduceOp};
-use crate::sema::dim::Dim;
-use crate::sema::hir::SliceAxis;
+use crate::types::dim::Dim;
+use crate::types::SliceAxis;
 
 use super::builder::Builder;
 use super::AdError;
@@ -265,19 +265,7 @@ pub fn vjp(b: &mut Builder, node: NodeId, g: NodeId, needed: &[bool]) -> Result<
                     .add(&len)
                     .ok_or_else(|| AdError::Internal("dim overflow".into()))?;
                 if need(k) {
-                    let axes = (0..ty.rank())
-                        .map(|i| {
-                            if i == *axis {
-                                SliceAxis::Range {
-                                    start: start.clone(),
-                                    end: end.clone(),
-                                    step: 1,
-                                }
-                            } else {
-                                SliceAxis::Full
-                            }
-                        })
-                        .collect();
+                    let axes = SliceAxis::along(ty.rank(), *axis, &start, &end);
                     out[k] = Some(b.op(Op::Slice { axes }, &[g])?);
                 }
                 start = end;

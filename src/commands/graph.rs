@@ -47,7 +47,7 @@ pub fn run(file: &Path, model: Option<&str>, with_backward: bool) -> ExitCode {
         } else {
             g
         };
-        print!("{}", crate::ir::print::to_dot(&g));
+        out!("{}", crate::ir::print::to_dot(&g));
     }
     ExitCode::SUCCESS
 }

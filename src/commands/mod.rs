@@ -1,11 +1,13 @@
 //! Bodies of the CLI subcommands that work on the IR (`deqc graph`,
-//! `deqc dump --emit=ir|grad|opt`, `deqc gradcheck`); `cli.rs` only parses
-//! arguments and dispatches here.
+//! `deqc dump --emit=ir|grad|opt`, `deqc gradcheck`, `deqc bench`, `deqc attack`);
+//! `cli.rs` only parses arguments and dispatches here.
 //!
 //! Guarantees: exit code 0 on success, 1 when the program has errors or a
 //! check fails, 2 on I/O problems; diagnostics and errors go to stderr,
 //! requested output to stdout.
 
+pub mod attack;
+pub mod bench;
 pub mod gradcheck;
 pub mod graph;
 
@@ -92,7 +94,7 @@ pub fn dump(stage: IrStage, file: &Path) -> ExitCode {
             IrStage::Opt => graph::optimized(&g),
         };
         match g {
-            Ok(g) => print!("{}", crate::ir::print::to_text(&g)),
+            Ok(g) => out!("{}", crate::ir::print::to_text(&g)),
             Err(code) => return code,
         }
     }

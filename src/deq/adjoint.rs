@@ -19,12 +19,11 @@
 
 use crate::autodiff::builder::Builder;
 use crate::autodiff::{vjp_nodes, AdError, EquilibriumVjp};
-use crate::ir::{EqInitKind, EqNode, Graph, NodeId, Op};
+use crate::ir::{EqInitKind, EqNode, Graph, NodeId, Op, SolveRole};
 use crate::sema::spec::{Backward, SolverKind};
 use crate::source::Span;
 
 use super::inline::{body_at_sources, capture_graph, inline_body, state_capture_state_types};
-use super::ADJOINT_PREFIX;
 
 /// The equilibrium rule for [`crate::autodiff::grad_with`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -200,17 +199,14 @@ impl DeqVjp {
         }
         adj.set_outputs(outputs);
         let adjoint = EqNode {
-            state_names: node
-                .state_names
-                .iter()
-                .map(|s| format!("{ADJOINT_PREFIX}{s}"))
-                .collect(),
+            state_names: node.state_names.clone(),
             state_types: node.state_types.clone(),
             capture_types: cap_types,
             body: adj,
             init: EqInitKind::Zeros,
             solver: solver.clone(),
             backward: Backward::Implicit { solver },
+            role: SolveRole::Adjoint,
         };
         let mut operands = site.zstar.clone();
         operands.extend(site.captures.iter().copied());

@@ -49,7 +49,7 @@ pub fn inline_body(
 
 /// A graph whose sources are `Capture(0..n)` nodes of the given types:
 /// the form in which derived sub-computations are built before inlining.
-pub fn capture_graph(name: &str, types: &[crate::sema::hir::Type]) -> (Graph, Vec<NodeId>) {
+pub fn capture_graph(name: &str, types: &[crate::types::Type]) -> (Graph, Vec<NodeId>) {
     let mut g = Graph::new(name);
     let caps = types
         .iter()
@@ -62,7 +62,7 @@ pub fn capture_graph(name: &str, types: &[crate::sema::hir::Type]) -> (Graph, Ve
 /// The source types of a derived computation over one equilibrium node:
 /// one value per state (z* or a start), the node's captures, and one more
 /// value per state (a cotangent, a probe, an adjoint iterate).
-pub fn state_capture_state_types(node: &crate::ir::EqNode) -> Vec<crate::sema::hir::Type> {
+pub fn state_capture_state_types(node: &crate::ir::EqNode) -> Vec<crate::types::Type> {
     let mut types = node.state_types.clone();
     types.extend(node.capture_types.iter().cloned());
     types.extend(node.state_types.iter().cloned());

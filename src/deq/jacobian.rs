@@ -20,7 +20,7 @@ use crate::autodiff::builder::Builder;
 use crate::autodiff::{vjp_nodes, AdError};
 use crate::exec::{ExecError, Executor};
 use crate::ir::{EqNode, Graph, GraphInput, NodeId, Op, ReduceOp};
-use crate::sema::hir::Type;
+use crate::types::Type;
 
 use super::inline::{body_at_sources, inline_body, state_capture_state_types};
 use super::DeqVjp;
@@ -151,7 +151,8 @@ pub fn jacobian_graph(model: &Graph) -> Result<Option<JacobianGraph>, AdError> {
 
 /// Estimate, per sample, the largest eigenvalue modulus of `J_f(z*)` by
 /// `iters` steps of power iteration on `J^T` (same spectrum). `zstar` and
-/// `captures` are the node's values; the batch is the first dimension.
+/// `captures` are the node's values; samples are as the solver sees them
+/// (`Layout::of_node`: a state of fixed shape is one sample).
 pub fn spectral_radius(
     exec: &Executor,
     node: &EqNode,
@@ -183,7 +184,8 @@ pub fn spectral_radius(
         });
     }
     sub.set_outputs(outs);
-    let layout = super::runner::Layout::of(zstar.iter().map(|t| t.dims().to_vec()).collect());
+    let layout =
+        super::runner::Layout::of_node(node, zstar.iter().map(|t| t.dims().to_vec()).collect());
     let z = layout.flatten(zstar).map_err(candle)?;
     let (batch, width) = z.dims2().map_err(candle)?;
     let mut rng_state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

@@ -16,8 +16,8 @@
 //!   VJP) and estimates spectral radii.
 //!
 //! Guarantees: gradients are IR graphs like any other; the adjoint solve is
-//! an equilibrium node whose state names start with [`ADJOINT_PREFIX`], so
-//! statistics tell forward from backward solves.
+//! an equilibrium node marked [`SolveRole::Adjoint`](crate::ir::SolveRole),
+//! so statistics tell forward from backward solves.
 
 pub mod adjoint;
 pub mod inline;
@@ -26,6 +26,3 @@ pub mod runner;
 
 pub use adjoint::DeqVjp;
 pub use runner::{SolveRecord, SolverRunner};
-
-/// State names of adjoint equilibria start with this.
-pub const ADJOINT_PREFIX: &str = "adjoint:";

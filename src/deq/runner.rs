@@ -1,19 +1,21 @@
 //! The forward solve of equilibrium nodes inside the executor.
 //!
 //! Guarantees: states are flattened to one vector per sample (`[B, N]`, the
-//! first dimension of every state being the batch; states without a shared
-//! batch dimension are solved as one sample) and unflattened afterwards;
+//! first dimension of every state being the batch when every state declares
+//! the same symbolic first dimension; states of fixed shape, or without a
+//! shared batch dimension, are solved as one sample) and unflattened afterwards;
 //! the body runs inside the solver without gradient bookkeeping; every solve
 //! is recorded ([`SolveRecord`]) with the `equilibrium`'s span; a solve in
 //! which protection fired and no sample converged is an error naming the
 //! source line, never a silent NaN.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use candle_core::Tensor;
 
 use crate::exec::{EqContext, EquilibriumRunner, ExecError};
-use crate::ir::{EqInitKind, EqNode};
+use crate::ir::{EqInitKind, EqNode, SolveRole};
 use crate::sema::spec::Backward;
 use crate::solver::{self, SolveStats, SolverError};
 use crate::source::Span;
@@ -32,6 +34,12 @@ pub struct SolveRecord {
     /// Protection stopped the solve and no sample got closer to a fixed
     /// point than its start (absolute residuals).
     pub diverged: bool,
+    /// The equilibrium's state names (an adjoint solve's are its forward
+    /// equilibrium's), which with `span` identify it in reports.
+    pub states: Vec<String>,
+    /// Solved inside another equilibrium's body (once per evaluation of
+    /// that body), not by the model's own graph.
+    pub nested: bool,
     pub stats: SolveStats,
 }
 
@@ -44,6 +52,26 @@ pub struct SolverRunner {
     /// iterates (recorded as `diverged`) instead of failing the run: the
     /// trainer then skips that update rather than stopping.
     lenient_adjoint: bool,
+    /// How many solves are under way (more than one: nested solves).
+    depth: Arc<AtomicUsize>,
+}
+
+/// Counts one solve as under way until dropped.
+struct DepthGuard(Arc<AtomicUsize>);
+
+impl DepthGuard {
+    /// Enter a solve; returns the guard and whether another solve was
+    /// already under way (this one is nested).
+    fn enter(depth: &Arc<AtomicUsize>) -> (DepthGuard, bool) {
+        let before = depth.fetch_add(1, Ordering::SeqCst);
+        (DepthGuard(depth.clone()), before > 0)
+    }
+}
+
+impl Drop for DepthGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl SolverRunner {
@@ -120,12 +148,34 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The layout of `node`'s states at run-time `shapes`: batched over
+    /// their first dimension only when every state *declares* the same
+    /// symbolic first dimension (`[B, 256]`); a state of fixed shape
+    /// (`[32, 32]`, a matrix found by Richardson iteration) is one sample,
+    /// whatever its first size.
+    pub fn of_node(node: &EqNode, shapes: Vec<Vec<usize>>) -> Layout {
+        let first = node.state_types.first().and_then(|t| t.shape.first());
+        let declared_batch = first.is_some_and(|d| {
+            !d.is_const() && node.state_types.iter().all(|t| t.shape.first() == Some(d))
+        });
+        if declared_batch {
+            Layout::of(shapes)
+        } else {
+            Layout::with_batch(shapes, 1)
+        }
+    }
+
+    /// Batched over the first dimension when all `shapes` share it.
     pub fn of(shapes: Vec<Vec<usize>>) -> Layout {
         let first = shapes.first().and_then(|s| s.first()).copied();
         let batch = match first {
             Some(b) if b > 0 && shapes.iter().all(|s| s.first() == Some(&b)) => b,
             _ => 1,
         };
+        Layout::with_batch(shapes, batch)
+    }
+
+    fn with_batch(shapes: Vec<Vec<usize>>, batch: usize) -> Layout {
         let sizes = shapes
             .iter()
             .map(|s| s.iter().product::<usize>() / batch)
@@ -185,11 +235,12 @@ impl EquilibriumRunner for SolverRunner {
         ctx: &EqContext,
     ) -> crate::exec::Result<Vec<Tensor>> {
         let span = ctx.span;
+        let (_depth, nested) = DepthGuard::enter(&self.depth);
         let mut shapes = Vec::new();
         for ty in &node.state_types {
             shapes.push(ctx.dims.shape(&ty.shape, span)?);
         }
-        let layout = Layout::of(shapes.clone());
+        let layout = Layout::of_node(node, shapes.clone());
         let kernel = |e: candle_core::Error| ExecError::Equilibrium {
             message: format!("equilibrium states: {e}"),
             span,
@@ -215,10 +266,7 @@ impl EquilibriumRunner for SolverRunner {
             Ok(layout.flatten(&next)?)
         };
         let solution = solver::solve(&node.solver, &mut f, &z0).map_err(|e| to_exec(e, span))?;
-        let backward = node
-            .state_names
-            .first()
-            .is_some_and(|n| n.starts_with(super::ADJOINT_PREFIX));
+        let backward = node.role == SolveRole::Adjoint;
         let stats = solution.stats.clone();
         // Protection stops the solve when any sample blows up; it diverged
         // only when no sample got closer to a fixed point than its start
@@ -240,6 +288,8 @@ impl EquilibriumRunner for SolverRunner {
             backward,
             gradient_assumes_fixed_point: !matches!(node.backward, Backward::Unrolled),
             diverged,
+            states: node.state_names.clone(),
+            nested,
             stats: stats.clone(),
         });
         if diverged && !(backward && self.lenient_adjoint) {

@@ -3,7 +3,9 @@
 //! Owns the numerical definition of every op on concrete tensors.
 //! Guarantees: the result has the node's resolved shape and dtype; only
 //! device-generic candle APIs are used (the same code runs on CUDA); every
-//! candle failure becomes an [`ExecError::Kernel`] with the node's span;
+//! candle failure becomes an [`ExecError::KernelLibrary`] (operand and
+//! result shapes in deqc's words, candle's message as a detail) with the
+//! node's span;
 //! out-of-range embedding ids and slice bounds are errors, not panics.
 //! Conventions: comparisons give 0/1 in the operands' dtype; `where` takes
 //! `a` where the mask is nonzero; max pooling routes each window's gradient
@@ -12,8 +14,8 @@
 use candle_core::{DType as CDType, Device, Tensor};
 
 use crate::ir::{Cmp, Op, ReduceOp};
-use crate::sema::dim::Dim;
 use crate::source::Span;
+use crate::types::dim::Dim;
 
 use super::{DimEnv, ExecError, ExecOptions};
 
@@ -57,12 +59,16 @@ pub(crate) type KResult<T> = std::result::Result<T, KErr>;
 
 /// Evaluate one op on its operand tensors.
 pub fn eval(op: &Op, args: &[&Tensor], ctx: &KernelCtx) -> Result<Tensor, ExecError> {
+    let _timer = crate::profile::scope(crate::profile::Category::of(op));
     eval_inner(op, args, ctx).map_err(|e| match e {
-        KErr::Candle(e) => ExecError::Kernel {
+        KErr::Candle(e) => ExecError::KernelLibrary(Box::new(super::LibraryFailure {
             op: op.name().to_string(),
-            message: e.to_string(),
+            operands: args.iter().map(|t| t.dims().to_vec()).collect(),
+            declared: None,
+            resolved: ctx.out_shape.to_vec(),
+            library: e.to_string(),
             span: ctx.span,
-        },
+        })),
         KErr::Msg(message) => ExecError::Kernel {
             op: op.name().to_string(),
             message,

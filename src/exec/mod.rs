@@ -39,9 +39,9 @@ use candle_core::{DType as CDType, Device, Tensor};
 
 use crate::ir::{EqNode, Graph, NodeId, Op};
 use crate::passes::fuse::Step;
-use crate::sema::dim::Dim;
-use crate::sema::hir::{DType, Type};
 use crate::source::Span;
+use crate::types::dim::Dim;
+use crate::types::{DType, Type};
 
 /// A runtime failure of the execution phase.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -53,6 +53,11 @@ pub enum ExecError {
         message: String,
         span: Option<Span>,
     },
+    /// The kernel library refused an op; said in deqc's words, with the
+    /// library's message only as a detail.
+    #[error("{0}")]
+    #[diagnostic(code(deq::exec::kernel))]
+    KernelLibrary(Box<LibraryFailure>),
     #[error("input `{name}` should be {expected}, got shape {found:?}")]
     #[diagnostic(code(deq::exec::input_shape))]
     InputShape {
@@ -96,11 +101,54 @@ impl ExecError {
             | ExecError::UnboundDim { span, .. }
             | ExecError::EquilibriumUnsupported { span }
             | ExecError::Equilibrium { span, .. } => *span,
+            ExecError::KernelLibrary(f) => f.span,
             ExecError::InputShape { .. }
             | ExecError::DimConflict { .. }
             | ExecError::ArgumentCount { .. }
             | ExecError::Internal(_) => None,
         }
+    }
+}
+
+/// What the kernel library refused, for [`ExecError::KernelLibrary`].
+#[derive(Debug, Clone)]
+pub struct LibraryFailure {
+    pub op: String,
+    pub operands: Vec<Vec<usize>>,
+    /// The result's declared (symbolic) shape, when known.
+    pub declared: Option<String>,
+    pub resolved: Vec<usize>,
+    /// The library's own message: a detail, never the whole error.
+    pub library: String,
+    pub span: Option<Span>,
+}
+
+impl std::fmt::Display for LibraryFailure {
+    /// `` `reshape` of [64, 30, 16] cannot give the declared shape
+    /// [B, 4, (T / 4), 16] (here [64, 4, 7, 16]); a division ... (kernel
+    /// library: ...)``
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let resolved = format!("{:?}", self.resolved);
+        let result = match &self.declared {
+            Some(d) if *d != resolved => format!("{d} (here {resolved})"),
+            _ => resolved,
+        };
+        let operands = if self.operands.is_empty() {
+            "no operands".to_string()
+        } else {
+            let shapes: Vec<String> = self.operands.iter().map(|s| format!("{s:?}")).collect();
+            shapes.join(" and ")
+        };
+        let hint = if self.declared.as_ref().is_some_and(|d| d.contains(" / ")) {
+            "; a division in the declared shape may not be exact at these sizes"
+        } else {
+            ""
+        };
+        write!(
+            f,
+            "`{}` of {operands} cannot give the declared shape {result}{hint} (kernel library: {})",
+            self.op, self.library
+        )
     }
 }
 
@@ -658,7 +706,13 @@ impl Executor {
             options: &self.options,
             node_index: id.index(),
         };
-        let t = kernels::eval(&node.op, &ts, &ctx)?;
+        let t = kernels::eval(&node.op, &ts, &ctx).map_err(|e| match e {
+            ExecError::KernelLibrary(mut f) => {
+                f.declared.get_or_insert_with(|| node.ty.to_string());
+                ExecError::KernelLibrary(f)
+            }
+            other => other,
+        })?;
         if t.dims() != out_shape.as_slice() {
             return Err(ExecError::Kernel {
                 op: node.op.name().to_string(),

@@ -18,9 +18,9 @@ use petgraph::stable_graph::{NodeIndex, StableGraph};
 use petgraph::visit::{EdgeRef, NodeIndexable};
 use petgraph::Direction;
 
-use crate::sema::hir::Type;
 use crate::sema::spec::Init;
 use crate::source::Span;
+use crate::types::Type;
 
 use super::op::Op;
 use super::shape;
@@ -214,11 +214,6 @@ impl Graph {
 
     pub fn set_outputs(&mut self, outputs: Vec<NodeId>) {
         self.outputs = outputs;
-    }
-
-    pub fn push_output(&mut self, id: NodeId) -> usize {
-        self.outputs.push(id);
-        self.outputs.len() - 1
     }
 
     /// Remove a node and its edges. Its id may be reused later.

@@ -15,12 +15,12 @@
 
 use std::collections::HashMap;
 
-use crate::sema::dim::Dim;
 use crate::sema::hir::{self, InstKind, Model, Prim, SliceAxis, Type, ValueId};
 use crate::source::Span;
+use crate::types::dim::Dim;
 
 use super::graph::{Graph, GraphInput, GraphParam, NodeId};
-use super::op::{Cmp, ConvAttrs, EqInitKind, EqNode, Op, ReduceOp};
+use super::op::{EqInitKind, EqNode, Op, SolveRole};
 use super::IrError;
 
 /// What a `Capture` of an equilibrium body refers to, one level out.
@@ -227,6 +227,8 @@ impl Lowerer<'_> {
         Ok(())
     }
 
+    /// A primitive: most carry their IR op as it stands; `split` becomes one
+    /// slice per result and `dropout` a product with a mask.
     fn prim(
         &mut self,
         inst: &hir::Inst,
@@ -234,150 +236,69 @@ impl Lowerer<'_> {
         args: &[NodeId],
         span: Span,
     ) -> Result<(), IrError> {
-        use hir::{BinaryFn as B, UnaryFn as U};
-        if let Prim::Split { axis, sizes } = p {
-            let x = *args.first().ok_or_else(|| bad("split without operand"))?;
-            let rank = self.graph().ty(x).rank();
-            let mut start = Dim::konst(0);
-            for (r, size) in inst.results.iter().zip(sizes) {
-                let end = start.add(size).ok_or_else(|| bad("overflow"))?;
-                let axes = (0..rank)
-                    .map(|k| {
-                        if k == *axis {
-                            SliceAxis::Range {
-                                start: start.clone(),
-                                end: end.clone(),
-                                step: 1,
-                            }
-                        } else {
-                            SliceAxis::Full
-                        }
-                    })
-                    .collect();
-                let ty = self.model.ty(*r).clone();
-                let n = self.graph().add(Op::Slice { axes }, ty, &[x], Some(span));
-                self.define(*r, n);
-                start = end;
+        match p {
+            Prim::Op(op) => {
+                let r = Self::one_result(inst)?;
+                let ty = self.model.ty(r).clone();
+                let n = self.graph().add(op.clone(), ty, args, Some(span));
+                self.define(r, n);
+                Ok(())
             }
-            return Ok(());
+            Prim::Split { axis, sizes } => self.split(inst, *axis, sizes, args, span),
+            Prim::Dropout { p } => self.dropout(inst, *p, args, span),
         }
+    }
+
+    fn split(
+        &mut self,
+        inst: &hir::Inst,
+        axis: usize,
+        sizes: &[Dim],
+        args: &[NodeId],
+        span: Span,
+    ) -> Result<(), IrError> {
+        let x = *args.first().ok_or_else(|| bad("split without operand"))?;
+        let rank = self.graph().ty(x).rank();
+        let mut start = Dim::konst(0);
+        for (r, size) in inst.results.iter().zip(sizes) {
+            let end = start.add(size).ok_or_else(|| bad("overflow"))?;
+            let axes = SliceAxis::along(rank, axis, &start, &end);
+            let ty = self.model.ty(*r).clone();
+            let n = self.graph().add(Op::Slice { axes }, ty, &[x], Some(span));
+            self.define(*r, n);
+            start = end;
+        }
+        Ok(())
+    }
+
+    fn dropout(
+        &mut self,
+        inst: &hir::Inst,
+        p: f64,
+        args: &[NodeId],
+        span: Span,
+    ) -> Result<(), IrError> {
         let r = Self::one_result(inst)?;
         let ty = self.model.ty(r).clone();
-        if let Prim::Dropout { p } = p {
-            let x = *args.first().ok_or_else(|| bad("dropout without operand"))?;
-            if *p == 0.0 {
-                self.define(r, x);
-                return Ok(());
-            }
-            let mask_op = Op::DropoutMask {
-                p: *p,
-                shape: ty.shape.clone(),
-            };
-            let root_mask = self.scopes[0]
-                .graph
-                .add(mask_op, ty.clone(), &[], Some(span));
-            let level = self.level();
-            let mask = if level == 0 {
-                root_mask
-            } else {
-                self.capture(level, CaptureKey::Root(root_mask), ty.clone())?
-            };
-            let n = self.graph().add(Op::Mul, ty, &[x, mask], Some(span));
-            self.define(r, n);
+        let x = *args.first().ok_or_else(|| bad("dropout without operand"))?;
+        if p == 0.0 {
+            self.define(r, x);
             return Ok(());
         }
-        let op = match p {
-            Prim::Unary(f) => match f {
-                U::Neg => Op::Neg,
-                U::Exp => Op::Exp,
-                U::Log => Op::Log,
-                U::Sqrt => Op::Sqrt,
-                U::Abs => Op::Abs,
-                U::Tanh => Op::Tanh,
-                U::Sigmoid => Op::Sigmoid,
-                U::Relu => Op::Relu,
-                U::Gelu => Op::Gelu,
-                U::Softplus => Op::Softplus,
-                U::Sin => Op::Sin,
-                U::Cos => Op::Cos,
-            },
-            Prim::LeakyRelu { slope } => Op::LeakyRelu { slope: *slope },
-            Prim::Binary(f) => match f {
-                B::Add => Op::Add,
-                B::Sub => Op::Sub,
-                B::Mul => Op::Mul,
-                B::Div => Op::Div,
-                B::Pow => Op::Pow,
-                B::Maximum => Op::Maximum,
-                B::Minimum => Op::Minimum,
-                B::Lt => Op::Compare(Cmp::Lt),
-                B::Le => Op::Compare(Cmp::Le),
-                B::Gt => Op::Compare(Cmp::Gt),
-                B::Ge => Op::Compare(Cmp::Ge),
-                B::Eq => Op::Compare(Cmp::Eq),
-                B::Ne => Op::Compare(Cmp::Ne),
-            },
-            Prim::Where => Op::Where,
-            Prim::Clamp { lo, hi } => Op::Clamp { lo: *lo, hi: *hi },
-            Prim::Reduce { op, axes, keepdim } => Op::Reduce {
-                op: match op {
-                    hir::ReduceFn::Sum => ReduceOp::Sum,
-                    hir::ReduceFn::Mean => ReduceOp::Mean,
-                    hir::ReduceFn::Max => ReduceOp::Max,
-                    hir::ReduceFn::Min => ReduceOp::Min,
-                    hir::ReduceFn::LogSumExp => ReduceOp::LogSumExp,
-                },
-                axes: axes.clone(),
-                keepdim: *keepdim,
-            },
-            Prim::Softmax { axis } => Op::Softmax { axis: *axis },
-            Prim::LogSoftmax { axis } => Op::LogSoftmax { axis: *axis },
-            Prim::MatMul => Op::MatMul,
-            Prim::Reshape { shape } => Op::Reshape {
-                shape: shape.clone(),
-            },
-            Prim::Permute { axes } => Op::Permute { axes: axes.clone() },
-            Prim::Concat { axis } => Op::Concat { axis: *axis },
-            Prim::Broadcast { shape } => Op::BroadcastTo {
-                shape: shape.clone(),
-            },
-            Prim::Slice { axes } => Op::Slice { axes: axes.clone() },
-            Prim::Eye { n } => Op::Eye { n: n.clone() },
-            Prim::Fill { value, shape } => Op::Fill {
-                value: *value,
-                shape: shape.clone(),
-            },
-            Prim::Arange { n } => Op::Arange { n: n.clone() },
-            Prim::CausalMask { t } => Op::CausalMask { t: t.clone() },
-            Prim::Conv {
-                spatial,
-                stride,
-                padding,
-                dilation,
-                groups,
-            } => Op::Conv(ConvAttrs {
-                spatial: *spatial,
-                stride: *stride,
-                padding: *padding,
-                dilation: *dilation,
-                groups: *groups,
-            }),
-            Prim::AvgPool2d { kernel, stride } => Op::AvgPool2d {
-                kernel: *kernel,
-                stride: *stride,
-            },
-            Prim::MaxPool2d { kernel, stride } => Op::MaxPool2d {
-                kernel: *kernel,
-                stride: *stride,
-            },
-            Prim::UpsampleNearest2d { scale } => Op::UpsampleNearest2d { scale: *scale },
-            Prim::Embedding => Op::Embedding,
-            Prim::Cast { to } => Op::Cast { to: *to },
-            Prim::Split { .. } | Prim::Dropout { .. } => {
-                return Err(bad("split/dropout reached the generic path"))
-            }
+        let mask_op = Op::DropoutMask {
+            p,
+            shape: ty.shape.clone(),
         };
-        let n = self.graph().add(op, ty, args, Some(span));
+        let root_mask = self.scopes[0]
+            .graph
+            .add(mask_op, ty.clone(), &[], Some(span));
+        let level = self.level();
+        let mask = if level == 0 {
+            root_mask
+        } else {
+            self.capture(level, CaptureKey::Root(root_mask), ty.clone())?
+        };
+        let n = self.graph().add(Op::Mul, ty, &[x, mask], Some(span));
         self.define(r, n);
         Ok(())
     }
@@ -427,6 +348,7 @@ impl Lowerer<'_> {
             init,
             solver: eq.solver.clone(),
             backward: eq.backward.clone(),
+            role: SolveRole::Forward,
         };
         let span = Some(inst.span);
         let e = self

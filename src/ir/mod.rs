@@ -13,7 +13,9 @@ pub mod shape;
 pub mod verify;
 
 pub use graph::{Graph, GraphInput, GraphParam, Node, NodeId};
-pub use op::{Arity, Cmp, ConvAttrs, EqInitKind, EqNode, Op, ReduceOp};
+pub use op::{
+    Arity, Cmp, ConvAttrs, EqInitKind, EqNode, GradFlow, Op, OpClass, OpInfo, ReduceOp, SolveRole,
+};
 
 /// A broken IR invariant. Always a compiler bug (lowering a checked program
 /// never fails), reported as an internal error rather than a panic.

@@ -1,20 +1,21 @@
 //! THE operation enum of the IR graph.
 //!
 //! Owns every primitive a graph node can compute, with its static attributes,
-//! and the categories beside it (`arity`, `is_elementwise`,
-//! `is_differentiable`, `name`). Every later stage (shape rules in
-//! `ir::shape`, kernels in `exec::kernels`, VJP rules in `autodiff::vjp`,
-//! printers) matches on [`Op`] exhaustively, so a new op does not compile
-//! until every stage handles it.
+//! and one row of facts per variant ([`Op::info`]: name, arity, class,
+//! which operands carry gradients) that the verifier, the printers, autodiff
+//! and the passes read. Every stage that needs code per op (shape rules in
+//! `ir::shape`, kernels in `exec::kernels`, VJP rules in `autodiff::vjp`)
+//! matches on [`Op`] exhaustively, so a new op does not compile until every
+//! stage handles it.
 //!
-//! Besides the language's primitives (LANGUAGE.md section 7, one variant per
-//! `hir::Prim`), the enum holds the ops that derived gradients need
+//! Besides the language's primitives (LANGUAGE.md section 7; `hir::Prim`
+//! carries these ops as they stand), the enum holds the ops that derived gradients need
 //! (`SumTo`, `SliceBackward`, `ConvInputGrad`, pooling backward, ...), each of
 //! which has its own VJP so that gradient graphs can be differentiated again.
 
-use crate::sema::dim::Dim;
-use crate::sema::hir::{DType, SliceAxis, Type};
 use crate::sema::spec::{Backward, SolverSpec};
+use crate::types::dim::Dim;
+use crate::types::{DType, SliceAxis, Type};
 
 use super::graph::Graph;
 
@@ -74,12 +75,34 @@ pub struct ConvAttrs {
     pub groups: i64,
 }
 
+impl ConvAttrs {
+    /// `(padding, stride, dilation, groups)` as sizes, for the kernels (the
+    /// checker keeps them positive, padding non-negative).
+    pub fn sizes(&self) -> (usize, usize, usize, usize) {
+        (
+            self.padding as usize,
+            self.stride as usize,
+            self.dilation as usize,
+            self.groups as usize,
+        )
+    }
+}
+
 /// How an equilibrium's solver starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EqInitKind {
     Zeros,
     /// The last `states` operands of the node are the initial iterates.
     Values,
+}
+
+/// What an equilibrium node solves for: the model's own fixed point, or the
+/// adjoint of another equilibrium (built by `deq::adjoint`). Solve
+/// statistics use it to tell forward from backward solves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SolveRole {
+    Forward,
+    Adjoint,
 }
 
 /// An equilibrium: the joint fixed point `z* = body(z*, captures)`.
@@ -92,6 +115,8 @@ pub enum EqInitKind {
 /// results are read through `Project(i)` nodes.
 #[derive(Debug, Clone)]
 pub struct EqNode {
+    /// The states' names as the source wrote them (an adjoint solve keeps
+    /// its forward equilibrium's; see [`EqNode::state_labels`]).
     pub state_names: Vec<String>,
     pub state_types: Vec<Type>,
     pub capture_types: Vec<Type>,
@@ -99,9 +124,22 @@ pub struct EqNode {
     pub init: EqInitKind,
     pub solver: SolverSpec,
     pub backward: Backward,
+    pub role: SolveRole,
 }
 
 impl EqNode {
+    /// The states' names as printed: an adjoint solve's read `adjoint:z`.
+    pub fn state_labels(&self) -> Vec<String> {
+        match self.role {
+            SolveRole::Forward => self.state_names.clone(),
+            SolveRole::Adjoint => self
+                .state_names
+                .iter()
+                .map(|s| format!("adjoint:{s}"))
+                .collect(),
+        }
+    }
+
     pub fn num_states(&self) -> usize {
         self.state_types.len()
     }
@@ -317,280 +355,163 @@ pub enum Op {
     },
 }
 
+/// What kind of computation an op is (read by the printers and passes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpClass {
+    /// A value fed from outside the graph: input, parameter, state, capture.
+    Source,
+    /// Made from attributes alone (constants, masks, ranges).
+    Constructor,
+    /// Elementwise with NumPy broadcasting: candidates for fusion.
+    Elementwise,
+    /// Reductions and normalizers along axes.
+    Reduction,
+    /// Moves or copies elements without arithmetic.
+    Layout,
+    /// Matrix products, convolutions, pooling, lookups.
+    Network,
+    /// An equilibrium node and the projections of its results.
+    Equilibrium,
+    /// Made only by autodiff, as the adjoint of another op.
+    Gradient,
+}
+
+/// Through which operands a gradient flows (masks, ids and random draws are
+/// piecewise constant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GradFlow {
+    None,
+    All,
+    Only(usize),
+    AllBut(usize),
+}
+
+impl GradFlow {
+    pub fn through(self, slot: usize) -> bool {
+        match self {
+            GradFlow::None => false,
+            GradFlow::All => true,
+            GradFlow::Only(k) => slot == k,
+            GradFlow::AllBut(k) => slot != k,
+        }
+    }
+}
+
+/// The facts about an op that do not depend on its operands, one row per
+/// variant in [`Op::info`]. Shape rules, VJP rules and kernels stay in their
+/// own stages (each one exhaustive `match`), since each needs code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpInfo {
+    /// The printed name (without attributes).
+    pub name: &'static str,
+    pub arity: Arity,
+    pub class: OpClass,
+    pub grad: GradFlow,
+}
+
 impl Op {
+    /// This op's row of facts.
+    pub fn info(&self) -> OpInfo {
+        use GradFlow::{All, AllBut, Only};
+        use OpClass::*;
+        const NO: GradFlow = GradFlow::None;
+        let row = |name, arity, class, grad| OpInfo {
+            name,
+            arity: Arity::Exactly(arity),
+            class,
+            grad,
+        };
+        match self {
+            Op::Input(_) => row("input", 0, Source, NO),
+            Op::Param(_) => row("param", 0, Source, NO),
+            Op::State(_) => row("state", 0, Source, NO),
+            Op::Capture(_) => row("capture", 0, Source, NO),
+            Op::Const(_) => row("const", 0, Constructor, NO),
+            Op::Neg => row("neg", 1, Elementwise, All),
+            Op::Exp => row("exp", 1, Elementwise, All),
+            Op::Log => row("log", 1, Elementwise, All),
+            Op::Sqrt => row("sqrt", 1, Elementwise, All),
+            Op::Abs => row("abs", 1, Elementwise, All),
+            Op::Tanh => row("tanh", 1, Elementwise, All),
+            Op::Sigmoid => row("sigmoid", 1, Elementwise, All),
+            Op::Relu => row("relu", 1, Elementwise, All),
+            Op::Gelu => row("gelu", 1, Elementwise, All),
+            Op::Softplus => row("softplus", 1, Elementwise, All),
+            Op::Sin => row("sin", 1, Elementwise, All),
+            Op::Cos => row("cos", 1, Elementwise, All),
+            Op::LeakyRelu { .. } => row("leaky_relu", 1, Elementwise, All),
+            Op::Clamp { .. } => row("clamp", 1, Elementwise, All),
+            Op::Cast { .. } => row("cast", 1, Elementwise, All),
+            Op::Add => row("add", 2, Elementwise, All),
+            Op::Sub => row("sub", 2, Elementwise, All),
+            Op::Mul => row("mul", 2, Elementwise, All),
+            Op::Div => row("div", 2, Elementwise, All),
+            Op::Pow => row("pow", 2, Elementwise, All),
+            Op::Maximum => row("maximum", 2, Elementwise, All),
+            Op::Minimum => row("minimum", 2, Elementwise, All),
+            Op::Compare(c) => row(c.name(), 2, Elementwise, NO),
+            Op::Where => row("where", 3, Elementwise, AllBut(0)),
+            Op::Reduce { op, .. } => row(op.name(), 1, Reduction, All),
+            Op::Softmax { .. } => row("softmax", 1, Reduction, All),
+            Op::LogSoftmax { .. } => row("log_softmax", 1, Reduction, All),
+            Op::Reshape { .. } => row("reshape", 1, Layout, All),
+            Op::Permute { .. } => row("permute", 1, Layout, All),
+            Op::Concat { .. } => OpInfo {
+                arity: Arity::AtLeast(1),
+                ..row("concat", 0, Layout, All)
+            },
+            Op::BroadcastTo { .. } => row("broadcast", 1, Layout, All),
+            Op::Slice { .. } => row("slice", 1, Layout, All),
+            Op::Eye { .. } => row("eye", 0, Constructor, NO),
+            Op::Fill { .. } => row("fill", 0, Constructor, NO),
+            Op::Arange { .. } => row("arange", 0, Constructor, NO),
+            Op::CausalMask { .. } => row("causal_mask", 0, Constructor, NO),
+            Op::DropoutMask { .. } => row("dropout_mask", 0, Constructor, NO),
+            Op::MatMul => row("matmul", 2, Network, All),
+            Op::Conv(a) if a.spatial == 1 => row("conv1d", 2, Network, All),
+            Op::Conv(_) => row("conv2d", 2, Network, All),
+            Op::AvgPool2d { .. } => row("avg_pool2d", 1, Network, All),
+            Op::MaxPool2d { .. } => row("max_pool2d", 1, Network, All),
+            Op::UpsampleNearest2d { .. } => row("upsample_nearest2d", 1, Network, All),
+            Op::Embedding => row("embedding", 2, Network, Only(1)),
+            Op::Equilibrium(eq) => row("equilibrium", eq.num_operands(), Equilibrium, All),
+            Op::Project(_) => row("project", 1, Equilibrium, All),
+            Op::SumTo { .. } => row("sum_to", 1, Gradient, All),
+            Op::Count { .. } => row("count", 0, Gradient, NO),
+            Op::SliceBackward { .. } => row("slice_backward", 1, Gradient, All),
+            Op::ConvInputGrad { .. } => row("conv_input_grad", 2, Gradient, All),
+            Op::ConvWeightGrad { .. } => row("conv_weight_grad", 2, Gradient, All),
+            Op::AvgPool2dBackward { .. } => row("avg_pool2d_backward", 1, Gradient, All),
+            Op::MaxPool2dBackward { .. } => row("max_pool2d_backward", 2, Gradient, Only(1)),
+            Op::MaxPool2dSelect { .. } => row("max_pool2d_select", 2, Gradient, Only(1)),
+            Op::EmbeddingBackward { .. } => row("embedding_backward", 2, Gradient, Only(1)),
+        }
+    }
+
     /// The printed name (without attributes).
     pub fn name(&self) -> &'static str {
-        match self {
-            Op::Input(_) => "input",
-            Op::Param(_) => "param",
-            Op::Const(_) => "const",
-            Op::State(_) => "state",
-            Op::Capture(_) => "capture",
-            Op::Neg => "neg",
-            Op::Exp => "exp",
-            Op::Log => "log",
-            Op::Sqrt => "sqrt",
-            Op::Abs => "abs",
-            Op::Tanh => "tanh",
-            Op::Sigmoid => "sigmoid",
-            Op::Relu => "relu",
-            Op::Gelu => "gelu",
-            Op::Softplus => "softplus",
-            Op::Sin => "sin",
-            Op::Cos => "cos",
-            Op::LeakyRelu { .. } => "leaky_relu",
-            Op::Clamp { .. } => "clamp",
-            Op::Add => "add",
-            Op::Sub => "sub",
-            Op::Mul => "mul",
-            Op::Div => "div",
-            Op::Pow => "pow",
-            Op::Maximum => "maximum",
-            Op::Minimum => "minimum",
-            Op::Compare(c) => c.name(),
-            Op::Where => "where",
-            Op::Reduce { op, .. } => op.name(),
-            Op::Softmax { .. } => "softmax",
-            Op::LogSoftmax { .. } => "log_softmax",
-            Op::MatMul => "matmul",
-            Op::Reshape { .. } => "reshape",
-            Op::Permute { .. } => "permute",
-            Op::Concat { .. } => "concat",
-            Op::BroadcastTo { .. } => "broadcast",
-            Op::Slice { .. } => "slice",
-            Op::Eye { .. } => "eye",
-            Op::Fill { .. } => "fill",
-            Op::Arange { .. } => "arange",
-            Op::CausalMask { .. } => "causal_mask",
-            Op::Conv(a) => {
-                if a.spatial == 1 {
-                    "conv1d"
-                } else {
-                    "conv2d"
-                }
-            }
-            Op::AvgPool2d { .. } => "avg_pool2d",
-            Op::MaxPool2d { .. } => "max_pool2d",
-            Op::UpsampleNearest2d { .. } => "upsample_nearest2d",
-            Op::Embedding => "embedding",
-            Op::DropoutMask { .. } => "dropout_mask",
-            Op::Cast { .. } => "cast",
-            Op::Equilibrium(_) => "equilibrium",
-            Op::Project(_) => "project",
-            Op::SumTo { .. } => "sum_to",
-            Op::Count { .. } => "count",
-            Op::SliceBackward { .. } => "slice_backward",
-            Op::ConvInputGrad { .. } => "conv_input_grad",
-            Op::ConvWeightGrad { .. } => "conv_weight_grad",
-            Op::AvgPool2dBackward { .. } => "avg_pool2d_backward",
-            Op::MaxPool2dBackward { .. } => "max_pool2d_backward",
-            Op::MaxPool2dSelect { .. } => "max_pool2d_select",
-            Op::EmbeddingBackward { .. } => "embedding_backward",
-        }
+        self.info().name
     }
 
     /// How many operands the op takes.
     pub fn arity(&self) -> Arity {
-        use Arity::*;
-        match self {
-            Op::Input(_)
-            | Op::Param(_)
-            | Op::Const(_)
-            | Op::State(_)
-            | Op::Capture(_)
-            | Op::Eye { .. }
-            | Op::Fill { .. }
-            | Op::Arange { .. }
-            | Op::CausalMask { .. }
-            | Op::DropoutMask { .. }
-            | Op::Count { .. } => Exactly(0),
-            Op::Neg
-            | Op::Exp
-            | Op::Log
-            | Op::Sqrt
-            | Op::Abs
-            | Op::Tanh
-            | Op::Sigmoid
-            | Op::Relu
-            | Op::Gelu
-            | Op::Softplus
-            | Op::Sin
-            | Op::Cos
-            | Op::LeakyRelu { .. }
-            | Op::Clamp { .. }
-            | Op::Reduce { .. }
-            | Op::Softmax { .. }
-            | Op::LogSoftmax { .. }
-            | Op::Reshape { .. }
-            | Op::Permute { .. }
-            | Op::BroadcastTo { .. }
-            | Op::Slice { .. }
-            | Op::AvgPool2d { .. }
-            | Op::MaxPool2d { .. }
-            | Op::UpsampleNearest2d { .. }
-            | Op::Cast { .. }
-            | Op::Project(_)
-            | Op::SumTo { .. }
-            | Op::SliceBackward { .. }
-            | Op::AvgPool2dBackward { .. } => Exactly(1),
-            Op::Add
-            | Op::Sub
-            | Op::Mul
-            | Op::Div
-            | Op::Pow
-            | Op::Maximum
-            | Op::Minimum
-            | Op::Compare(_)
-            | Op::MatMul
-            | Op::Conv(_)
-            | Op::Embedding
-            | Op::ConvInputGrad { .. }
-            | Op::ConvWeightGrad { .. }
-            | Op::MaxPool2dBackward { .. }
-            | Op::MaxPool2dSelect { .. }
-            | Op::EmbeddingBackward { .. } => Exactly(2),
-            Op::Where => Exactly(3),
-            Op::Concat { .. } => AtLeast(1),
-            Op::Equilibrium(eq) => Exactly(eq.num_operands()),
-        }
+        self.info().arity
     }
 
     /// Elementwise ops (with broadcasting): candidates for fusion.
     pub fn is_elementwise(&self) -> bool {
-        match self {
-            Op::Neg
-            | Op::Exp
-            | Op::Log
-            | Op::Sqrt
-            | Op::Abs
-            | Op::Tanh
-            | Op::Sigmoid
-            | Op::Relu
-            | Op::Gelu
-            | Op::Softplus
-            | Op::Sin
-            | Op::Cos
-            | Op::LeakyRelu { .. }
-            | Op::Clamp { .. }
-            | Op::Add
-            | Op::Sub
-            | Op::Mul
-            | Op::Div
-            | Op::Pow
-            | Op::Maximum
-            | Op::Minimum
-            | Op::Compare(_)
-            | Op::Where
-            | Op::Cast { .. } => true,
-            Op::Input(_)
-            | Op::Param(_)
-            | Op::Const(_)
-            | Op::State(_)
-            | Op::Capture(_)
-            | Op::Reduce { .. }
-            | Op::Softmax { .. }
-            | Op::LogSoftmax { .. }
-            | Op::MatMul
-            | Op::Reshape { .. }
-            | Op::Permute { .. }
-            | Op::Concat { .. }
-            | Op::BroadcastTo { .. }
-            | Op::Slice { .. }
-            | Op::Eye { .. }
-            | Op::Fill { .. }
-            | Op::Arange { .. }
-            | Op::CausalMask { .. }
-            | Op::Conv(_)
-            | Op::AvgPool2d { .. }
-            | Op::MaxPool2d { .. }
-            | Op::UpsampleNearest2d { .. }
-            | Op::Embedding
-            | Op::DropoutMask { .. }
-            | Op::Equilibrium(_)
-            | Op::Project(_)
-            | Op::SumTo { .. }
-            | Op::Count { .. }
-            | Op::SliceBackward { .. }
-            | Op::ConvInputGrad { .. }
-            | Op::ConvWeightGrad { .. }
-            | Op::AvgPool2dBackward { .. }
-            | Op::MaxPool2dBackward { .. }
-            | Op::MaxPool2dSelect { .. }
-            | Op::EmbeddingBackward { .. } => false,
-        }
+        self.info().class == OpClass::Elementwise
     }
 
-    /// Whether a gradient can flow through operand `slot` of this op
-    /// (masks, ids and random draws are piecewise constant).
+    /// Whether a gradient can flow through operand `slot` of this op.
     pub fn is_differentiable_in(&self, slot: usize) -> bool {
-        match self {
-            Op::Compare(_) => false,
-            Op::Where => slot != 0,
-            Op::Embedding | Op::EmbeddingBackward { .. } => slot == 1,
-            Op::MaxPool2dBackward { .. } | Op::MaxPool2dSelect { .. } => slot == 1,
-            Op::Input(_)
-            | Op::Param(_)
-            | Op::Const(_)
-            | Op::State(_)
-            | Op::Capture(_)
-            | Op::Eye { .. }
-            | Op::Fill { .. }
-            | Op::Arange { .. }
-            | Op::CausalMask { .. }
-            | Op::DropoutMask { .. }
-            | Op::Count { .. } => false,
-            Op::Neg
-            | Op::Exp
-            | Op::Log
-            | Op::Sqrt
-            | Op::Abs
-            | Op::Tanh
-            | Op::Sigmoid
-            | Op::Relu
-            | Op::Gelu
-            | Op::Softplus
-            | Op::Sin
-            | Op::Cos
-            | Op::LeakyRelu { .. }
-            | Op::Clamp { .. }
-            | Op::Add
-            | Op::Sub
-            | Op::Mul
-            | Op::Div
-            | Op::Pow
-            | Op::Maximum
-            | Op::Minimum
-            | Op::Reduce { .. }
-            | Op::Softmax { .. }
-            | Op::LogSoftmax { .. }
-            | Op::MatMul
-            | Op::Reshape { .. }
-            | Op::Permute { .. }
-            | Op::Concat { .. }
-            | Op::BroadcastTo { .. }
-            | Op::Slice { .. }
-            | Op::Conv(_)
-            | Op::AvgPool2d { .. }
-            | Op::MaxPool2d { .. }
-            | Op::UpsampleNearest2d { .. }
-            | Op::Cast { .. }
-            | Op::Equilibrium(_)
-            | Op::Project(_)
-            | Op::SumTo { .. }
-            | Op::SliceBackward { .. }
-            | Op::ConvInputGrad { .. }
-            | Op::ConvWeightGrad { .. }
-            | Op::AvgPool2dBackward { .. } => true,
-        }
+        self.info().grad.through(slot)
     }
 
     /// A short text of the attributes (empty when there are none), used by
     /// the printers.
     pub fn attrs(&self) -> String {
-        fn dims(d: &[Dim]) -> String {
-            let parts: Vec<String> = d.iter().map(|x| x.to_string()).collect();
-            format!("[{}]", parts.join(", "))
-        }
+        use crate::types::shape_text as dims;
         fn slice(axes: &[SliceAxis]) -> String {
             let parts: Vec<String> = axes
                 .iter()
@@ -652,7 +573,7 @@ impl Op {
             Op::EmbeddingBackward { rows } => format!("rows = {rows}"),
             Op::Equilibrium(eq) => format!(
                 "states = ({}), init = {}",
-                eq.state_names.join(", "),
+                eq.state_labels().join(", "),
                 match eq.init {
                     EqInitKind::Zeros => "zeros",
                     EqInitKind::Values => "values",

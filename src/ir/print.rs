@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 use super::graph::{Graph, NodeId};
-use super::op::Op;
+use super::op::{Op, OpClass};
 
 fn numbering(g: &Graph) -> (Vec<NodeId>, HashMap<NodeId, usize>) {
     let order = g.topo_order();
@@ -73,7 +73,7 @@ fn body_text(out: &mut String, g: &Graph, indent: usize) {
             let _ = writeln!(out, "{pad}    solver = {}", eq.solver);
             let _ = writeln!(out, "{pad}    backward = {}", eq.backward);
             let states: Vec<String> = eq
-                .state_names
+                .state_labels()
                 .iter()
                 .zip(&eq.state_types)
                 .map(|(n, t)| format!("{n}: {t}"))
@@ -119,10 +119,7 @@ fn dot_nodes(out: &mut String, g: &Graph, prefix: &str, counter: &mut usize) {
             escape(&describe(g, &node.op)),
             node.ty
         );
-        let shape = if matches!(
-            node.op,
-            Op::Input(_) | Op::Param(_) | Op::State(_) | Op::Capture(_)
-        ) {
+        let shape = if node.op.info().class == OpClass::Source {
             "ellipse"
         } else if matches!(node.op, Op::Equilibrium(_)) {
             "doubleoctagon"
@@ -137,7 +134,7 @@ fn dot_nodes(out: &mut String, g: &Graph, prefix: &str, counter: &mut usize) {
             let _ = writeln!(
                 out,
                 "  label=\"equilibrium ({})\"; style=dashed;",
-                escape(&eq.state_names.join(", "))
+                escape(&eq.state_labels().join(", "))
             );
             dot_nodes(out, &eq.body, &sub, counter);
             let _ = writeln!(out, "  }}");

@@ -1,26 +1,25 @@
 //! Shape rules of the IR ops on symbolic types.
 //!
 //! Owns [`infer`]: the result type of an op from its operands' types and its
-//! attributes. Guarantees: the rules agree with sema's rules (LANGUAGE.md
-//! section 7) on the primitives, so a lowered graph re-checks; an error means
+//! attributes. This is the one shape rule of each primitive: sema's checker
+//! asks it for the result type of every primitive it emits (`Elab::emit_op`)
+//! and only words the diagnostics itself, so a lowered graph re-checks by
+//! construction. Guarantees: an error means
 //! the operands cannot feed the op; `Ok(None)` means the type is not a
 //! function of the operands (sources, constants, equilibria), so the node's
 //! declared type is taken as is. Dims that cannot be compared at compile time
 //! are accepted.
 
-use crate::sema::dim::{Dim, DimCmp};
-use crate::sema::hir::{DType, SliceAxis, Type};
+use crate::types::dim::{Dim, DimCmp};
+use crate::types::{DType, SliceAxis, Type};
 
 use super::op::{ConvAttrs, Op, ReduceOp};
 
-fn show(d: &[Dim]) -> String {
-    let parts: Vec<String> = d.iter().map(|x| x.to_string()).collect();
-    format!("[{}]", parts.join(", "))
-}
+use crate::types::shape_text as show;
 
 /// NumPy broadcasting of two symbolic shapes.
 pub fn broadcast_shapes(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, String> {
-    crate::sema::dim::broadcast(a, b)
+    crate::types::dim::broadcast(a, b)
         .map_err(|_| format!("shapes {} and {} do not broadcast", show(a), show(b)))
 }
 

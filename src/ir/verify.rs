@@ -8,7 +8,7 @@
 //! body, with the enclosing node's types); `Project` reads an equilibrium;
 //! outputs exist. Returns the first violation found, as text.
 
-use crate::sema::hir::Type;
+use crate::types::Type;
 
 use super::graph::{Graph, NodeId};
 use super::op::{EqInitKind, Op};

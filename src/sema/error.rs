@@ -222,6 +222,139 @@ pub enum SemaError {
         help: Option<String>,
     },
 
+    #[error("`{op}` needs {expected}, found {found}")]
+    #[diagnostic(code(deq::sema::input_rank))]
+    InputRank {
+        op: String,
+        expected: String,
+        found: String,
+        #[label("this is {found}")]
+        span: SourceSpan,
+    },
+
+    #[error("`{op}`: the kernel {kernel} is larger than the input {input}")]
+    #[diagnostic(
+        code(deq::sema::kernel_too_large),
+        help("use a smaller kernel, or pad the input")
+    )]
+    KernelTooLarge {
+        op: String,
+        kernel: String,
+        input: String,
+        #[label("no window fits")]
+        span: SourceSpan,
+    },
+
+    #[error(
+        "`{op}`: {groups} groups do not divide the {inputs} input and {outputs} output channels"
+    )]
+    #[diagnostic(code(deq::sema::groups))]
+    Groups {
+        op: String,
+        groups: i64,
+        inputs: String,
+        outputs: String,
+        #[label("groups = {groups}")]
+        span: SourceSpan,
+    },
+
+    #[error("`{op}`: the weight {weight} expects {expected} input channels per group, but the input {input} has {found}")]
+    #[diagnostic(code(deq::sema::weight_channels))]
+    WeightChannels {
+        op: String,
+        weight: String,
+        expected: String,
+        input: String,
+        found: String,
+        #[label("channels differ")]
+        span: SourceSpan,
+    },
+
+    #[error("`{op}` needs {requirement}, found {found}")]
+    #[diagnostic(code(deq::sema::bad_setting))]
+    BadSetting {
+        op: String,
+        requirement: String,
+        found: String,
+        #[label("{found}")]
+        span: SourceSpan,
+    },
+
+    #[error("axis {axis} is given twice")]
+    #[diagnostic(code(deq::sema::repeated_axis))]
+    RepeatedAxis {
+        axis: usize,
+        #[label("repeated axis")]
+        span: SourceSpan,
+    },
+
+    #[error("{axes} is not a permutation of the {rank} axes of {ty}")]
+    #[diagnostic(code(deq::sema::not_permutation))]
+    NotPermutation {
+        axes: String,
+        rank: usize,
+        ty: String,
+        #[label("not a permutation")]
+        span: SourceSpan,
+    },
+
+    #[error("`cast` needs an element type, found {found}")]
+    #[diagnostic(
+        code(deq::sema::unknown_dtype),
+        help("element types are \"f32\", \"f64\" and \"i64\"")
+    )]
+    UnknownDType {
+        found: String,
+        #[label("not a dtype")]
+        span: SourceSpan,
+    },
+
+    #[error("cannot concatenate {first} and {other} along axis {axis}: they differ elsewhere")]
+    #[diagnostic(code(deq::sema::concat_shape))]
+    ConcatShape {
+        first: String,
+        other: String,
+        axis: usize,
+        #[label("shapes differ outside axis {axis}")]
+        span: SourceSpan,
+    },
+
+    #[error("split sizes {sizes} do not add up to dimension {axis} of {ty}, which is {dim}")]
+    #[diagnostic(code(deq::sema::split_sizes))]
+    SplitSizes {
+        sizes: String,
+        axis: usize,
+        ty: String,
+        dim: String,
+        #[label("sizes must be positive and add up to {dim}")]
+        span: SourceSpan,
+    },
+
+    #[error("cannot squeeze axis {axis} of {ty}: its size is {size}, not 1")]
+    #[diagnostic(code(deq::sema::squeeze_size))]
+    SqueezeSize {
+        axis: usize,
+        ty: String,
+        size: String,
+        #[label("size {size}")]
+        span: SourceSpan,
+    },
+
+    #[error("at most one dimension of a reshape may be -1")]
+    #[diagnostic(code(deq::sema::reshape_infer))]
+    ReshapeInfer {
+        #[label("several -1")]
+        span: SourceSpan,
+    },
+
+    #[error("{dim} is not a valid reshape dimension: dimensions are positive, or -1 for the one inferred")]
+    #[diagnostic(code(deq::sema::reshape_dim))]
+    ReshapeDim {
+        dim: String,
+        #[label("bad dimension")]
+        span: SourceSpan,
+    },
+
     #[error("reshape of {from} ({from_count} elements) to {to} ({to_count} elements)")]
     #[diagnostic(code(deq::sema::reshape))]
     Reshape {
@@ -362,6 +495,36 @@ pub enum SemaError {
     Arithmetic {
         #[label("here")]
         span: SourceSpan,
+    },
+
+    #[error("equilibrium state `{state}` is {dtype}: a fixed point is solved over floats")]
+    #[diagnostic(
+        code(deq::sema::integer_state),
+        help("declare the state as a float tensor (`[B, 10]` is f32, or write `f64[B, 10]`); integer ids belong outside the equilibrium, e.g. through an embedding")
+    )]
+    IntegerState {
+        state: String,
+        dtype: String,
+        #[label("declared {dtype} here")]
+        span: SourceSpan,
+    },
+
+    #[error("`{division}` is not a whole number: the train block fixes {fixed}, and {num} / {den} leaves {rem}")]
+    #[diagnostic(
+        code(deq::sema::inexact_division),
+        help("choose sizes that divide evenly (e.g. a `seq_len` that is a multiple of {den}), or reshape by a divisor of the fixed dimension")
+    )]
+    InexactDivision {
+        division: String,
+        fixed: String,
+        num: i64,
+        den: i64,
+        rem: i64,
+        #[label("this shape has `{division}`")]
+        span: SourceSpan,
+        /// The data setting, when it is in the same file as `span`.
+        #[label("fixes {fixed}")]
+        setting: Option<SourceSpan>,
     },
 
     #[error("`{name}` is never used")]

@@ -12,57 +12,12 @@
 //! checks fns and layers per call site anyway, so elaboration is where the
 //! types are known; lowering to the IR graph is then a direct translation.
 
-use crate::sema::dim::Dim;
+use crate::ir::Op;
 use crate::sema::spec::{Backward, Init, SolverSpec, TrainConfig};
 use crate::source::Span;
-pub use crate::syntax::ast::DType;
-
-/// An element type and a (possibly symbolic) shape.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Type {
-    pub dtype: DType,
-    pub shape: Vec<Dim>,
-}
-
-impl Type {
-    pub fn new(dtype: DType, shape: Vec<Dim>) -> Type {
-        Type { dtype, shape }
-    }
-
-    pub fn scalar(dtype: DType) -> Type {
-        Type {
-            dtype,
-            shape: Vec::new(),
-        }
-    }
-
-    pub fn rank(&self) -> usize {
-        self.shape.len()
-    }
-
-    /// Number of elements, when every dimension is known.
-    pub fn numel(&self) -> Option<i64> {
-        self.shape
-            .iter()
-            .try_fold(1i64, |acc, d| acc.checked_mul(d.as_const()?))
-    }
-}
-
-impl std::fmt::Display for Type {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.dtype != DType::F32 {
-            write!(f, "{}", self.dtype.name())?;
-        }
-        write!(f, "[")?;
-        for (i, d) in self.shape.iter().enumerate() {
-            if i > 0 {
-                write!(f, ", ")?;
-            }
-            write!(f, "{d}")?;
-        }
-        write!(f, "]")
-    }
-}
+use crate::types::dim::Dim;
+// Re-exported so that the old paths (`sema::hir::Type`) keep working.
+pub use crate::types::{DType, SliceAxis, Type};
 
 /// Index of a value in [`Model::values`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -74,144 +29,21 @@ pub struct ValueInfo {
     pub span: Span,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UnaryFn {
-    Neg,
-    Exp,
-    Log,
-    Sqrt,
-    Abs,
-    Tanh,
-    Sigmoid,
-    Relu,
-    Gelu,
-    Softplus,
-    Sin,
-    Cos,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BinaryFn {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Pow,
-    Maximum,
-    Minimum,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    Eq,
-    Ne,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReduceFn {
-    Sum,
-    Mean,
-    Max,
-    Min,
-    LogSumExp,
-}
-
-/// What a slice does to one axis of its operand.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SliceAxis {
-    /// The whole axis.
-    Full,
-    /// Elements `start, start + step, ...` below `end` (bounds normalized to
-    /// be non-negative).
-    Range { start: Dim, end: Dim, step: i64 },
-    /// One element; the axis is removed.
-    Index(Dim),
-}
-
-/// A primitive operation with its static attributes (LANGUAGE.md section 7;
-/// composite built-ins are expressed through these).
-#[derive(Debug, Clone, PartialEq)]
+/// A primitive operation. Where it is one IR op as it stands it carries
+/// that [`Op`], attributes included, so lowering copies it and its result
+/// type comes from the IR's shape rule (`ir::shape::infer`); the built-ins
+/// that lower to several nodes keep their own variants.
+#[derive(Debug, Clone)]
 pub enum Prim {
-    Unary(UnaryFn),
-    LeakyRelu {
-        slope: f64,
-    },
-    Binary(BinaryFn),
-    Where,
-    Clamp {
-        lo: f64,
-        hi: f64,
-    },
-    Reduce {
-        op: ReduceFn,
-        axes: Vec<usize>,
-        keepdim: bool,
-    },
-    Softmax {
-        axis: usize,
-    },
-    LogSoftmax {
-        axis: usize,
-    },
-    MatMul,
-    Reshape {
-        shape: Vec<Dim>,
-    },
-    Permute {
-        axes: Vec<usize>,
-    },
-    Concat {
-        axis: usize,
-    },
-    /// Produces one result per size.
+    Op(Op),
+    /// `split`: one result per size, each a slice along `axis`.
     Split {
         axis: usize,
         sizes: Vec<Dim>,
     },
-    Broadcast {
-        shape: Vec<Dim>,
-    },
-    Slice {
-        axes: Vec<SliceAxis>,
-    },
-    Eye {
-        n: Dim,
-    },
-    Fill {
-        value: f64,
-        shape: Vec<Dim>,
-    },
-    Arange {
-        n: Dim,
-    },
-    CausalMask {
-        t: Dim,
-    },
-    /// conv1d (`spatial = 1`) or conv2d (`spatial = 2`).
-    Conv {
-        spatial: usize,
-        stride: i64,
-        padding: i64,
-        dilation: i64,
-        groups: i64,
-    },
-    AvgPool2d {
-        kernel: i64,
-        stride: i64,
-    },
-    MaxPool2d {
-        kernel: i64,
-        stride: i64,
-    },
-    UpsampleNearest2d {
-        scale: i64,
-    },
-    Embedding,
+    /// `dropout(x, p)`: `x` times a mask drawn once per solve.
     Dropout {
         p: f64,
-    },
-    Cast {
-        to: DType,
     },
 }
 

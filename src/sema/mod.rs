@@ -8,7 +8,8 @@
 //! dimensions (only definite errors are reported then).
 
 pub mod builtins;
-pub mod dim;
+// Moved to `crate::types`; re-exported at the old path.
+pub use crate::types::dim;
 pub mod elab;
 pub mod error;
 pub mod hir;
@@ -30,8 +31,28 @@ use modules::{ItemRef, ModuleId};
 use options::{OptionChecker, TrainValue};
 use spec::{DataSpec, Loss, TrainConfig};
 
+/// What the front end learned about a program's names, for tools such as
+/// the language server: the parsed modules with their item tables, and what
+/// each binding (let, param, input, state, hyper-parameter, const) held.
+#[derive(Debug, Default)]
+pub struct Index {
+    pub modules: modules::Modules,
+    /// `(span of the name, summary)`, once per elaboration of the binding
+    /// (a layer's body is elaborated at each call site).
+    pub bindings: Vec<(Span, String)>,
+}
+
 /// Parse and check the file `root` (already in `sources`) and its imports.
 pub fn check(sources: &mut SourceMap, root: FileId) -> (Option<Program>, Diagnostics) {
+    let (program, diags, _) = check_indexed(sources, root);
+    (program, diags)
+}
+
+/// [`check`], also returning the [`Index`] of the program's names.
+pub fn check_indexed(
+    sources: &mut SourceMap,
+    root: FileId,
+) -> (Option<Program>, Diagnostics, Index) {
     let mut diags = Diagnostics::default();
     let modules = modules::load(sources, root, &mut diags);
     let mut elab = Elab::new(&modules);
@@ -87,7 +108,10 @@ pub fn check(sources: &mut SourceMap, root: FileId) -> (Option<Program>, Diagnos
         }
     }
     let ok = !diags.has_errors();
-    (ok.then_some(program), diags)
+    let bindings = std::mem::take(&mut elab.bindings);
+    drop(elab);
+    let index = Index { modules, bindings };
+    (ok.then_some(program), diags, index)
 }
 
 fn check_train(elab: &mut Elab, t: &ast::TrainItem, program: &Program) -> Option<TrainConfig> {
@@ -135,7 +159,11 @@ fn check_train(elab: &mut Elab, t: &ast::TrainItem, program: &Program) -> Option
     let mut values = Vec::new();
     let mut complete = true;
     for e in &t.entries {
-        match elab.setting(&mut env, &e.value) {
+        let value = match choice_name(&e.key.name, &e.value) {
+            Some(name) => Some(name),
+            None => elab.setting(&mut env, &e.value),
+        };
+        match value {
             Some(value) => values.push(TrainValue {
                 key: e.key.name.clone(),
                 key_span: e.key.span,
@@ -162,8 +190,98 @@ fn check_train(elab: &mut Elab, t: &ast::TrainItem, program: &Program) -> Option
             .find(|e| e.key.name == "loss")
             .map_or(t.span, |e| e.value.span);
         check_data_fits(elab, &cfg, model, data_span, loss_span)?;
+        check_fixed_dims(elab, &cfg, model, data_span)?;
     }
     Some(cfg)
+}
+
+/// A bare name given to a train key that names a choice (`loss = mse;`,
+/// `loss = my_loss;`): the name of the choice, never the value of a
+/// definition that happens to share it, so that a fn given as the loss gets
+/// one "unknown loss" diagnostic listing the losses that exist.
+fn choice_name(key: &str, value: &ast::Expr) -> Option<options::Spanned> {
+    const CHOICE_KEYS: &[&str] = &["data", "loss", "optimizer", "schedule", "jacobian_reg"];
+    match &value.kind {
+        ast::ExprKind::Path(segs) if segs.len() == 1 && CHOICE_KEYS.contains(&key) => {
+            Some(options::Spanned {
+                value: options::CVal::Name(segs[0].name.clone()),
+                span: value.span,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The named dims of the model's input that the data source fixes (all
+/// but the batch): `T` of `x: i64[B, T]` is `seq_len` for text; the image
+/// dims for MNIST. `(name, value)`.
+fn fixed_dims(cfg: &TrainConfig, model: &hir::Model) -> Vec<(String, i64)> {
+    let sizes: Vec<i64> = match &cfg.data {
+        DataSpec::Text { seq_len, .. } => vec![*seq_len as i64],
+        DataSpec::Mnist { flatten: true, .. } => vec![784],
+        DataSpec::Mnist { flatten: false, .. } => vec![1, 28, 28],
+        DataSpec::Csv { .. } => return Vec::new(),
+    };
+    let Some(input) = model.inputs.first() else {
+        return Vec::new();
+    };
+    input
+        .ty
+        .shape
+        .iter()
+        .skip(1)
+        .zip(sizes)
+        .filter_map(|(d, v)| d.as_symbol().map(|n| (n.to_string(), v)))
+        .collect()
+}
+
+/// With the dims the train block fixes bound, is every division in the
+/// model's shapes exact? (`reshape(e(x), [B, 4, T / 4, 16])` with
+/// `seq_len = 30` is not: reported at the reshape, not at run time.)
+fn check_fixed_dims(
+    elab: &mut Elab,
+    cfg: &TrainConfig,
+    model: &hir::Model,
+    data_span: Span,
+) -> Option<()> {
+    let fixed = fixed_dims(cfg, model);
+    if fixed.is_empty() {
+        return Some(());
+    }
+    let lookup = |name: &str| {
+        fixed
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| dim::Dim::konst(*v))
+    };
+    for info in &model.values {
+        for d in &info.ty.shape {
+            let Some((division, num, den)) = d.inexact_division(&lookup) else {
+                continue;
+            };
+            let names = d.symbols();
+            let fixed_text = fixed
+                .iter()
+                .filter(|(n, _)| names.contains(n))
+                .map(|(n, v)| format!("{n} = {v}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            elab.report(
+                info.span,
+                SemaError::InexactDivision {
+                    division,
+                    fixed: fixed_text,
+                    num,
+                    den,
+                    rem: num.rem_euclid(den),
+                    span: info.span.into(),
+                    setting: (data_span.file == info.span.file).then(|| data_span.into()),
+                },
+            );
+            return None;
+        }
+    }
+    Some(())
 }
 
 /// Does the data source feed the model's inputs, and its target the loss?

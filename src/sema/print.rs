@@ -44,59 +44,24 @@ fn ids(v: &[ValueId]) -> String {
         .join(", ")
 }
 
-fn dims(d: &[crate::sema::dim::Dim]) -> String {
-    format!(
-        "[{}]",
-        d.iter()
-            .map(|x| x.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
-}
+use crate::types::shape_text as dims;
 
+/// A primitive as `name[attributes]`, with the IR printer's attribute text
+/// (a bracketed list is not bracketed twice: `reshape[4, 6]`).
 fn prim(p: &Prim) -> String {
     match p {
-        Prim::Unary(f) => format!("{f:?}").to_lowercase(),
-        Prim::LeakyRelu { slope } => format!("leaky_relu[slope = {slope:?}]"),
-        Prim::Binary(f) => format!("{f:?}").to_lowercase(),
-        Prim::Where => "where".into(),
-        Prim::Clamp { lo, hi } => format!("clamp[{lo:?}, {hi:?}]"),
-        Prim::Reduce { op, axes, keepdim } => {
-            format!("{}[axes = {axes:?}, keepdim = {keepdim}]", format!("{op:?}").to_lowercase())
+        Prim::Op(op) => {
+            let a = op.attrs();
+            if a.is_empty() {
+                op.name().to_string()
+            } else if a.starts_with('[') {
+                format!("{}{a}", op.name())
+            } else {
+                format!("{}[{a}]", op.name())
+            }
         }
-        Prim::Softmax { axis } => format!("softmax[axis = {axis}]"),
-        Prim::LogSoftmax { axis } => format!("log_softmax[axis = {axis}]"),
-        Prim::MatMul => "matmul".into(),
-        Prim::Reshape { shape } => format!("reshape{}", dims(shape)),
-        Prim::Permute { axes } => format!("permute{axes:?}"),
-        Prim::Concat { axis } => format!("concat[axis = {axis}]"),
         Prim::Split { axis, sizes } => format!("split[axis = {axis}, sizes = {}]", dims(sizes)),
-        Prim::Broadcast { shape } => format!("broadcast{}", dims(shape)),
-        Prim::Slice { axes } => {
-            let parts: Vec<String> = axes
-                .iter()
-                .map(|a| match a {
-                    SliceAxis::Full => ":".into(),
-                    SliceAxis::Range { start, end, step: 1 } => format!("{start}:{end}"),
-                    SliceAxis::Range { start, end, step } => format!("{start}:{end}:{step}"),
-                    SliceAxis::Index(i) => i.to_string(),
-                })
-                .collect();
-            format!("slice[{}]", parts.join(", "))
-        }
-        Prim::Eye { n } => format!("eye[{n}]"),
-        Prim::Fill { value, shape } => format!("fill[{value:?}, {}]", dims(shape)),
-        Prim::Arange { n } => format!("arange[{n}]"),
-        Prim::CausalMask { t } => format!("causal_mask[{t}]"),
-        Prim::Conv { spatial, stride, padding, dilation, groups } => format!(
-            "conv{spatial}d[stride = {stride}, padding = {padding}, dilation = {dilation}, groups = {groups}]"
-        ),
-        Prim::AvgPool2d { kernel, stride } => format!("avg_pool2d[{kernel}, stride = {stride}]"),
-        Prim::MaxPool2d { kernel, stride } => format!("max_pool2d[{kernel}, stride = {stride}]"),
-        Prim::UpsampleNearest2d { scale } => format!("upsample_nearest2d[{scale}]"),
-        Prim::Embedding => "embedding".into(),
         Prim::Dropout { p } => format!("dropout[p = {p:?}]"),
-        Prim::Cast { to } => format!("cast[{}]", to.name()),
     }
 }
 

@@ -6,6 +6,7 @@
 //! and slice bounds count from the end; every violation is reported at the
 //! expression's span with the shapes involved.
 
+use crate::ir::Op;
 use crate::sema::dim::{Dim, DimCmp};
 use crate::sema::elab::{Elab, Value};
 use crate::sema::error::SemaError;
@@ -13,15 +14,7 @@ use crate::sema::hir::*;
 use crate::source::Span;
 use crate::syntax::ast;
 
-fn shape_str(s: &[Dim]) -> String {
-    format!(
-        "[{}]",
-        s.iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
-}
+use crate::types::shape_text as shape_str;
 
 impl Elab<'_> {
     /// The broadcast of two shapes, or the position that clashes.
@@ -61,8 +54,63 @@ impl Elab<'_> {
         }
     }
 
+    /// Emit `op` on `args` with the result type of the IR's shape rule
+    /// (`ir::shape::infer`, the one rule). Callers check first what they can
+    /// explain better; what the rule still rejects is reported here, with
+    /// the rule's own words.
+    pub fn emit_op(&mut self, op: Op, args: Vec<ValueId>, span: Span) -> Value {
+        let types: Vec<Type> = args.iter().map(|a| self.ty(*a).clone()).collect();
+        let refs: Vec<&Type> = types.iter().collect();
+        let rule = crate::ir::shape::infer(&op, &refs).and_then(|ty| {
+            ty.ok_or_else(|| "the result type is not a function of the operands".to_string())
+        });
+        match rule {
+            Ok(ty) => self.emit1(InstKind::Prim(Prim::Op(op), args), ty, span),
+            Err(detail) => self.report(
+                span,
+                SemaError::Shape {
+                    op: op.name().into(),
+                    detail,
+                    span: span.into(),
+                    help: None,
+                },
+            ),
+        }
+    }
+
+    pub fn dtype_mismatch(
+        &mut self,
+        span: Span,
+        lhs: DType,
+        rhs: DType,
+        help: Option<String>,
+    ) -> Value {
+        self.report(
+            span,
+            SemaError::DTypeMismatch {
+                lhs: lhs.name().into(),
+                rhs: rhs.name().into(),
+                span: span.into(),
+                help,
+            },
+        )
+    }
+
+    /// "expected X, found Y" at `span`, with no hint.
+    pub fn type_mismatch(&mut self, span: Span, expected: &str, found: String) -> Value {
+        self.report(
+            span,
+            SemaError::TypeMismatch {
+                expected: expected.into(),
+                found,
+                span: span.into(),
+                help: None,
+            },
+        )
+    }
+
     /// An elementwise binary operation with broadcasting.
-    pub fn elementwise(&mut self, f: BinaryFn, a: Value, b: Value, span: Span) -> Value {
+    pub fn elementwise(&mut self, op: Op, a: Value, b: Value, span: Span) -> Value {
         let dtype = match (&a, &b) {
             (Value::Tensor(t), _) | (_, Value::Tensor(t)) => self.ty(*t).dtype,
             _ => DType::F32,
@@ -75,22 +123,11 @@ impl Elab<'_> {
         };
         let (tx, ty) = (self.ty(x).clone(), self.ty(y).clone());
         if tx.dtype != ty.dtype {
-            return self.report(
-                span,
-                SemaError::DTypeMismatch {
-                    lhs: tx.dtype.name().into(),
-                    rhs: ty.dtype.name().into(),
-                    span: span.into(),
-                    help: Some("convert one side with `cast(x, \"f32\")`".into()),
-                },
-            );
+            let help = Some("convert one side with `cast(x, \"f32\")`".into());
+            return self.dtype_mismatch(span, tx.dtype, ty.dtype, help);
         }
         match Self::broadcast_shapes(&tx.shape, &ty.shape) {
-            Ok(shape) => self.emit1(
-                InstKind::Prim(Prim::Binary(f), vec![x, y]),
-                Type::new(tx.dtype, shape),
-                span,
-            ),
+            Ok(_) => self.emit_op(op, vec![x, y], span),
             Err((da, db)) => self.report(
                 span,
                 SemaError::Broadcast {
@@ -147,25 +184,15 @@ impl Elab<'_> {
                 });
             return err(self, format!("inner dimensions {k1} and {k2} differ"), help);
         }
-        let batch =
-            match Self::broadcast_shapes(&ta.shape[..ta.rank() - 2], &tb.shape[..tb.rank() - 2]) {
-                Ok(b) => b,
-                Err((x, y)) => {
-                    return err(
-                        self,
-                        format!("batch dimensions {x} and {y} cannot be broadcast"),
-                        None,
-                    )
-                }
-            };
-        let mut shape = batch;
-        shape.push(ta.shape[ta.rank() - 2].clone());
-        shape.push(tb.shape[tb.rank() - 1].clone());
-        self.emit1(
-            InstKind::Prim(Prim::MatMul, vec![a, b]),
-            Type::new(ta.dtype, shape),
-            span,
-        )
+        let batch = Self::broadcast_shapes(&ta.shape[..ta.rank() - 2], &tb.shape[..tb.rank() - 2]);
+        if let Err((x, y)) = batch {
+            return err(
+                self,
+                format!("batch dimensions {x} and {y} cannot be broadcast"),
+                None,
+            );
+        }
+        self.emit_op(Op::MatMul, vec![a, b], span)
     }
 
     /// Normalize a possibly negative axis; reports when out of range.
@@ -226,14 +253,12 @@ impl Elab<'_> {
             );
         }
         let mut axes: Vec<SliceAxis> = Vec::new();
-        let mut out_shape = Vec::new();
         let mut axis = 0;
         for it in items {
             match it {
                 ast::BracketItem::Ellipsis(_) => {
                     for _ in 0..ty.rank() - explicit {
                         axes.push(SliceAxis::Full);
-                        out_shape.push(ty.shape[axis].clone());
                         axis += 1;
                     }
                 }
@@ -303,7 +328,6 @@ impl Elab<'_> {
                         end: en,
                         step: st,
                     });
-                    out_shape.push(len);
                     axis += 1;
                 }
                 ast::BracketItem::Named { span, .. } => {
@@ -323,14 +347,9 @@ impl Elab<'_> {
         }
         while axis < ty.rank() {
             axes.push(SliceAxis::Full);
-            out_shape.push(ty.shape[axis].clone());
             axis += 1;
         }
-        self.emit1(
-            InstKind::Prim(Prim::Slice { axes }, vec![t]),
-            Type::new(ty.dtype, out_shape),
-            span,
-        )
+        self.emit_op(Op::Slice { axes }, vec![t], span)
     }
 
     /// A slice bound or index, normalized against the dimension size `n`

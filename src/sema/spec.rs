@@ -43,7 +43,7 @@ pub struct SolverSpec {
     pub stop: Stop,
 }
 
-/// Defaults of the forward solve (documented in docs/language.md).
+/// Defaults of the forward solve (documented in docs/language-notes.md).
 pub const DEFAULT_TOL: f64 = 1e-4;
 pub const DEFAULT_MAX_ITER: usize = 40;
 /// Defaults of the implicit adjoint solve.
@@ -166,12 +166,51 @@ pub enum Optimizer {
     },
 }
 
+/// A learning-rate schedule: a decay shape and its warm-up
+/// (`train::schedule` computes the rate per step).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Schedule {
-    Constant,
-    Cosine { warmup: usize },
-    Step { every: usize, gamma: f64 },
+pub struct Schedule {
+    pub decay: Decay,
+    /// Warm-up steps as written; `None` takes the decay's default (0 steps,
+    /// or 30% of the run for `onecycle`).
+    pub warmup: Option<usize>,
 }
+
+impl Schedule {
+    /// The default schedule: the optimizer's rate throughout.
+    pub fn constant() -> Schedule {
+        Schedule {
+            decay: Decay::Constant,
+            warmup: None,
+        }
+    }
+}
+
+/// How a schedule's rate changes after its warm-up.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decay {
+    Constant,
+    Cosine,
+    /// Straight down to 0 at the end of the run.
+    Linear,
+    /// `gamma^(epoch / every)`.
+    Step {
+        every: usize,
+        gamma: f64,
+    },
+    /// `gamma^epoch`.
+    Exponential {
+        gamma: f64,
+    },
+    /// Up from the optimizer's rate to `max_lr` during the warm-up, then
+    /// down to the optimizer's rate / 1e4, both along a cosine.
+    OneCycle {
+        max_lr: f64,
+    },
+}
+
+/// The most threads `--threads` and `threads = N` accept.
+pub const MAX_THREADS: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct JacobianReg {
@@ -191,6 +230,8 @@ pub struct TrainConfig {
     pub seed: u64,
     pub jacobian_reg: Option<JacobianReg>,
     pub clip_grad: Option<f64>,
+    /// CPU threads of the run (`None`: rayon's default or `RAYON_NUM_THREADS`).
+    pub threads: Option<usize>,
 }
 
 /// Floats printed so that they read back as the same value.
@@ -329,12 +370,32 @@ impl fmt::Display for Optimizer {
 
 impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Schedule::Constant => write!(f, "constant"),
-            Schedule::Cosine { warmup } => write!(f, "cosine(warmup = {warmup})"),
-            Schedule::Step { every, gamma } => {
-                write!(f, "step(every = {every}, gamma = {})", num(*gamma))
+        let mut args = match &self.decay {
+            Decay::Constant | Decay::Cosine | Decay::Linear => vec![],
+            Decay::Step { every, gamma } => {
+                vec![
+                    format!("every = {every}"),
+                    format!("gamma = {}", num(*gamma)),
+                ]
             }
+            Decay::Exponential { gamma } => vec![format!("gamma = {}", num(*gamma))],
+            Decay::OneCycle { max_lr } => vec![format!("max_lr = {}", num(*max_lr))],
+        };
+        if let Some(w) = self.warmup {
+            args.push(format!("warmup = {w}"));
+        }
+        let name = match self.decay {
+            Decay::Constant => "constant",
+            Decay::Cosine => "cosine",
+            Decay::Linear => "linear",
+            Decay::Step { .. } => "step",
+            Decay::Exponential { .. } => "exponential",
+            Decay::OneCycle { .. } => "onecycle",
+        };
+        if args.is_empty() {
+            write!(f, "{name}")
+        } else {
+            write!(f, "{name}({})", args.join(", "))
         }
     }
 }
@@ -365,6 +426,9 @@ impl fmt::Display for TrainConfig {
         match self.clip_grad {
             Some(c) => writeln!(f, "    clip_grad = {};", num(c))?,
             None => writeln!(f, "    clip_grad = off;")?,
+        }
+        if let Some(n) = self.threads {
+            writeln!(f, "    threads = {n};")?;
         }
         write!(f, "}}")
     }

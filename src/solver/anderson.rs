@@ -30,7 +30,7 @@
 
 use candle_core::{DType, Tensor};
 
-use super::linalg::{solve_lu, solve_spd};
+use super::linalg::{solve_lu, solve_spd_into};
 use super::track::{Step, Tracker};
 use super::{check_setting, Control, Map, Solution, Solver, SolverError};
 
@@ -89,6 +89,25 @@ impl Solver for Anderson {
     }
 }
 
+/// Buffers of the tiny per-sample solves of one mix (reused per sample).
+struct Scratch {
+    a: Vec<f64>,
+    l: Vec<f64>,
+    y: Vec<f64>,
+    ones: Vec<f64>,
+}
+
+impl Scratch {
+    fn new(n: usize) -> Scratch {
+        Scratch {
+            a: vec![0.0; n * n],
+            l: vec![0.0; n * n],
+            y: vec![0.0; n],
+            ones: vec![1.0; n],
+        }
+    }
+}
+
 /// The last `n <= m` iterates, their images and residuals, in ring slots,
 /// with each sample's Gram matrix of the residuals (f64, by slot).
 struct History {
@@ -138,14 +157,20 @@ impl History {
         self.next = (slot + 1) % self.m;
         // One row of the Gram matrix: <g_new, g_j> for every stored j.
         let new = &self.gs[slot];
-        let dots = self
-            .gs
-            .iter()
-            .map(|gj| (new * gj)?.sum_keepdim(1))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let dots = Tensor::cat(&dots, 1)?
-            .to_dtype(DType::F64)?
-            .to_vec2::<f64>()?;
+        let stored: Vec<&Tensor> = self.gs.iter().collect();
+        let dots = match super::host::row_dots(new, &stored) {
+            Some(d) => d,
+            None => {
+                let dots = self
+                    .gs
+                    .iter()
+                    .map(|gj| (new * gj)?.sum_keepdim(1))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                Tensor::cat(&dots, 1)?
+                    .to_dtype(DType::F64)?
+                    .to_vec2::<f64>()?
+            }
+        };
         let m = self.m;
         for (gram, row) in self.gram.iter_mut().zip(&dots) {
             for (j, d) in row.iter().enumerate() {
@@ -167,17 +192,28 @@ impl Anderson {
         if n == 1 {
             return self.blend(h.fs[0].clone(), &h.xs[0]);
         }
-        // Per sample, the weights by slot; column j scales slot j.
+        // Per sample, the weights by slot (row b, slot j at b * n + j), with
+        // one set of scratch buffers for every sample's solve.
         let batch = tr.batch();
-        let mut columns = vec![Vec::with_capacity(batch); n];
-        for gram in &h.gram {
-            let sub: Vec<Vec<f64>> = (0..n)
-                .map(|i| gram[i * h.m..i * h.m + n].to_vec())
-                .collect();
-            for (j, a) in self.weights(&sub, n, h.newest).into_iter().enumerate() {
-                columns[j].push(a);
+        let mut by_row = vec![0.0; batch * n];
+        let mut scratch = Scratch::new(n);
+        for (gram, out) in h.gram.iter().zip(by_row.chunks_mut(n)) {
+            self.weights_into(gram, h.m, n, h.newest, &mut scratch, out);
+        }
+        // On the CPU, one pass per mix instead of a scaled add per slot.
+        let fs: Vec<&Tensor> = h.fs.iter().collect();
+        if let Some(f) = super::host::weighted_sum(&fs, &by_row) {
+            if self.beta == 1.0 {
+                return Ok(f);
+            }
+            let xs: Vec<&Tensor> = h.xs.iter().collect();
+            if let Some(x) = super::host::weighted_sum(&xs, &by_row) {
+                return self.blend(f, &x);
             }
         }
+        let columns: Vec<Vec<f64>> = (0..n)
+            .map(|j| (0..batch).map(|b| by_row[b * n + j]).collect())
+            .collect();
         let mut fmix: Option<Tensor> = None;
         let mut xmix: Option<Tensor> = None;
         for (j, col) in columns.into_iter().enumerate() {
@@ -211,42 +247,62 @@ impl Anderson {
         }
     }
 
-    /// The mixing weights of one sample from its `n x n` Gram rows; the
-    /// fallback takes the plain step from slot `newest`.
-    fn weights(&self, gram: &[Vec<f64>], n: usize, newest: usize) -> Vec<f64> {
-        let mut fallback = vec![0.0; n];
-        fallback[newest] = 1.0;
-        if gram.len() != n || gram.iter().any(|r| r.len() != n) {
-            return fallback;
+    /// The mixing weights of one sample into `out` (`n` values), from its
+    /// Gram matrix `gram` (row stride `m`, the first `n` rows and columns
+    /// used); the fallback takes the plain step from slot `newest`.
+    fn weights_into(
+        &self,
+        gram: &[f64],
+        m: usize,
+        n: usize,
+        newest: usize,
+        s: &mut Scratch,
+        out: &mut [f64],
+    ) {
+        let fallback = |out: &mut [f64]| {
+            out.fill(0.0);
+            if let Some(x) = out.get_mut(newest) {
+                *x = 1.0;
+            }
+        };
+        if out.len() != n || n == 0 || gram.len() < (n - 1) * m + n || s.a.len() != n * n {
+            return fallback(out);
         }
-        let mean_diag = (0..n).map(|i| gram[i][i]).sum::<f64>() / n as f64;
+        let mean_diag = (0..n).map(|i| gram[i * m + i]).sum::<f64>() / n as f64;
         if !mean_diag.is_finite() || mean_diag <= 0.0 {
-            return fallback;
+            return fallback(out);
         }
         // A singular Gram matrix (more residuals than dimensions, `lam = 0`)
         // still has a best mix; the smallest ridge that makes the system
         // solvable finds it, where the plain step would throw it away.
-        let solve = |lam: f64| {
-            let mut a: Vec<f64> = gram.iter().flatten().copied().collect();
+        let mut solve = |lam: f64, out: &mut [f64]| {
             for i in 0..n {
-                a[i * n + i] += lam * mean_diag;
+                s.a[i * n..(i + 1) * n].copy_from_slice(&gram[i * m..i * m + n]);
+                s.a[i * n + i] += lam * mean_diag;
             }
-            let ones = vec![1.0; n];
-            solve_spd(&a, n, &ones).or_else(|| solve_lu(&a, n, &ones))
+            if solve_spd_into(&s.a, n, &s.ones, (&mut s.l, &mut s.y), out) {
+                return true;
+            }
+            match solve_lu(&s.a, n, &s.ones) {
+                Some(w) => {
+                    out.copy_from_slice(&w);
+                    true
+                }
+                None => false,
+            }
         };
-        let w = match solve(self.lam).or_else(|| solve(self.lam.max(SINGULAR_RIDGE))) {
-            Some(w) => w,
-            None => return fallback,
-        };
-        let s: f64 = w.iter().sum();
-        if !s.is_finite() || s.abs() <= 1e-300 {
-            return fallback;
+        if !solve(self.lam, out) && !solve(self.lam.max(SINGULAR_RIDGE), out) {
+            return fallback(out);
         }
-        let alpha: Vec<f64> = w.iter().map(|v| v / s).collect();
-        if alpha.iter().all(|v| v.is_finite()) {
-            alpha
-        } else {
-            fallback
+        let sum: f64 = out.iter().sum();
+        if !sum.is_finite() || sum.abs() <= 1e-300 {
+            return fallback(out);
+        }
+        for v in out.iter_mut() {
+            *v /= sum;
+        }
+        if !out.iter().all(|v| v.is_finite()) {
+            fallback(out);
         }
     }
 }

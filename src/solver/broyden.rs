@@ -110,6 +110,19 @@ fn low_rank(
     dotted: &VecDeque<Tensor>,
     x: &Tensor,
 ) -> candle_core::Result<Tensor> {
+    // On the CPU: the dot products in one pass each, the sum in one pass.
+    let ds: Vec<&Tensor> = dotted.iter().collect();
+    if let Some(coefs) = super::host::row_dots(x, &ds) {
+        let mut ts = vec![x];
+        ts.extend(scaled.iter());
+        let rows: Vec<f64> = coefs
+            .into_iter()
+            .flat_map(|c| std::iter::once(-1.0).chain(c))
+            .collect();
+        if let Some(t) = super::host::weighted_sum(&ts, &rows) {
+            return Ok(t);
+        }
+    }
     let mut acc = x.neg()?;
     for (s, d) in scaled.iter().zip(dotted) {
         let coef = (d * x)?.sum_keepdim(1)?;
@@ -177,6 +190,17 @@ fn safe_step(mem: &Memory, g: &Tensor) -> candle_core::Result<Tensor> {
 
 /// Per sample, `sum(a * b)` for each pair, on the host in f64: `[B][pairs]`.
 fn row_sums(pairs: &[(&Tensor, &Tensor)]) -> candle_core::Result<Vec<Vec<f64>>> {
+    let host: Option<Vec<Vec<Vec<f64>>>> = pairs
+        .iter()
+        .map(|(a, b)| super::host::row_dots(a, &[*b]))
+        .collect();
+    if let Some(per_pair) = host {
+        // [pair][B][1] -> [B][pair]
+        let batch = per_pair.first().map_or(0, Vec::len);
+        return Ok((0..batch)
+            .map(|r| per_pair.iter().map(|p| p[r][0]).collect())
+            .collect());
+    }
     let cols = pairs
         .iter()
         .map(|(a, b)| (*a * *b)?.sum_keepdim(1))

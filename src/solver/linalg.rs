@@ -8,11 +8,25 @@
 /// `n x n`) by Cholesky. `None` if `a` is not numerically positive definite,
 /// the sizes disagree, or the result is not finite.
 pub fn solve_spd(a: &[f64], n: usize, rhs: &[f64]) -> Option<Vec<f64>> {
-    if a.len() != n * n || rhs.len() != n {
-        return None;
+    let (mut l, mut y, mut x) = (vec![0.0; n * n], vec![0.0; n], vec![0.0; n]);
+    solve_spd_into(a, n, rhs, (&mut l, &mut y), &mut x).then_some(x)
+}
+
+/// [`solve_spd`] into `x` with caller-owned scratch `(l: n x n, y: n)`, so
+/// that a solve per sample and iteration allocates nothing. `false` where
+/// `solve_spd` gives `None`.
+pub fn solve_spd_into(
+    a: &[f64],
+    n: usize,
+    rhs: &[f64],
+    (l, y): (&mut [f64], &mut [f64]),
+    x: &mut [f64],
+) -> bool {
+    if a.len() != n * n || rhs.len() != n || l.len() != n * n || y.len() != n || x.len() != n {
+        return false;
     }
     // a = l l^T, l lower triangular, row-major.
-    let mut l = vec![0.0; n * n];
+    l.fill(0.0);
     for i in 0..n {
         for j in 0..=i {
             let mut s = a[i * n + j];
@@ -21,7 +35,7 @@ pub fn solve_spd(a: &[f64], n: usize, rhs: &[f64]) -> Option<Vec<f64>> {
             }
             if i == j {
                 if !s.is_finite() || s <= 0.0 {
-                    return None;
+                    return false;
                 }
                 l[i * n + i] = s.sqrt();
             } else {
@@ -30,7 +44,6 @@ pub fn solve_spd(a: &[f64], n: usize, rhs: &[f64]) -> Option<Vec<f64>> {
         }
     }
     // l y = rhs, then l^T x = y.
-    let mut y = vec![0.0; n];
     for i in 0..n {
         let mut s = rhs[i];
         for k in 0..i {
@@ -38,7 +51,6 @@ pub fn solve_spd(a: &[f64], n: usize, rhs: &[f64]) -> Option<Vec<f64>> {
         }
         y[i] = s / l[i * n + i];
     }
-    let mut x = vec![0.0; n];
     for i in (0..n).rev() {
         let mut s = y[i];
         for k in i + 1..n {
@@ -46,7 +58,7 @@ pub fn solve_spd(a: &[f64], n: usize, rhs: &[f64]) -> Option<Vec<f64>> {
         }
         x[i] = s / l[i * n + i];
     }
-    x.iter().all(|v| v.is_finite()).then_some(x)
+    x.iter().all(|v| v.is_finite())
 }
 
 /// Solve `a x = rhs` (row-major `n x n`) by Gaussian elimination with

@@ -43,6 +43,7 @@
 mod anderson;
 mod broyden;
 mod fixed_point;
+mod host;
 mod linalg;
 mod stats;
 mod track;
@@ -149,7 +150,16 @@ pub fn solve<E>(spec: &SolverSpec, f: &mut Map<'_, E>, z0: &Tensor) -> Result<So
 where
     E: From<SolverError> + From<candle_core::Error>,
 {
+    use crate::profile::{scope, Category};
     let ctl = Control::from_spec(spec);
+    // The solver's own work counts as bookkeeping; the map's graph work
+    // (and the library calls inside it) in their own categories.
+    let _solver = scope(Category::Solver);
+    let mut timed = |z: &Tensor| {
+        let _map = scope(Category::Other);
+        f(z)
+    };
+    let f: &mut Map<'_, E> = &mut timed;
     match spec.kind {
         SolverKind::FixedPoint { damping } => FixedPoint { damping }.solve(&ctl, f, z0),
         SolverKind::Anderson { m, beta, lam } => Anderson { m, beta, lam }.solve(&ctl, f, z0),

@@ -128,17 +128,20 @@ impl Tracker {
 
     /// Per-sample residual measurements of `z` given `fz = f(z)`.
     pub fn measure(&self, z: &Tensor, fz: &Tensor) -> candle_core::Result<(Measured, Vec<f64>)> {
-        let diff = (fz - z)?;
-        let parts = Tensor::cat(
-            &[
-                diff.sqr()?.sum_keepdim(1)?,
-                fz.sqr()?.sum_keepdim(1)?,
-                finite_probe(fz)?.sum_keepdim(1)?,
-            ],
-            1,
-        )?
-        .to_dtype(DType::F64)?
-        .to_vec2::<f64>()?;
+        // Per sample: squared distance, squared norm of f(z), 0 when finite.
+        let parts: Vec<Vec<f64>> = match super::host::residual_sums(z, fz) {
+            Some(rows) => rows.iter().map(|r| r.to_vec()).collect(),
+            None => Tensor::cat(
+                &[
+                    (fz - z)?.sqr()?.sum_keepdim(1)?,
+                    fz.sqr()?.sum_keepdim(1)?,
+                    finite_probe(fz)?.sum_keepdim(1)?,
+                ],
+                1,
+            )?
+            .to_dtype(DType::F64)?
+            .to_vec2::<f64>()?,
+        };
         let mut res = Vec::with_capacity(self.batch);
         let mut abs = Vec::with_capacity(self.batch);
         let mut finite = Vec::with_capacity(self.batch);

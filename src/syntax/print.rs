@@ -25,13 +25,6 @@ pub fn print_file(file: &File) -> String {
     p.out
 }
 
-/// Print one expression tree (useful in tests and debugging output).
-pub fn print_expr(e: &Expr) -> String {
-    let mut p = Printer::default();
-    p.expr("", e);
-    p.out
-}
-
 #[derive(Default)]
 struct Printer {
     out: String,

@@ -29,7 +29,7 @@ struct RunFailure {
     span: miette::SourceSpan,
 }
 
-fn report(e: TrainError, sources: &SourceMap) -> ExitCode {
+pub(crate) fn report(e: TrainError, sources: &SourceMap) -> ExitCode {
     match e.span() {
         Some(span) => {
             let mut d = crate::diag::Diagnostics::default();
@@ -61,10 +61,22 @@ pub fn device(name: &str) -> Result<Device, String> {
     }
 }
 
+/// Size the CPU pool when a count is given (`--threads` or `threads = N`);
+/// a failure is a usage error (exit 2).
+pub fn set_threads(threads: Option<usize>) -> Result<(), ExitCode> {
+    match threads.map(crate::threads::configure) {
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::from(2))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `deqc run` also checkpoints mid-epoch this often.
 pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
-const SET_KEYS: &[&str] = &["epochs", "batch_size", "seed", "clip_grad", "lr"];
+pub const SET_KEYS: &[&str] = &["epochs", "batch_size", "seed", "clip_grad", "lr"];
 
 /// Apply one `--set key=value`.
 pub fn apply_set(cfg: &mut TrainConfig, assignment: &str) -> Result<(), String> {
@@ -111,7 +123,7 @@ pub fn apply_set(cfg: &mut TrainConfig, assignment: &str) -> Result<(), String> 
 }
 
 /// Check a file and pick the model and train block to use.
-fn load(
+pub(crate) fn load(
     file: &Path,
     model: Option<&str>,
 ) -> Result<(Program, SourceMap, Model, Option<TrainConfig>), ExitCode> {
@@ -156,6 +168,7 @@ pub fn run(
     seed: Option<u64>,
     sets: &[String],
     keep_failed_steps: bool,
+    threads: Option<usize>,
 ) -> ExitCode {
     let (_, sources, m, train) = match load(file, model) {
         Ok(x) => x,
@@ -180,6 +193,12 @@ pub fn run(
     if let Some(s) = seed {
         cfg.seed = s;
     }
+    if let Some(n) = threads {
+        cfg.threads = Some(n);
+    }
+    if let Err(code) = set_threads(cfg.threads) {
+        return code;
+    }
     if resume && out.is_none() {
         eprintln!("error: --resume needs --out DIR, the folder of the run to continue");
         return ExitCode::from(2);
@@ -201,9 +220,14 @@ pub fn run(
         skip_failed_solves: !keep_failed_steps,
         checkpoint_every: Some(CHECKPOINT_EVERY),
     };
+    let pool = crate::threads::in_use();
     eprintln!(
-        "training {} on {} for {} epochs (batch {})",
-        m.name, cfg.data, cfg.epochs, cfg.batch_size
+        "training {} on {} for {} epochs (batch {}, {pool} thread{})",
+        m.name,
+        cfg.data,
+        cfg.epochs,
+        cfg.batch_size,
+        if pool == 1 { "" } else { "s" }
     );
     match trainer::train(&m, &cfg, &sources, &opts) {
         Ok(s) => {
@@ -217,9 +241,10 @@ pub fn run(
                 }
                 (Some(p), None, Some(l)) => format!("test perplexity {p:.2} (loss {l:.4})"),
                 (_, _, Some(l)) => format!("test loss {l:.4}"),
-                _ => "no test split".into(),
+                _ if s.epochs_run > 0 => "no test split".into(),
+                _ => "not evaluated (no epoch ran)".into(),
             };
-            println!(
+            outln!(
                 "{}: {} steps in {:.1} min; {result}; checkpoints and metrics in {}",
                 m.name,
                 s.steps,
@@ -238,6 +263,7 @@ pub fn eval(
     weights: &Path,
     batch_size: Option<usize>,
     device_name: &str,
+    threads: Option<usize>,
 ) -> ExitCode {
     let (_, sources, m, train) = match load(file, model) {
         Ok(x) => x,
@@ -251,6 +277,9 @@ pub fn eval(
         );
         return ExitCode::from(2);
     };
+    if let Err(code) = set_threads(threads.or(cfg.threads)) {
+        return code;
+    }
     let device = match device(device_name) {
         Ok(d) => d,
         Err(e) => {
@@ -266,7 +295,7 @@ pub fn eval(
             .test
             .as_ref()
             .or(splits.valid.as_ref())
-            .ok_or_else(|| TrainError::Usage("the data set has no test split".into()))?;
+            .ok_or(TrainError::NoTestSplit)?;
         let runner = crate::deq::SolverRunner::new();
         let exec = Executor::new(device.clone()).with_runner(Box::new(runner));
         let values: Vec<Tensor> = params.into_iter().map(|p| p.1).collect();
@@ -285,12 +314,12 @@ pub fn eval(
     match result {
         Ok((l, a, n)) => {
             match a {
-                Some(a) => println!(
+                Some(a) => outln!(
                     "{}: test loss {l:.4}, accuracy {:.2}% on {n} samples",
                     m.name,
                     100.0 * a
                 ),
-                None => println!("{}: test loss {l:.4} on {n} samples", m.name),
+                None => outln!("{}: test loss {l:.4} on {n} samples", m.name),
             }
             ExitCode::SUCCESS
         }
@@ -305,11 +334,15 @@ pub fn grad(
     weights: &Path,
     batch: &Path,
     out: &Path,
+    threads: Option<usize>,
 ) -> ExitCode {
     let (_, sources, m, train) = match load(file, model) {
         Ok(x) => x,
         Err(code) => return code,
     };
+    if let Err(code) = set_threads(threads.or(train.as_ref().and_then(|t| t.threads))) {
+        return code;
+    }
     let loss = train
         .as_ref()
         .map_or(crate::sema::spec::Loss::CrossEntropy, |t| t.loss);
@@ -325,16 +358,15 @@ pub fn grad(
                 .iter()
                 .find(|(k, _)| k == name)
                 .map(|(_, t)| t.clone())
-                .ok_or_else(|| {
-                    TrainError::Usage(format!(
-                        "{} has no tensor `{name}`; it needs one per model input ({}) and `target`",
-                        batch.display(),
-                        m.inputs
-                            .iter()
-                            .map(|i| i.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
+                .ok_or_else(|| TrainError::MissingBatchTensor {
+                    file: batch.to_path_buf(),
+                    name: name.to_string(),
+                    inputs: m
+                        .inputs
+                        .iter()
+                        .map(|i| i.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 })?;
             inputs.push(t);
         }
@@ -342,10 +374,10 @@ pub fn grad(
             Executor::new(device.clone()).with_runner(Box::new(crate::deq::SolverRunner::new()));
         let values: Vec<Tensor> = params.iter().map(|p| p.1.clone()).collect();
         let r = exec.run(&step.graph, &values, &inputs)?;
-        let g0 = step.grads.unwrap_or(2);
-        let mut out = vec![("loss".to_string(), r.outputs[step.loss].reshape(1)?)];
-        for (i, (path, _)) in params.iter().enumerate() {
-            out.push((path.clone(), r.outputs[g0 + i].clone()));
+        let results = step.layout.read(&r.outputs)?;
+        let mut out = vec![("loss".to_string(), results.loss().reshape(1)?)];
+        for ((path, _), g) in params.iter().zip(results.grads()) {
+            out.push((path.clone(), g.clone()));
         }
         Ok(out)
     })();
@@ -362,7 +394,7 @@ pub fn grad(
                 .and_then(|t| t.to_vec1::<f64>())
                 .map(|v| v[0])
                 .unwrap_or(f64::NAN);
-            println!(
+            outln!(
                 "loss {loss:.6}; {} parameter gradients written to {}",
                 tensors.len() - 1,
                 out.display()

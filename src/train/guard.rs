@@ -22,6 +22,12 @@
 //!   step: there is nothing to call "usual".
 //! - The history is part of the training state ([`SolveGuard::encode`]), so
 //!   a resumed run skips exactly the steps the uninterrupted run skips.
+//! - A guard that skips most updates freezes training. [`StallWatch`] keeps
+//!   the last [`STALL_WINDOW`] steps; once [`STALL_SKIPS`] of them were
+//!   skipped, the trainer ends the run with an error that says what to
+//!   change (`max_iter`, `jacobian_reg`, weight normalization, a smaller
+//!   learning rate, or `--keep-failed-steps`). The window starts empty when
+//!   a run starts or resumes.
 
 use std::collections::VecDeque;
 
@@ -128,6 +134,51 @@ impl SolveGuard {
     }
 }
 
+/// The number of recent steps the stall rule looks at.
+pub const STALL_WINDOW: usize = 20;
+
+/// A run stalls when this many of the last [`STALL_WINDOW`] updates were
+/// skipped (half of them).
+pub const STALL_SKIPS: usize = 10;
+
+/// Which of the recent steps were skipped, for the stall rule.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StallWatch {
+    /// `(step, skipped)`, oldest first.
+    recent: VecDeque<(u64, bool)>,
+}
+
+/// Training has stalled: most recent updates were skipped.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stall {
+    pub skipped: usize,
+    pub window: usize,
+    /// The first and last step of the window.
+    pub steps: (u64, u64),
+}
+
+impl StallWatch {
+    pub fn new() -> StallWatch {
+        StallWatch::default()
+    }
+
+    /// Remember whether `step`'s update was skipped; `Some` once
+    /// [`STALL_SKIPS`] of the last [`STALL_WINDOW`] steps were.
+    pub fn record(&mut self, step: u64, skipped: bool) -> Option<Stall> {
+        self.recent.push_back((step, skipped));
+        while self.recent.len() > STALL_WINDOW {
+            self.recent.pop_front();
+        }
+        let count = self.recent.iter().filter(|(_, s)| *s).count();
+        let first = self.recent.front().map_or(step, |(s, _)| *s);
+        (count >= STALL_SKIPS).then_some(Stall {
+            skipped: count,
+            window: self.recent.len(),
+            steps: (first, step),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +190,8 @@ mod tests {
             backward,
             gradient_assumes_fixed_point: true,
             diverged: false,
+            states: vec!["z".into()],
+            nested: false,
             stats: SolveStats {
                 solver: "anderson",
                 stop: Stop::Rel,
@@ -202,6 +255,31 @@ mod tests {
         unrolled.gradient_assumes_fixed_point = false;
         assert!(!g.judge(&[unrolled]).failed);
         assert!(g.judge(&[record(&[f64::INFINITY], 1e-4, false)]).failed);
+    }
+
+    #[test]
+    fn half_of_the_last_twenty_steps_skipped_is_a_stall() {
+        let mut w = StallWatch::new();
+        // One skip in two, for 18 steps: 9 skipped, not yet a stall.
+        for step in 0..18 {
+            assert_eq!(w.record(step, step % 2 == 1), None, "step {step}");
+        }
+        // Applied steps push old skips out of the window.
+        for step in 18..40 {
+            assert_eq!(w.record(step, false), None, "step {step}");
+        }
+        for step in 40..49 {
+            assert_eq!(w.record(step, true), None, "step {step}");
+        }
+        let stall = w.record(49, true).expect("10 of the last 20 skipped");
+        assert_eq!(
+            stall,
+            Stall {
+                skipped: 10,
+                window: 20,
+                steps: (30, 49)
+            }
+        );
     }
 
     #[test]

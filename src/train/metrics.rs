@@ -1,10 +1,13 @@
 //! Training metrics: the `metrics.jsonl` log, running means, accuracy.
 //!
-//! Owns the record written per epoch and split to `OUT/metrics.jsonl`: one
-//! JSON object a line with `epoch`, `step`, `split` (`"train"`, `"valid"`,
-//! `"test"`), `loss`, `accuracy` and/or `perplexity` (when known),
-//! `fwd_iters`, `fwd_residual`, `bwd_iters`, `bwd_residual`, `seconds`, `lr` (when known)
-//! and any extra numeric fields. Guarantees: the file is opened for
+//! Owns the record written per step and per evaluation to
+//! `OUT/metrics.jsonl`: one JSON object a line with `epoch`, `step`, `split`
+//! (`"train"`, `"valid"`, `"test"`), `loss`, `accuracy` and/or `perplexity`
+//! (when known), `fwd_iters`, `fwd_residual`, `bwd_iters`, `bwd_residual`
+//! (means per solve over the top-level equilibria), `seconds`, `lr` (when
+//! known), any extra numeric fields, and `equilibria`: one object per
+//! equilibrium, keyed `state@line` (see `super::solve_report` and the
+//! README's metrics section). Guarantees: the file is opened for
 //! appending (a resumed run continues it), and every line is flushed as it
 //! is written; non-finite numbers are written as `null` (JSON has no NaN).
 
@@ -37,6 +40,9 @@ pub struct Record {
     pub lr: Option<f64>,
     /// Further named numbers, written after the fixed fields.
     pub extra: Vec<(String, f64)>,
+    /// Per-equilibrium solver statistics, written last as `equilibria`
+    /// when not empty.
+    pub equilibria: Map<String, Value>,
 }
 
 impl Record {
@@ -56,6 +62,7 @@ impl Record {
             seconds: 0.0,
             lr: None,
             extra: Vec::new(),
+            equilibria: Map::new(),
         }
     }
 
@@ -85,6 +92,9 @@ impl Record {
         }
         for (k, v) in &self.extra {
             m.insert(k.clone(), num(*v));
+        }
+        if !self.equilibria.is_empty() {
+            m.insert("equilibria".into(), Value::Object(self.equilibria.clone()));
         }
         Value::Object(m)
     }

@@ -4,7 +4,9 @@
 //! then the target; outputs the loss, the scores, the gradient of every
 //! parameter, and the fixed point of each top-level equilibrium), the
 //! evaluation graph (loss and scores only), and, when the `train` block asks
-//! for it, the Jacobian-regularization graph with its own gradients.
+//! for it, the Jacobian-regularization graph with its own gradients. Each
+//! comes with its typed layout ([`super::layout`]): callers find results
+//! and place inputs through it, never by position.
 //!
 //! Guarantees: the loss is built from IR ops (cross-entropy as
 //! `-sum(log_softmax(scores) * one_hot(target)) / count`, the one-hot being
@@ -16,33 +18,22 @@ use crate::autodiff::{grad_with, AdError};
 use crate::deq::jacobian::{jacobian_graph, top_level_equilibria};
 use crate::deq::DeqVjp;
 use crate::ir::{Graph, GraphInput, NodeId, Op, ReduceOp};
-use crate::sema::dim::Dim;
-use crate::sema::hir::{DType, Type};
 use crate::sema::spec::Loss;
+use crate::types::dim::Dim;
+use crate::types::{DType, Type};
 
-/// A graph with the positions of its interesting outputs.
+use super::layout::{JacobianLayout, StepLayout};
+
+/// A step or evaluation graph with the layout of its outputs.
 pub struct StepGraph {
     pub graph: Graph,
-    /// Output positions.
-    pub loss: usize,
-    pub scores: usize,
-    /// Output position of the first parameter gradient (one per parameter,
-    /// in parameter order); `None` for an evaluation graph.
-    pub grads: Option<usize>,
-    /// Output positions of the fixed points of the top-level equilibria.
-    pub zstars: Vec<usize>,
+    pub layout: StepLayout,
 }
 
-/// The regularization graph and where its results are.
+/// The regularization graph with the layout of its inputs and outputs.
 pub struct JacobianStep {
     pub graph: Graph,
-    /// Input positions of the fixed points (fed from the step's outputs, in
-    /// the same order as [`StepGraph::zstars`]) and of the probes.
-    pub zstar_inputs: Vec<usize>,
-    pub probe_inputs: Vec<usize>,
-    /// Outputs: the term, then one gradient per parameter (`None` where the
-    /// term does not depend on the parameter).
-    pub grads: Vec<Option<usize>>,
+    pub layout: JacobianLayout,
 }
 
 /// What the target of the loss looks like for a model output.
@@ -162,19 +153,19 @@ pub fn step_graph(model: &Graph, loss: Loss) -> Result<StepGraph, AdError> {
     let (value, scores) = add_loss(&mut g, loss)?;
     let grads = param_grads(&mut g, value)?;
     let mut outputs = vec![value, scores];
-    outputs.extend(grads.iter().copied());
-    let zstars = (0..zstar_nodes.len())
-        .map(|i| 2 + grads.len() + i)
-        .collect();
+    let grads_at = outputs.len()..outputs.len() + grads.len();
+    outputs.extend(grads);
+    let zstars = outputs.len()..outputs.len() + zstar_nodes.len();
     outputs.extend(zstar_nodes);
-    g.set_outputs(outputs);
-    Ok(StepGraph {
-        graph: g,
+    let layout = StepLayout {
         loss: 0,
         scores: 1,
-        grads: Some(2),
+        grads: grads_at,
         zstars,
-    })
+        outputs: outputs.len(),
+    };
+    g.set_outputs(outputs);
+    Ok(StepGraph { graph: g, layout })
 }
 
 /// The evaluation graph: loss and scores.
@@ -182,13 +173,14 @@ pub fn eval_graph(model: &Graph, loss: Loss) -> Result<StepGraph, AdError> {
     let mut g = model.clone();
     let (value, scores) = add_loss(&mut g, loss)?;
     g.set_outputs(vec![value, scores]);
-    Ok(StepGraph {
-        graph: g,
+    let layout = StepLayout {
         loss: 0,
         scores: 1,
-        grads: None,
-        zstars: Vec::new(),
-    })
+        grads: 2..2,
+        zstars: 2..2,
+        outputs: 2,
+    };
+    Ok(StepGraph { graph: g, layout })
 }
 
 /// The `Project` nodes of every top-level equilibrium, state by state.
@@ -236,15 +228,17 @@ pub fn jacobian_step(model: &Graph) -> Result<Option<JacobianStep>, AdError> {
             None => None,
         });
     }
-    g.set_outputs(outputs);
-    let zstar_inputs = jac.equilibria.iter().flat_map(|e| e.1.clone()).collect();
-    let probe_inputs = jac.equilibria.iter().flat_map(|e| e.2.clone()).collect();
-    Ok(Some(JacobianStep {
-        graph: g,
-        zstar_inputs,
-        probe_inputs,
+    let layout = JacobianLayout {
+        model_inputs: model.inputs.len(),
+        zstar_inputs: jac.equilibria.iter().flat_map(|e| e.1.clone()).collect(),
+        probe_inputs: jac.equilibria.iter().flat_map(|e| e.2.clone()).collect(),
+        inputs: g.inputs.len(),
+        term: 0,
         grads: positions,
-    }))
+        outputs: outputs.len(),
+    };
+    g.set_outputs(outputs);
+    Ok(Some(JacobianStep { graph: g, layout }))
 }
 
 /// The symbolic dims a model's inputs leave open (for messages).

@@ -1,37 +1,52 @@
-//! The training loop of `deqc run`, and evaluation.
+//! The training loop of `deqc run`, as a [`Trainer`] with named phases.
 //!
 //! Owns one run: data, parameters, optimizer, schedule, the compiled step
-//! ([`super::program`]), solver statistics, metrics, progress and
-//! checkpoints. Guarantees: a run is a pure function of the program, the
-//! data and the seed (shuffles depend on `(seed, epoch)`, initial values on
+//! ([`super::compiled`]), solver statistics, metrics, progress and
+//! checkpoints. The phases: [`Trainer::resume_or_init`] (parameters and
+//! state from a checkpoint or the initializers), [`Trainer::step`] (one
+//! batch: loss, gradients, the Jacobian regularizer, clipping, the guard,
+//! the update), [`Trainer::record`] (the step's metrics record and the
+//! stall check), [`Trainer::checkpoint_if_due`] and [`Trainer::evaluate`]
+//! (the test split after each epoch); [`train`] runs them in order.
+//!
+//! Guarantees: a run is a pure function of the program, the data and the
+//! seed (shuffles depend on `(seed, epoch)`, initial values on
 //! `(seed, parameter path)`, probes and dropout on `(seed, step)`), so
 //! `--resume` from any checkpoint continues exactly (the failed-solve
 //! guard's history travels in the state); checkpoints are written
 //! atomically after every epoch and, with `checkpoint_every`, within one,
 //! both files stamped with the step; every step is appended to
-//! `metrics.jsonl`.
+//! `metrics.jsonl`. Graph results are read through their typed layouts
+//! ([`super::layout`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 
 use candle_core::{DType as CDType, Device, Tensor};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::checkpoint::{self, TrainState};
-use super::data::{self, Dataset};
-use super::guard::{SolveGuard, FAILED_SOLVE_FACTOR};
-use super::metrics::{self, Mean, MetricsWriter, Record};
+use super::data::{self, Splits};
+use super::epoch::Epoch;
+use super::evaluate::{feeds, fit_target};
+use super::guard::{SolveGuard, Stall, StallWatch};
+use super::metrics::{self, MetricsWriter, Record};
 use super::optim::{clip_grad_norm, Optim};
-use super::program::{eval_graph, jacobian_step, step_graph, JacobianStep, StepGraph};
 use super::schedule::LrSchedule;
+use super::solve_report::{mark_nested, EqName, SolveReport};
 use super::TrainError;
 use crate::deq::{SolveRecord, SolverRunner};
 use crate::exec::{ExecOptions, Executor};
-use crate::ir::{lower::lower_model, Graph};
+use crate::ir::Graph;
 use crate::sema::hir::Model;
 use crate::sema::spec::{DataSpec, Loss, Optimizer, TrainConfig};
 use crate::source::SourceMap;
+
+pub use super::compiled::{
+    compile, init_params, load_weights, param_shapes, spectral_radii, Compiled,
+};
+pub use super::evaluate::evaluate;
 
 /// Command-line choices that override or complement the `train` block.
 #[derive(Debug, Clone, Default)]
@@ -56,6 +71,9 @@ pub struct RunOptions {
 pub struct Summary {
     pub out: PathBuf,
     pub epochs: usize,
+    /// Epochs this call ran (part of one counts), 0 when `--max-steps`
+    /// was already reached.
+    pub epochs_run: usize,
     pub steps: u64,
     pub test_loss: Option<f64>,
     pub test_accuracy: Option<f64>,
@@ -105,208 +123,21 @@ fn train_state(
     }
 }
 
-/// Per-batch solver statistics, averaged.
-#[derive(Default)]
-struct SolveSummary {
-    fwd_iters: Mean,
-    fwd_residual: Mean,
-    bwd_iters: Mean,
-    bwd_residual: Mean,
-    unconverged: Vec<(Option<crate::source::Span>, f64, f64)>,
-    /// Solves that blow-up protection stopped (forward, backward).
-    protected: (usize, usize),
-}
-
-impl SolveSummary {
-    fn add(&mut self, records: &[SolveRecord]) {
-        let (fwd, bwd): (Vec<&SolveRecord>, Vec<&SolveRecord>) =
-            records.iter().partition(|r| !r.backward);
-        if !fwd.is_empty() {
-            let n = fwd.len() as f64;
-            self.fwd_iters.add(
-                fwd.iter().map(|r| r.stats.iterations as f64).sum::<f64>() / n,
-                1.0,
-            );
-            self.fwd_residual.add(worst_residual_mean(&fwd), 1.0);
-        }
-        if !bwd.is_empty() {
-            let n = bwd.len() as f64;
-            self.bwd_iters.add(
-                bwd.iter().map(|r| r.stats.iterations as f64).sum::<f64>() / n,
-                1.0,
-            );
-            self.bwd_residual.add(worst_residual_mean(&bwd), 1.0);
-        }
-        for r in records
-            .iter()
-            .filter(|r| r.stats.stopped_by_protection.is_some())
-        {
-            if r.backward {
-                self.protected.1 += 1;
-            } else {
-                self.protected.0 += 1;
-            }
-        }
-        // `unroll` is an explicit network of fixed depth: its residual is
-        // not a failure.
-        let unconverged =
-            |r: &&SolveRecord| !r.stats.converged && !r.backward && r.stats.solver != "unroll";
-        for r in records.iter().filter(unconverged) {
-            let worst = r.stats.residual.iter().cloned().fold(0.0, f64::max);
-            self.unconverged.push((r.span, worst, r.stats.tol));
-        }
-    }
-}
-
-/// The mean over solves of each solve's worst per-sample residual.
-fn worst_residual_mean(records: &[&SolveRecord]) -> f64 {
-    let worst = |r: &&SolveRecord| r.stats.residual.iter().cloned().fold(0.0, f64::max);
-    records.iter().map(worst).sum::<f64>() / records.len().max(1) as f64
-}
-
-fn mean_or_zero(m: &Mean) -> f64 {
-    if m.weight() > 0.0 {
-        m.mean()
-    } else {
-        0.0
-    }
-}
-
-/// Everything compiled for one model.
-pub struct Compiled {
-    pub graph: Graph,
-    pub step: StepGraph,
-    pub eval: StepGraph,
-    pub jacobian: Option<JacobianStep>,
-    /// The model with each top-level equilibrium's fixed points and
-    /// captures as outputs, for spectral-radius estimates in the logs.
-    pub stability: Graph,
-}
-
-/// Spectral radius estimates (max over samples) of each top-level
-/// equilibrium of `compiled` on one batch of inputs.
-pub fn spectral_radii(
-    exec: &Executor,
-    compiled: &Compiled,
-    params: &[Tensor],
-    inputs: &[Tensor],
-) -> Result<Vec<f64>, TrainError> {
-    let values = exec.run(&compiled.stability, params, inputs)?.outputs;
-    let mut out = Vec::new();
-    let mut at = 0;
-    for eq in crate::deq::jacobian::top_level_equilibria(&compiled.graph) {
-        let crate::ir::Op::Equilibrium(node) = compiled.graph.op(eq) else {
-            continue;
-        };
-        let (k, n) = (node.num_states(), node.num_captures());
-        let zstar = &values[at..at + k];
-        let caps = &values[at + k..at + k + n];
-        at += k + n;
-        let r = crate::deq::jacobian::spectral_radius(exec, node, zstar, caps, 20, 0)?;
-        out.push(r.into_iter().fold(0.0, f64::max));
-    }
-    Ok(out)
-}
-
-fn stability_graph(graph: &Graph) -> Graph {
-    let mut g = graph.clone();
-    let mut outs = Vec::new();
-    for eq in crate::deq::jacobian::top_level_equilibria(&g) {
-        let crate::ir::Op::Equilibrium(node) = g.op(eq).clone() else {
-            continue;
-        };
-        let span = g.span(eq);
-        for (i, ty) in node.state_types.iter().enumerate() {
-            outs.push(g.add(crate::ir::Op::Project(i), ty.clone(), &[eq], span));
-        }
-        outs.extend(g.operands(eq)[..node.num_captures()].iter().copied());
-    }
-    g.set_outputs(outs);
-    g
-}
-
-pub fn compile(model: &Model, cfg: &TrainConfig) -> Result<Compiled, TrainError> {
-    let graph = lower_model(model)?;
-    let mut step = step_graph(&graph, cfg.loss)?;
-    let mut eval = eval_graph(&graph, cfg.loss)?;
-    let mut jacobian = match cfg.jacobian_reg {
-        Some(_) => jacobian_step(&graph)?,
-        None => None,
-    };
-    // Optimize what runs: folding, CSE, hoisting out of solver loops, DCE.
-    let pipeline = crate::passes::Pipeline::default();
-    pipeline.run(&mut step.graph)?;
-    pipeline.run(&mut eval.graph)?;
-    if let Some(j) = &mut jacobian {
-        pipeline.run(&mut j.graph)?;
-    }
-    let stability = stability_graph(&graph);
-    Ok(Compiled {
-        graph,
-        step,
-        eval,
-        jacobian,
-        stability,
-    })
-}
-
 fn base_lr(o: &Optimizer) -> f64 {
     match o {
         Optimizer::Sgd { lr, .. } | Optimizer::Adam { lr, .. } | Optimizer::AdamW { lr, .. } => *lr,
     }
 }
 
-/// Initial parameters from the program's initializers, seeded.
-pub fn init_params(
-    graph: &Graph,
-    seed: u64,
-    device: &Device,
-) -> Result<Vec<(String, Tensor)>, TrainError> {
-    graph
-        .params
-        .iter()
-        .map(|p| {
-            let shape: Vec<usize> =
-                p.ty.shape
-                    .iter()
-                    .map(|d| d.as_const().unwrap_or(0).max(0) as usize)
-                    .collect();
-            let t = super::init::init_tensor(&p.init, &shape, seed, &p.path, device)?;
-            let t = t.to_dtype(match p.ty.dtype {
-                crate::sema::hir::DType::F64 => CDType::F64,
-                _ => CDType::F32,
-            })?;
-            Ok((p.path.clone(), t))
-        })
-        .collect()
-}
-
-/// `(path, shape)` of every parameter.
-pub fn param_shapes(graph: &Graph) -> Vec<(String, Vec<usize>)> {
-    graph
-        .params
-        .iter()
-        .map(|p| {
-            (
-                p.path.clone(),
-                p.ty.shape
-                    .iter()
-                    .map(|d| d.as_const().unwrap_or(0).max(0) as usize)
-                    .collect(),
-            )
-        })
-        .collect()
-}
-
 /// A deterministic 64-bit mix of a seed and a counter.
-fn mix(seed: u64, n: u64) -> u64 {
+pub(crate) fn mix(seed: u64, n: u64) -> u64 {
     let mut z = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
 
-fn probe(
+pub(crate) fn probe(
     ty_shape: &[usize],
     seed: u64,
     device: &Device,
@@ -323,71 +154,8 @@ fn probe(
     Ok(Tensor::from_vec(v, ty_shape, device)?.to_dtype(dtype)?)
 }
 
-/// Split a batch into the model's inputs and the target (the last field).
-fn feeds(ds: &Dataset, batch: &data::Batch) -> Result<Vec<Tensor>, TrainError> {
-    ds.fields()
-        .iter()
-        .map(|(name, _)| {
-            batch
-                .get(name)
-                .cloned()
-                .ok_or_else(|| TrainError::Usage(format!("the batch has no field `{name}`")))
-        })
-        .collect()
-}
-
-/// A regression target `[B]` for scores `[B, 1]` gets its trailing 1, so
-/// a CSV column trains a single-output model.
-fn fit_target(graph: &Graph, mut inputs: Vec<Tensor>) -> Result<Vec<Tensor>, TrainError> {
-    if let (Some(want), Some(t)) = (graph.inputs.last(), inputs.last_mut()) {
-        let last_is_one = want.ty.shape.last().and_then(|d| d.as_const()) == Some(1);
-        if t.rank() + 1 == want.ty.rank() && last_is_one {
-            *t = t.unsqueeze(t.rank())?;
-        }
-    }
-    Ok(inputs)
-}
-
 fn is_classification(cfg: &TrainConfig) -> bool {
     cfg.loss == Loss::CrossEntropy
-}
-
-/// Evaluate on a split: mean loss and accuracy.
-#[allow(clippy::too_many_arguments)]
-pub fn evaluate(
-    exec: &Executor,
-    eval: &StepGraph,
-    params: &[Tensor],
-    ds: &Dataset,
-    batch_size: usize,
-    device: &Device,
-    classification: bool,
-    max_batches: Option<usize>,
-) -> Result<(f64, Option<f64>), TrainError> {
-    let mut loss = Mean::new();
-    let (mut correct, mut total) = (0usize, 0usize);
-    let limit = max_batches.unwrap_or(usize::MAX);
-    for batch in ds.batches(batch_size, device).take(limit) {
-        let batch = batch?;
-        let inputs = fit_target(&eval.graph, feeds(ds, &batch)?)?;
-        let r = exec.run(&eval.graph, params, &inputs)?;
-        let n = inputs[0].dims().first().copied().unwrap_or(1) as f64;
-        loss.add(
-            r.outputs[eval.loss]
-                .to_dtype(CDType::F64)?
-                .to_scalar::<f64>()?,
-            n,
-        );
-        if classification {
-            if let Some(target) = inputs.last() {
-                let (c, t) = metrics::count_correct(&r.outputs[eval.scores], target)?;
-                correct += c;
-                total += t;
-            }
-        }
-    }
-    let acc = (classification && total > 0).then(|| correct as f64 / total as f64);
-    Ok((loss.mean(), acc))
 }
 
 fn default_out(model: &str) -> PathBuf {
@@ -398,68 +166,179 @@ fn default_out(model: &str) -> PathBuf {
     PathBuf::from("runs").join(format!("{model}-{secs}"))
 }
 
-fn warn_unconverged(
-    sources: &SourceMap,
-    unconverged: &[(Option<crate::source::Span>, f64, f64)],
-    solves: usize,
-    quiet: bool,
-) {
-    if unconverged.is_empty() || quiet {
-        return;
-    }
-    let (span, worst, tol) = unconverged
-        .iter()
-        .cloned()
-        .fold((None, 0.0, 0.0), |acc, x| if x.1 > acc.1 { x } else { acc });
-    let place = span
-        .map(|s| {
-            let (l, c) = sources.line_col(s);
-            format!("{}:{l}:{c}", sources.file(s.file).name)
+/// The state names and span of each top-level equilibrium of `graph`.
+fn top_level_equilibria(graph: &Graph) -> Vec<EqName> {
+    crate::deq::jacobian::top_level_equilibria(graph)
+        .into_iter()
+        .filter_map(|eq| {
+            let crate::ir::Op::Equilibrium(node) = graph.op(eq) else {
+                return None;
+            };
+            Some((node.state_names.clone(), graph.span(eq)))
         })
-        .unwrap_or_else(|| "an equilibrium".into());
-    eprintln!(
-        "warning: the equilibrium at {place} did not reach tol {tol:e} in {} of {solves} forward solves (worst residual {worst:.3e}); consider a larger max_iter or Jacobian regularization",
-        unconverged.len()
-    );
+        .collect()
 }
 
-/// Train `model` as its `train` block says.
-pub fn train(
-    model: &Model,
-    cfg: &TrainConfig,
-    sources: &SourceMap,
-    opts: &RunOptions,
-) -> Result<Summary, TrainError> {
-    let started = Instant::now();
-    let device = opts.device.clone().unwrap_or(Device::Cpu);
-    let compiled = compile(model, cfg)?;
-    let splits = data::load(&cfg.data)?;
-    let train_set = &splits.train;
-    let test_set = splits.test.as_ref().or(splits.valid.as_ref());
-    let out = opts.out.clone().unwrap_or_else(|| default_out(&model.name));
-    std::fs::create_dir_all(&out)
-        .map_err(|e| TrainError::Usage(format!("cannot create {}: {e}", out.display())))?;
-    // An adjoint solve that diverges skips its update (see `guard`) rather
-    // than ending the run.
-    let runner = SolverRunner::new().with_lenient_adjoint(true);
-    let exec = Executor::new(device.clone())
-        .with_runner(Box::new(runner.clone()))
-        .with_options(ExecOptions {
+/// The solver fields of a metrics record: the aggregates and the
+/// per-equilibrium object.
+fn set_solve_fields(rec: &mut Record, report: &SolveReport) {
+    rec.fwd_iters = report.fwd_iters();
+    rec.fwd_residual = report.fwd_residual();
+    rec.bwd_iters = report.bwd_iters();
+    rec.bwd_residual = report.bwd_residual();
+    rec.equilibria = report.to_json();
+}
+
+/// The error that ends a run whose updates the guard mostly skips, naming
+/// the equilibria whose solves failed in the last step.
+fn stalled(stall: Stall, last_step: &SolveReport) -> TrainError {
+    let failing: Vec<String> = last_step
+        .equilibria()
+        .filter(|(_, s)| s.fwd.unconverged > 0 || s.fwd.protected > 0 || s.bwd.protected > 0)
+        .map(|(id, s)| format!("`{}` at {}", id.states, s.place))
+        .collect();
+    let which = if failing.is_empty() {
+        String::new()
+    } else {
+        format!(" (failing: {})", failing.join(", "))
+    };
+    TrainError::Stalled(format!(
+        "training stalled: {} of the last {} updates (steps {} to {}) were skipped because their solves failed{which}, so the parameters have barely moved. Make the equilibrium easier to solve: raise the solver's `max_iter`, add `jacobian_reg = jacobian(weight = 1.0)` to the train block, normalize the weights of the layer inside the equilibrium, or lower the learning rate; `--keep-failed-steps` applies such updates anyway",
+        stall.skipped, stall.window, stall.steps.0, stall.steps.1
+    ))
+}
+
+/// Has the run taken the `--max-steps` steps it may take?
+fn step_limit_reached(max_steps: Option<usize>, step: u64) -> bool {
+    max_steps.is_some_and(|m| step >= m as u64)
+}
+
+/// Where a run stands: steps taken, and the epoch and batch it resumes at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub step: u64,
+    pub epoch: usize,
+    /// Batches of `epoch` already done.
+    pub batch: usize,
+}
+
+/// What one training step did, for its record and the epoch's figures.
+pub struct StepOutcome {
+    pub loss: f64,
+    /// Samples in the batch.
+    pub samples: usize,
+    /// `(correct, judged)` predictions, for classification.
+    pub correct: Option<(usize, usize)>,
+    pub lr: f64,
+    /// The weighted Jacobian term, on the steps that drew it.
+    pub jacobian_reg: Option<f64>,
+    /// The guard skipped this update.
+    pub skipped_update: bool,
+    /// This step's solves.
+    pub records: Vec<SolveRecord>,
+    pub started: Instant,
+}
+
+/// One run of `deqc run`: everything the phases share.
+pub struct Trainer<'a> {
+    model: &'a Model,
+    cfg: &'a TrainConfig,
+    sources: &'a SourceMap,
+    opts: &'a RunOptions,
+    device: Device,
+    compiled: Compiled,
+    splits: Rc<Splits>,
+    out: PathBuf,
+    /// Records every solve; an adjoint solve that diverges skips its
+    /// update (see `guard`) rather than ending the run.
+    runner: SolverRunner,
+    train_options: ExecOptions,
+    eval_exec: Executor,
+    top_level: Vec<EqName>,
+    optim: Optim,
+    guard: SolveGuard,
+    stall_watch: StallWatch,
+    params: Vec<(String, Tensor)>,
+    schedule: LrSchedule,
+    batches_per_epoch: usize,
+    total_steps: usize,
+    classification: bool,
+    text: bool,
+    last_checkpoint: Instant,
+}
+
+impl<'a> Trainer<'a> {
+    /// Compile the model, load the data and create the output folder.
+    pub fn new(
+        model: &'a Model,
+        cfg: &'a TrainConfig,
+        sources: &'a SourceMap,
+        opts: &'a RunOptions,
+    ) -> Result<Self, TrainError> {
+        let device = opts.device.clone().unwrap_or(Device::Cpu);
+        let compiled = compile(model, cfg)?;
+        let splits = Rc::new(data::load(&cfg.data)?);
+        let out = opts.out.clone().unwrap_or_else(|| default_out(&model.name));
+        std::fs::create_dir_all(&out)
+            .map_err(|e| TrainError::Usage(format!("cannot create {}: {e}", out.display())))?;
+        crate::report::start_run(&out, model, cfg, sources, &device, opts.resume);
+        let runner = SolverRunner::new().with_lenient_adjoint(true);
+        let train_options = ExecOptions {
             float: CDType::F32,
             training: true,
             seed: cfg.seed,
             ..ExecOptions::default()
-        });
-    let mut eval_exec = Executor::new(device.clone()).with_runner(Box::new(runner.clone()));
-    eval_exec.options.seed = cfg.seed;
+        };
+        let mut eval_exec = Executor::new(device.clone()).with_runner(Box::new(runner.clone()));
+        eval_exec.options.seed = cfg.seed;
+        let top_level = top_level_equilibria(&compiled.graph);
+        let batches_per_epoch = splits.train.num_batches(cfg.batch_size);
+        Ok(Trainer {
+            model,
+            cfg,
+            sources,
+            opts,
+            device,
+            top_level,
+            optim: Optim::new(&cfg.optimizer),
+            guard: SolveGuard::new(),
+            stall_watch: StallWatch::new(),
+            params: Vec::new(),
+            schedule: LrSchedule::new(base_lr(&cfg.optimizer), cfg.schedule.clone()),
+            batches_per_epoch,
+            total_steps: batches_per_epoch * cfg.epochs,
+            classification: is_classification(cfg),
+            text: matches!(cfg.data, DataSpec::Text { .. }),
+            compiled,
+            splits,
+            out,
+            runner,
+            train_options,
+            eval_exec,
+            last_checkpoint: Instant::now(),
+        })
+    }
 
-    let shapes = param_shapes(&compiled.graph);
-    let mut optim = Optim::new(&cfg.optimizer);
-    let mut guard = SolveGuard::new();
-    let (mut params, start_epoch, mut skip_batches, mut step) = if opts.resume {
-        let (p, meta) = checkpoint::load_tensors(&out.join("model.safetensors"), &shapes, &device)?;
-        let state =
-            checkpoint::load_train_state(&out, Some(&optim.state_shapes(&shapes)), &device)?;
+    /// The parameters, optimizer state and guard history of the run's last
+    /// checkpoint with `--resume`, else the seeded initial values.
+    pub fn resume_or_init(&mut self) -> Result<Position, TrainError> {
+        if !self.opts.resume {
+            self.params = init_params(&self.compiled.graph, self.cfg.seed, &self.device)?;
+            return Ok(Position {
+                step: 0,
+                epoch: 0,
+                batch: 0,
+            });
+        }
+        let out = &self.out;
+        let shapes = param_shapes(&self.compiled.graph);
+        let (p, meta) =
+            checkpoint::load_tensors(&out.join("model.safetensors"), &shapes, &self.device)?;
+        let state = checkpoint::load_train_state(
+            out,
+            Some(&self.optim.state_shapes(&shapes)),
+            &self.device,
+        )?;
         // The two files are written one after the other: a crash between
         // the writes leaves them from different steps.
         if let Some(model_step) = meta.get("step") {
@@ -471,320 +350,389 @@ pub fn train(
                 )));
             }
         }
-        optim.load_state(state.optimizer.clone())?;
+        self.optim.load_state(state.optimizer.clone())?;
         if let Some(text) = state.extra.get(GUARD_KEY) {
-            guard = SolveGuard::decode(text).map_err(|e| {
+            self.guard = SolveGuard::decode(text).map_err(|e| {
                 TrainError::Usage(format!(
                     "{}: {e}",
                     out.join("train_state.safetensors").display()
                 ))
             })?;
         }
-        (p, state.epoch as usize, state.batch as usize, state.step)
-    } else {
-        (init_params(&compiled.graph, cfg.seed, &device)?, 0, 0, 0)
-    };
-    if let Some(v) = &splits.vocab {
-        checkpoint::save_vocab(&out, v)?;
+        self.params = p;
+        Ok(Position {
+            step: state.step,
+            epoch: state.epoch as usize,
+            batch: state.batch as usize,
+        })
     }
-    let mut writer = MetricsWriter::open(out.join("metrics.jsonl")).map_err(|e| {
-        TrainError::Usage(format!("cannot write metrics in {}: {e}", out.display()))
-    })?;
-    let schedule = LrSchedule::new(base_lr(&cfg.optimizer), cfg.schedule.clone());
-    let batches_per_epoch = train_set.num_batches(cfg.batch_size);
-    let total_steps = batches_per_epoch * cfg.epochs;
-    let classification = is_classification(cfg);
-    let text = matches!(cfg.data, DataSpec::Text { .. });
-    let mut summary = Summary {
-        out: out.clone(),
-        epochs: cfg.epochs,
-        steps: step,
-        test_loss: None,
-        test_accuracy: None,
-        test_perplexity: None,
-        seconds: 0.0,
-        first_loss: None,
-        last_loss: None,
-    };
 
-    let mut stopped = false;
-    let mut last_checkpoint = Instant::now();
-    for epoch in start_epoch..cfg.epochs {
-        let epoch_start = Instant::now();
-        let bar = if opts.quiet {
-            ProgressBar::hidden()
-        } else {
-            ProgressBar::new(batches_per_epoch as u64)
+    fn param_values(&self) -> Vec<Tensor> {
+        self.params.iter().map(|p| p.1.clone()).collect()
+    }
+
+    /// One optimizer step on `batch`, the `step`-th of the run, in epoch
+    /// `epoch`: loss and gradients, the Jacobian regularizer when this step
+    /// draws it, clipping, the failed-solve guard, then the update.
+    pub fn step(
+        &mut self,
+        batch: &data::Batch,
+        epoch: usize,
+        step: u64,
+    ) -> Result<StepOutcome, TrainError> {
+        let started = Instant::now();
+        let cfg = self.cfg;
+        let step_graph = &self.compiled.step;
+        let inputs = fit_target(&step_graph.graph, feeds(&self.splits.train, batch)?)?;
+        let step_exec = Executor::new(self.device.clone())
+            .with_runner(Box::new(self.runner.clone()))
+            .with_options(ExecOptions {
+                seed: mix(cfg.seed, step),
+                ..self.train_options.clone()
+            });
+        let values = self.param_values();
+        let run = step_exec.run(&step_graph.graph, &values, &inputs)?;
+        let results = step_graph.layout.read(&run.outputs)?;
+        let loss = results.loss_value()?;
+        let mut grads: Vec<Tensor> = results.grads().to_vec();
+        let jacobian_reg =
+            self.regularize(&step_exec, step, &inputs, &values, &results, &mut grads)?;
+        let mut records = self.runner.take_records();
+        mark_nested(&mut records, &self.top_level);
+        if let Some(c) = cfg.clip_grad {
+            clip_grad_norm(&mut grads, c)?;
+        }
+        let lr = self.schedule.lr_at(step as usize, epoch, self.total_steps);
+        // An implicit gradient taken where the forward solve failed (the
+        // point is not a fixed point) is not the gradient of anything: such
+        // an update is skipped, and counted.
+        let verdict = self.guard.judge(&records);
+        let skipped_update = self.opts.skip_failed_solves && verdict.failed;
+        if !skipped_update {
+            self.optim.step(&mut self.params, &grads, lr)?;
+        }
+        let correct = match (self.classification, inputs.last()) {
+            (true, Some(target)) => Some(metrics::count_correct(results.scores(), target)?),
+            _ => None,
         };
-        bar.set_style(
-            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+        Ok(StepOutcome {
+            loss,
+            samples: inputs[0].dims().first().copied().unwrap_or(1),
+            correct,
+            lr,
+            jacobian_reg,
+            skipped_update,
+            records,
+            started,
+        })
+    }
+
+    /// The Jacobian regularizer on the steps that draw it (probability
+    /// `freq`): adds its weighted gradient to `grads`, returns its weighted
+    /// value.
+    fn regularize(
+        &self,
+        exec: &Executor,
+        step: u64,
+        inputs: &[Tensor],
+        values: &[Tensor],
+        results: &super::layout::StepResults,
+        grads: &mut [Tensor],
+    ) -> Result<Option<f64>, TrainError> {
+        let (Some(jr), Some(jac)) = (&self.cfg.jacobian_reg, &self.compiled.jacobian) else {
+            return Ok(None);
+        };
+        let seed = self.cfg.seed;
+        let coin = (mix(seed ^ 0x4A52, step) >> 11) as f64 / (1u64 << 53) as f64;
+        if coin >= jr.freq {
+            return Ok(None);
+        }
+        let zstars = results.zstars();
+        let probes = zstars
+            .iter()
+            .enumerate()
+            .map(|(k, z)| {
+                probe(
+                    z.dims(),
+                    mix(seed ^ 0x5052, step * 64 + k as u64),
+                    &self.device,
+                    z.dtype(),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // The model's inputs, without the target.
+        let model_inputs = &inputs[..inputs.len() - 1];
+        let jin = jac.layout.inputs(model_inputs, zstars, &probes)?;
+        let run = exec.run(&jac.graph, values, &jin)?;
+        let term = jac.layout.read(&run.outputs)?;
+        for (i, g) in grads.iter_mut().enumerate() {
+            if let Some(dg) = term.grad(i) {
+                *g = (&*g + (dg * jr.weight)?)?;
+            }
+        }
+        Ok(Some(term.term()? * jr.weight))
+    }
+
+    /// Append the step's record to the metrics log, add it to the epoch's
+    /// figures, and end the run when the guard has skipped most recent
+    /// updates.
+    pub fn record(
+        &mut self,
+        writer: &mut MetricsWriter,
+        epoch: &mut Epoch,
+        step: u64,
+        outcome: &StepOutcome,
+    ) -> Result<(), TrainError> {
+        epoch.solves.add(&outcome.records, self.sources);
+        // This step's own solver statistics, for its metrics record.
+        let mut this_step = SolveReport::new();
+        this_step.add(&outcome.records, self.sources);
+        if outcome.skipped_update {
+            epoch.skipped += 1;
+        }
+        epoch.samples += outcome.samples;
+        epoch.loss.add(outcome.loss, outcome.samples as f64);
+        let mut rec = Record::new(epoch.index as u64, step, "train");
+        rec.loss = outcome.loss;
+        if let Some((c, t)) = outcome.correct {
+            epoch.correct += c;
+            epoch.seen += t;
+            rec.accuracy = Some(c as f64 / t.max(1) as f64);
+        }
+        if self.text {
+            rec.perplexity = Some(metrics::perplexity(outcome.loss));
+        }
+        set_solve_fields(&mut rec, &this_step);
+        rec.seconds = outcome.started.elapsed().as_secs_f64();
+        rec.lr = Some(outcome.lr);
+        if let Some(r) = outcome.jacobian_reg {
+            rec.extra.push(("jacobian_reg".into(), r));
+        }
+        if outcome.skipped_update {
+            rec.extra.push(("skipped_update".into(), 1.0));
+        }
+        write(writer, &rec)?;
+        match self.stall_watch.record(step, outcome.skipped_update) {
+            Some(stall) => Err(stalled(stall, &this_step)),
+            None => Ok(()),
+        }
+    }
+
+    /// Checkpoint mid-epoch when `checkpoint_every` has passed since the
+    /// last one (`at`: the position after the step just taken).
+    pub fn checkpoint_if_due(&mut self, at: Position) -> Result<(), TrainError> {
+        let due = self
+            .opts
+            .checkpoint_every
+            .is_some_and(|every| self.last_checkpoint.elapsed() >= every);
+        if due && at.batch < self.batches_per_epoch {
+            self.checkpoint(at)?;
+        }
+        Ok(())
+    }
+
+    /// Write the model and the training state at `at`, each atomically.
+    fn checkpoint(&mut self, at: Position) -> Result<(), TrainError> {
+        let state = train_state(
+            at.step,
+            (at.epoch, at.batch),
+            self.cfg.seed,
+            &self.optim,
+            &self.guard,
         );
-        bar.set_prefix(format!("{}/{}", epoch + 1, cfg.epochs));
-        let mut solves = SolveSummary::default();
-        let mut skipped = 0usize;
-        let mut loss_mean = Mean::new();
-        let (mut correct, mut seen) = (0usize, 0usize);
-        let mut samples = 0usize;
-        let mut solve_count = 0usize;
-        let done_before = std::mem::take(&mut skip_batches);
-        bar.set_position(done_before as u64);
-        let mut done = done_before;
-        for batch in train_set
-            .shuffled_batches(cfg.batch_size, cfg.seed, epoch as u64, &device)
-            .skip(done_before)
-        {
-            if opts.max_steps.is_some_and(|m| step as usize >= m) {
-                stopped = true;
+        save_checkpoint(&self.out, &self.model.name, &self.params, &state)?;
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    /// Evaluate on the test split (the validation split when there is no
+    /// test split) after epoch `epoch`, at step `step`: write the test
+    /// record and fill the summary's test figures. Returns the epoch line's
+    /// test part and the solves, `None` without a test split.
+    pub fn evaluate(
+        &mut self,
+        writer: &mut MetricsWriter,
+        summary: &mut Summary,
+        epoch: usize,
+        step: u64,
+    ) -> Result<Option<(String, SolveReport)>, TrainError> {
+        let Some(test) = self.splits.test.as_ref().or(self.splits.valid.as_ref()) else {
+            return Ok(None);
+        };
+        let (cfg, sources) = (self.cfg, self.sources);
+        let values = self.param_values();
+        let t0 = Instant::now();
+        let (tl, ta) = evaluate(
+            &self.eval_exec,
+            &self.compiled.eval,
+            &values,
+            test,
+            cfg.batch_size,
+            &self.device,
+            self.classification,
+            self.opts.max_eval_batches,
+        )?;
+        let mut records = self.runner.take_records();
+        mark_nested(&mut records, &self.top_level);
+        let mut ts = SolveReport::new();
+        ts.add(&records, sources);
+        let mut rec = Record::new(epoch as u64, step, "test");
+        rec.loss = tl;
+        rec.accuracy = ta;
+        if self.text {
+            rec.perplexity = Some(metrics::perplexity(tl));
+        }
+        rec.seconds = t0.elapsed().as_secs_f64();
+        // Stability of the equilibria on the first test batch.
+        if let Some(batch) = test.batches(cfg.batch_size, &self.device).next() {
+            let inputs = feeds(test, &batch?)?;
+            let model_inputs = &inputs[..inputs.len().saturating_sub(1)];
+            let radii = spectral_radii(&self.eval_exec, &self.compiled, &values, model_inputs)?;
+            self.runner.take_records();
+            for ((states, span), r) in radii {
+                ts.set_spectral_radius(&states, span, r, sources);
+            }
+            if let Some(r) = ts.spectral_radius() {
+                rec.extra.push(("spectral_radius".into(), r));
+            }
+        }
+        set_solve_fields(&mut rec, &ts);
+        write(writer, &rec)?;
+        summary.test_loss = Some(tl);
+        summary.test_accuracy = ta;
+        summary.test_perplexity = self.text.then(|| metrics::perplexity(tl));
+        let mut line = format!(", test loss {tl:.4}");
+        if let Some(p) = summary.test_perplexity {
+            line.push_str(&format!(" perplexity {p:.2}"));
+        }
+        if let Some(a) = ta {
+            line.push_str(&format!(" accuracy {:.2}%", 100.0 * a));
+        }
+        Ok(Some((line, ts)))
+    }
+
+    /// Train from `start` until the last epoch or `--max-steps`.
+    pub fn run(mut self, start: Position, started: Instant) -> Result<Summary, TrainError> {
+        let (cfg, opts) = (self.cfg, self.opts);
+        if let Some(v) = &self.splits.vocab {
+            checkpoint::save_vocab(&self.out, v)?;
+        }
+        let mut writer = MetricsWriter::open(self.out.join("metrics.jsonl")).map_err(|e| {
+            TrainError::Usage(format!(
+                "cannot write metrics in {}: {e}",
+                self.out.display()
+            ))
+        })?;
+        let mut summary = Summary {
+            out: self.out.clone(),
+            epochs: cfg.epochs,
+            epochs_run: 0,
+            steps: start.step,
+            test_loss: None,
+            test_accuracy: None,
+            test_perplexity: None,
+            seconds: 0.0,
+            first_loss: None,
+            last_loss: None,
+        };
+        let mut step = start.step;
+        let mut skip_batches = start.batch;
+        self.last_checkpoint = Instant::now();
+        for index in start.epoch..cfg.epochs {
+            // `--max-steps` reached on an epoch boundary (or 0): no empty
+            // epoch, and no second test record for the same step.
+            if step_limit_reached(opts.max_steps, step) {
                 break;
             }
-            let step_start = Instant::now();
-            let batch = batch?;
-            let inputs = fit_target(&compiled.step.graph, feeds(train_set, &batch)?)?;
-            let mut exec_step = exec.options.clone();
-            exec_step.seed = mix(cfg.seed, step);
-            let step_exec = Executor::new(device.clone())
-                .with_runner(Box::new(runner.clone()))
-                .with_options(exec_step);
-            let values: Vec<Tensor> = params.iter().map(|p| p.1.clone()).collect();
-            let r = step_exec.run(&compiled.step.graph, &values, &inputs)?;
-            let loss = r.outputs[compiled.step.loss]
-                .to_dtype(CDType::F64)?
-                .to_scalar::<f64>()?;
-            let g0 = compiled.step.grads.unwrap_or(2);
-            let mut grads: Vec<Tensor> = r.outputs[g0..g0 + params.len()].to_vec();
-            let mut reg = None;
-            if let (Some(jr), Some(jac)) = (&cfg.jacobian_reg, &compiled.jacobian) {
-                let coin = (mix(cfg.seed ^ 0x4A52, step) >> 11) as f64 / (1u64 << 53) as f64;
-                if coin < jr.freq {
-                    let mut jin = inputs[..inputs.len() - 1].to_vec();
-                    for z in &compiled.step.zstars {
-                        jin.push(r.outputs[*z].clone());
-                    }
-                    for (k, z) in compiled.step.zstars.iter().enumerate() {
-                        let zt = &r.outputs[*z];
-                        jin.push(probe(
-                            zt.dims(),
-                            mix(cfg.seed ^ 0x5052, step * 64 + k as u64),
-                            &device,
-                            zt.dtype(),
-                        )?);
-                    }
-                    let jr_run = step_exec.run(&jac.graph, &values, &jin)?;
-                    let term = jr_run.outputs[0]
-                        .to_dtype(CDType::F64)?
-                        .to_scalar::<f64>()?;
-                    for (i, pos) in jac.grads.iter().enumerate() {
-                        if let Some(pos) = pos {
-                            grads[i] = (&grads[i] + (&jr_run.outputs[*pos] * jr.weight)?)?;
-                        }
-                    }
-                    reg = Some(term * jr.weight);
-                }
-            }
-            let records = runner.take_records();
-            solve_count += records.iter().filter(|r| !r.backward).count();
-            solves.add(&records);
-            // This step's own solver statistics, for its metrics record.
-            let mut this_step = SolveSummary::default();
-            this_step.add(&records);
-            if let Some(c) = cfg.clip_grad {
-                clip_grad_norm(&mut grads, c)?;
-            }
-            let lr = schedule.lr_at(step as usize, epoch, total_steps);
-            // An implicit gradient taken where the forward solve failed (the
-            // point is not a fixed point) is not the gradient of anything:
-            // such an update is skipped, and counted.
-            let verdict = guard.judge(&records);
-            let failed_solve = opts.skip_failed_solves && verdict.failed;
-            if failed_solve {
-                skipped += 1;
-            } else {
-                optim.step(&mut params, &grads, lr)?;
-            }
-            let n = inputs[0].dims().first().copied().unwrap_or(1);
-            samples += n;
-            loss_mean.add(loss, n as f64);
-            summary.first_loss.get_or_insert(loss);
-            summary.last_loss = Some(loss);
-            let mut rec = Record::new(epoch as u64, step, "train");
-            rec.loss = loss;
-            if classification {
-                if let Some(target) = inputs.last() {
-                    let (c, t) = metrics::count_correct(&r.outputs[compiled.step.scores], target)?;
-                    correct += c;
-                    seen += t;
-                    rec.accuracy = Some(c as f64 / t.max(1) as f64);
-                }
-            }
-            if text {
-                rec.perplexity = Some(metrics::perplexity(loss));
-            }
-            rec.fwd_iters = mean_or_zero(&this_step.fwd_iters);
-            rec.fwd_residual = mean_or_zero(&this_step.fwd_residual);
-            rec.bwd_iters = mean_or_zero(&this_step.bwd_iters);
-            rec.bwd_residual = mean_or_zero(&this_step.bwd_residual);
-            rec.seconds = step_start.elapsed().as_secs_f64();
-            rec.lr = Some(lr);
-            if let Some(r) = reg {
-                rec.extra.push(("jacobian_reg".into(), r));
-            }
-            if failed_solve {
-                rec.extra.push(("skipped_update".into(), 1.0));
-            }
-            writer
-                .write(&rec)
-                .map_err(|e| TrainError::Usage(format!("cannot write metrics: {e}")))?;
-            step += 1;
-            done += 1;
-            let due = opts
-                .checkpoint_every
-                .is_some_and(|every| last_checkpoint.elapsed() >= every);
-            if due && done < batches_per_epoch {
-                let state = train_state(step, (epoch, done), cfg.seed, &optim, &guard);
-                save_checkpoint(&out, &model.name, &params, &state)?;
-                last_checkpoint = Instant::now();
-            }
-            let rate = samples as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
-            let acc = if seen > 0 {
-                format!(" acc {:.1}%", 100.0 * correct as f64 / seen as f64)
-            } else {
-                String::new()
-            };
-            bar.set_message(format!(
-                "loss {:.4}{acc} fwd {:.1} it ({:.1e}) bwd {:.1} it ({:.1e}) {:.0} samples/s",
-                loss_mean.mean(),
-                mean_or_zero(&solves.fwd_iters),
-                mean_or_zero(&solves.fwd_residual),
-                mean_or_zero(&solves.bwd_iters),
-                mean_or_zero(&solves.bwd_residual),
-                rate
-            ));
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
-        warn_unconverged(sources, &solves.unconverged, solve_count, opts.quiet);
-        if !opts.quiet && skipped > 0 {
-            eprintln!(
-                "warning: skipped {skipped} updates from failed solves (blow-up, a forward residual over {FAILED_SOLVE_FACTOR} x tol and the usual, or a diverged adjoint); --keep-failed-steps applies them"
-            );
-        }
-        if !opts.quiet && solves.protected != (0, 0) {
-            eprintln!(
-                "warning: blow-up protection stopped {} forward and {} adjoint solves this epoch; their samples kept their best iterates",
-                solves.protected.0, solves.protected.1
-            );
-        }
-        let train_secs = epoch_start.elapsed().as_secs_f64();
-        // Evaluate on the test split.
-        let values: Vec<Tensor> = params.iter().map(|p| p.1.clone()).collect();
-        let mut test_line = String::new();
-        if let Some(test) = test_set {
-            let t0 = Instant::now();
-            let (tl, ta) = evaluate(
-                &eval_exec,
-                &compiled.eval,
-                &values,
-                test,
-                cfg.batch_size,
-                &device,
-                classification,
-                opts.max_eval_batches,
-            )?;
-            let records = runner.take_records();
-            let mut ts = SolveSummary::default();
-            ts.add(&records);
-            let mut rec = Record::new(epoch as u64, step, "test");
-            rec.loss = tl;
-            rec.accuracy = ta;
-            if text {
-                rec.perplexity = Some(metrics::perplexity(tl));
-            }
-            rec.fwd_iters = mean_or_zero(&ts.fwd_iters);
-            rec.fwd_residual = mean_or_zero(&ts.fwd_residual);
-            rec.seconds = t0.elapsed().as_secs_f64();
-            // Stability of the equilibria on the first test batch.
-            let mut radius_note = String::new();
-            if let Some(batch) = test.batches(cfg.batch_size, &device).next() {
-                let inputs = feeds(test, &batch?)?;
-                let model_inputs = &inputs[..inputs.len().saturating_sub(1)];
-                let radii = spectral_radii(&eval_exec, &compiled, &values, model_inputs)?;
-                runner.take_records();
-                if let Some(r) = radii.iter().cloned().reduce(f64::max) {
-                    rec.extra.push(("spectral_radius".into(), r));
-                    radius_note = format!(", spectral radius {r:.3}");
-                }
-            }
-            writer
-                .write(&rec)
-                .map_err(|e| TrainError::Usage(format!("cannot write metrics: {e}")))?;
-            summary.test_loss = Some(tl);
-            summary.test_accuracy = ta;
-            summary.test_perplexity = text.then(|| metrics::perplexity(tl));
-            test_line = format!(", test loss {tl:.4}");
-            if let Some(p) = summary.test_perplexity {
-                test_line.push_str(&format!(" perplexity {p:.2}"));
-            }
-            if let Some(a) = ta {
-                test_line.push_str(&format!(" accuracy {:.2}%", 100.0 * a));
-            }
-            test_line.push_str(&radius_note);
-        }
-        // Checkpoint: model then state, each atomically. A run stopped by
-        // --max-steps records where it stopped.
-        let at = if stopped {
-            (epoch, done)
-        } else {
-            (epoch + 1, 0)
-        };
-        let state = train_state(step, at, cfg.seed, &optim, &guard);
-        save_checkpoint(&out, &model.name, &params, &state)?;
-        last_checkpoint = Instant::now();
-        if !opts.quiet {
-            let mut acc = if text {
-                format!(" perplexity {:.2}", metrics::perplexity(loss_mean.mean()))
-            } else {
-                String::new()
-            };
-            if seen > 0 {
-                acc.push_str(&format!(
-                    " accuracy {:.2}%",
-                    100.0 * correct as f64 / seen as f64
-                ));
-            }
-            eprintln!(
-                "epoch {}/{}: train loss {:.4}{acc}{test_line}; fwd {:.1} it, bwd {:.1} it; {:.1} s",
-                epoch + 1,
+            summary.epochs_run += 1;
+            let done_before = std::mem::take(&mut skip_batches);
+            let mut epoch = Epoch::start(
+                index,
                 cfg.epochs,
-                loss_mean.mean(),
-                mean_or_zero(&solves.fwd_iters),
-                mean_or_zero(&solves.bwd_iters),
-                train_secs
+                self.batches_per_epoch,
+                done_before,
+                opts.quiet,
             );
+            let mut stopped = false;
+            // Shared, so that the batches can borrow the data while the
+            // steps update the trainer.
+            let splits = Rc::clone(&self.splits);
+            let batches = splits
+                .train
+                .shuffled_batches(cfg.batch_size, cfg.seed, index as u64, &self.device)
+                .skip(done_before);
+            for batch in batches {
+                if step_limit_reached(opts.max_steps, step) {
+                    stopped = true;
+                    break;
+                }
+                let outcome = self.step(&batch?, index, step)?;
+                summary.first_loss.get_or_insert(outcome.loss);
+                summary.last_loss = Some(outcome.loss);
+                self.record(&mut writer, &mut epoch, step, &outcome)?;
+                step += 1;
+                epoch.done += 1;
+                self.checkpoint_if_due(Position {
+                    step,
+                    epoch: index,
+                    batch: epoch.done,
+                })?;
+                epoch.show_progress();
+            }
+            epoch.finish(opts.quiet);
+            let train_secs = epoch.started.elapsed().as_secs_f64();
+            let test = self.evaluate(&mut writer, &mut summary, index, step)?;
+            // A run stopped by --max-steps records where it stopped.
+            let at = if stopped {
+                Position {
+                    step,
+                    epoch: index,
+                    batch: epoch.done,
+                }
+            } else {
+                Position {
+                    step,
+                    epoch: index + 1,
+                    batch: 0,
+                }
+            };
+            self.checkpoint(at)?;
+            crate::report::after_epoch(&self.out, started.elapsed());
+            if !opts.quiet {
+                let (test_line, test_solves) = match &test {
+                    Some((line, solves)) => (line.as_str(), Some(solves)),
+                    None => ("", None),
+                };
+                eprintln!(
+                    "{}",
+                    epoch.summary_line(cfg.epochs, self.text, test_line, test_solves, train_secs)
+                );
+            }
+            if stopped {
+                break;
+            }
         }
-        if stopped {
-            break;
-        }
+        summary.steps = step;
+        summary.seconds = started.elapsed().as_secs_f64();
+        Ok(summary)
     }
-    summary.steps = step;
-    summary.seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
 }
 
-/// Load a checkpoint's parameters for `graph`, from a folder or a
-/// `model.safetensors` file.
-pub fn load_weights(
-    graph: &Graph,
-    path: &Path,
-    device: &Device,
-) -> Result<Vec<(String, Tensor)>, TrainError> {
-    let shapes = param_shapes(graph);
-    let file = if path.is_dir() {
-        path.join("model.safetensors")
-    } else {
-        path.to_path_buf()
-    };
-    let (tensors, _) = checkpoint::load_tensors(&file, &shapes, device)?;
-    Ok(tensors)
+/// Train `model` as its `train` block says.
+pub fn train(
+    model: &Model,
+    cfg: &TrainConfig,
+    sources: &SourceMap,
+    opts: &RunOptions,
+) -> Result<Summary, TrainError> {
+    let started = Instant::now();
+    let mut trainer = Trainer::new(model, cfg, sources, opts)?;
+    let start = trainer.resume_or_init()?;
+    trainer.run(start, started)
+}
+
+fn write(writer: &mut MetricsWriter, rec: &Record) -> Result<(), TrainError> {
+    writer
+        .write(rec)
+        .map_err(|e| TrainError::Usage(format!("cannot write metrics: {e}")))
 }

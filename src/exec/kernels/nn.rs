@@ -2,13 +2,16 @@
 //! convolution and its two gradients, pooling adjoints, embeddings.
 //!
 //! Guarantees: only device-generic candle ops (narrow, index_select,
-//! index_add, conv, conv_transpose, cat); shapes are those of the IR's shape
-//! rules; bounds are checked before indexing.
+//! index_add, conv, conv_transpose, cat), except that convolutions of f32 and
+//! f64 CPU tensors go through [`im2col`] (the same numbers, faster); shapes
+//! are those of the IR's shape rules; bounds are checked before indexing.
+
+mod im2col;
 
 use candle_core::{Tensor, D};
 
 use crate::ir::ConvAttrs;
-use crate::sema::hir::SliceAxis;
+use crate::types::SliceAxis;
 
 use super::{KErr, KResult, KernelCtx};
 
@@ -32,7 +35,7 @@ fn resolve_axes(axes: &[SliceAxis], shape: &[usize], ctx: &KernelCtx) -> KResult
             axes.len()
         )));
     }
-    let eval = |d: &crate::sema::dim::Dim| -> KResult<i64> {
+    let eval = |d: &crate::types::dim::Dim| -> KResult<i64> {
         ctx.dims
             .eval(d)
             .ok_or_else(|| KErr::Msg(format!("unbound dim {d}")))
@@ -112,12 +115,15 @@ pub(super) fn slice_backward(g: &Tensor, axes: &[SliceAxis], ctx: &KernelCtx) ->
 }
 
 pub(super) fn conv(x: &Tensor, w: &Tensor, a: &ConvAttrs) -> KResult<Tensor> {
-    let (p, s, d, g) = (
-        a.padding as usize,
-        a.stride as usize,
-        a.dilation as usize,
-        a.groups as usize,
-    );
+    match im2col::conv(x, w, a)? {
+        Some(y) => Ok(y),
+        None => conv_generic(x, w, a),
+    }
+}
+
+/// `conv` with candle's own (device-generic) kernels.
+fn conv_generic(x: &Tensor, w: &Tensor, a: &ConvAttrs) -> KResult<Tensor> {
+    let (p, s, d, g) = a.sizes();
     let (x, w) = (x.contiguous()?, w.contiguous()?);
     Ok(match a.spatial {
         1 => x.conv1d(&w, p, s, d, g)?,
@@ -126,20 +132,28 @@ pub(super) fn conv(x: &Tensor, w: &Tensor, a: &ConvAttrs) -> KResult<Tensor> {
     })
 }
 
-/// The input gradient of a convolution: a transposed convolution of the
-/// cotangent `g` with the weight, cut to the input's shape `out`.
+/// The input gradient of a convolution (shape `out`) from the cotangent `g`.
 pub(super) fn conv_input_grad(
     g: &Tensor,
     w: &Tensor,
     a: &ConvAttrs,
     out: &[usize],
 ) -> KResult<Tensor> {
-    let (p, s, d, groups) = (
-        a.padding as usize,
-        a.stride as usize,
-        a.dilation as usize,
-        a.groups as usize,
-    );
+    match im2col::conv_input_grad(g, w, a, out)? {
+        Some(dx) => Ok(dx),
+        None => conv_input_grad_generic(g, w, a, out),
+    }
+}
+
+/// The input gradient with candle's kernels: a transposed convolution of
+/// the cotangent `g` with the weight, cut to the input's shape `out`.
+fn conv_input_grad_generic(
+    g: &Tensor,
+    w: &Tensor,
+    a: &ConvAttrs,
+    out: &[usize],
+) -> KResult<Tensor> {
+    let (p, s, d, groups) = a.sizes();
     let (g, w) = (g.contiguous()?, w.contiguous()?);
     let spatial = a.spatial;
     // output_padding per axis: what the floor in the forward size dropped.
@@ -189,21 +203,30 @@ pub(super) fn conv_input_grad(
     Ok(r)
 }
 
-/// The weight gradient of a convolution: per group, a convolution of the
-/// input (batch and channels swapped) with the cotangent as the kernel, with
-/// stride and dilation exchanged; cut to the weight's shape `out`.
+/// The weight gradient of a convolution (shape `out`) from the input `x`
+/// and the cotangent `g`.
 pub(super) fn conv_weight_grad(
     x: &Tensor,
     g: &Tensor,
     a: &ConvAttrs,
     out: &[usize],
 ) -> KResult<Tensor> {
-    let (p, s, d, groups) = (
-        a.padding as usize,
-        a.stride as usize,
-        a.dilation as usize,
-        a.groups as usize,
-    );
+    match im2col::conv_weight_grad(x, g, a, out)? {
+        Some(dw) => Ok(dw),
+        None => conv_weight_grad_generic(x, g, a, out),
+    }
+}
+
+/// The weight gradient with candle's kernels: per group, a convolution of
+/// the input (batch and channels swapped) with the cotangent as the kernel,
+/// with stride and dilation exchanged; cut to the weight's shape `out`.
+fn conv_weight_grad_generic(
+    x: &Tensor,
+    g: &Tensor,
+    a: &ConvAttrs,
+    out: &[usize],
+) -> KResult<Tensor> {
+    let (p, s, d, groups) = a.sizes();
     let ci_g = x.dims()[1] / groups;
     let co_g = g.dims()[1] / groups;
     let parts = (0..groups)

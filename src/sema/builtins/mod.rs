@@ -6,7 +6,12 @@
 //! reported at the call with the shapes involved; composite shape
 //! operations (transpose, squeeze, flatten, ...) lower to the primitive
 //! `Reshape`/`Permute` so later stages see few primitives.
+//!
+//! [`Builtin`] names every built-in once; its arity and defaults
+//! ([`Builtin::schema`]) and its elaboration (`Elab::builtin`) are each one
+//! exhaustive `match`, so a new built-in does not compile until both exist.
 
+use crate::ir::{Op, ReduceOp};
 use crate::sema::dim::{Dim, DimCmp};
 use crate::sema::elab::expr::ArgVal;
 use crate::sema::elab::{Elab, Value};
@@ -17,54 +22,83 @@ use crate::source::Span;
 mod network;
 mod shape_ops;
 
-/// Every built-in function name.
-pub const BUILTINS: &[&str] = &[
-    "exp",
-    "log",
-    "sqrt",
-    "abs",
-    "tanh",
-    "sigmoid",
-    "relu",
-    "gelu",
-    "softplus",
-    "sin",
-    "cos",
-    "leaky_relu",
-    "maximum",
-    "minimum",
-    "where",
-    "clamp",
-    "sum",
-    "mean",
-    "max",
-    "min",
-    "logsumexp",
-    "softmax",
-    "log_softmax",
-    "reshape",
-    "transpose",
-    "permute",
-    "concat",
-    "split",
-    "unsqueeze",
-    "squeeze",
-    "broadcast",
-    "flatten",
-    "eye",
-    "zeros",
-    "ones",
-    "arange",
-    "conv1d",
-    "conv2d",
-    "avg_pool2d",
-    "max_pool2d",
-    "upsample_nearest2d",
-    "embedding",
-    "dropout",
-    "causal_mask",
-    "cast",
-];
+/// Defines [`Builtin`] with its [`Builtin::ALL`] table and names from one
+/// list, so that the enum, the table and the names cannot disagree.
+macro_rules! builtins {
+    ($($variant:ident = $name:literal),* $(,)?) => {
+        /// A built-in function of the language.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Builtin {
+            $($variant),*
+        }
+
+        impl Builtin {
+            /// Every built-in, in the order of LANGUAGE.md section 7.
+            pub const ALL: &'static [Builtin] = &[$(Builtin::$variant),*];
+
+            /// Their names, in the same order.
+            pub const NAMES: &'static [&'static str] = &[$($name),*];
+
+            /// The name a program calls it by.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Builtin::$variant => $name),*
+                }
+            }
+        }
+    };
+}
+
+builtins! {
+    Exp = "exp",
+    Log = "log",
+    Sqrt = "sqrt",
+    Abs = "abs",
+    Tanh = "tanh",
+    Sigmoid = "sigmoid",
+    Relu = "relu",
+    Gelu = "gelu",
+    Softplus = "softplus",
+    Sin = "sin",
+    Cos = "cos",
+    LeakyRelu = "leaky_relu",
+    Maximum = "maximum",
+    Minimum = "minimum",
+    Where = "where",
+    Clamp = "clamp",
+    Sum = "sum",
+    Mean = "mean",
+    Max = "max",
+    Min = "min",
+    LogSumExp = "logsumexp",
+    Softmax = "softmax",
+    LogSoftmax = "log_softmax",
+    Reshape = "reshape",
+    Transpose = "transpose",
+    Permute = "permute",
+    Concat = "concat",
+    Split = "split",
+    Unsqueeze = "unsqueeze",
+    Squeeze = "squeeze",
+    Broadcast = "broadcast",
+    Flatten = "flatten",
+    Eye = "eye",
+    Zeros = "zeros",
+    Ones = "ones",
+    Arange = "arange",
+    Conv1d = "conv1d",
+    Conv2d = "conv2d",
+    AvgPool2d = "avg_pool2d",
+    MaxPool2d = "max_pool2d",
+    UpsampleNearest2d = "upsample_nearest2d",
+    Embedding = "embedding",
+    Dropout = "dropout",
+    CausalMask = "causal_mask",
+    Cast = "cast",
+}
+
+/// Every built-in function name (generated with [`Builtin`]).
+pub const BUILTINS: &[&str] = Builtin::NAMES;
 
 /// A default argument value.
 #[derive(Clone, Copy)]
@@ -77,79 +111,58 @@ enum D {
     Bool(bool),
 }
 
-fn schema(name: &str) -> &'static [(&'static str, D)] {
-    use D::*;
-    match name {
-        "leaky_relu" => &[("x", Required), ("slope", Float(0.01))],
-        "maximum" | "minimum" => &[("a", Required), ("b", Required)],
-        "where" => &[("mask", Required), ("a", Required), ("b", Required)],
-        "clamp" => &[("x", Required), ("lo", Required), ("hi", Required)],
-        "sum" | "mean" | "max" | "min" | "logsumexp" => {
-            &[("x", Required), ("axis", Absent), ("keepdim", Bool(false))]
+impl Builtin {
+    /// The built-in called `name`, if any.
+    pub fn from_name(name: &str) -> Option<Builtin> {
+        Builtin::ALL.iter().copied().find(|b| b.name() == name)
+    }
+
+    /// The parameters, in order, with their defaults.
+    fn schema(self) -> &'static [(&'static str, D)] {
+        use Builtin::*;
+        use D::*;
+        match self {
+            Exp | Log | Sqrt | Abs | Tanh | Sigmoid | Relu | Gelu | Softplus | Sin | Cos => {
+                &[("x", Required)]
+            }
+            LeakyRelu => &[("x", Required), ("slope", Float(0.01))],
+            Maximum | Minimum => &[("a", Required), ("b", Required)],
+            Where => &[("mask", Required), ("a", Required), ("b", Required)],
+            Clamp => &[("x", Required), ("lo", Required), ("hi", Required)],
+            Sum | Mean | Max | Min | LogSumExp => {
+                &[("x", Required), ("axis", Absent), ("keepdim", Bool(false))]
+            }
+            Softmax | LogSoftmax => &[("x", Required), ("axis", Int(-1))],
+            Reshape | Broadcast => &[("x", Required), ("shape", Required)],
+            Transpose => &[("x", Required), ("a", Required), ("b", Required)],
+            Permute => &[("x", Required), ("axes", Required)],
+            Concat => &[("tensors", Required), ("axis", Required)],
+            Split => &[("x", Required), ("axis", Required), ("sizes", Required)],
+            Unsqueeze | Squeeze => &[("x", Required), ("axis", Required)],
+            Flatten => &[("x", Required), ("start", Int(1))],
+            Eye | Arange => &[("n", Required)],
+            Zeros | Ones => &[("shape", Required)],
+            Conv1d | Conv2d => &[
+                ("x", Required),
+                ("w", Required),
+                ("stride", Int(1)),
+                ("padding", Int(0)),
+                ("dilation", Int(1)),
+                ("groups", Int(1)),
+            ],
+            AvgPool2d | MaxPool2d => &[("x", Required), ("k", Required), ("stride", Absent)],
+            UpsampleNearest2d => &[("x", Required), ("scale", Required)],
+            Embedding => &[("ids", Required), ("table", Required)],
+            Dropout => &[("x", Required), ("p", Required)],
+            CausalMask => &[("t", Required)],
+            Cast => &[("x", Required), ("dtype", Required)],
         }
-        "softmax" | "log_softmax" => &[("x", Required), ("axis", Int(-1))],
-        "reshape" | "broadcast" => &[("x", Required), ("shape", Required)],
-        "transpose" => &[("x", Required), ("a", Required), ("b", Required)],
-        "permute" => &[("x", Required), ("axes", Required)],
-        "concat" => &[("tensors", Required), ("axis", Required)],
-        "split" => &[("x", Required), ("axis", Required), ("sizes", Required)],
-        "unsqueeze" | "squeeze" => &[("x", Required), ("axis", Required)],
-        "flatten" => &[("x", Required), ("start", Int(1))],
-        "eye" | "arange" => &[("n", Required)],
-        "zeros" | "ones" => &[("shape", Required)],
-        "conv1d" | "conv2d" => &[
-            ("x", Required),
-            ("w", Required),
-            ("stride", Int(1)),
-            ("padding", Int(0)),
-            ("dilation", Int(1)),
-            ("groups", Int(1)),
-        ],
-        "avg_pool2d" | "max_pool2d" => &[("x", Required), ("k", Required), ("stride", Absent)],
-        "upsample_nearest2d" => &[("x", Required), ("scale", Required)],
-        "embedding" => &[("ids", Required), ("table", Required)],
-        "dropout" => &[("x", Required), ("p", Required)],
-        "causal_mask" => &[("t", Required)],
-        "cast" => &[("x", Required), ("dtype", Required)],
-        _ => &[("x", Required)],
     }
 }
 
-fn unary_fn(name: &str) -> Option<UnaryFn> {
-    Some(match name {
-        "exp" => UnaryFn::Exp,
-        "log" => UnaryFn::Log,
-        "sqrt" => UnaryFn::Sqrt,
-        "abs" => UnaryFn::Abs,
-        "tanh" => UnaryFn::Tanh,
-        "sigmoid" => UnaryFn::Sigmoid,
-        "relu" => UnaryFn::Relu,
-        "gelu" => UnaryFn::Gelu,
-        "softplus" => UnaryFn::Softplus,
-        "sin" => UnaryFn::Sin,
-        "cos" => UnaryFn::Cos,
-        _ => return None,
-    })
-}
-
-/// Scalar versions of the unary functions, for compile-time folding.
-fn fold_unary(f: UnaryFn, x: f64) -> f64 {
-    match f {
-        UnaryFn::Neg => -x,
-        UnaryFn::Exp => x.exp(),
-        UnaryFn::Log => x.ln(),
-        UnaryFn::Sqrt => x.sqrt(),
-        UnaryFn::Abs => x.abs(),
-        UnaryFn::Tanh => x.tanh(),
-        UnaryFn::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-        UnaryFn::Relu => x.max(0.0),
-        UnaryFn::Gelu => {
-            0.5 * x * (1.0 + (0.797_884_560_802_865_4 * (x + 0.044715 * x.powi(3))).tanh())
-        }
-        UnaryFn::Softplus => x.max(0.0) + (-x.abs()).exp().ln_1p(),
-        UnaryFn::Sin => x.sin(),
-        UnaryFn::Cos => x.cos(),
-    }
+/// GELU's tanh form, for folding `gelu` of a known number.
+fn gelu(x: f64) -> f64 {
+    0.5 * x * (1.0 + (0.797_884_560_802_865_4 * (x + 0.044715 * x.powi(3))).tanh())
 }
 
 /// Bound arguments of one built-in call.
@@ -167,8 +180,9 @@ impl Args {
 }
 
 impl Elab<'_> {
-    pub fn builtin(&mut self, name: &'static str, args: Vec<ArgVal>, span: Span) -> Value {
-        let params = schema(name);
+    pub fn builtin(&mut self, b: Builtin, args: Vec<ArgVal>, span: Span) -> Value {
+        let params = b.schema();
+        let name = b.name();
         let names: Vec<(String, bool)> = params
             .iter()
             .map(|(n, d)| (n.to_string(), !matches!(d, D::Required)))
@@ -194,268 +208,294 @@ impl Elab<'_> {
             .collect();
         let a = Args { values };
         // An unknown tensor operand silences the rule (error already shown).
-        if matches!(a.get(0), Value::Unknown) && !matches!(name, "where") {
+        if matches!(a.get(0), Value::Unknown) && b != Builtin::Where {
             return Value::Unknown;
         }
-        if let Some(f) = unary_fn(name) {
-            return match a.get(0) {
-                Value::Int(_) | Value::Float(_) => {
-                    Value::Float(self.as_f64(a.get(0)).map(|x| fold_unary(f, x)))
-                }
-                _ => self.unary(Prim::Unary(f), &a, name, span),
-            };
-        }
-        match name {
-            "leaky_relu" => {
+        match b {
+            Builtin::Exp => self.math(Op::Exp, f64::exp, &a, name, span),
+            Builtin::Log => self.math(Op::Log, f64::ln, &a, name, span),
+            Builtin::Sqrt => self.math(Op::Sqrt, f64::sqrt, &a, name, span),
+            Builtin::Abs => self.math(Op::Abs, f64::abs, &a, name, span),
+            Builtin::Tanh => self.math(Op::Tanh, f64::tanh, &a, name, span),
+            Builtin::Sigmoid => {
+                self.math(Op::Sigmoid, |x| 1.0 / (1.0 + (-x).exp()), &a, name, span)
+            }
+            Builtin::Relu => self.math(Op::Relu, |x| x.max(0.0), &a, name, span),
+            Builtin::Gelu => self.math(Op::Gelu, gelu, &a, name, span),
+            Builtin::Softplus => self.math(
+                Op::Softplus,
+                |x| x.max(0.0) + (-x.abs()).exp().ln_1p(),
+                &a,
+                name,
+                span,
+            ),
+            Builtin::Sin => self.math(Op::Sin, f64::sin, &a, name, span),
+            Builtin::Cos => self.math(Op::Cos, f64::cos, &a, name, span),
+            Builtin::LeakyRelu => {
                 let Some(slope) = self.float(&a, 1) else {
                     return Value::Unknown;
                 };
-                self.unary(Prim::LeakyRelu { slope }, &a, name, span)
+                self.unary(Op::LeakyRelu { slope }, &a, name, span)
             }
-            "maximum" | "minimum" => {
-                let f = if name == "maximum" {
-                    BinaryFn::Maximum
-                } else {
-                    BinaryFn::Minimum
-                };
-                self.elementwise(f, a.get(0).clone(), a.get(1).clone(), span)
+            Builtin::Maximum => {
+                self.elementwise(Op::Maximum, a.get(0).clone(), a.get(1).clone(), span)
             }
-            "where" => self.where_(&a, span),
-            "clamp" => {
+            Builtin::Minimum => {
+                self.elementwise(Op::Minimum, a.get(0).clone(), a.get(1).clone(), span)
+            }
+            Builtin::Where => self.where_(&a, span),
+            Builtin::Clamp => {
                 let (Some(lo), Some(hi)) = (self.float(&a, 1), self.float(&a, 2)) else {
                     return Value::Unknown;
                 };
                 if lo > hi {
-                    return self.invalid(
+                    return self.bad_setting(
                         span,
-                        format!("clamp range [{lo}, {hi}] is empty"),
-                        "lo is above hi",
-                    );
-                }
-                self.unary(Prim::Clamp { lo, hi }, &a, name, span)
-            }
-            "sum" | "mean" | "max" | "min" | "logsumexp" => self.reduce(name, &a, span),
-            "softmax" | "log_softmax" => {
-                let Some((x, ty)) = self.tensor(&a, 0) else {
-                    return Value::Unknown;
-                };
-                let Some(axis) = self
-                    .int(&a, 1)
-                    .and_then(|i| self.axis(i, ty.rank(), a.span(1)))
-                else {
-                    return Value::Unknown;
-                };
-                let p = if name == "softmax" {
-                    Prim::Softmax { axis }
-                } else {
-                    Prim::LogSoftmax { axis }
-                };
-                self.emit1(InstKind::Prim(p, vec![x]), ty, span)
-            }
-            "reshape" => self.reshape(&a, span),
-            "transpose" | "permute" => self.permute(name, &a, span),
-            "concat" => self.concat(&a, span),
-            "split" => self.split(&a, span),
-            "unsqueeze" | "squeeze" | "flatten" => self.squeeze_like(name, &a, span),
-            "broadcast" => {
-                let Some((x, ty)) = self.tensor(&a, 0) else {
-                    return Value::Unknown;
-                };
-                let Some(shape) = self.dims(&a, 1) else {
-                    return Value::Unknown;
-                };
-                match Self::broadcast_shapes(&ty.shape, &shape) {
-                    Ok(b)
-                        if b.len() == shape.len()
-                            && b.iter()
-                                .zip(&shape)
-                                .all(|(x, y)| x.compare(y) != DimCmp::Different) =>
-                    {
-                        self.emit1(
-                            InstKind::Prim(
-                                Prim::Broadcast {
-                                    shape: shape.clone(),
-                                },
-                                vec![x],
-                            ),
-                            Type::new(ty.dtype, shape),
-                            span,
-                        )
-                    }
-                    _ => self.report(
-                        span,
-                        SemaError::Broadcast {
-                            lhs: ty.to_string(),
-                            rhs: Self::shape_string(&shape),
-                            span: span.into(),
-                            detail: "cannot broadcast to this shape".into(),
-                        },
-                    ),
-                }
-            }
-            "eye" | "arange" | "causal_mask" => {
-                let Some(n) = self.dim(&a, 0) else {
-                    return Value::Unknown;
-                };
-                let (p, ty) = match name {
-                    "eye" => (
-                        Prim::Eye { n: n.clone() },
-                        Type::new(DType::F32, vec![n.clone(), n]),
-                    ),
-                    "arange" => (
-                        Prim::Arange { n: n.clone() },
-                        Type::new(DType::I64, vec![n]),
-                    ),
-                    _ => (
-                        Prim::CausalMask { t: n.clone() },
-                        Type::new(DType::F32, vec![n.clone(), n]),
-                    ),
-                };
-                self.emit1(InstKind::Prim(p, vec![]), ty, span)
-            }
-            "zeros" | "ones" => {
-                let Some(shape) = self.dims(&a, 0) else {
-                    return Value::Unknown;
-                };
-                let value = if name == "ones" { 1.0 } else { 0.0 };
-                self.emit1(
-                    InstKind::Prim(
-                        Prim::Fill {
-                            value,
-                            shape: shape.clone(),
-                        },
-                        vec![],
-                    ),
-                    Type::new(DType::F32, shape),
-                    span,
-                )
-            }
-            "conv1d" | "conv2d" => self.conv(name, &a, span),
-            "avg_pool2d" | "max_pool2d" => self.pool(name, &a, span),
-            "upsample_nearest2d" => {
-                let Some((x, ty)) = self.tensor(&a, 0) else {
-                    return Value::Unknown;
-                };
-                let Some(scale) = self.int(&a, 1) else {
-                    return Value::Unknown;
-                };
-                if ty.rank() != 4 || scale < 1 {
-                    return self.shape_err(
                         name,
-                        format!(
-                            "needs a [B, C, H, W] input and a positive scale, got {ty} and {scale}"
-                        ),
-                        span,
+                        "lo <= hi",
+                        format!("the empty range [{lo}, {hi}]"),
                     );
                 }
-                let s = Dim::konst(scale);
-                let mut shape = ty.shape.clone();
-                for d in &mut shape[2..] {
-                    *d = d.mul(&s).unwrap_or_else(|| d.clone());
-                }
-                self.emit1(
-                    InstKind::Prim(Prim::UpsampleNearest2d { scale }, vec![x]),
-                    Type::new(ty.dtype, shape),
-                    span,
-                )
+                self.unary(Op::Clamp { lo, hi }, &a, name, span)
             }
-            "embedding" => {
-                let (Some((ids, ti)), Some((table, tt))) = (self.tensor(&a, 0), self.tensor(&a, 1))
-                else {
-                    return Value::Unknown;
-                };
-                if ti.dtype != DType::I64 {
-                    return self.report(
-                        a.span(0),
-                        SemaError::TypeMismatch {
-                            expected: "i64 token ids".into(),
-                            found: format!("a tensor {ti}"),
-                            span: a.span(0).into(),
-                            help: Some("declare the input as `i64[B, T]`".into()),
-                        },
-                    );
-                }
-                if tt.rank() != 2 || !tt.dtype.is_float() {
-                    return self.shape_err(
-                        name,
-                        format!("the table must be a float [n, d] matrix, got {tt}"),
-                        a.span(1),
-                    );
-                }
-                let mut shape = ti.shape.clone();
-                shape.push(tt.shape[1].clone());
-                self.emit1(
-                    InstKind::Prim(Prim::Embedding, vec![ids, table]),
-                    Type::new(tt.dtype, shape),
-                    span,
+            Builtin::Sum => self.reduce(ReduceOp::Sum, &a, span),
+            Builtin::Mean => self.reduce(ReduceOp::Mean, &a, span),
+            Builtin::Max => self.reduce(ReduceOp::Max, &a, span),
+            Builtin::Min => self.reduce(ReduceOp::Min, &a, span),
+            Builtin::LogSumExp => self.reduce(ReduceOp::LogSumExp, &a, span),
+            Builtin::Softmax => self.softmax(&a, span, |axis| Op::Softmax { axis }),
+            Builtin::LogSoftmax => self.softmax(&a, span, |axis| Op::LogSoftmax { axis }),
+            Builtin::Reshape => self.reshape(&a, span),
+            Builtin::Transpose => self.transpose(&a, span),
+            Builtin::Permute => self.permute(&a, span),
+            Builtin::Concat => self.concat(&a, span),
+            Builtin::Split => self.split(&a, span),
+            Builtin::Unsqueeze => self.unsqueeze(&a, span),
+            Builtin::Squeeze => self.squeeze(&a, span),
+            Builtin::Flatten => self.flatten(&a, span),
+            Builtin::Broadcast => self.broadcast(&a, span),
+            Builtin::Eye => self.sized(&a, span, |n| {
+                (
+                    Op::Eye { n: n.clone() },
+                    Type::new(DType::F32, vec![n.clone(), n]),
                 )
-            }
-            "dropout" => {
+            }),
+            Builtin::Arange => self.sized(&a, span, |n| {
+                (Op::Arange { n: n.clone() }, Type::new(DType::I64, vec![n]))
+            }),
+            Builtin::CausalMask => self.sized(&a, span, |n| {
+                (
+                    Op::CausalMask { t: n.clone() },
+                    Type::new(DType::F32, vec![n.clone(), n]),
+                )
+            }),
+            Builtin::Zeros => self.fill(&a, span, 0.0),
+            Builtin::Ones => self.fill(&a, span, 1.0),
+            Builtin::Conv1d => self.conv(name, 1, &a, span),
+            Builtin::Conv2d => self.conv(name, 2, &a, span),
+            Builtin::AvgPool2d => self.pool(name, &a, span, |kernel, stride| Op::AvgPool2d {
+                kernel,
+                stride,
+            }),
+            Builtin::MaxPool2d => self.pool(name, &a, span, |kernel, stride| Op::MaxPool2d {
+                kernel,
+                stride,
+            }),
+            Builtin::UpsampleNearest2d => self.upsample(&a, name, span),
+            Builtin::Embedding => self.embedding(&a, name, span),
+            Builtin::Dropout => {
                 let Some(p) = self.float(&a, 1) else {
                     return Value::Unknown;
                 };
                 if !(0.0..1.0).contains(&p) {
-                    return self.invalid(
+                    return self.bad_setting(
                         a.span(1),
-                        format!("dropout probability {p} is outside [0, 1)"),
-                        "bad probability",
+                        name,
+                        "a probability in [0, 1)",
+                        format!("p = {p}"),
                     );
                 }
-                self.unary(Prim::Dropout { p }, &a, name, span)
-            }
-            "cast" => {
                 let Some((x, ty)) = self.tensor(&a, 0) else {
                     return Value::Unknown;
                 };
-                let to = match a.get(1) {
-                    Value::Str(s) if s == "f32" => DType::F32,
-                    Value::Str(s) if s == "f64" => DType::F64,
-                    Value::Str(s) if s == "i64" => DType::I64,
-                    _ => {
-                        return self.invalid(
-                            a.span(1),
-                            "cast needs a dtype: \"f32\", \"f64\" or \"i64\"".into(),
-                            "not a dtype",
-                        )
-                    }
-                };
-                self.emit1(
-                    InstKind::Prim(Prim::Cast { to }, vec![x]),
-                    Type::new(to, ty.shape),
-                    span,
-                )
+                if !ty.dtype.is_float() {
+                    return self.needs_float(&a, &ty, name);
+                }
+                self.emit1(InstKind::Prim(Prim::Dropout { p }, vec![x]), ty, span)
+            }
+            Builtin::Cast => self.cast(&a, span),
+        }
+    }
+
+    /// A unary math function: `fold` computes it when its argument is a
+    /// known number, `op` otherwise.
+    fn math(&mut self, op: Op, fold: fn(f64) -> f64, a: &Args, name: &str, span: Span) -> Value {
+        match a.get(0) {
+            Value::Int(_) | Value::Float(_) => Value::Float(self.as_f64(a.get(0)).map(fold)),
+            _ => self.unary(op, a, name, span),
+        }
+    }
+
+    fn softmax(&mut self, a: &Args, span: Span, op: impl FnOnce(usize) -> Op) -> Value {
+        let Some((x, ty)) = self.tensor(a, 0) else {
+            return Value::Unknown;
+        };
+        let Some(axis) = self.axis_arg(a, 1, ty.rank()) else {
+            return Value::Unknown;
+        };
+        self.emit_op(op(axis), vec![x], span)
+    }
+
+    fn broadcast(&mut self, a: &Args, span: Span) -> Value {
+        let Some((x, ty)) = self.tensor(a, 0) else {
+            return Value::Unknown;
+        };
+        let Some(shape) = self.dims(a, 1) else {
+            return Value::Unknown;
+        };
+        match Self::broadcast_shapes(&ty.shape, &shape) {
+            Ok(b)
+                if b.len() == shape.len()
+                    && b.iter()
+                        .zip(&shape)
+                        .all(|(x, y)| x.compare(y) != DimCmp::Different) =>
+            {
+                self.emit_op(Op::BroadcastTo { shape }, vec![x], span)
             }
             _ => self.report(
                 span,
-                SemaError::NotCallable {
-                    what: format!("`{name}`"),
+                SemaError::Broadcast {
+                    lhs: ty.to_string(),
+                    rhs: Self::shape_string(&shape),
                     span: span.into(),
-                    help: None,
+                    detail: "cannot broadcast to this shape".into(),
                 },
             ),
         }
     }
 
-    fn invalid(&mut self, span: Span, message: String, label: &str) -> Value {
+    /// A constructor of one size argument (`eye(n)`, `arange(n)`, ...).
+    fn sized(&mut self, a: &Args, span: Span, make: impl FnOnce(Dim) -> (Op, Type)) -> Value {
+        let Some(n) = self.dim(a, 0) else {
+            return Value::Unknown;
+        };
+        let (op, ty) = make(n);
+        self.emit1(InstKind::Prim(Prim::Op(op), vec![]), ty, span)
+    }
+
+    fn fill(&mut self, a: &Args, span: Span, value: f64) -> Value {
+        let Some(shape) = self.dims(a, 0) else {
+            return Value::Unknown;
+        };
+        self.emit1(
+            InstKind::Prim(
+                Prim::Op(Op::Fill {
+                    value,
+                    shape: shape.clone(),
+                }),
+                vec![],
+            ),
+            Type::new(DType::F32, shape),
+            span,
+        )
+    }
+
+    fn upsample(&mut self, a: &Args, name: &str, span: Span) -> Value {
+        let Some((x, ty)) = self.tensor(a, 0) else {
+            return Value::Unknown;
+        };
+        let Some(scale) = self.int(a, 1) else {
+            return Value::Unknown;
+        };
+        if ty.rank() != 4 {
+            return self.input_rank(name, "an input [B, C, H, W]", &ty, a.span(0));
+        }
+        if scale < 1 {
+            return self.bad_setting(
+                a.span(1),
+                name,
+                "a positive scale",
+                format!("scale {scale}"),
+            );
+        }
+        self.emit_op(Op::UpsampleNearest2d { scale }, vec![x], span)
+    }
+
+    fn embedding(&mut self, a: &Args, name: &str, span: Span) -> Value {
+        let (Some((ids, ti)), Some((table, tt))) = (self.tensor(a, 0), self.tensor(a, 1)) else {
+            return Value::Unknown;
+        };
+        if ti.dtype != DType::I64 {
+            return self.report(
+                a.span(0),
+                SemaError::TypeMismatch {
+                    expected: "i64 token ids".into(),
+                    found: format!("a tensor {ti}"),
+                    span: a.span(0).into(),
+                    help: Some("declare the input as `i64[B, T]`".into()),
+                },
+            );
+        }
+        if tt.rank() != 2 || !tt.dtype.is_float() {
+            return self.input_rank(name, "a float [n, d] table", &tt, a.span(1));
+        }
+        self.emit_op(Op::Embedding, vec![ids, table], span)
+    }
+
+    fn cast(&mut self, a: &Args, span: Span) -> Value {
+        let Some((x, _)) = self.tensor(a, 0) else {
+            return Value::Unknown;
+        };
+        let to = match a.get(1) {
+            Value::Str(s) if s == "f32" => DType::F32,
+            Value::Str(s) if s == "f64" => DType::F64,
+            Value::Str(s) if s == "i64" => DType::I64,
+            other => {
+                let found = other.describe(&self.m);
+                return self.report(
+                    a.span(1),
+                    SemaError::UnknownDType {
+                        found,
+                        span: a.span(1).into(),
+                    },
+                );
+            }
+        };
+        self.emit_op(Op::Cast { to }, vec![x], span)
+    }
+
+    fn bad_setting(&mut self, span: Span, op: &str, requirement: &str, found: String) -> Value {
         self.report(
             span,
-            SemaError::InvalidValue {
-                message,
+            SemaError::BadSetting {
+                op: op.into(),
+                requirement: requirement.into(),
+                found,
                 span: span.into(),
-                label: label.into(),
-                help: None,
             },
         )
     }
 
-    fn shape_err(&mut self, op: &str, detail: String, span: Span) -> Value {
+    fn kernel_too_large(&mut self, span: Span, op: &str, kernel: String, input: String) -> Value {
         self.report(
             span,
-            SemaError::Shape {
+            SemaError::KernelTooLarge {
                 op: op.into(),
-                detail,
+                kernel,
+                input,
                 span: span.into(),
-                help: None,
+            },
+        )
+    }
+
+    fn input_rank(&mut self, op: &str, expected: &str, found: &Type, span: Span) -> Value {
+        self.report(
+            span,
+            SemaError::InputRank {
+                op: op.into(),
+                expected: expected.into(),
+                found: found.to_string(),
+                span: span.into(),
             },
         )
     }
@@ -477,15 +517,7 @@ impl Elab<'_> {
             Value::Unknown => None,
             other => {
                 let found = other.describe(&self.m);
-                self.report(
-                    a.span(i),
-                    SemaError::TypeMismatch {
-                        expected: "an int".into(),
-                        found,
-                        span: a.span(i).into(),
-                        help: None,
-                    },
-                );
+                self.type_mismatch(a.span(i), "an int", found);
                 None
             }
         }
@@ -510,6 +542,13 @@ impl Elab<'_> {
         }
     }
 
+    /// Argument `i` as an axis of a rank-`rank` tensor (negative counts
+    /// from the end).
+    fn axis_arg(&mut self, a: &Args, i: usize, rank: usize) -> Option<usize> {
+        let v = self.int(a, i)?;
+        self.axis(v, rank, a.span(i))
+    }
+
     fn float(&mut self, a: &Args, i: usize) -> Option<f64> {
         match a.get(i) {
             Value::Int(_) | Value::Float(_) => {
@@ -519,15 +558,7 @@ impl Elab<'_> {
             Value::Unknown => None,
             other => {
                 let found = other.describe(&self.m);
-                self.report(
-                    a.span(i),
-                    SemaError::TypeMismatch {
-                        expected: "a number".into(),
-                        found,
-                        span: a.span(i).into(),
-                        help: None,
-                    },
-                );
+                self.type_mismatch(a.span(i), "a number", found);
                 None
             }
         }
@@ -544,14 +575,10 @@ impl Elab<'_> {
                         Value::Unknown => return None,
                         other => {
                             let found = other.describe(&self.m);
-                            self.report(
+                            self.type_mismatch(
                                 a.span(i),
-                                SemaError::TypeMismatch {
-                                    expected: "a list of ints".into(),
-                                    found: format!("a list holding {found}"),
-                                    span: a.span(i).into(),
-                                    help: None,
-                                },
+                                "a list of ints",
+                                format!("a list holding {found}"),
                             );
                             return None;
                         }
@@ -562,36 +589,33 @@ impl Elab<'_> {
             Value::Unknown => None,
             other => {
                 let found = other.describe(&self.m);
-                self.report(
-                    a.span(i),
-                    SemaError::TypeMismatch {
-                        expected: "a list of dimensions like [B, 4]".into(),
-                        found,
-                        span: a.span(i).into(),
-                        help: None,
-                    },
-                );
+                self.type_mismatch(a.span(i), "a list of dimensions like [B, 4]", found);
                 None
             }
         }
     }
 
-    fn unary(&mut self, p: Prim, a: &Args, name: &str, span: Span) -> Value {
+    /// A unary elementwise op; the IR's rule says which element types it
+    /// takes.
+    fn unary(&mut self, op: Op, a: &Args, name: &str, span: Span) -> Value {
         let Some((x, ty)) = self.tensor(a, 0) else {
             return Value::Unknown;
         };
-        let needs_float = !matches!(p, Prim::Unary(UnaryFn::Abs | UnaryFn::Relu | UnaryFn::Neg));
-        if needs_float && !ty.dtype.is_float() {
-            return self.report(
-                a.span(0),
-                SemaError::TypeMismatch {
-                    expected: format!("a float tensor for `{name}`"),
-                    found: format!("a tensor {ty}"),
-                    span: a.span(0).into(),
-                    help: Some("convert with `cast(x, \"f32\")`".into()),
-                },
-            );
+        if crate::ir::shape::infer(&op, &[&ty]).is_err() {
+            return self.needs_float(a, &ty, name);
         }
-        self.emit1(InstKind::Prim(p, vec![x]), ty, span)
+        self.emit_op(op, vec![x], span)
+    }
+
+    fn needs_float(&mut self, a: &Args, ty: &Type, name: &str) -> Value {
+        self.report(
+            a.span(0),
+            SemaError::TypeMismatch {
+                expected: format!("a float tensor for `{name}`"),
+                found: format!("a tensor {ty}"),
+                span: a.span(0).into(),
+                help: Some("convert with `cast(x, \"f32\")`".into()),
+            },
+        )
     }
 }

@@ -4,6 +4,7 @@
 //! to the primitive `Reshape`/`Permute`.
 
 use super::Args;
+use crate::ir::Op;
 use crate::sema::dim::{Dim, DimCmp};
 use crate::sema::elab::{Elab, Value};
 use crate::sema::error::SemaError;
@@ -11,23 +12,8 @@ use crate::sema::hir::*;
 use crate::source::Span;
 
 impl Elab<'_> {
-    pub(super) fn reshape_to(
-        &mut self,
-        x: ValueId,
-        dtype: DType,
-        shape: Vec<Dim>,
-        span: Span,
-    ) -> Value {
-        self.emit1(
-            InstKind::Prim(
-                Prim::Reshape {
-                    shape: shape.clone(),
-                },
-                vec![x],
-            ),
-            Type::new(dtype, shape),
-            span,
-        )
+    pub(super) fn reshape_to(&mut self, x: ValueId, shape: Vec<Dim>, span: Span) -> Value {
+        self.emit_op(Op::Reshape { shape }, vec![x], span)
     }
 
     pub(super) fn product(dims: &[Dim]) -> Option<Dim> {
@@ -48,20 +34,23 @@ impl Elab<'_> {
             .map(|(i, _)| i)
             .collect();
         if infer.len() > 1 {
-            return self.invalid(
+            return self.report(
                 a.span(1),
-                "at most one dimension of a reshape may be -1".into(),
-                "several -1",
+                SemaError::ReshapeInfer {
+                    span: a.span(1).into(),
+                },
             );
         }
         if let Some(bad) = shape
             .iter()
             .find(|d| d.as_const().is_some_and(|v| v < -1 || v == 0))
         {
-            return self.invalid(
+            return self.report(
                 a.span(1),
-                format!("{bad} is not a valid dimension"),
-                "bad dimension",
+                SemaError::ReshapeDim {
+                    dim: bad.to_string(),
+                    span: a.span(1).into(),
+                },
             );
         }
         let Some(total) = Self::product(&ty.shape) else {
@@ -90,7 +79,7 @@ impl Elab<'_> {
         if total.compare(&new_total) == DimCmp::Different {
             return self.reshape_error(&ty, &shape, &total, &new_total, a.span(1));
         }
-        self.reshape_to(x, ty.dtype, shape, span)
+        self.reshape_to(x, shape, span)
     }
 
     fn reshape_error(
@@ -118,50 +107,55 @@ impl Elab<'_> {
         )
     }
 
-    pub(super) fn permute(&mut self, name: &str, a: &Args, span: Span) -> Value {
+    pub(super) fn transpose(&mut self, a: &Args, span: Span) -> Value {
         let Some((x, ty)) = self.tensor(a, 0) else {
             return Value::Unknown;
         };
         let r = ty.rank();
-        let axes: Vec<usize> = if name == "transpose" {
-            let (Some(p), Some(q)) = (self.int(a, 1), self.int(a, 2)) else {
-                return Value::Unknown;
-            };
-            let (Some(p), Some(q)) = (self.axis(p, r, a.span(1)), self.axis(q, r, a.span(2)))
-            else {
-                return Value::Unknown;
-            };
-            let mut axes: Vec<usize> = (0..r).collect();
-            axes.swap(p, q);
-            axes
-        } else {
-            let Some(list) = self.dims(a, 1) else {
-                return Value::Unknown;
-            };
-            let mut axes = Vec::new();
-            for d in list {
-                let Some(ax) = d.as_const().and_then(|i| self.axis(i, r, a.span(1))) else {
-                    return Value::Unknown;
-                };
-                axes.push(ax);
-            }
-            let mut sorted = axes.clone();
-            sorted.sort();
-            if sorted != (0..r).collect::<Vec<_>>() {
-                return self.invalid(
-                    a.span(1),
-                    format!("{axes:?} is not a permutation of the {r} axes of {ty}"),
-                    "not a permutation",
-                );
-            }
-            axes
+        let (Some(p), Some(q)) = (self.int(a, 1), self.int(a, 2)) else {
+            return Value::Unknown;
         };
-        let shape = axes.iter().map(|&i| ty.shape[i].clone()).collect();
-        self.emit1(
-            InstKind::Prim(Prim::Permute { axes }, vec![x]),
-            Type::new(ty.dtype, shape),
-            span,
-        )
+        let (Some(p), Some(q)) = (self.axis(p, r, a.span(1)), self.axis(q, r, a.span(2))) else {
+            return Value::Unknown;
+        };
+        let mut axes: Vec<usize> = (0..r).collect();
+        axes.swap(p, q);
+        self.permute_to(x, axes, span)
+    }
+
+    pub(super) fn permute(&mut self, a: &Args, span: Span) -> Value {
+        let Some((x, ty)) = self.tensor(a, 0) else {
+            return Value::Unknown;
+        };
+        let r = ty.rank();
+        let Some(list) = self.dims(a, 1) else {
+            return Value::Unknown;
+        };
+        let mut axes = Vec::new();
+        for d in list {
+            let Some(ax) = d.as_const().and_then(|i| self.axis(i, r, a.span(1))) else {
+                return Value::Unknown;
+            };
+            axes.push(ax);
+        }
+        let mut sorted = axes.clone();
+        sorted.sort();
+        if sorted != (0..r).collect::<Vec<_>>() {
+            return self.report(
+                a.span(1),
+                SemaError::NotPermutation {
+                    axes: format!("{axes:?}"),
+                    rank: r,
+                    ty: ty.to_string(),
+                    span: a.span(1).into(),
+                },
+            );
+        }
+        self.permute_to(x, axes, span)
+    }
+
+    fn permute_to(&mut self, x: ValueId, axes: Vec<usize>, span: Span) -> Value {
+        self.emit_op(Op::Permute { axes }, vec![x], span)
     }
 
     pub(super) fn concat(&mut self, a: &Args, span: Span) -> Value {
@@ -169,15 +163,7 @@ impl Elab<'_> {
             Value::Tuple(p) | Value::List(p) if !p.is_empty() => p.clone(),
             other => {
                 let found = other.describe(&self.m);
-                return self.report(
-                    a.span(0),
-                    SemaError::TypeMismatch {
-                        expected: "a tuple of tensors, e.g. (a, b)".into(),
-                        found,
-                        span: a.span(0).into(),
-                        help: None,
-                    },
-                );
+                return self.type_mismatch(a.span(0), "a tuple of tensors, e.g. (a, b)", found);
             }
         };
         let mut ids = Vec::new();
@@ -189,13 +175,9 @@ impl Elab<'_> {
             }
         }
         let first = self.ty(ids[0]).clone();
-        let Some(axis) = self
-            .int(a, 1)
-            .and_then(|i| self.axis(i, first.rank(), a.span(1)))
-        else {
+        let Some(axis) = self.axis_arg(a, 1, first.rank()) else {
             return Value::Unknown;
         };
-        let mut total = first.shape[axis].clone();
         for id in &ids[1..] {
             let t = self.ty(*id).clone();
             let same_rest = t.rank() == first.rank()
@@ -203,31 +185,25 @@ impl Elab<'_> {
                 && (0..t.rank())
                     .all(|k| k == axis || t.shape[k].compare(&first.shape[k]) != DimCmp::Different);
             if !same_rest {
-                return self.shape_err(
-                    "concat",
-                    format!("{first} and {t} differ outside axis {axis}"),
+                return self.report(
                     span,
+                    SemaError::ConcatShape {
+                        first: first.to_string(),
+                        other: t.to_string(),
+                        axis,
+                        span: span.into(),
+                    },
                 );
             }
-            total = total.add(&t.shape[axis]).unwrap_or(total);
         }
-        let mut shape = first.shape.clone();
-        shape[axis] = total;
-        self.emit1(
-            InstKind::Prim(Prim::Concat { axis }, ids),
-            Type::new(first.dtype, shape),
-            span,
-        )
+        self.emit_op(Op::Concat { axis }, ids, span)
     }
 
     pub(super) fn split(&mut self, a: &Args, span: Span) -> Value {
         let Some((x, ty)) = self.tensor(a, 0) else {
             return Value::Unknown;
         };
-        let Some(axis) = self
-            .int(a, 1)
-            .and_then(|i| self.axis(i, ty.rank(), a.span(1)))
-        else {
+        let Some(axis) = self.axis_arg(a, 1, ty.rank()) else {
             return Value::Unknown;
         };
         let Some(sizes) = self.dims(a, 2) else {
@@ -242,14 +218,15 @@ impl Elab<'_> {
             || sizes.iter().any(|d| d.as_const().is_some_and(|v| v <= 0))
             || sum.compare(&ty.shape[axis]) == DimCmp::Different
         {
-            return self.shape_err(
-                "split",
-                format!(
-                    "sizes {} do not add up to dimension {axis} of {ty}, which is {}",
-                    Self::shape_string(&sizes),
-                    ty.shape[axis]
-                ),
+            return self.report(
                 a.span(2),
+                SemaError::SplitSizes {
+                    sizes: Self::shape_string(&sizes),
+                    axis,
+                    ty: ty.to_string(),
+                    dim: ty.shape[axis].to_string(),
+                    span: a.span(2).into(),
+                },
             );
         }
         let tys = sizes
@@ -268,45 +245,54 @@ impl Elab<'_> {
         Value::Tuple(ids.into_iter().map(Value::Tensor).collect())
     }
 
-    pub(super) fn squeeze_like(&mut self, name: &str, a: &Args, span: Span) -> Value {
+    pub(super) fn unsqueeze(&mut self, a: &Args, span: Span) -> Value {
         let Some((x, ty)) = self.tensor(a, 0) else {
             return Value::Unknown;
         };
-        let Some(i) = self.int(a, 1) else {
+        let Some(ax) = self.axis_arg(a, 1, ty.rank() + 1) else {
             return Value::Unknown;
         };
         let mut shape = ty.shape.clone();
-        match name {
-            "unsqueeze" => {
-                let Some(ax) = self.axis(i, ty.rank() + 1, a.span(1)) else {
-                    return Value::Unknown;
-                };
-                shape.insert(ax, Dim::konst(1));
-            }
-            "squeeze" => {
-                let Some(ax) = self.axis(i, ty.rank(), a.span(1)) else {
-                    return Value::Unknown;
-                };
-                if (shape[ax].is_const() || !self.generic) && shape[ax].as_const() != Some(1) {
-                    return self.shape_err(
-                        "squeeze",
-                        format!("axis {ax} of {ty} has size {}, not 1", shape[ax]),
-                        a.span(1),
-                    );
-                }
-                shape.remove(ax);
-            }
-            _ => {
-                let Some(start) = self.axis(i, ty.rank(), a.span(1)) else {
-                    return Value::Unknown;
-                };
-                let Some(flat) = Self::product(&shape[start..]) else {
-                    return Value::Unknown;
-                };
-                shape.truncate(start);
-                shape.push(flat);
-            }
+        shape.insert(ax, Dim::konst(1));
+        self.reshape_to(x, shape, span)
+    }
+
+    pub(super) fn squeeze(&mut self, a: &Args, span: Span) -> Value {
+        let Some((x, ty)) = self.tensor(a, 0) else {
+            return Value::Unknown;
+        };
+        let Some(ax) = self.axis_arg(a, 1, ty.rank()) else {
+            return Value::Unknown;
+        };
+        let mut shape = ty.shape.clone();
+        if (shape[ax].is_const() || !self.generic) && shape[ax].as_const() != Some(1) {
+            return self.report(
+                a.span(1),
+                SemaError::SqueezeSize {
+                    axis: ax,
+                    ty: ty.to_string(),
+                    size: shape[ax].to_string(),
+                    span: a.span(1).into(),
+                },
+            );
         }
-        self.reshape_to(x, ty.dtype, shape, span)
+        shape.remove(ax);
+        self.reshape_to(x, shape, span)
+    }
+
+    pub(super) fn flatten(&mut self, a: &Args, span: Span) -> Value {
+        let Some((x, ty)) = self.tensor(a, 0) else {
+            return Value::Unknown;
+        };
+        let Some(start) = self.axis_arg(a, 1, ty.rank()) else {
+            return Value::Unknown;
+        };
+        let mut shape = ty.shape.clone();
+        let Some(flat) = Self::product(&shape[start..]) else {
+            return Value::Unknown;
+        };
+        shape.truncate(start);
+        shape.push(flat);
+        self.reshape_to(x, shape, span)
     }
 }

@@ -7,6 +7,7 @@
 //! are evaluated to [`CVal`]s without emitting any tensor code.
 
 use super::{BodyKind, Elab, Env, Value};
+use crate::ir::{Cmp, Op};
 use crate::sema::dim::Dim;
 use crate::sema::error::SemaError;
 use crate::sema::hir::*;
@@ -96,10 +97,7 @@ impl Elab<'_> {
             if let Some(m) = module.imports.get(&first.name) {
                 return Value::Module(*m);
             }
-            if let Some(b) = crate::sema::builtins::BUILTINS
-                .iter()
-                .find(|b| **b == first.name)
-            {
+            if let Some(b) = crate::sema::builtins::Builtin::from_name(&first.name) {
                 return Value::Builtin(b);
             }
             let names = self.visible_names(env);
@@ -184,10 +182,7 @@ impl Elab<'_> {
                 None => self.report(span, SemaError::Arithmetic { span: span.into() }),
             },
             Value::Float(x) => Value::Float(x.map(|x| -x)),
-            Value::Tensor(t) => {
-                let ty = self.ty(t).clone();
-                self.emit1(InstKind::Prim(Prim::Unary(UnaryFn::Neg), vec![t]), ty, span)
-            }
+            Value::Tensor(t) => self.emit_op(Op::Neg, vec![t], span),
             Value::Unknown => Value::Unknown,
             other => self.not_numeric(&other, span),
         }
@@ -195,15 +190,7 @@ impl Elab<'_> {
 
     fn not_numeric(&mut self, v: &Value, span: Span) -> Value {
         let found = v.describe(&self.m);
-        self.report(
-            span,
-            SemaError::TypeMismatch {
-                expected: "a number or a tensor".into(),
-                found,
-                span: span.into(),
-                help: None,
-            },
-        )
+        self.type_mismatch(span, "a number or a tensor", found)
     }
 
     pub fn binary(&mut self, op: BinOp, a: Value, b: Value, span: Span) -> Value {
@@ -225,25 +212,24 @@ impl Elab<'_> {
                 float_binary(op, x, y)
             }
             (Tensor(_), Tensor(_) | Int(_) | Float(_)) | (Int(_) | Float(_), Tensor(_)) => {
-                if op == BinOp::MatMul {
-                    return match (a, b) {
-                        (Tensor(x), Tensor(y)) => self.matmul(x, y, span),
-                        (other, Tensor(_)) | (_, other) => self.not_tensor(&other, span),
-                    };
-                }
                 let f = match op {
-                    BinOp::Add => BinaryFn::Add,
-                    BinOp::Sub => BinaryFn::Sub,
-                    BinOp::Mul => BinaryFn::Mul,
-                    BinOp::Div => BinaryFn::Div,
-                    BinOp::Pow => BinaryFn::Pow,
-                    BinOp::Lt => BinaryFn::Lt,
-                    BinOp::Le => BinaryFn::Le,
-                    BinOp::Gt => BinaryFn::Gt,
-                    BinOp::Ge => BinaryFn::Ge,
-                    BinOp::Eq => BinaryFn::Eq,
-                    BinOp::Ne => BinaryFn::Ne,
-                    BinOp::MatMul => BinaryFn::Mul,
+                    BinOp::MatMul => {
+                        return match (a, b) {
+                            (Tensor(x), Tensor(y)) => self.matmul(x, y, span),
+                            (other, Tensor(_)) | (_, other) => self.not_tensor(&other, span),
+                        }
+                    }
+                    BinOp::Add => Op::Add,
+                    BinOp::Sub => Op::Sub,
+                    BinOp::Mul => Op::Mul,
+                    BinOp::Div => Op::Div,
+                    BinOp::Pow => Op::Pow,
+                    BinOp::Lt => Op::Compare(Cmp::Lt),
+                    BinOp::Le => Op::Compare(Cmp::Le),
+                    BinOp::Gt => Op::Compare(Cmp::Gt),
+                    BinOp::Ge => Op::Compare(Cmp::Ge),
+                    BinOp::Eq => Op::Compare(Cmp::Eq),
+                    BinOp::Ne => Op::Compare(Cmp::Ne),
                 };
                 self.elementwise(f, a, b, span)
             }
@@ -269,15 +255,7 @@ impl Elab<'_> {
 
     pub fn not_tensor(&mut self, v: &Value, span: Span) -> Value {
         let found = v.describe(&self.m);
-        self.report(
-            span,
-            SemaError::TypeMismatch {
-                expected: "a tensor".into(),
-                found,
-                span: span.into(),
-                help: None,
-            },
-        )
+        self.type_mismatch(span, "a tensor", found)
     }
 
     /// A float view of a compile-time number (`None` when unknown).
@@ -313,15 +291,7 @@ impl Elab<'_> {
                 }
             },
             BinOp::MatMul => {
-                return self.report(
-                    span,
-                    SemaError::TypeMismatch {
-                        expected: "tensors on both sides of `@`".into(),
-                        found: "ints".into(),
-                        span: span.into(),
-                        help: None,
-                    },
-                )
+                return self.type_mismatch(span, "tensors on both sides of `@`", "ints".into())
             }
             cmp => {
                 return match (x.as_const(), y.as_const()) {
@@ -441,15 +411,7 @@ impl Elab<'_> {
             }
             other => {
                 let found = other.describe(&self.m);
-                self.report(
-                    span,
-                    SemaError::TypeMismatch {
-                        expected: "a tensor to index or a layer to instantiate".into(),
-                        found,
-                        span: span.into(),
-                        help: None,
-                    },
-                )
+                self.type_mismatch(span, "a tensor to index or a layer to instantiate", found)
             }
         }
     }
@@ -579,15 +541,7 @@ impl Elab<'_> {
             Value::Unknown => None,
             other => {
                 let found = other.describe(&self.m);
-                self.report(
-                    e.span,
-                    SemaError::TypeMismatch {
-                        expected: "an int dimension".into(),
-                        found,
-                        span: e.span.into(),
-                        help: None,
-                    },
-                );
+                self.type_mismatch(e.span, "an int dimension", found);
                 None
             }
         }

@@ -19,6 +19,12 @@ use crate::syntax::ast::{self, DimSyntax, ExprKind};
 
 use super::expr::ArgVal;
 
+/// The hint "`f` takes: a, b, c".
+fn takes(callee: &str, params: &[(String, bool)]) -> String {
+    let names: Vec<&str> = params.iter().map(|p| p.0.as_str()).collect();
+    format!("`{callee}` takes: {}", names.join(", "))
+}
+
 impl Elab<'_> {
     /// Match call arguments to declared names. `params` holds each name and
     /// whether it has a default.
@@ -66,14 +72,7 @@ impl Elab<'_> {
                                 expected: format!("at most {}", params.len()),
                                 found: count,
                                 span: a.span.into(),
-                                help: Some(format!(
-                                    "`{callee}` takes: {}",
-                                    params
-                                        .iter()
-                                        .map(|p| p.0.as_str())
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
-                                )),
+                                help: Some(takes(callee, params)),
                             },
                         );
                         ok = false;
@@ -106,14 +105,7 @@ impl Elab<'_> {
                         kind: kind.to_string(),
                         name: name.clone(),
                         span: span.into(),
-                        help: Some(format!(
-                            "`{callee}` takes: {}",
-                            params
-                                .iter()
-                                .map(|p| p.0.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )),
+                        help: Some(takes(callee, params)),
                     },
                 );
                 ok = false;
@@ -362,6 +354,7 @@ impl Elab<'_> {
                     },
                 };
                 let v = this.check_param_type(&mut env, &name, p, v, at, &mut rest);
+                this.note_binding(&p.name, &v);
                 env.bind(&p.name.name, v);
             }
             this.block(&mut env, &f.body)
@@ -455,6 +448,7 @@ impl Elab<'_> {
                 );
                 ok = false;
             }
+            self.note_binding(&p.name, &v);
             henv.bind(&p.name.name, v.clone());
             hyper.push((p.name.name.clone(), v));
         }
@@ -543,6 +537,7 @@ impl Elab<'_> {
                     Value::Unknown => Value::Unknown,
                     other => this.not_tensor(&other, a.span),
                 };
+                this.note_binding(&input.name, &v);
                 env.bind(&input.name.name, v);
             }
             let out = this.block(&mut env, &l.body);
@@ -635,6 +630,7 @@ impl Elab<'_> {
                     ty: ty.clone(),
                 });
                 let v = self.emit1(InstKind::Input(i), ty, input.span);
+                self.note_binding(&input.name, &v);
                 env.bind(&input.name.name, v);
             }
         }
@@ -733,6 +729,7 @@ impl Elab<'_> {
                 Some(ast::ParamType::Bool(_)) => Value::Bool(None),
                 _ => Value::Unknown,
             };
+            self.note_binding(&p.name, &v);
             env.bind(&p.name.name, v);
         }
         self.layers.push(LayerCtx::default());
@@ -742,6 +739,7 @@ impl Elab<'_> {
                 Some(ty) => self.emit1(InstKind::Input(i), ty, input.span),
                 None => Value::Unknown,
             };
+            self.note_binding(&input.name, &v);
             env.bind(&input.name.name, v);
         }
         let out = self.block(&mut env, &l.body);
@@ -774,6 +772,7 @@ impl Elab<'_> {
                 },
                 None => Value::Unknown,
             };
+            self.note_binding(&p.name, &v);
             env.bind(&p.name.name, v);
         }
         self.block(&mut env, &f.body);

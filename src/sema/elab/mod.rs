@@ -38,7 +38,7 @@ pub enum Value {
     List(Vec<Value>),
     Item(ItemRef),
     Module(ModuleId),
-    Builtin(&'static str),
+    Builtin(crate::sema::builtins::Builtin),
     Instance(Rc<Instance>),
 }
 
@@ -55,6 +55,28 @@ pub struct Instance {
 }
 
 impl Value {
+    /// A short form for editors: `[B, 256]` for a tensor, `int = 4`.
+    pub fn summary(&self, m: &ModelBuilder) -> String {
+        match self {
+            Value::Tensor(v) => m.ty(*v).to_string(),
+            Value::Int(d) => format!("int = {d}"),
+            Value::Float(Some(x)) => format!("float = {x:?}"),
+            Value::Float(None) => "float".into(),
+            Value::Bool(Some(b)) => format!("bool = {b}"),
+            Value::Bool(None) => "bool".into(),
+            Value::Tuple(parts) => format!(
+                "({})",
+                parts
+                    .iter()
+                    .map(|p| p.summary(m))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Value::Instance(i) => format!("instance `{}` of layer `{}`", i.path, i.layer_name),
+            other => other.describe(m),
+        }
+    }
+
     pub fn describe(&self, m: &ModelBuilder) -> String {
         match self {
             Value::Unknown => "an unknown value".into(),
@@ -69,7 +91,7 @@ impl Value {
             Value::List(l) => format!("a list of {}", l.len()),
             Value::Item(_) => "a definition".into(),
             Value::Module(_) => "a module".into(),
-            Value::Builtin(b) => format!("the built-in `{b}`"),
+            Value::Builtin(b) => format!("the built-in `{}`", b.name()),
             Value::Instance(i) => format!("the instance `{}` of `{}`", i.path, i.layer_name),
         }
     }
@@ -195,6 +217,9 @@ pub struct Elab<'a> {
     pub used: std::collections::HashSet<ItemRef>,
     /// True while checking an unused layer or fn with abstract arguments.
     pub generic: bool,
+    /// What each binding held, by the span of its name (once per call site
+    /// of the body it is in): read by the language server's hover.
+    pub bindings: Vec<(Span, String)>,
 }
 
 /// Upper bound on nested inlining, as a guard against runaway expansion.
@@ -211,6 +236,7 @@ impl<'a> Elab<'a> {
             call_stack: Vec::new(),
             used: Default::default(),
             generic: false,
+            bindings: Vec::new(),
         }
     }
 
@@ -222,6 +248,12 @@ impl<'a> Elab<'a> {
 
     pub fn ty(&self, v: ValueId) -> &Type {
         self.m.ty(v)
+    }
+
+    /// Record what the name `name` is bound to (for hover in editors).
+    pub fn note_binding(&mut self, name: &ast::Ident, v: &Value) {
+        let text = v.summary(&self.m);
+        self.bindings.push((name.span, text));
     }
 
     pub fn emit1(&mut self, kind: InstKind, ty: Type, span: Span) -> Value {
@@ -268,6 +300,7 @@ impl<'a> Elab<'a> {
                 )
             }
         };
+        self.note_binding(&c.name, &v);
         self.consts.insert(r, ConstState::Done(v.clone()));
         v
     }
@@ -338,9 +371,9 @@ impl<'a> Elab<'a> {
         names.extend(module.items.keys().cloned());
         names.extend(module.imports.keys().cloned());
         names.extend(
-            crate::sema::builtins::BUILTINS
+            crate::sema::builtins::Builtin::ALL
                 .iter()
-                .map(|s| s.to_string()),
+                .map(|b| b.name().to_string()),
         );
         names
     }

@@ -8,7 +8,7 @@
 use super::{Elab, Env, Value};
 use crate::sema::error::SemaError;
 use crate::sema::hir::*;
-use crate::sema::options::{suggest, OptionChecker};
+use crate::sema::options::{suggest, OptionChecker, EQ_OPTIONS};
 use crate::sema::spec::SolverSpec;
 use crate::source::Span;
 use crate::syntax::ast::{self, ExprKind, Stmt};
@@ -71,6 +71,7 @@ impl Elab<'_> {
                     }
                     _ => self.expr(env, value),
                 };
+                self.note_binding(name, &v);
                 env.bind(&name.name, v);
             }
             Stmt::LetTuple { names, value, span } => {
@@ -93,6 +94,7 @@ impl Elab<'_> {
                     }
                 };
                 for (n, p) in names.iter().zip(parts) {
+                    self.note_binding(n, &p);
                     env.bind(&n.name, p);
                 }
             }
@@ -103,6 +105,7 @@ impl Elab<'_> {
                 span,
             } => {
                 let v = self.param(env, name, ty, init, *span);
+                self.note_binding(name, &v);
                 env.bind(&name.name, v);
             }
             Stmt::Equilibrium {
@@ -216,12 +219,24 @@ impl Elab<'_> {
         span: Span,
     ) {
         let types: Vec<Option<Type>> = states.iter().map(|s| self.eval_type(env, &s.ty)).collect();
+        // Solvers iterate, mix and difference states: only floats qualify.
+        for (s, t) in states.iter().zip(&types) {
+            if let Some(t) = t.as_ref().filter(|t| t.dtype == DType::I64) {
+                self.report(
+                    s.ty.span,
+                    SemaError::IntegerState {
+                        state: s.name.name.clone(),
+                        dtype: t.dtype.name().into(),
+                        span: s.ty.span.into(),
+                    },
+                );
+            }
+        }
         // Options: solver first, since backward's defaults depend on it.
-        const OPTIONS: &[&str] = &["solver", "backward", "init"];
         let mut seen: Vec<&str> = Vec::new();
         let (mut solver_opt, mut backward_opt, mut init_opt) = (None, None, None);
         for o in options {
-            match OPTIONS.iter().find(|k| **k == o.name.name) {
+            match EQ_OPTIONS.iter().find(|k| **k == o.name.name) {
                 Some(k) if seen.contains(k) => {
                     self.report(
                         o.name.span,
@@ -248,7 +263,7 @@ impl Elab<'_> {
                             what: "equilibrium option".into(),
                             name: o.name.name.clone(),
                             span: o.name.span.into(),
-                            help: suggest(&o.name.name, OPTIONS),
+                            help: suggest(&o.name.name, EQ_OPTIONS),
                         },
                     );
                 }
@@ -356,6 +371,7 @@ impl Elab<'_> {
         let tys: Vec<Type> = types.into_iter().flatten().collect();
         let results = self.m.emit(InstKind::Equilibrium(Box::new(eq)), tys, span);
         for (s, r) in states.iter().zip(results) {
+            self.note_binding(&s.name, &Value::Tensor(r));
             env.bind(&s.name.name, Value::Tensor(r));
         }
     }

@@ -75,6 +75,102 @@ pub fn suggest(name: &str, valid: &[&str]) -> Option<String> {
     })
 }
 
+/// Every solver of `with solver = ...`.
+pub const SOLVERS: &[&str] = &["fixed_point", "anderson", "broyden", "unroll"];
+/// Every mode of `with backward = ...`.
+pub const BACKWARD_MODES: &[&str] = &["implicit", "phantom", "jfb", "unrolled"];
+/// Every option of an `equilibrium`'s `with` clause.
+pub const EQ_OPTIONS: &[&str] = &["solver", "backward", "init"];
+/// Every `param` initializer.
+pub const INITS: &[&str] = &[
+    "zeros",
+    "ones",
+    "normal",
+    "uniform",
+    "kaiming_uniform",
+    "xavier_uniform",
+    "orthogonal",
+    "eye",
+];
+
+/// The arguments of a solver, `None` for an unknown solver.
+fn solver_schema(name: &str) -> Option<Vec<Arg>> {
+    let mut schema = match name {
+        "fixed_point" => vec![opt("damping", Kind::Fraction, CVal::Float(1.0))],
+        "anderson" => vec![
+            opt("m", Kind::Int(1), CVal::Int(5)),
+            opt("beta", Kind::PosFloat, CVal::Float(1.0)),
+            opt("lam", Kind::NonNegFloat, CVal::Float(1e-4)),
+        ],
+        "broyden" => vec![opt(
+            "memory",
+            Kind::Int(1),
+            CVal::Int(DEFAULT_MAX_ITER as i64),
+        )],
+        "unroll" => vec![req("steps", Kind::Int(1))],
+        _ => return None,
+    };
+    schema.extend([
+        opt("tol", Kind::PosFloat, CVal::Float(DEFAULT_TOL)),
+        opt("max_iter", Kind::Int(1), CVal::Int(DEFAULT_MAX_ITER as i64)),
+        opt("stop", Kind::Str(&["rel", "abs"]), CVal::Str("rel".into())),
+    ]);
+    Some(schema)
+}
+
+/// The arguments of a backward mode, `None` for an unknown mode.
+fn backward_schema(name: &str) -> Option<Vec<Arg>> {
+    Some(match name {
+        "implicit" => vec![
+            opt("solver", Kind::Solver, CVal::Name(String::new())),
+            opt("tol", Kind::PosFloat, CVal::Float(DEFAULT_BACKWARD_TOL)),
+            opt("max_iter", Kind::Int(1), CVal::Int(DEFAULT_MAX_ITER as i64)),
+        ],
+        "phantom" => vec![
+            opt("steps", Kind::Int(1), CVal::Int(5)),
+            opt("damping", Kind::Fraction, CVal::Float(0.8)),
+        ],
+        "jfb" | "unrolled" => vec![],
+        _ => return None,
+    })
+}
+
+/// One argument of a solver or backward mode, for tools: its name, what it
+/// must be, and its default (`None`: required).
+pub struct ArgInfo {
+    pub name: &'static str,
+    pub expected: String,
+    pub default: Option<String>,
+}
+
+fn arg_infos(schema: Vec<Arg>) -> Vec<ArgInfo> {
+    schema
+        .into_iter()
+        .map(|Arg(name, kind, default)| ArgInfo {
+            name,
+            expected: kind.describe(),
+            default: default.map(|d| match d {
+                CVal::Int(i) => i.to_string(),
+                CVal::Float(x) => format!("{x:?}"),
+                CVal::Bool(b) => b.to_string(),
+                CVal::Str(s) => format!("{s:?}"),
+                CVal::Name(n) if n.is_empty() => "the forward solver".into(),
+                other => other.describe(),
+            }),
+        })
+        .collect()
+}
+
+/// The arguments `solver(...)` takes (for the language server).
+pub fn solver_args(name: &str) -> Option<Vec<ArgInfo>> {
+    solver_schema(name).map(arg_infos)
+}
+
+/// The arguments `backward(...)` mode `name` takes (for the language server).
+pub fn backward_args(name: &str) -> Option<Vec<ArgInfo>> {
+    backward_schema(name).map(arg_infos)
+}
+
 /// The kind and range an argument must have.
 #[derive(Debug, Clone, Copy)]
 enum Kind {
@@ -346,31 +442,11 @@ impl OptionChecker<'_> {
     }
 
     pub fn solver(&mut self, v: &Spanned) -> Option<SolverSpec> {
-        const SOLVERS: &[&str] = &["fixed_point", "anderson", "broyden", "unroll"];
         let (name, args) = self.call_parts(v, "solver", SOLVERS)?;
-        let mut schema = match name {
-            "fixed_point" => vec![opt("damping", Kind::Fraction, CVal::Float(1.0))],
-            "anderson" => vec![
-                opt("m", Kind::Int(1), CVal::Int(5)),
-                opt("beta", Kind::PosFloat, CVal::Float(1.0)),
-                opt("lam", Kind::NonNegFloat, CVal::Float(1e-4)),
-            ],
-            "broyden" => vec![opt(
-                "memory",
-                Kind::Int(1),
-                CVal::Int(DEFAULT_MAX_ITER as i64),
-            )],
-            "unroll" => vec![req("steps", Kind::Int(1))],
-            _ => {
-                self.unknown("solver", name, v.span, SOLVERS);
-                return None;
-            }
+        let Some(schema) = solver_schema(name) else {
+            self.unknown("solver", name, v.span, SOLVERS);
+            return None;
         };
-        schema.extend([
-            opt("tol", Kind::PosFloat, CVal::Float(DEFAULT_TOL)),
-            opt("max_iter", Kind::Int(1), CVal::Int(DEFAULT_MAX_ITER as i64)),
-            opt("stop", Kind::Str(&["rel", "abs"]), CVal::Str("rel".into())),
-        ]);
         let b = self.bind(name, &schema, args, v.span)?;
         let kind = match name {
             "fixed_point" => SolverKind::FixedPoint {
@@ -417,15 +493,16 @@ impl OptionChecker<'_> {
     }
 
     pub fn backward(&mut self, v: &Spanned, forward: &SolverSpec) -> Option<Backward> {
-        const MODES: &[&str] = &["implicit", "phantom", "jfb", "unrolled"];
-        let (name, args) = self.call_parts(v, "backward mode", MODES)?;
+        let (name, args) = self.call_parts(v, "backward mode", BACKWARD_MODES)?;
         match name {
             "implicit" => {
-                let schema = [
-                    opt("solver", Kind::Solver, CVal::Name(String::new())),
-                    opt("tol", Kind::PosFloat, CVal::Float(DEFAULT_BACKWARD_TOL)),
-                    opt("max_iter", Kind::Int(1), CVal::Int(forward.max_iter as i64)),
-                ];
+                let mut schema = backward_schema(name).unwrap_or_default();
+                // The adjoint's iteration budget defaults to the forward solver's.
+                for a in &mut schema {
+                    if a.0 == "max_iter" {
+                        a.2 = Some(CVal::Int(forward.max_iter as i64));
+                    }
+                }
                 let b = self.bind(name, &schema, args, v.span)?;
                 let solver_arg = b.get("solver")?;
                 let mut solver = match &solver_arg.value {
@@ -453,10 +530,7 @@ impl OptionChecker<'_> {
                 Some(Backward::Implicit { solver })
             }
             "phantom" => {
-                let schema = [
-                    opt("steps", Kind::Int(1), CVal::Int(5)),
-                    opt("damping", Kind::Fraction, CVal::Float(0.8)),
-                ];
+                let schema = backward_schema(name).unwrap_or_default();
                 let b = self.bind(name, &schema, args, v.span)?;
                 Some(Backward::Phantom {
                     steps: b.uint("steps"),
@@ -489,23 +563,13 @@ impl OptionChecker<'_> {
                 })
             }
             _ => {
-                self.unknown("backward mode", name, v.span, MODES);
+                self.unknown("backward mode", name, v.span, BACKWARD_MODES);
                 None
             }
         }
     }
 
     pub fn init(&mut self, v: &Spanned) -> Option<Init> {
-        const INITS: &[&str] = &[
-            "zeros",
-            "ones",
-            "normal",
-            "uniform",
-            "kaiming_uniform",
-            "xavier_uniform",
-            "orthogonal",
-            "eye",
-        ];
         let (name, args) = self.call_parts(v, "initializer", INITS)?;
         if name == "uniform" {
             // `uniform(lo, hi)` takes a signed range: checked on its own.
@@ -624,4 +688,4 @@ impl OptionChecker<'_> {
 }
 
 pub mod train;
-pub use train::{TrainValue, TRAIN_KEYS};
+pub use train::{TrainValue, SCHEDULES, TRAIN_KEYS};

@@ -20,6 +20,17 @@ pub const TRAIN_KEYS: &[&str] = &[
     "seed",
     "jacobian_reg",
     "clip_grad",
+    "threads",
+];
+
+/// Every schedule of `schedule = ...`.
+pub const SCHEDULES: &[&str] = &[
+    "constant",
+    "cosine",
+    "linear",
+    "step",
+    "exponential",
+    "onecycle",
 ];
 
 /// One `key = value;` of a train block, value already evaluated.
@@ -50,13 +61,15 @@ impl OptionChecker<'_> {
                 betas: (0.9, 0.999),
                 weight_decay: 0.0,
             },
-            schedule: Schedule::Constant,
+            schedule: Schedule::constant(),
             epochs: 1,
             batch_size: 64,
             seed: 0,
             jacobian_reg: None,
             clip_grad: None,
+            threads: None,
         };
+        let mut schedule_span = block_span;
         for e in entries {
             let Some(key) = TRAIN_KEYS.iter().find(|k| **k == e.key) else {
                 self.errors.push(SemaError::UnknownOption {
@@ -84,11 +97,15 @@ impl OptionChecker<'_> {
                 "data" => self.data(v).map(|d| cfg.data = d),
                 "loss" => self.loss(v).map(|l| cfg.loss = l),
                 "optimizer" => self.optimizer(v).map(|o| cfg.optimizer = o),
-                "schedule" => self.schedule(v).map(|s| cfg.schedule = s),
+                "schedule" => self.schedule(v).map(|s| {
+                    cfg.schedule = s;
+                    schedule_span = v.span;
+                }),
                 "epochs" => self.count(key, v, 1).map(|n| cfg.epochs = n as usize),
                 "batch_size" => self.count(key, v, 1).map(|n| cfg.batch_size = n as usize),
                 "seed" => self.count(key, v, 0).map(|n| cfg.seed = n as u64),
                 "jacobian_reg" => self.jacobian(v).map(|j| cfg.jacobian_reg = Some(j)),
+                "threads" => self.threads(v).map(|n| cfg.threads = Some(n)),
                 _ => self.positive(key, v).map(|c| cfg.clip_grad = Some(c)),
             };
             ok &= applied.is_some();
@@ -107,6 +124,7 @@ impl OptionChecker<'_> {
                 ok = false;
             }
         }
+        ok &= self.check_onecycle(&cfg, schedule_span);
         ok.then_some(cfg)
     }
 
@@ -185,7 +203,16 @@ impl OptionChecker<'_> {
             "cross_entropy" => Loss::CrossEntropy,
             "mse" => Loss::Mse,
             _ => {
-                self.unknown("loss", name, v.span, LOSSES);
+                // Also reached by `loss = my_loss;` with `my_loss` a fn.
+                self.errors.push(SemaError::UnknownOption {
+                    what: "loss".into(),
+                    name: name.to_string(),
+                    span: v.span.into(),
+                    help: Some(format!(
+                        "{}; a `fn` cannot be given as the loss yet",
+                        suggest(name, LOSSES).unwrap_or_default()
+                    )),
+                });
                 return None;
             }
         };
@@ -257,40 +284,82 @@ impl OptionChecker<'_> {
     }
 
     fn schedule(&mut self, v: &Spanned) -> Option<Schedule> {
-        const SCHEDULES: &[&str] = &["constant", "cosine", "step"];
         let (name, args) = self.call_parts(v, "schedule", SCHEDULES)?;
-        match name {
-            "constant" => {
-                self.bind(name, &[], args, v.span)?;
-                Some(Schedule::Constant)
-            }
-            "cosine" => {
-                let b = self.bind(
-                    name,
-                    &[opt("warmup", Kind::Int(0), CVal::Int(0))],
-                    args,
-                    v.span,
-                )?;
-                Some(Schedule::Cosine {
-                    warmup: b.uint("warmup"),
-                })
-            }
-            "step" => {
-                let schema = [
-                    req("every", Kind::Int(1)),
-                    opt("gamma", Kind::Fraction, CVal::Float(0.1)),
-                ];
-                let b = self.bind(name, &schema, args, v.span)?;
-                Some(Schedule::Step {
-                    every: b.uint("every"),
-                    gamma: b.float("gamma"),
-                })
-            }
+        let mut schema = match name {
+            "constant" | "cosine" | "linear" => vec![],
+            "step" => vec![
+                req("every", Kind::Int(1)),
+                opt("gamma", Kind::Fraction, CVal::Float(0.1)),
+            ],
+            "exponential" => vec![req("gamma", Kind::Fraction)],
+            "onecycle" => vec![req("max_lr", Kind::PosFloat)],
             _ => {
                 self.unknown("schedule", name, v.span, SCHEDULES);
-                None
+                return None;
             }
+        };
+        // -1 stands for "not given": the decay's own default.
+        schema.push(opt("warmup", Kind::Int(0), CVal::Int(-1)));
+        let b = self.bind(name, &schema, args, v.span)?;
+        let decay = match name {
+            "constant" => Decay::Constant,
+            "cosine" => Decay::Cosine,
+            "linear" => Decay::Linear,
+            "step" => Decay::Step {
+                every: b.uint("every"),
+                gamma: b.float("gamma"),
+            },
+            "exponential" => Decay::Exponential {
+                gamma: b.float("gamma"),
+            },
+            _ => Decay::OneCycle {
+                max_lr: b.float("max_lr"),
+            },
+        };
+        let warmup = usize::try_from(b.int("warmup")).ok();
+        Some(Schedule { decay, warmup })
+    }
+
+    /// `onecycle(max_lr)` must rise: its peak above the optimizer's rate.
+    fn check_onecycle(&mut self, cfg: &TrainConfig, span: Span) -> bool {
+        let Decay::OneCycle { max_lr } = cfg.schedule.decay else {
+            return true;
+        };
+        let lr = match cfg.optimizer {
+            Optimizer::Sgd { lr, .. }
+            | Optimizer::Adam { lr, .. }
+            | Optimizer::AdamW { lr, .. } => lr,
+        };
+        if max_lr > lr {
+            return true;
         }
+        self.errors.push(SemaError::InvalidValue {
+            message: format!(
+                "onecycle's max_lr {max_lr:?} is not above the optimizer's lr {lr:?}"
+            ),
+            span: span.into(),
+            label: "max_lr must exceed lr".into(),
+            help: Some(
+                "onecycle rises from the optimizer's lr to max_lr, then falls to lr / 1e4; e.g. `optimizer = adam(lr = 4e-4); schedule = onecycle(max_lr = 1e-2);`"
+                    .into(),
+            ),
+        });
+        false
+    }
+
+    /// `threads = N`: a positive count of at most [`MAX_THREADS`].
+    fn threads(&mut self, v: &Spanned) -> Option<usize> {
+        let n = self.count("threads", v, 1)? as usize;
+        if n > MAX_THREADS {
+            self.errors.push(SemaError::InvalidValue {
+                message: format!("threads = {n} is more than {MAX_THREADS}"),
+                span: v.span.into(),
+                label: "too many threads".into(),
+                help: Some("use about as many threads as the machine has cores".into()),
+            });
+            return None;
+        }
+        Some(n)
     }
 
     fn jacobian(&mut self, v: &Spanned) -> Option<JacobianReg> {

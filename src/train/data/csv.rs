@@ -2,10 +2,10 @@
 //!
 //! `path` is either one file (`.csv` or `.csv.gz`: the train split only) or
 //! a folder with `train.csv[.gz]` and optionally `valid.csv[.gz]` and
-//! `test.csv[.gz]`, all with the same header. Cells are separated by commas
-//! (no quoting; header names may be wrapped in double quotes), surrounding
-//! whitespace and a leading byte-order mark are ignored, and blank lines
-//! are skipped.
+//! `test.csv[.gz]`, all with the same header. The `csv` crate reads the
+//! cells: RFC 4180 quoting (`"1,5"` is one cell, `""` an escaped quote),
+//! surrounding whitespace trimmed; a leading byte-order mark is ignored and
+//! blank lines are skipped.
 //!
 //! Guarantees: `x` is f32 `[N, F]`, the columns other than the target in
 //! header order; `y` is the target column, i64 `[N]` (class ids) when every
@@ -94,17 +94,37 @@ fn to_dataset(t: Table, integral: bool) -> Result<Dataset, DataError> {
 fn parse(path: &Path, target: &str) -> Result<Table, DataError> {
     let text = read_text(path)?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l))
-        .filter(|(_, l)| !l.trim().is_empty());
-    let (_, header_line) = lines.next().ok_or_else(|| {
-        DataError::malformed(path, "a header row and at least one data row", "no rows")
-    })?;
-    let header: Vec<String> = header_line
-        .split(',')
-        .map(|c| c.trim().trim_matches('"').to_string())
+    // The header is read as a record too, so that every row, the header
+    // included, carries its line number for the messages.
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let mut records = reader.records().filter(|r| match r {
+        // A line holding only spaces reads as one empty cell: skip it like
+        // an empty line.
+        Ok(rec) => !(rec.len() == 1 && rec[0].is_empty()),
+        Err(_) => true,
+    });
+    let unreadable = |e: csv::Error| {
+        let line = e.position().map(|p| p.line()).unwrap_or(0);
+        DataError::malformed(
+            path,
+            "comma-separated cells",
+            format!("unreadable CSV at line {line}: {e}"),
+        )
+    };
+    let header_row = records
+        .next()
+        .ok_or_else(|| {
+            DataError::malformed(path, "a header row and at least one data row", "no rows")
+        })?
+        .map_err(unreadable)?;
+    // Header names may carry stray quotes outside csv quoting (`a, "b" ,c`).
+    let header: Vec<String> = header_row
+        .iter()
+        .map(|c| c.trim_matches('"').to_string())
         .collect();
     let t = header
         .iter()
@@ -121,22 +141,23 @@ fn parse(path: &Path, target: &str) -> Result<Table, DataError> {
         features: Vec::new(),
         target: Vec::new(),
     };
-    for (line, row) in lines {
-        let cells: Vec<&str> = row.split(',').collect();
-        if cells.len() != table.header.len() {
+    for row in records {
+        let row = row.map_err(unreadable)?;
+        let line = row.position().map_or(0, |p| p.line() as usize);
+        if row.len() != table.header.len() {
             return Err(DataError::RaggedRow {
                 path: path.to_path_buf(),
                 line,
                 expected: table.header.len(),
-                found: cells.len(),
+                found: row.len(),
             });
         }
-        for (j, cell) in cells.iter().enumerate() {
-            let v: f64 = cell.trim().parse().map_err(|_| DataError::NonNumeric {
+        for (j, cell) in row.iter().enumerate() {
+            let v: f64 = cell.parse().map_err(|_| DataError::NonNumeric {
                 path: path.to_path_buf(),
                 line,
                 column: table.header[j].clone(),
-                cell: cell.trim().to_string(),
+                cell: cell.to_string(),
             })?;
             if j == t {
                 table.target.push(v);

@@ -365,6 +365,28 @@ fn csv_files_and_folders() {
 }
 
 #[test]
+fn csv_quoted_cells_are_read() {
+    let dir = temp("csvquoted");
+    let p = dir.join("d.csv");
+    // Quoted cells, a quoted header name holding a comma, CRLF line ends.
+    std::fs::write(&p, "\"a\",\"lab,el\"\r\n\"1.5\",2\r\n3,\"4\"\r\n").unwrap();
+    let s = csv(&p, "lab,el").unwrap();
+    assert_eq!(
+        s.train.field("x").unwrap().data,
+        HostData::F32(vec![1.5, 3.0])
+    );
+    assert_eq!(s.train.field("y").unwrap().data, HostData::I64(vec![2, 4]));
+    // A quoted cell that is not a number still names its line and column.
+    std::fs::write(&p, "a,b\n1,2\n\"x,y\",3\n").unwrap();
+    let err = csv(&p, "b").unwrap_err().to_string();
+    assert!(
+        err.contains(":3:") && err.contains("`a`") && err.contains("`x,y`"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn csv_malformed_files_are_clear_errors() {
     let err = csv_err("ragged", "a,b\n1,2\n3\n", "b");
     assert!(

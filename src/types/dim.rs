@@ -204,6 +204,33 @@ impl Dim {
         Some(out)
     }
 
+    /// The first floor division in the dim that is not exact once named
+    /// dims are replaced by `lookup` (`T / 4` with `T = 30`): the division
+    /// as written, and its numerator and denominator values.
+    pub fn inexact_division(
+        &self,
+        lookup: &dyn Fn(&str) -> Option<Dim>,
+    ) -> Option<(String, i64, i64)> {
+        for a in self.terms.keys().flatten() {
+            let Atom::Div(n, d) = a else { continue };
+            let inner = n.inexact_division(lookup);
+            if inner.is_some() {
+                return inner;
+            }
+            let inner = d.inexact_division(lookup);
+            if inner.is_some() {
+                return inner;
+            }
+            let value = |x: &Dim| x.substitute(lookup).and_then(|v| v.as_const());
+            if let (Some(nv), Some(dv)) = (value(n), value(d)) {
+                if dv != 0 && nv.rem_euclid(dv) != 0 {
+                    return Some((format!("{} / {}", n.paren(), d.paren()), nv, dv));
+                }
+            }
+        }
+        None
+    }
+
     /// The bare symbol name, when the dim is exactly one named dimension.
     pub fn as_symbol(&self) -> Option<&str> {
         if self.terms.len() != 1 {

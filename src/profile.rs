@@ -1,0 +1,326 @@
+//! Measurement for `deqc bench`: a counting global allocator and cheap
+//! scoped timers by category.
+//!
+//! Owns two things:
+//! - [`CountingAlloc`], a wrapper of the system allocator that counts
+//!   allocations and live heap bytes (with their peak). The `deqc` binary
+//!   installs it as its `#[global_allocator]`; a program that does not (the
+//!   tests, a library user) reads [`alloc_snapshot`] as `None`.
+//! - Scoped timers ([`scope`]) that attribute wall time to a [`Category`]
+//!   (gemm/conv library calls, fused kernels, solver bookkeeping, graph
+//!   work). Time is *exclusive*: entering a nested scope pauses the outer
+//!   one, so a matmul inside a solver's map counts as gemm, not as solver
+//!   bookkeeping. Timers are off unless [`set_timing`] turned them on; off,
+//!   a scope costs one relaxed atomic load.
+//!
+//! Guarantees: counting never changes what the allocator returns; timers
+//! account on the thread that opens them (the executor and the solvers run
+//! on the calling thread; library kernels may fan out to their own pool
+//! inside one scope, which is then wall time of that call).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use crate::ir::Op;
+
+// ---- allocation counting -------------------------------------------------
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+static PEAK_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+/// The system allocator, counting allocations (a `realloc` counts as one)
+/// and live bytes.
+pub struct CountingAlloc;
+
+impl CountingAlloc {
+    fn grew(bytes: usize) {
+        let live = LIVE_BYTES.fetch_add(bytes as isize, Relaxed) + bytes as isize;
+        PEAK_BYTES.fetch_max(live, Relaxed);
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to `System`; the counters are
+// atomics updated after the fact and never affect the returned memory.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(layout);
+        if !p.is_null() {
+            ALLOCATIONS.fetch_add(1, Relaxed);
+            Self::grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc_zeroed(layout);
+        if !p.is_null() {
+            ALLOCATIONS.fetch_add(1, Relaxed);
+            Self::grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout);
+        LIVE_BYTES.fetch_sub(layout.size() as isize, Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = System.realloc(ptr, layout, new_size);
+        if !p.is_null() {
+            ALLOCATIONS.fetch_add(1, Relaxed);
+            if new_size >= layout.size() {
+                Self::grew(new_size - layout.size());
+            } else {
+                LIVE_BYTES.fetch_sub((layout.size() - new_size) as isize, Relaxed);
+            }
+        }
+        p
+    }
+}
+
+/// The allocator's counters at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllocSnapshot {
+    /// Allocations (and reallocations) since the program started.
+    pub allocations: u64,
+    /// Heap bytes in use now.
+    pub live_bytes: isize,
+    /// The most heap bytes in use since the last [`reset_peak`].
+    pub peak_bytes: isize,
+}
+
+/// The counters, or `None` when [`CountingAlloc`] is not the global
+/// allocator (nothing was ever counted).
+pub fn alloc_snapshot() -> Option<AllocSnapshot> {
+    let allocations = ALLOCATIONS.load(Relaxed);
+    (allocations > 0).then(|| AllocSnapshot {
+        allocations,
+        live_bytes: LIVE_BYTES.load(Relaxed),
+        peak_bytes: PEAK_BYTES.load(Relaxed),
+    })
+}
+
+/// Start a new peak: from now on `peak_bytes` is the most in use since.
+pub fn reset_peak() {
+    PEAK_BYTES.store(LIVE_BYTES.load(Relaxed), Relaxed);
+}
+
+// ---- scoped timers -------------------------------------------------------
+
+/// Where time goes in a training step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Category {
+    /// Matrix products and convolutions (library calls: gemm, candle).
+    Gemm,
+    /// Fused elementwise kernels.
+    Fused,
+    /// A solver's own work: mixing, residual norms, masks, best iterates.
+    Solver,
+    /// Graph work inside a solver's map that is neither of the above
+    /// (counted in "everything else" by `deqc bench`).
+    Other,
+}
+
+impl Category {
+    pub const ALL: [Category; 4] = [
+        Category::Gemm,
+        Category::Fused,
+        Category::Solver,
+        Category::Other,
+    ];
+
+    fn index(self) -> usize {
+        match self {
+            Category::Gemm => 0,
+            Category::Fused => 1,
+            Category::Solver => 2,
+            Category::Other => 3,
+        }
+    }
+
+    /// The category an op's kernel counts in.
+    pub fn of(op: &Op) -> Category {
+        match op {
+            Op::MatMul | Op::Conv(_) | Op::ConvInputGrad { .. } | Op::ConvWeightGrad { .. } => {
+                Category::Gemm
+            }
+            Op::Input(_)
+            | Op::Param(_)
+            | Op::Const(_)
+            | Op::State(_)
+            | Op::Capture(_)
+            | Op::Neg
+            | Op::Exp
+            | Op::Log
+            | Op::Sqrt
+            | Op::Abs
+            | Op::Tanh
+            | Op::Sigmoid
+            | Op::Relu
+            | Op::Gelu
+            | Op::Softplus
+            | Op::Sin
+            | Op::Cos
+            | Op::LeakyRelu { .. }
+            | Op::Clamp { .. }
+            | Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::Pow
+            | Op::Maximum
+            | Op::Minimum
+            | Op::Compare(_)
+            | Op::Where
+            | Op::Reduce { .. }
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::Reshape { .. }
+            | Op::Permute { .. }
+            | Op::Concat { .. }
+            | Op::BroadcastTo { .. }
+            | Op::Slice { .. }
+            | Op::Eye { .. }
+            | Op::Fill { .. }
+            | Op::Arange { .. }
+            | Op::CausalMask { .. }
+            | Op::AvgPool2d { .. }
+            | Op::MaxPool2d { .. }
+            | Op::UpsampleNearest2d { .. }
+            | Op::Embedding
+            | Op::DropoutMask { .. }
+            | Op::Cast { .. }
+            | Op::Equilibrium(_)
+            | Op::Project(_)
+            | Op::SumTo { .. }
+            | Op::Count { .. }
+            | Op::SliceBackward { .. }
+            | Op::AvgPool2dBackward { .. }
+            | Op::MaxPool2dBackward { .. }
+            | Op::MaxPool2dSelect { .. }
+            | Op::EmbeddingBackward { .. } => Category::Other,
+        }
+    }
+}
+
+static TIMING: AtomicBool = AtomicBool::new(false);
+
+/// Turn the scoped timers on or off (off by default).
+pub fn set_timing(on: bool) {
+    TIMING.store(on, Relaxed);
+}
+
+struct Timers {
+    current: Option<Category>,
+    since: Instant,
+    totals: [Duration; 4],
+}
+
+thread_local! {
+    static TIMERS: RefCell<Timers> = RefCell::new(Timers {
+        current: None,
+        since: Instant::now(),
+        totals: [Duration::ZERO; 4],
+    });
+}
+
+/// An open timer; time stops counting for its category when it drops.
+#[must_use = "the scope times until it is dropped"]
+pub struct Scope {
+    /// The category that was running before, resumed on drop.
+    outer: Option<Category>,
+    active: bool,
+}
+
+/// Count the time until the returned guard drops as `category`.
+pub fn scope(category: Category) -> Scope {
+    if !TIMING.load(Relaxed) {
+        return Scope {
+            outer: None,
+            active: false,
+        };
+    }
+    TIMERS.with(|t| {
+        let mut t = t.borrow_mut();
+        let now = Instant::now();
+        if let Some(c) = t.current {
+            let spent = now - t.since;
+            t.totals[c.index()] += spent;
+        }
+        let outer = t.current.replace(category);
+        t.since = now;
+        Scope {
+            outer,
+            active: true,
+        }
+    })
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        if !self.active {
+            return;
+        }
+        TIMERS.with(|t| {
+            let mut t = t.borrow_mut();
+            let now = Instant::now();
+            if let Some(c) = t.current {
+                let spent = now - t.since;
+                t.totals[c.index()] += spent;
+            }
+            t.current = self.outer;
+            t.since = now;
+        });
+    }
+}
+
+/// The time counted on this thread per category, in [`Category::ALL`]
+/// order, and reset them to zero.
+pub fn take_times() -> [Duration; 4] {
+    TIMERS.with(|t| std::mem::replace(&mut t.borrow_mut().totals, [Duration::ZERO; 4]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn busy(d: Duration) {
+        let t = Instant::now();
+        while t.elapsed() < d {
+            std::hint::black_box(0);
+        }
+    }
+
+    // One test: the switch is global, and parallel tests would race on it.
+    #[test]
+    fn scopes_count_exclusive_time_and_nothing_when_off() {
+        set_timing(false);
+        {
+            let _s = scope(Category::Gemm);
+            busy(Duration::from_millis(5));
+        }
+        assert_eq!(take_times(), [Duration::ZERO; 4]);
+
+        set_timing(true);
+        {
+            let _solver = scope(Category::Solver);
+            busy(Duration::from_millis(10));
+            {
+                let _gemm = scope(Category::Gemm);
+                busy(Duration::from_millis(100));
+            }
+            busy(Duration::from_millis(10));
+        }
+        set_timing(false);
+        let [gemm, fused, solver, other] = take_times();
+        assert!(gemm >= Duration::from_millis(100), "{gemm:?}");
+        assert!(solver >= Duration::from_millis(20), "{solver:?}");
+        // The inner 100 ms are not the solver's.
+        assert!(solver < Duration::from_millis(100), "{solver:?}");
+        assert_eq!((fused, other), (Duration::ZERO, Duration::ZERO));
+    }
+}

@@ -1,0 +1,314 @@
+//! Solver bookkeeping in place on CPU memory: per-sample sums, dot products
+//! and weighted sums of `[B, N]` tensors in one pass each.
+//!
+//! The device-generic forms (`(a - b).sqr().sum_keepdim(1)`, a scaled add per
+//! history slot) allocate a full `[B, N]` temporary per operation and walk
+//! memory once per operation; on the CPU these read the operands in place
+//! and allocate only their results. Every function returns `None` when its
+//! operands are not contiguous f32/f64 CPU `[B, N]` tensors of one shape and
+//! dtype, and the caller then takes the generic path. Results agree with it
+//! up to summation order: sums accumulate in f64 (the generic path sums in
+//! the tensor's dtype), weighted sums in the tensor's dtype in slot order.
+
+use candle_core::{DType, Device, Storage, Tensor, WithDType};
+
+/// Run `f` on the element slices of `ts` (all `[B, N]`, contiguous, CPU, of
+/// type `T`), with `(B, N)`.
+fn with_slices<T: WithDType, R>(
+    ts: &[&Tensor],
+    f: impl FnOnce(&[&[T]], (usize, usize)) -> R,
+) -> Option<R> {
+    #[cfg(test)]
+    if FORCE_GENERIC.with(std::cell::Cell::get) {
+        return None;
+    }
+    let first = ts.first()?;
+    let (b, n) = match first.dims() {
+        [b, n] => (*b, *n),
+        _ => return None,
+    };
+    if ts
+        .iter()
+        .any(|t| t.dims() != first.dims() || t.dtype() != T::DTYPE)
+    {
+        return None;
+    }
+    // The read guards live for the whole call, so the slices stay valid.
+    let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
+    let mut slices = Vec::with_capacity(ts.len());
+    for (storage, layout) in &guards {
+        let Storage::Cpu(cpu) = &**storage else {
+            return None;
+        };
+        let (start, end) = layout.contiguous_offsets()?;
+        slices.push(T::cpu_storage_as_slice(cpu).ok()?.get(start..end)?);
+    }
+    if slices.iter().any(|s| s.len() != b * n) {
+        return None;
+    }
+    Some(f(&slices, (b, n)))
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests set this to run the solvers' generic path on this thread.
+    static FORCE_GENERIC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Dispatch on the dtype of the first tensor.
+macro_rules! by_dtype {
+    ($ts:expr, |$s:ident, $dims:ident| $body:expr) => {
+        match $ts.first().map(|t| t.dtype()) {
+            Some(DType::F32) => with_slices::<f32, _>($ts, |$s, $dims| $body),
+            Some(DType::F64) => with_slices::<f64, _>($ts, |$s, $dims| $body),
+            _ => None,
+        }
+    };
+}
+
+/// Independent accumulators per sum: one f64 chain per sum would be bound
+/// by the add latency; lanes pipeline (and vectorize).
+const LANES: usize = 8;
+
+/// `sum a_i b_i` in f64.
+fn dot<T: WithDType>(a: &[T], b: &[T]) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x.to_f64() * y.to_f64())
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..LANES {
+            acc[l] += x[l].to_f64() * y[l].to_f64();
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// `[sum (f - z)^2, sum f^2, 0 if every f is finite else 1]` in f64.
+fn residual_row<T: WithDType>(z: &[T], f: &[T]) -> [f64; 3] {
+    // `f * 0` is 0 for a finite f and NaN otherwise.
+    let (mut d2, mut f2, mut probe) = ([0.0f64; LANES], [0.0f64; LANES], [0.0f64; LANES]);
+    let (cz, cf) = (z.chunks_exact(LANES), f.chunks_exact(LANES));
+    let mut tail = [0.0f64; 3];
+    for (a, b) in cz.remainder().iter().zip(cf.remainder()) {
+        let (a, b) = (a.to_f64(), b.to_f64());
+        tail[0] += (b - a) * (b - a);
+        tail[1] += b * b;
+        tail[2] += b * 0.0;
+    }
+    for (a, b) in cz.zip(cf) {
+        for l in 0..LANES {
+            let (x, y) = (a[l].to_f64(), b[l].to_f64());
+            d2[l] += (y - x) * (y - x);
+            f2[l] += y * y;
+            probe[l] += y * 0.0;
+        }
+    }
+    let finite = (probe.iter().sum::<f64>() + tail[2]) == 0.0;
+    [
+        d2.iter().sum::<f64>() + tail[0],
+        f2.iter().sum::<f64>() + tail[1],
+        if finite { 0.0 } else { 1.0 },
+    ]
+}
+
+/// Per sample of `z`, `f(z)`: `[sum (fz - z)^2, sum fz^2, 1 if fz has a
+/// NaN or infinity else 0]`, in f64.
+pub(crate) fn residual_sums(z: &Tensor, fz: &Tensor) -> Option<Vec<[f64; 3]>> {
+    fn go<T: WithDType>(s: &[&[T]], (b, n): (usize, usize)) -> Vec<[f64; 3]> {
+        (0..b)
+            .map(|r| residual_row(&s[0][r * n..(r + 1) * n], &s[1][r * n..(r + 1) * n]))
+            .collect()
+    }
+    by_dtype!(&[z, fz], |s, dims| go(s, dims))
+}
+
+/// Per sample, the dot products of `a` with each of `others`: `[B][k]`.
+pub(crate) fn row_dots(a: &Tensor, others: &[&Tensor]) -> Option<Vec<Vec<f64>>> {
+    fn go<T: WithDType>(s: &[&[T]], (b, n): (usize, usize)) -> Vec<Vec<f64>> {
+        (0..b)
+            .map(|r| {
+                let a = &s[0][r * n..(r + 1) * n];
+                s[1..]
+                    .iter()
+                    .map(|o| dot(a, &o[r * n..(r + 1) * n]))
+                    .collect()
+            })
+            .collect()
+    }
+    let mut all = Vec::with_capacity(others.len() + 1);
+    all.push(a);
+    all.extend_from_slice(others);
+    by_dtype!(&all, |s, dims| go(s, dims))
+}
+
+/// Per sample `r`: `sum_j coefs[r * k + j] * ts[j][r, :]` (`k` tensors),
+/// accumulated in slot order in the tensors' dtype (as a chain of scaled
+/// adds would).
+pub(crate) fn weighted_sum(ts: &[&Tensor], coefs: &[f64]) -> Option<Tensor> {
+    fn go<T: WithDType>(s: &[&[T]], (b, n): (usize, usize), coefs: &[f64]) -> Option<Vec<T>> {
+        let k = s.len();
+        if coefs.len() != b * k {
+            return None;
+        }
+        let mut out = vec![T::from_f64(0.0); b * n];
+        for (r, row) in out.chunks_mut(n.max(1)).enumerate().take(b) {
+            for (j, t) in s.iter().enumerate() {
+                let c = T::from_f64(coefs[r * k + j]);
+                let src = &t[r * n..(r + 1) * n];
+                if j == 0 {
+                    for (o, x) in row.iter_mut().zip(src) {
+                        *o = *x * c;
+                    }
+                } else {
+                    for (o, x) in row.iter_mut().zip(src) {
+                        *o += *x * c;
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
+    let dims = ts.first()?.dims().to_vec();
+    match ts.first()?.dtype() {
+        DType::F32 => {
+            let v = with_slices::<f32, _>(ts, |s, d| go(s, d, coefs))??;
+            Tensor::from_vec(v, dims, &Device::Cpu).ok()
+        }
+        DType::F64 => {
+            let v = with_slices::<f64, _>(ts, |s, d| go(s, d, coefs))??;
+            Tensor::from_vec(v, dims, &Device::Cpu).ok()
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(v: &[f64], dtype: DType) -> Tensor {
+        Tensor::from_vec(v.to_vec(), (2, v.len() / 2), &Device::Cpu)
+            .and_then(|t| t.to_dtype(dtype))
+            .expect("tensor")
+    }
+
+    #[test]
+    fn sums_dots_and_mixes_match_the_generic_forms() {
+        for dtype in [DType::F32, DType::F64] {
+            let z = t(&[1.0, 2.0, 3.0, -1.0, 0.5, 0.25], dtype);
+            let fz = t(&[1.5, 1.0, 3.0, f64::NAN, 0.5, 1.0], dtype);
+            let s = residual_sums(&z, &fz).expect("cpu f32/f64");
+            assert_eq!(s[0], [0.25 + 1.0, 2.25 + 1.0 + 9.0, 0.0]);
+            assert_eq!(s[1][2], 1.0);
+            let d = row_dots(&z, &[&z, &fz]).expect("cpu");
+            assert_eq!(d[0], vec![14.0, 1.5 + 2.0 + 9.0]);
+            let m = weighted_sum(&[&z, &z], &[1.0, 2.0, 0.5, 0.0]).expect("cpu");
+            let want = t(&[3.0, 6.0, 9.0, -0.5, 0.25, 0.125], dtype);
+            let diff = (m - want)
+                .and_then(|d| d.abs())
+                .and_then(|d| d.sum_all())
+                .and_then(|d| d.to_dtype(DType::F64))
+                .and_then(|d| d.to_scalar::<f64>())
+                .expect("diff");
+            assert_eq!(diff, 0.0);
+        }
+    }
+
+    #[test]
+    fn lane_sums_match_a_plain_sum() {
+        for n in [1usize, 7, 8, 9, 37] {
+            let a: Vec<f64> = (0..n).map(|i| (i as f64 * 0.37).sin()).collect();
+            let b: Vec<f64> = (0..n).map(|i| (i as f64 * 0.11).cos()).collect();
+            let plain: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert!((dot(&a, &b) - plain).abs() <= 1e-12, "{n}");
+            let r = residual_row(&a, &b);
+            let d2: f64 = a.iter().zip(&b).map(|(x, y)| (y - x) * (y - x)).sum();
+            assert!((r[0] - d2).abs() <= 1e-12 && r[2] == 0.0, "{n}");
+            let mut bad = b.clone();
+            bad[n - 1] = f64::INFINITY;
+            assert_eq!(residual_row(&a, &bad)[2], 1.0, "{n}");
+        }
+    }
+
+    /// Solve `z = tanh(z W + x)` with the in-place bookkeeping or the
+    /// generic one.
+    fn solve(kind: crate::solver::SolverKind, dtype: DType, generic: bool) -> (Vec<f64>, usize) {
+        use crate::solver::{SolverError, SolverSpec, Stop};
+        FORCE_GENERIC.with(|f| f.set(generic));
+        let (b, n) = (3, 19);
+        let w: Vec<f64> = (0..n * n)
+            .map(|i| 0.9 * ((i as f64) * 0.7).sin() / n as f64)
+            .collect();
+        let x: Vec<f64> = (0..b * n).map(|i| ((i as f64) * 0.3).cos()).collect();
+        let w = Tensor::from_vec(w, (n, n), &Device::Cpu)
+            .and_then(|t| t.to_dtype(dtype))
+            .expect("w");
+        let x = Tensor::from_vec(x, (b, n), &Device::Cpu)
+            .and_then(|t| t.to_dtype(dtype))
+            .expect("x");
+        let spec = SolverSpec {
+            kind,
+            tol: 1e-30,
+            max_iter: 15,
+            stop: Stop::Rel,
+        };
+        let mut f =
+            |z: &Tensor| -> Result<Tensor, SolverError> { Ok((z.matmul(&w)? + &x)?.tanh()?) };
+        let z0 = x.zeros_like().expect("z0");
+        let sol = crate::solver::solve(&spec, &mut f, &z0).expect("solves");
+        FORCE_GENERIC.with(|f| f.set(false));
+        let z = sol
+            .z
+            .to_dtype(DType::F64)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1())
+            .expect("z");
+        (z, sol.stats.iterations)
+    }
+
+    #[test]
+    fn solvers_give_the_same_iterates_on_both_paths() {
+        use crate::solver::SolverKind;
+        for kind in [
+            SolverKind::Anderson {
+                m: 5,
+                beta: 1.0,
+                lam: 1e-4,
+            },
+            SolverKind::Anderson {
+                m: 3,
+                beta: 0.7,
+                lam: 1e-4,
+            },
+            SolverKind::Broyden { memory: 8 },
+        ] {
+            for (dtype, tol) in [(DType::F64, 1e-12), (DType::F32, 1e-5)] {
+                let (fast, it_fast) = solve(kind.clone(), dtype, false);
+                let (slow, it_slow) = solve(kind.clone(), dtype, true);
+                assert_eq!(it_fast, it_slow);
+                let scale = slow.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                let err = fast
+                    .iter()
+                    .zip(&slow)
+                    .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+                assert!(err <= tol * scale, "{kind:?} {dtype:?}: {err:e}");
+            }
+        }
+    }
+
+    #[test]
+    fn other_layouts_take_the_generic_path() {
+        let z = t(&[1.0, 2.0, 3.0, 4.0], DType::F32);
+        let zt = z.t().expect("transpose");
+        assert!(residual_sums(&zt, &z).is_none());
+        let h = z.to_dtype(DType::F16).expect("f16");
+        assert!(row_dots(&h, &[&h]).is_none());
+        let z64 = z.to_dtype(DType::F64).expect("f64");
+        assert!(weighted_sum(&[&z, &z64], &[1.0; 4]).is_none());
+    }
+}

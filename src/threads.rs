@@ -1,0 +1,76 @@
+//! The size of the CPU thread pool: `--threads N` and `threads = N`.
+//!
+//! Owns the one place that sizes it. candle runs its CPU kernels on rayon's
+//! global pool and sizes gemm's matrix products (and its own pool) from
+//! `RAYON_NUM_THREADS`, read at each product; so both are set, before the
+//! first tensor is computed. Guarantees: after [`configure`] returns `Ok`,
+//! rayon's global pool has exactly `n` threads and candle's matrix products
+//! use `n` threads (none when `n` is 1); a count outside `1..=MAX_THREADS`
+//! or a pool already started with another size is an error, never ignored.
+
+use crate::sema::spec::MAX_THREADS;
+
+/// The threads of rayon's global pool (started with rayon's default, or
+/// `RAYON_NUM_THREADS`, if [`configure`] was not called).
+pub fn in_use() -> usize {
+    rayon::current_num_threads()
+}
+
+/// Size the CPU pool to `n` threads; returns the size observed afterwards.
+pub fn configure(n: usize) -> Result<usize, String> {
+    if !(1..=MAX_THREADS).contains(&n) {
+        return Err(format!(
+            "{n} threads: expected a number of threads from 1 to {MAX_THREADS}"
+        ));
+    }
+    // Read by candle for each matrix product and by rayon for its pool;
+    // set while no other thread of ours is running.
+    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    let built = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
+    let observed = in_use();
+    if observed != n {
+        return Err(match built {
+            Err(e) => format!(
+                "cannot size the CPU pool to {n} threads: it already runs with {observed} ({e})"
+            ),
+            Ok(()) => format!("asked for {n} threads, the CPU pool has {observed}"),
+        });
+    }
+    let gemm = candle_core::utils::get_num_threads();
+    if gemm != n {
+        return Err(format!(
+            "asked for {n} threads, candle's matrix products would use {gemm}"
+        ));
+    }
+    Ok(observed)
+}
+
+/// Parse `--threads N` (clap value parser).
+pub fn parse_count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a number of threads from 1 to {MAX_THREADS}, found `{text}`"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_counts_parse_within_range_only() {
+        assert_eq!(parse_count("1"), Ok(1));
+        assert_eq!(parse_count("16"), Ok(16));
+        for bad in ["0", "-1", "two", "", "1.5", "1025"] {
+            let e = parse_count(bad).unwrap_err();
+            assert!(e.contains("from 1 to 1024"), "{bad}: {e}");
+        }
+        // Out of range is refused before anything global changes.
+        assert!(configure(0).is_err());
+        assert!(configure(MAX_THREADS + 1).is_err());
+    }
+}
