@@ -232,6 +232,9 @@ pub struct TrainConfig {
     pub clip_grad: Option<f64>,
     /// CPU threads of the run (`None`: rayon's default or `RAYON_NUM_THREADS`).
     pub threads: Option<usize>,
+    /// `freeze = [inject, "cell.lin"]`: parameter paths or path prefixes
+    /// that receive no update, each with its span.
+    pub freeze: Vec<(String, crate::source::Span)>,
 }
 
 /// Floats printed so that they read back as the same value.
@@ -429,6 +432,10 @@ impl fmt::Display for TrainConfig {
         }
         if let Some(n) = self.threads {
             writeln!(f, "    threads = {n};")?;
+        }
+        if !self.freeze.is_empty() {
+            let paths: Vec<String> = self.freeze.iter().map(|p| format!("{:?}", p.0)).collect();
+            writeln!(f, "    freeze = [{}];", paths.join(", "))?;
         }
         write!(f, "}}")
     }

@@ -21,6 +21,7 @@ pub const TRAIN_KEYS: &[&str] = &[
     "jacobian_reg",
     "clip_grad",
     "threads",
+    "freeze",
 ];
 
 /// Every schedule of `schedule = ...`.
@@ -68,6 +69,7 @@ impl OptionChecker<'_> {
             jacobian_reg: None,
             clip_grad: None,
             threads: None,
+            freeze: Vec::new(),
         };
         let mut schedule_span = block_span;
         for e in entries {
@@ -106,6 +108,7 @@ impl OptionChecker<'_> {
                 "seed" => self.count(key, v, 0).map(|n| cfg.seed = n as u64),
                 "jacobian_reg" => self.jacobian(v).map(|j| cfg.jacobian_reg = Some(j)),
                 "threads" => self.threads(v).map(|n| cfg.threads = Some(n)),
+                "freeze" => self.freeze(v).map(|f| cfg.freeze = f),
                 _ => self.positive(key, v).map(|c| cfg.clip_grad = Some(c)),
             };
             ok &= applied.is_some();
@@ -345,6 +348,36 @@ impl OptionChecker<'_> {
             ),
         });
         false
+    }
+
+    /// `freeze = [a, "b.c"]`: a list of parameter paths (bare names or
+    /// strings); whether each names a parameter is checked against the
+    /// model afterwards.
+    fn freeze(&mut self, v: &Spanned) -> Option<Vec<(String, Span)>> {
+        let items = match &v.value {
+            CVal::Tuple(items) => items.as_slice(),
+            CVal::Name(_) | CVal::Str(_) => std::slice::from_ref(v),
+            _ => &[],
+        };
+        let paths: Vec<(String, Span)> = items
+            .iter()
+            .filter_map(|i| match &i.value {
+                CVal::Name(n) | CVal::Str(n) => Some((n.clone(), i.span)),
+                _ => None,
+            })
+            .collect();
+        if paths.len() == items.len() && !items.is_empty() {
+            return Some(paths);
+        }
+        self.errors.push(SemaError::ArgumentType {
+            callee: "train".into(),
+            name: "freeze".into(),
+            expected: "a list of parameter paths, e.g. `[inject, \"cell.lin\"]`".into(),
+            found: v.value.describe(),
+            span: v.span.into(),
+            help: None,
+        });
+        None
     }
 
     /// `threads = N`: a positive count of at most [`MAX_THREADS`].
