@@ -159,10 +159,11 @@ fn check_train(elab: &mut Elab, t: &ast::TrainItem, program: &Program) -> Option
     let mut values = Vec::new();
     let mut complete = true;
     for e in &t.entries {
-        let value = match choice_name(&e.key.name, &e.value).or_else(|| path_list(&e.key.name, &e.value)) {
-            Some(name) => Some(name),
-            None => elab.setting(&mut env, &e.value),
-        };
+        let value =
+            match choice_name(&e.key.name, &e.value).or_else(|| path_list(&e.key.name, &e.value)) {
+                Some(name) => Some(name),
+                None => elab.setting(&mut env, &e.value),
+            };
         match value {
             Some(value) => values.push(TrainValue {
                 key: e.key.name.clone(),

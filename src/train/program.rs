@@ -166,11 +166,7 @@ pub fn step_graph(model: &Graph, loss: Loss) -> Result<StepGraph, AdError> {
 /// The training step graph with the parameters marked in `frozen` left out
 /// of differentiation: their gradient outputs are constant zeros and no
 /// node computes anything toward them.
-pub fn step_graph_frozen(
-    model: &Graph,
-    loss: Loss,
-    frozen: &[bool],
-) -> Result<StepGraph, AdError> {
+pub fn step_graph_frozen(model: &Graph, loss: Loss, frozen: &[bool]) -> Result<StepGraph, AdError> {
     let mut g = model.clone();
     // Before differentiating: the adjoint solves are equilibria too.
     let zstar_nodes = zstar_nodes(&mut g);

@@ -233,7 +233,10 @@ fn update(
         .filter(|i| !frozen.get(*i).copied().unwrap_or(false))
         .collect();
     let mut params: Vec<(String, Tensor)> = moving.iter().map(|i| all[*i].clone()).collect();
-    let grads: Vec<Tensor> = moving.iter().filter_map(|i| grads.get(*i).cloned()).collect();
+    let grads: Vec<Tensor> = moving
+        .iter()
+        .filter_map(|i| grads.get(*i).cloned())
+        .collect();
     optim.step(&mut params, &grads, lr)?;
     for (i, p) in moving.into_iter().zip(params) {
         all[i] = p;

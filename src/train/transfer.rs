@@ -55,7 +55,13 @@ impl std::fmt::Display for InitReport {
         let loaded: Vec<String> = self
             .loaded
             .iter()
-            .map(|(p, k)| if p == k { p.clone() } else { format!("{p} (from {k})") })
+            .map(|(p, k)| {
+                if p == k {
+                    p.clone()
+                } else {
+                    format!("{p} (from {k})")
+                }
+            })
             .collect();
         let list = |v: &[String]| {
             if v.is_empty() {

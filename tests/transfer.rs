@@ -1,0 +1,235 @@
+//! Transfer: `freeze = [...]` (frozen parameters stay bit-identical, their
+//! gradients are pruned from the step graph) and `--init-from` (loads by
+//! path with renames; a mis-shaped or unmatched entry is a clear error).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use deqc::train::checkpoint;
+use deqc::train::compiled::{compile, init_params};
+use deqc::train::trainer::{self, RunOptions};
+use deqc::train::transfer::{load_into, InitFrom};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("deqc-transfer-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A small DEQ on the bundled MNIST, with `extra` added to its train block.
+fn source(extra: &str) -> String {
+    format!(
+        r#"use nn;
+model Small(x: [B, 784]) -> [B, 10] {{
+    let inject = nn::Linear[784, 32];
+    let cell   = nn::Linear[32, 32];
+    let head   = nn::Linear[32, 10];
+    let u = inject(x);
+    equilibrium z: [B, 32] = tanh(cell(z) + u)
+        with solver = anderson(m = 5, tol = 1e-4, max_iter = 30);
+    head(z)
+}}
+train Small {{
+    data = mnist("data/mnist-10k", flatten = true);
+    loss = cross_entropy;
+    optimizer = adamw(lr = 1e-2, weight_decay = 0.1);
+    batch_size = 32;
+    seed = 3;
+    {extra}
+}}
+"#
+    )
+}
+
+fn program(src: &str) -> (deqc::sema::hir::Program, deqc::source::SourceMap) {
+    let c = deqc::compile_source("transfer_test.deq", src);
+    let sources = c.sources.clone();
+    match c.program {
+        Some(p) => (p, sources),
+        None => panic!("{}", c.render_plain(100)),
+    }
+}
+
+fn quiet(out: &Path, steps: usize) -> RunOptions {
+    RunOptions {
+        out: Some(out.to_path_buf()),
+        quiet: true,
+        max_eval_batches: Some(1),
+        max_steps: Some(steps),
+        ..RunOptions::default()
+    }
+}
+
+fn values(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+fn saved(out: &Path) -> Vec<(String, Tensor)> {
+    checkpoint::read_tensors(&out.join("model.safetensors"), &Device::Cpu)
+        .unwrap()
+        .0
+}
+
+#[test]
+fn frozen_parameters_stay_bit_identical_and_the_rest_train() {
+    let (p, sources) = program(&source("freeze = [inject, \"cell.w\"];"));
+    let model = p.model("Small").unwrap();
+    let cfg = p.trains[0].clone();
+    let out = temp_dir("freeze");
+    trainer::train(model, &cfg, &sources, &quiet(&out, 5)).unwrap();
+    let compiled = compile(model, &cfg).unwrap();
+    let init = init_params(&compiled.graph, cfg.seed, &Device::Cpu).unwrap();
+    let after = saved(&out);
+    for (path, start) in &init {
+        let (_, end) = after.iter().find(|(k, _)| k == path).unwrap();
+        let frozen = path.starts_with("inject.") || path == "cell.w";
+        let same = values(start) == values(end);
+        // AdamW's decay alone would move every parameter it touches.
+        assert_eq!(same, frozen, "{path}: frozen {frozen}, unchanged {same}");
+    }
+    // Exactly the unfrozen parameters have optimizer state.
+    let state = checkpoint::load_train_state(&out, None, &Device::Cpu).unwrap();
+    let mut with_state: Vec<String> = state
+        .optimizer
+        .tensors
+        .iter()
+        .filter_map(|(k, _)| k.split_once('/').map(|(_, p)| p.to_string()))
+        .collect();
+    with_state.sort();
+    with_state.dedup();
+    assert_eq!(with_state, ["cell.b", "head.b", "head.w"]);
+}
+
+#[test]
+fn frozen_gradients_are_pruned_from_the_step_graph() {
+    let (p, _) = program(&source(""));
+    let model = p.model("Small").unwrap();
+    let open = compile(model, &p.trains[0]).unwrap();
+    let (p, _) = program(&source("freeze = [inject];"));
+    let frozen = compile(model, &p.trains[0]).unwrap();
+    assert_eq!(frozen.frozen, [true, true, false, false, false, false]);
+    let matmuls = |c: &deqc::train::compiled::Compiled| {
+        let g = &c.step.graph;
+        g.node_ids()
+            .into_iter()
+            .filter(|n| matches!(g.op(*n), deqc::ir::Op::MatMul))
+            .count()
+    };
+    // dL/dW_inject = x^T @ du is the one product that freezing `inject`
+    // removes (its slot holds a constant zero instead).
+    assert_eq!(matmuls(&frozen) + 1, matmuls(&open));
+}
+
+#[test]
+fn init_from_loads_by_path_with_renames_and_reports() {
+    let (p, sources) = program(&source(""));
+    let model = p.model("Small").unwrap();
+    let cfg = p.trains[0].clone();
+    let root = temp_dir("init");
+    let first = root.join("first");
+    trainer::train(model, &cfg, &sources, &quiet(&first, 2)).unwrap();
+    let trained = saved(&first);
+    // A checkpoint whose `inject` is called `enc`, with an extra tensor and
+    // without `head`.
+    let renamed: Vec<(String, Tensor)> = trained
+        .iter()
+        .filter(|(k, _)| !k.starts_with("head."))
+        .map(|(k, t)| (k.replace("inject.", "enc."), t.clone()))
+        .chain([(
+            "extra.w".to_string(),
+            Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap(),
+        )])
+        .collect();
+    let file = root.join("renamed.safetensors");
+    checkpoint::save_tensors(&file, &renamed, &Default::default()).unwrap();
+    let compiled = compile(model, &cfg).unwrap();
+    let init = init_params(&compiled.graph, cfg.seed, &Device::Cpu).unwrap();
+    let mut params = init.clone();
+    let from = InitFrom {
+        path: file.clone(),
+        map: vec![("enc".into(), "inject".into())],
+    };
+    let report = load_into(&mut params, &from, &Device::Cpu).unwrap();
+    let mut loaded: Vec<&str> = report.loaded.iter().map(|l| l.0.as_str()).collect();
+    loaded.sort();
+    assert_eq!(loaded, ["cell.b", "cell.w", "inject.b", "inject.w"]);
+    assert_eq!(report.initialized, ["head.w", "head.b"]);
+    assert_eq!(report.unused, ["extra.w"]);
+    for ((path, got), (_, start)) in params.iter().zip(&init) {
+        let want = trained.iter().find(|(k, _)| k == path).map(|(_, t)| t);
+        match want {
+            Some(t) if !path.starts_with("head.") => assert_eq!(values(got), values(t), "{path}"),
+            _ => assert_eq!(values(got), values(start), "{path}"),
+        }
+    }
+    // Without the rename `inject` stays at initialization.
+    let mut params = init.clone();
+    let report = load_into(
+        &mut params,
+        &InitFrom {
+            path: file.clone(),
+            map: vec![],
+        },
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert!(report.unused.contains(&"enc.w".to_string()), "{report}");
+    // A rename that matches nothing is a typo, not a silent no-op.
+    let err = load_into(
+        &mut init.clone(),
+        &InitFrom {
+            path: file.clone(),
+            map: vec![("encoder".into(), "inject".into())],
+        },
+        &Device::Cpu,
+    )
+    .expect_err("unmatched --init-map");
+    assert!(
+        err.to_string().contains("--init-map encoder=inject"),
+        "{err}"
+    );
+    // Through a whole run from the checkpoint's folder, everything frozen:
+    // the saved parameters are the checkpoint's, bit for bit.
+    let (p, sources) = program(&source("freeze = [inject, cell, head];"));
+    let (model, cfg) = (p.model("Small").unwrap(), p.trains[0].clone());
+    let second = root.join("second");
+    let mut opts = quiet(&second, 1);
+    opts.init_from = Some(InitFrom {
+        path: first.clone(),
+        map: vec![],
+    });
+    trainer::train(model, &cfg, &sources, &opts).unwrap();
+    for (k, t) in saved(&second) {
+        let (_, want) = trained.iter().find(|(n, _)| *n == k).unwrap();
+        assert_eq!(values(&t), values(want), "{k}");
+    }
+}
+
+#[test]
+fn init_from_a_mis_shaped_parameter_names_both_shapes() {
+    let (p, sources) = program(&source(""));
+    let model = p.model("Small").unwrap();
+    let cfg = p.trains[0].clone();
+    let root = temp_dir("misshaped");
+    let file = root.join("bad.safetensors");
+    let bad = vec![(
+        "old.w".to_string(),
+        Tensor::zeros((32, 16), candle_core::DType::F32, &Device::Cpu).unwrap(),
+    )];
+    checkpoint::save_tensors(&file, &bad, &Default::default()).unwrap();
+    let mut opts = quiet(&root.join("run"), 1);
+    opts.init_from = Some(InitFrom {
+        path: file,
+        map: vec![("old".into(), "cell".into())],
+    });
+    let err = trainer::train(model, &cfg, &sources, &opts).expect_err("shape mismatch");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("`cell.w`")
+            && msg.contains("[32, 32]")
+            && msg.contains("[32, 16]")
+            && msg.contains("`old.w`"),
+        "{msg}"
+    );
+}
