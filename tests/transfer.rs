@@ -1,6 +1,7 @@
 //! Transfer: `freeze = [...]` (frozen parameters stay bit-identical, their
 //! gradients are pruned from the step graph) and `--init-from` (loads by
-//! path with renames; a mis-shaped or unmatched entry is a clear error).
+//! path with renames; a mis-shaped or unmatched entry is a clear error),
+//! and `classes`/`per_class` subsets of MNIST and CSV data.
 
 use std::path::{Path, PathBuf};
 
@@ -232,4 +233,95 @@ fn init_from_a_mis_shaped_parameter_names_both_shapes() {
             && msg.contains("`old.w`"),
         "{msg}"
     );
+}
+
+fn labels_of(ds: &deqc::train::data::Dataset) -> Vec<i64> {
+    match &ds.field("y").unwrap().data {
+        deqc::train::data::HostData::I64(v) => v.clone(),
+        other => panic!("labels {other:?}"),
+    }
+}
+
+fn count(labels: &[i64], c: i64) -> usize {
+    labels.iter().filter(|l| **l == c).count()
+}
+
+#[test]
+fn mnist_subsets_keep_the_classes_and_are_drawn_from_the_seed() {
+    use deqc::train::data::load_seeded;
+    let src = source("").replace(
+        "flatten = true)",
+        "flatten = true, classes = [5, 6, 7, 8, 9], per_class = 100)",
+    );
+    let (p, _) = program(&src);
+    let spec = &p.trains[0].data;
+    assert!(
+        spec.to_string()
+            .ends_with("classes = [5, 6, 7, 8, 9], per_class = 100)"),
+        "{spec}"
+    );
+    let a = load_seeded(spec, 1).unwrap();
+    let y = labels_of(&a.train);
+    assert_eq!(y.len(), 500);
+    for c in 5..10 {
+        assert_eq!(count(&y, c), 100, "class {c}");
+    }
+    // Same seed, same samples; another seed, another draw.
+    assert_eq!(load_seeded(spec, 1).unwrap().train, a.train);
+    assert_ne!(load_seeded(spec, 2).unwrap().train, a.train);
+    // The test split keeps every sample of the listed classes.
+    let full = deqc::train::data::mnist("data/mnist-10k", true).unwrap();
+    let full_test = labels_of(full.test.as_ref().unwrap());
+    let test = labels_of(a.test.as_ref().unwrap());
+    assert_eq!(test.len(), full_test.iter().filter(|l| **l >= 5).count());
+    assert!(test.iter().all(|l| *l >= 5));
+    // Asking for more than a class has is an error, not a smaller set.
+    let greedy = src.replace("per_class = 100", "per_class = 100000");
+    let (p, _) = program(&greedy);
+    let err = load_seeded(&p.trains[0].data, 1).expect_err("too many per class");
+    assert!(err.to_string().contains("per_class = 100000"), "{err}");
+}
+
+#[test]
+fn csv_subsets_filter_classes_and_need_integer_labels() {
+    use deqc::train::data::load_seeded;
+    let dir = temp_dir("csv");
+    let file = dir.join("t.csv");
+    let mut rows = String::from("a,b,label\n");
+    for i in 0..30 {
+        rows.push_str(&format!("{i},{},{}\n", 2 * i, i % 3));
+    }
+    std::fs::write(&file, rows).unwrap();
+    let spec = |opts: &str| {
+        let (p, _) = program(&format!(
+            r#"model M(x: [B, 2]) -> [B, 3] {{
+    param w: [2, 3] = zeros;
+    x @ w
+}}
+train M {{
+    data = csv({:?}, target = "label"{opts});
+    loss = cross_entropy;
+}}
+"#,
+            file.display().to_string()
+        ));
+        p.trains[0].data.clone()
+    };
+    let s = load_seeded(&spec(", classes = [0, 2], per_class = 4"), 7).unwrap();
+    let y = labels_of(&s.train);
+    assert_eq!((count(&y, 0), count(&y, 1), count(&y, 2)), (4, 0, 4));
+    // Rows keep their features: column `a` is the row number, label = a % 3.
+    let deqc::train::data::HostData::F32(x) = &s.train.field("x").unwrap().data else {
+        panic!("features")
+    };
+    for (row, label) in x.chunks(2).zip(&y) {
+        assert_eq!(row[0] as i64 % 3, *label);
+        assert_eq!(row[1], 2.0 * row[0]);
+    }
+    let only = load_seeded(&spec(", classes = [1]"), 7).unwrap();
+    assert_eq!(labels_of(&only.train), vec![1; 10]);
+    // A regression target has no classes.
+    std::fs::write(&file, "a,label\n1,0.5\n2,1.5\n").unwrap();
+    let err = load_seeded(&spec(", classes = [1]"), 7).expect_err("float target");
+    assert!(err.to_string().contains("integer class labels"), "{err}");
 }

@@ -308,7 +308,7 @@ impl<'a> Trainer<'a> {
     ) -> Result<Self, TrainError> {
         let device = opts.device.clone().unwrap_or(Device::Cpu);
         let compiled = compile(model, cfg)?;
-        let splits = Rc::new(data::load(&cfg.data)?);
+        let splits = Rc::new(data::load_seeded(&cfg.data, cfg.seed)?);
         let out = opts.out.clone().unwrap_or_else(|| default_out(&model.name));
         std::fs::create_dir_all(&out)
             .map_err(|e| TrainError::Usage(format!("cannot create {}: {e}", out.display())))?;

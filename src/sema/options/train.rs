@@ -4,7 +4,7 @@
 //! most once, and of the right kind; `data` and `loss` are present; the
 //! result has every default of LANGUAGE.md section 8 applied.
 
-use super::{opt, req, suggest, CVal, Kind, OptionChecker, Spanned};
+use super::{opt, req, suggest, Arg, Bound, CVal, Kind, OptionChecker, Spanned};
 use crate::sema::error::SemaError;
 use crate::sema::spec::*;
 use crate::source::Span;
@@ -34,6 +34,23 @@ pub const SCHEDULES: &[&str] = &[
     "onecycle",
 ];
 
+/// `classes = [..]` and `per_class = N` of a labelled data source; class
+/// ids up to `max_class` when the source knows its classes.
+fn subset_args(max_class: Option<i64>) -> [Arg; 2] {
+    [
+        // The empty list and 0 stand for "not given": every sample.
+        opt("classes", Kind::Classes(max_class), CVal::Tuple(Vec::new())),
+        opt("per_class", Kind::Int(1), CVal::Int(0)),
+    ]
+}
+
+fn subset_of(b: &Bound) -> Subset {
+    Subset {
+        classes: b.ints("classes"),
+        per_class: Some(b.uint("per_class")).filter(|n| *n > 0),
+    }
+}
+
 /// One `key = value;` of a train block, value already evaluated.
 pub struct TrainValue {
     pub key: String,
@@ -55,6 +72,7 @@ impl OptionChecker<'_> {
             data: DataSpec::Csv {
                 path: String::new(),
                 target: String::new(),
+                subset: Subset::default(),
             },
             loss: Loss::CrossEntropy,
             optimizer: Optimizer::Adam {
@@ -150,15 +168,22 @@ impl OptionChecker<'_> {
         let path = req("path", Kind::Str(&[]));
         match name {
             "mnist" => {
+                let [classes, per_class] = subset_args(Some(9));
                 let b = self.bind(
                     name,
-                    &[path, opt("flatten", Kind::Bool, CVal::Bool(false))],
+                    &[
+                        path,
+                        opt("flatten", Kind::Bool, CVal::Bool(false)),
+                        classes,
+                        per_class,
+                    ],
                     args,
                     v.span,
                 )?;
                 Some(DataSpec::Mnist {
                     path: b.str("path"),
                     flatten: b.bool("flatten"),
+                    subset: subset_of(&b),
                 })
             }
             "text" => {
@@ -186,10 +211,13 @@ impl OptionChecker<'_> {
                 })
             }
             "csv" => {
-                let b = self.bind(name, &[path, req("target", Kind::Str(&[]))], args, v.span)?;
+                let [classes, per_class] = subset_args(None);
+                let schema = [path, req("target", Kind::Str(&[])), classes, per_class];
+                let b = self.bind(name, &schema, args, v.span)?;
                 Some(DataSpec::Csv {
                     path: b.str("path"),
                     target: b.str("target"),
+                    subset: subset_of(&b),
                 })
             }
             _ => {
