@@ -325,3 +325,89 @@ train M {{
     let err = load_seeded(&spec(", classes = [1]"), 7).expect_err("float target");
     assert!(err.to_string().contains("integer class labels"), "{err}");
 }
+
+fn deqc(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_deqc"))
+        .args(args)
+        .output()
+        .expect("deqc runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_cli_reports_what_init_from_loaded_and_rejects_bad_flags() {
+    let root = temp_dir("cli");
+    let (p, sources) = program(&source(""));
+    let first = root.join("first");
+    trainer::train(
+        p.model("Small").unwrap(),
+        &p.trains[0],
+        &sources,
+        &quiet(&first, 1),
+    )
+    .unwrap();
+    // `head` renamed away: it stays at initialization and the checkpoint's
+    // `out.*` tensors are unused.
+    let file = root.join("small.deq");
+    std::fs::write(&file, source("").replace("head", "out")).unwrap();
+    let (file, first_s) = (file.to_str().unwrap(), first.to_str().unwrap());
+    let run_out = root.join("second");
+    let (code, err) = deqc(&[
+        "run",
+        file,
+        "--init-from",
+        first_s,
+        "--init-map",
+        "cell=cell",
+        "--max-steps",
+        "1",
+        "--out",
+        run_out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("loaded 4: cell.b, cell.w, inject.b, inject.w"),
+        "{err}"
+    );
+    assert!(
+        err.contains("left at initialization 2: out.w, out.b"),
+        "{err}"
+    );
+    assert!(
+        err.contains("unused in the checkpoint 2: head.b, head.w"),
+        "{err}"
+    );
+    // Flag errors are usage errors (exit 2) that say what to write.
+    let (code, err) = deqc(&["run", file, "--init-map", "a=b"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--init-from"), "{err}");
+    let (code, err) = deqc(&["run", file, "--init-from", first_s, "--init-map", "ab"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("OLD=NEW"), "{err}");
+    let (code, err) = deqc(&[
+        "run",
+        file,
+        "--init-from",
+        first_s,
+        "--resume",
+        "--out",
+        first_s,
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("give one of them"), "{err}");
+    let missing = root.join("nothing-here");
+    let third = root.join("third");
+    let (code, err) = deqc(&[
+        "run",
+        file,
+        "--init-from",
+        missing.to_str().unwrap(),
+        "--out",
+        third.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("nothing-here"), "{err}");
+}
