@@ -411,3 +411,40 @@ fn the_cli_reports_what_init_from_loaded_and_rejects_bad_flags() {
     assert_ne!(code, 0, "{err}");
     assert!(err.contains("nothing-here"), "{err}");
 }
+
+#[test]
+fn the_transfer_example_fine_tunes_with_the_cell_frozen() {
+    let root = temp_dir("example");
+    let read = |name: &str| {
+        program(&std::fs::read_to_string(format!("examples/transfer/{name}.deq")).unwrap())
+    };
+    let (pre, pre_sources) = read("pretrain");
+    let pretrained = root.join("pretrain");
+    let (model, cfg) = (pre.model("DeqMlp").unwrap(), &pre.trains[0]);
+    trainer::train(model, cfg, &pre_sources, &quiet(&pretrained, 2)).unwrap();
+    let (fine, fine_sources) = read("finetune");
+    let tuned = root.join("finetune");
+    let mut opts = quiet(&tuned, 2);
+    opts.init_from = Some(InitFrom {
+        path: pretrained.clone(),
+        map: vec![],
+    });
+    let (model, cfg) = (fine.model("DeqMlp").unwrap(), &fine.trains[0]);
+    assert_eq!(
+        deqc::train::data::load_seeded(&cfg.data, cfg.seed)
+            .unwrap()
+            .train
+            .len(),
+        500
+    );
+    trainer::train(model, cfg, &fine_sources, &opts).unwrap();
+    let (before, after) = (saved(&pretrained), saved(&tuned));
+    for ((k, a), (k2, b)) in before.iter().zip(&after) {
+        assert_eq!(k, k2);
+        assert_eq!(values(a) == values(b), !k.starts_with("head."), "{k}");
+    }
+    // The baseline trains from scratch on the same 500 samples.
+    let (scratch, _) = read("scratch");
+    assert_eq!(scratch.trains[0].data, cfg.data);
+    assert!(scratch.trains[0].freeze.is_empty());
+}
