@@ -74,6 +74,15 @@ pub enum Command {
         /// RAYON_NUM_THREADS, else one per core).
         #[arg(long, value_parser = crate::threads::parse_count)]
         threads: Option<usize>,
+        /// Start from the parameters of another run (its folder or a
+        /// safetensors file), matched by path; the rest keep their seeded
+        /// initial values.
+        #[arg(long, value_name = "CKPT")]
+        init_from: Option<PathBuf>,
+        /// Rename checkpoint paths for --init-from: a key OLD or OLD.rest
+        /// loads into NEW or NEW.rest (repeatable).
+        #[arg(long, value_name = "OLD=NEW", value_parser = crate::train::transfer::parse_map_entry, requires = "init_from")]
+        init_map: Vec<(String, String)>,
     },
     /// Evaluate a checkpoint on the test split.
     Eval {
@@ -294,6 +303,8 @@ pub fn main() -> ExitCode {
             sets,
             keep_failed_steps,
             threads,
+            init_from,
+            init_map,
         } => crate::train::commands::run(
             &file,
             model.as_deref(),
@@ -307,6 +318,10 @@ pub fn main() -> ExitCode {
             &sets,
             keep_failed_steps,
             threads,
+            init_from.map(|path| crate::train::transfer::InitFrom {
+                path,
+                map: init_map,
+            }),
         ),
         Command::Eval {
             file,
