@@ -79,6 +79,15 @@ pub enum Command {
         /// Run every op by itself instead of as fused compiled kernels.
         #[arg(long)]
         no_fuse: bool,
+        /// Start from the parameters of another run (its folder or a
+        /// safetensors file), matched by path; the rest keep their seeded
+        /// initial values.
+        #[arg(long, value_name = "CKPT")]
+        init_from: Option<PathBuf>,
+        /// Rename checkpoint paths for --init-from: a key OLD or OLD.rest
+        /// loads into NEW or NEW.rest (repeatable).
+        #[arg(long, value_name = "OLD=NEW", value_parser = crate::train::transfer::parse_map_entry, requires = "init_from")]
+        init_map: Vec<(String, String)>,
     },
     /// Evaluate a checkpoint on the test split.
     Eval {
@@ -321,6 +330,8 @@ pub fn main() -> ExitCode {
             keep_failed_steps,
             threads,
             no_fuse: _,
+            init_from,
+            init_map,
         } => crate::train::commands::run(
             &file,
             model.as_deref(),
@@ -334,6 +345,10 @@ pub fn main() -> ExitCode {
             &sets,
             keep_failed_steps,
             threads,
+            init_from.map(|path| crate::train::transfer::InitFrom {
+                path,
+                map: init_map,
+            }),
         ),
         Command::Eval {
             file,

@@ -169,7 +169,7 @@ pub fn init_doc(name: &str) -> Option<&'static str> {
 pub const TRAIN_KEY_DOCS: &[(&str, &str)] = &[
     (
         "data",
-        "The data source: mnist(path, ...), text(path, ...) or csv(path, target = ...). Required.",
+        "The data source: mnist(path, ...), text(path, ...) or csv(path, target = ...); mnist and csv take classes = [..] and per_class = n for a labelled subset. Required.",
     ),
     ("loss", "The loss: cross_entropy, mse, ... Required."),
     (
@@ -194,6 +194,10 @@ pub const TRAIN_KEY_DOCS: &[(&str, &str)] = &[
     (
         "threads",
         "CPU threads of the run (default: RAYON_NUM_THREADS, else one per core); `--threads` overrides.",
+    ),
+    (
+        "freeze",
+        "Parameters (paths or path prefixes) that training leaves unchanged, e.g. [inject, \"cell.w\"]; their gradients are not computed.",
     ),
 ];
 

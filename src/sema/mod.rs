@@ -159,10 +159,11 @@ fn check_train(elab: &mut Elab, t: &ast::TrainItem, program: &Program) -> Option
     let mut values = Vec::new();
     let mut complete = true;
     for e in &t.entries {
-        let value = match choice_name(&e.key.name, &e.value) {
-            Some(name) => Some(name),
-            None => elab.setting(&mut env, &e.value),
-        };
+        let value =
+            match choice_name(&e.key.name, &e.value).or_else(|| path_list(&e.key.name, &e.value)) {
+                Some(name) => Some(name),
+                None => elab.setting(&mut env, &e.value),
+            };
         match value {
             Some(value) => values.push(TrainValue {
                 key: e.key.name.clone(),
@@ -191,8 +192,69 @@ fn check_train(elab: &mut Elab, t: &ast::TrainItem, program: &Program) -> Option
             .map_or(t.span, |e| e.value.span);
         check_data_fits(elab, &cfg, model, data_span, loss_span)?;
         check_fixed_dims(elab, &cfg, model, data_span)?;
+        check_freeze(elab, &cfg, model)?;
     }
     Some(cfg)
+}
+
+/// `freeze = [inject, "cell.lin"]`: the paths as written, never evaluated
+/// (a parameter path may share its name with an item).
+fn path_list(key: &str, value: &ast::Expr) -> Option<options::Spanned> {
+    let ast::ExprKind::List(items) = &value.kind else {
+        return None;
+    };
+    if key != "freeze" {
+        return None;
+    }
+    let mut out = Vec::new();
+    for i in items {
+        let v = match &i.kind {
+            ast::ExprKind::Path(segs) if segs.len() == 1 => {
+                options::CVal::Name(segs[0].name.clone())
+            }
+            ast::ExprKind::Str(s) => options::CVal::Str(s.clone()),
+            _ => options::CVal::Int(0),
+        };
+        out.push(options::Spanned {
+            value: v,
+            span: i.span,
+        });
+    }
+    Some(options::Spanned {
+        value: options::CVal::Tuple(out),
+        span: value.span,
+    })
+}
+
+/// Every `freeze` path names a parameter of `model` or a prefix of one
+/// (`cell` covers `cell.lin.w`).
+fn check_freeze(elab: &mut Elab, cfg: &TrainConfig, model: &hir::Model) -> Option<()> {
+    let mut ok = true;
+    for (path, span) in &cfg.freeze {
+        if model.params.iter().any(|p| freeze_covers(path, &p.path)) {
+            continue;
+        }
+        let valid: Vec<&str> = model.params.iter().map(|p| p.path.as_str()).collect();
+        elab.report(
+            *span,
+            SemaError::UnknownOption {
+                what: format!("parameter path of model `{}`", model.name),
+                name: path.clone(),
+                span: (*span).into(),
+                help: options::suggest(path, &valid),
+            },
+        );
+        ok = false;
+    }
+    ok.then_some(())
+}
+
+/// Whether the `freeze` entry `entry` covers the parameter `param`: the
+/// same path, or a prefix of it ending at a `.`.
+pub fn freeze_covers(entry: &str, param: &str) -> bool {
+    param
+        .strip_prefix(entry)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
 }
 
 /// A bare name given to a train key that names a choice (`loss = mse;`,

@@ -127,6 +127,7 @@ pub enum DataSpec {
     Mnist {
         path: String,
         flatten: bool,
+        subset: Subset,
     },
     Text {
         path: String,
@@ -138,7 +139,38 @@ pub enum DataSpec {
     Csv {
         path: String,
         target: String,
+        subset: Subset,
     },
+}
+
+/// `classes = [..]`, `per_class = N` of a data source: which labelled
+/// samples to train on. The default keeps every sample.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Subset {
+    /// Class ids to keep (empty: all).
+    pub classes: Vec<i64>,
+    /// Train samples per class, drawn from the seed (`None`: all).
+    pub per_class: Option<usize>,
+}
+
+impl Subset {
+    pub fn is_all(&self) -> bool {
+        self.classes.is_empty() && self.per_class.is_none()
+    }
+}
+
+impl fmt::Display for Subset {
+    /// `, classes = [..], per_class = N` for the options given.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.classes.is_empty() {
+            let c: Vec<String> = self.classes.iter().map(|c| c.to_string()).collect();
+            write!(f, ", classes = [{}]", c.join(", "))?;
+        }
+        if let Some(n) = self.per_class {
+            write!(f, ", per_class = {n}")?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,6 +264,9 @@ pub struct TrainConfig {
     pub clip_grad: Option<f64>,
     /// CPU threads of the run (`None`: rayon's default or `RAYON_NUM_THREADS`).
     pub threads: Option<usize>,
+    /// `freeze = [inject, "cell.lin"]`: parameter paths or path prefixes
+    /// that receive no update, each with its span.
+    pub freeze: Vec<(String, crate::source::Span)>,
 }
 
 /// Floats printed so that they read back as the same value.
@@ -304,8 +339,12 @@ impl fmt::Display for Init {
 impl fmt::Display for DataSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DataSpec::Mnist { path, flatten } => {
-                write!(f, "mnist({path:?}, flatten = {flatten})")
+            DataSpec::Mnist {
+                path,
+                flatten,
+                subset,
+            } => {
+                write!(f, "mnist({path:?}, flatten = {flatten}{subset})")
             }
             DataSpec::Text {
                 path,
@@ -323,7 +362,11 @@ impl fmt::Display for DataSpec {
                     None => write!(f, ")"),
                 }
             }
-            DataSpec::Csv { path, target } => write!(f, "csv({path:?}, target = {target:?})"),
+            DataSpec::Csv {
+                path,
+                target,
+                subset,
+            } => write!(f, "csv({path:?}, target = {target:?}{subset})"),
         }
     }
 }
@@ -429,6 +472,10 @@ impl fmt::Display for TrainConfig {
         }
         if let Some(n) = self.threads {
             writeln!(f, "    threads = {n};")?;
+        }
+        if !self.freeze.is_empty() {
+            let paths: Vec<String> = self.freeze.iter().map(|p| format!("{:?}", p.0)).collect();
+            writeln!(f, "    freeze = [{}];", paths.join(", "))?;
         }
         write!(f, "}}")
     }

@@ -169,6 +169,7 @@ pub fn run(
     sets: &[String],
     keep_failed_steps: bool,
     threads: Option<usize>,
+    init_from: Option<super::transfer::InitFrom>,
 ) -> ExitCode {
     let (_, sources, m, train) = match load(file, model) {
         Ok(x) => x,
@@ -203,6 +204,10 @@ pub fn run(
         eprintln!("error: --resume needs --out DIR, the folder of the run to continue");
         return ExitCode::from(2);
     }
+    if resume && init_from.is_some() {
+        eprintln!("error: --resume continues a run from its own checkpoint; --init-from starts a new one: give one of them");
+        return ExitCode::from(2);
+    }
     let device = match device(device_name) {
         Ok(d) => d,
         Err(e) => {
@@ -219,6 +224,7 @@ pub fn run(
         max_eval_batches: None,
         skip_failed_solves: !keep_failed_steps,
         checkpoint_every: Some(CHECKPOINT_EVERY),
+        init_from,
     };
     let pool = crate::threads::in_use();
     eprintln!(
@@ -290,7 +296,7 @@ pub fn eval(
     let result = (|| -> Result<(f64, Option<f64>, usize), TrainError> {
         let compiled = trainer::compile(&m, &cfg)?;
         let params = trainer::load_weights(&compiled.graph, weights, &device)?;
-        let splits = super::data::load(&cfg.data)?;
+        let splits = super::data::load_seeded(&cfg.data, cfg.seed)?;
         let test = splits
             .test
             .as_ref()

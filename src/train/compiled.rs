@@ -13,7 +13,9 @@ use std::path::Path;
 use candle_core::{DType as CDType, Device, Tensor};
 
 use super::checkpoint;
-use super::program::{eval_graph, jacobian_step, step_graph, JacobianStep, StepGraph};
+use super::program::{
+    eval_graph, jacobian_step_frozen, step_graph_frozen, JacobianStep, StepGraph,
+};
 use super::solve_report::EqName;
 use super::TrainError;
 use crate::exec::Executor;
@@ -30,6 +32,8 @@ pub struct Compiled {
     /// The model with each top-level equilibrium's fixed points and
     /// captures as outputs, for spectral-radius estimates in the logs.
     pub stability: Graph,
+    /// `frozen[i]`: parameter `i` is covered by `freeze` and never updated.
+    pub frozen: Vec<bool>,
 }
 
 /// Spectral radius estimates (max over samples) of each top-level
@@ -80,10 +84,11 @@ fn stability_graph(graph: &Graph) -> Graph {
 
 pub fn compile(model: &Model, cfg: &TrainConfig) -> Result<Compiled, TrainError> {
     let graph = lower_model(model)?;
-    let mut step = step_graph(&graph, cfg.loss)?;
+    let frozen = frozen_mask(&graph, cfg);
+    let mut step = step_graph_frozen(&graph, cfg.loss, &frozen)?;
     let mut eval = eval_graph(&graph, cfg.loss)?;
     let mut jacobian = match cfg.jacobian_reg {
-        Some(_) => jacobian_step(&graph)?,
+        Some(_) => jacobian_step_frozen(&graph, &frozen)?,
         None => None,
     };
     // Optimize what runs: folding, CSE, hoisting out of solver loops, DCE.
@@ -100,7 +105,22 @@ pub fn compile(model: &Model, cfg: &TrainConfig) -> Result<Compiled, TrainError>
         eval,
         jacobian,
         stability,
+        frozen,
     })
+}
+
+/// `true` for each parameter of `graph` that a `freeze` entry of `cfg`
+/// covers (same order as `graph.params`).
+pub fn frozen_mask(graph: &Graph, cfg: &TrainConfig) -> Vec<bool> {
+    graph
+        .params
+        .iter()
+        .map(|p| {
+            cfg.freeze
+                .iter()
+                .any(|(entry, _)| crate::sema::freeze_covers(entry, &p.path))
+        })
+        .collect()
 }
 
 /// Initial parameters from the program's initializers, seeded.

@@ -26,6 +26,7 @@ pub mod program;
 pub mod schedule;
 pub mod solve_report;
 pub mod trainer;
+pub mod transfer;
 
 /// Everything that can stop a run.
 #[derive(Debug, thiserror::Error)]

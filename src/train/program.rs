@@ -123,10 +123,23 @@ fn param_nodes(g: &Graph) -> Vec<Option<NodeId>> {
     out
 }
 
+/// The parameter nodes that get a gradient: frozen ones are left out, so
+/// that the reverse pass never builds their adjoints (`frozen[i]` for
+/// parameter `i`; a short mask freezes nothing beyond its end).
+fn trainable_nodes(g: &Graph, frozen: &[bool]) -> Vec<Option<NodeId>> {
+    let mut nodes = param_nodes(g);
+    for (i, n) in nodes.iter_mut().enumerate() {
+        if frozen.get(i).copied().unwrap_or(false) {
+            *n = None;
+        }
+    }
+    nodes
+}
+
 /// Gradients of `value` for every parameter (zeros where it does not
-/// depend on one).
-fn param_grads(g: &mut Graph, value: NodeId) -> Result<Vec<NodeId>, AdError> {
-    let nodes = param_nodes(g);
+/// depend on one or where it is frozen).
+fn param_grads(g: &mut Graph, value: NodeId, frozen: &[bool]) -> Result<Vec<NodeId>, AdError> {
+    let nodes = trainable_nodes(g, frozen);
     let present: Vec<NodeId> = nodes.iter().flatten().copied().collect();
     let grads = grad_with(g, value, &present, &DeqVjp)?;
     let mut it = grads.into_iter();
@@ -147,11 +160,18 @@ fn param_grads(g: &mut Graph, value: NodeId) -> Result<Vec<NodeId>, AdError> {
 
 /// The training step graph of a lowered model.
 pub fn step_graph(model: &Graph, loss: Loss) -> Result<StepGraph, AdError> {
+    step_graph_frozen(model, loss, &[])
+}
+
+/// The training step graph with the parameters marked in `frozen` left out
+/// of differentiation: their gradient outputs are constant zeros and no
+/// node computes anything toward them.
+pub fn step_graph_frozen(model: &Graph, loss: Loss, frozen: &[bool]) -> Result<StepGraph, AdError> {
     let mut g = model.clone();
     // Before differentiating: the adjoint solves are equilibria too.
     let zstar_nodes = zstar_nodes(&mut g);
     let (value, scores) = add_loss(&mut g, loss)?;
-    let grads = param_grads(&mut g, value)?;
+    let grads = param_grads(&mut g, value, frozen)?;
     let mut outputs = vec![value, scores];
     let grads_at = outputs.len()..outputs.len() + grads.len();
     outputs.extend(grads);
@@ -206,11 +226,20 @@ fn zstar_nodes(g: &mut Graph) -> Vec<NodeId> {
 /// The Jacobian regularization graph of a model with its parameter
 /// gradients (`None` when the model has no equilibrium).
 pub fn jacobian_step(model: &Graph) -> Result<Option<JacobianStep>, AdError> {
+    jacobian_step_frozen(model, &[])
+}
+
+/// [`jacobian_step`] with the parameters marked in `frozen` left out of
+/// differentiation (their gradients are absent from the layout).
+pub fn jacobian_step_frozen(
+    model: &Graph,
+    frozen: &[bool],
+) -> Result<Option<JacobianStep>, AdError> {
     let Some(jac) = jacobian_graph(model)? else {
         return Ok(None);
     };
     let mut g = jac.graph;
-    let nodes = param_nodes(&g);
+    let nodes = trainable_nodes(&g, frozen);
     let present: Vec<NodeId> = nodes.iter().flatten().copied().collect();
     let grads = grad_with(&mut g, jac.term, &present, &DeqVjp)?;
     let mut outputs = vec![jac.term];

@@ -64,6 +64,9 @@ pub struct RunOptions {
     /// Also checkpoint mid-epoch once this much time has passed since the
     /// last checkpoint, so a crash in a long epoch loses at most this much.
     pub checkpoint_every: Option<std::time::Duration>,
+    /// `--init-from`: start from another run's parameters (not with
+    /// `resume`).
+    pub init_from: Option<super::transfer::InitFrom>,
 }
 
 /// The outcome of a run.
@@ -213,6 +216,34 @@ fn step_limit_reached(max_steps: Option<usize>, step: u64) -> bool {
     max_steps.is_some_and(|m| step >= m as u64)
 }
 
+/// The optimizer step on every parameter that is not frozen; frozen ones
+/// keep their exact values (no weight decay, no optimizer state).
+fn update(
+    optim: &mut Optim,
+    all: &mut [(String, Tensor)],
+    frozen: &[bool],
+    grads: &[Tensor],
+    lr: f64,
+) -> Result<(), TrainError> {
+    if !frozen.iter().any(|f| *f) {
+        optim.step(all, grads, lr)?;
+        return Ok(());
+    }
+    let moving: Vec<usize> = (0..all.len())
+        .filter(|i| !frozen.get(*i).copied().unwrap_or(false))
+        .collect();
+    let mut params: Vec<(String, Tensor)> = moving.iter().map(|i| all[*i].clone()).collect();
+    let grads: Vec<Tensor> = moving
+        .iter()
+        .filter_map(|i| grads.get(*i).cloned())
+        .collect();
+    optim.step(&mut params, &grads, lr)?;
+    for (i, p) in moving.into_iter().zip(params) {
+        all[i] = p;
+    }
+    Ok(())
+}
+
 /// Where a run stands: steps taken, and the epoch and batch it resumes at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position {
@@ -277,7 +308,7 @@ impl<'a> Trainer<'a> {
     ) -> Result<Self, TrainError> {
         let device = opts.device.clone().unwrap_or(Device::Cpu);
         let compiled = compile(model, cfg)?;
-        let splits = Rc::new(data::load(&cfg.data)?);
+        let splits = Rc::new(data::load_seeded(&cfg.data, cfg.seed)?);
         let out = opts.out.clone().unwrap_or_else(|| default_out(&model.name));
         std::fs::create_dir_all(&out)
             .map_err(|e| TrainError::Usage(format!("cannot create {}: {e}", out.display())))?;
@@ -324,6 +355,12 @@ impl<'a> Trainer<'a> {
     pub fn resume_or_init(&mut self) -> Result<Position, TrainError> {
         if !self.opts.resume {
             self.params = init_params(&self.compiled.graph, self.cfg.seed, &self.device)?;
+            if let Some(from) = &self.opts.init_from {
+                let report = super::transfer::load_into(&mut self.params, from, &self.device)?;
+                if !self.opts.quiet {
+                    eprintln!("--init-from {}:\n{report}", from.path.display());
+                }
+            }
             return Ok(Position {
                 step: 0,
                 epoch: 0,
@@ -334,9 +371,16 @@ impl<'a> Trainer<'a> {
         let shapes = param_shapes(&self.compiled.graph);
         let (p, meta) =
             checkpoint::load_tensors(&out.join("model.safetensors"), &shapes, &self.device)?;
+        // Frozen parameters never get optimizer state.
+        let moving: Vec<(String, Vec<usize>)> = shapes
+            .iter()
+            .zip(self.compiled.frozen.iter().chain(std::iter::repeat(&false)))
+            .filter(|(_, frozen)| !**frozen)
+            .map(|(s, _)| s.clone())
+            .collect();
         let state = checkpoint::load_train_state(
             out,
-            Some(&self.optim.state_shapes(&shapes)),
+            Some(&self.optim.state_shapes(&moving)),
             &self.device,
         )?;
         // The two files are written one after the other: a crash between
@@ -409,7 +453,13 @@ impl<'a> Trainer<'a> {
         let verdict = self.guard.judge(&records);
         let skipped_update = self.opts.skip_failed_solves && verdict.failed;
         if !skipped_update {
-            self.optim.step(&mut self.params, &grads, lr)?;
+            update(
+                &mut self.optim,
+                &mut self.params,
+                &self.compiled.frozen,
+                &grads,
+                lr,
+            )?;
         }
         let correct = match (self.classification, inputs.last()) {
             (true, Some(target)) => Some(metrics::count_correct(results.scores(), target)?),

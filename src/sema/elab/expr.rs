@@ -449,7 +449,8 @@ impl Elab<'_> {
                 }
                 CVal::Call(name, out)
             }
-            ExprKind::Tuple(items) => {
+            // `[5, 6, 7]` (e.g. `classes`) reads like a tuple of values.
+            ExprKind::Tuple(items) | ExprKind::List(items) => {
                 let mut out = Vec::new();
                 for i in items {
                     out.push(self.setting(env, i)?);

@@ -191,6 +191,9 @@ enum Kind {
     Betas,
     /// A solver setting, e.g. `anderson(m = 5)`.
     Solver,
+    /// A list of distinct class ids in `0..=max` (any id >= 0 when `max`
+    /// is `None`), e.g. `[5, 6, 7]`.
+    Classes(Option<i64>),
 }
 
 impl Kind {
@@ -215,6 +218,12 @@ impl Kind {
             ),
             Kind::Betas => "a pair of numbers in [0, 1), e.g. (0.9, 0.999)".into(),
             Kind::Solver => "a solver, e.g. anderson(m = 5)".into(),
+            Kind::Classes(Some(max)) => {
+                format!("a non-empty list of distinct class ids in 0..={max}, e.g. [5, 6, 7]")
+            }
+            Kind::Classes(None) => {
+                "a non-empty list of distinct class ids (ints >= 0), e.g. [5, 6, 7]".into()
+            }
         }
     }
 }
@@ -266,6 +275,19 @@ impl Bound {
     fn get(&self, name: &str) -> Option<&Spanned> {
         self.values.get(name)
     }
+    /// The ints of a list argument (empty when not given).
+    fn ints(&self, name: &str) -> Vec<i64> {
+        match self.values.get(name).map(|s| &s.value) {
+            Some(CVal::Tuple(t)) => t
+                .iter()
+                .filter_map(|e| match e.value {
+                    CVal::Int(i) => Some(i),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// Checks settings and collects the errors found.
@@ -300,6 +322,19 @@ impl OptionChecker<'_> {
                         .all(|e| as_float(&e.value).is_some_and(|x| (0.0..1.0).contains(&x)))
             }
             (Kind::Solver, CVal::Call(..) | CVal::Name(_)) => true,
+            (Kind::Classes(max), CVal::Tuple(t)) => {
+                let ids: Vec<i64> = t
+                    .iter()
+                    .filter_map(|e| match e.value {
+                        CVal::Int(i) if i >= 0 && max.is_none_or(|m| i <= m) => Some(i),
+                        _ => None,
+                    })
+                    .collect();
+                let mut distinct = ids.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                !t.is_empty() && ids.len() == t.len() && distinct.len() == ids.len()
+            }
             _ => false,
         };
         if !fits {

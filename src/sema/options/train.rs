@@ -4,7 +4,7 @@
 //! most once, and of the right kind; `data` and `loss` are present; the
 //! result has every default of LANGUAGE.md section 8 applied.
 
-use super::{opt, req, suggest, CVal, Kind, OptionChecker, Spanned};
+use super::{opt, req, suggest, Arg, Bound, CVal, Kind, OptionChecker, Spanned};
 use crate::sema::error::SemaError;
 use crate::sema::spec::*;
 use crate::source::Span;
@@ -21,6 +21,7 @@ pub const TRAIN_KEYS: &[&str] = &[
     "jacobian_reg",
     "clip_grad",
     "threads",
+    "freeze",
 ];
 
 /// Every schedule of `schedule = ...`.
@@ -32,6 +33,23 @@ pub const SCHEDULES: &[&str] = &[
     "exponential",
     "onecycle",
 ];
+
+/// `classes = [..]` and `per_class = N` of a labelled data source; class
+/// ids up to `max_class` when the source knows its classes.
+fn subset_args(max_class: Option<i64>) -> [Arg; 2] {
+    [
+        // The empty list and 0 stand for "not given": every sample.
+        opt("classes", Kind::Classes(max_class), CVal::Tuple(Vec::new())),
+        opt("per_class", Kind::Int(1), CVal::Int(0)),
+    ]
+}
+
+fn subset_of(b: &Bound) -> Subset {
+    Subset {
+        classes: b.ints("classes"),
+        per_class: Some(b.uint("per_class")).filter(|n| *n > 0),
+    }
+}
 
 /// One `key = value;` of a train block, value already evaluated.
 pub struct TrainValue {
@@ -54,6 +72,7 @@ impl OptionChecker<'_> {
             data: DataSpec::Csv {
                 path: String::new(),
                 target: String::new(),
+                subset: Subset::default(),
             },
             loss: Loss::CrossEntropy,
             optimizer: Optimizer::Adam {
@@ -68,6 +87,7 @@ impl OptionChecker<'_> {
             jacobian_reg: None,
             clip_grad: None,
             threads: None,
+            freeze: Vec::new(),
         };
         let mut schedule_span = block_span;
         for e in entries {
@@ -106,6 +126,7 @@ impl OptionChecker<'_> {
                 "seed" => self.count(key, v, 0).map(|n| cfg.seed = n as u64),
                 "jacobian_reg" => self.jacobian(v).map(|j| cfg.jacobian_reg = Some(j)),
                 "threads" => self.threads(v).map(|n| cfg.threads = Some(n)),
+                "freeze" => self.freeze(v).map(|f| cfg.freeze = f),
                 _ => self.positive(key, v).map(|c| cfg.clip_grad = Some(c)),
             };
             ok &= applied.is_some();
@@ -147,15 +168,22 @@ impl OptionChecker<'_> {
         let path = req("path", Kind::Str(&[]));
         match name {
             "mnist" => {
+                let [classes, per_class] = subset_args(Some(9));
                 let b = self.bind(
                     name,
-                    &[path, opt("flatten", Kind::Bool, CVal::Bool(false))],
+                    &[
+                        path,
+                        opt("flatten", Kind::Bool, CVal::Bool(false)),
+                        classes,
+                        per_class,
+                    ],
                     args,
                     v.span,
                 )?;
                 Some(DataSpec::Mnist {
                     path: b.str("path"),
                     flatten: b.bool("flatten"),
+                    subset: subset_of(&b),
                 })
             }
             "text" => {
@@ -183,10 +211,13 @@ impl OptionChecker<'_> {
                 })
             }
             "csv" => {
-                let b = self.bind(name, &[path, req("target", Kind::Str(&[]))], args, v.span)?;
+                let [classes, per_class] = subset_args(None);
+                let schema = [path, req("target", Kind::Str(&[])), classes, per_class];
+                let b = self.bind(name, &schema, args, v.span)?;
                 Some(DataSpec::Csv {
                     path: b.str("path"),
                     target: b.str("target"),
+                    subset: subset_of(&b),
                 })
             }
             _ => {
@@ -345,6 +376,36 @@ impl OptionChecker<'_> {
             ),
         });
         false
+    }
+
+    /// `freeze = [a, "b.c"]`: a list of parameter paths (bare names or
+    /// strings); whether each names a parameter is checked against the
+    /// model afterwards.
+    fn freeze(&mut self, v: &Spanned) -> Option<Vec<(String, Span)>> {
+        let items = match &v.value {
+            CVal::Tuple(items) => items.as_slice(),
+            CVal::Name(_) | CVal::Str(_) => std::slice::from_ref(v),
+            _ => &[],
+        };
+        let paths: Vec<(String, Span)> = items
+            .iter()
+            .filter_map(|i| match &i.value {
+                CVal::Name(n) | CVal::Str(n) => Some((n.clone(), i.span)),
+                _ => None,
+            })
+            .collect();
+        if paths.len() == items.len() && !items.is_empty() {
+            return Some(paths);
+        }
+        self.errors.push(SemaError::ArgumentType {
+            callee: "train".into(),
+            name: "freeze".into(),
+            expected: "a list of parameter paths, e.g. `[inject, \"cell.lin\"]`".into(),
+            found: v.value.describe(),
+            span: v.span.into(),
+            help: None,
+        });
+        None
     }
 
     /// `threads = N`: a positive count of at most [`MAX_THREADS`].

@@ -20,6 +20,7 @@
 mod csv;
 mod io;
 mod mnist;
+pub mod subset;
 mod text;
 
 pub use self::csv::csv;
@@ -82,6 +83,8 @@ pub enum DataError {
         column: String,
         cell: String,
     },
+    #[error("data subset: {0}")]
+    Subset(String),
     #[error("{path}: no target column `{target}`; the header has {columns:?}")]
     MissingTarget {
         path: PathBuf,
@@ -374,17 +377,29 @@ pub struct Splits {
     pub vocab: Option<Vocab>,
 }
 
-/// Load the data set of a `train` block.
+/// Load the data set of a `train` block, with its `classes`/`per_class`
+/// subset drawn from `seed`.
+pub fn load_seeded(spec: &DataSpec, seed: u64) -> Result<Splits, DataError> {
+    let splits = load(spec)?;
+    match spec {
+        DataSpec::Mnist { subset, .. } | DataSpec::Csv { subset, .. } => {
+            subset::apply(splits, subset, seed)
+        }
+        DataSpec::Text { .. } => Ok(splits),
+    }
+}
+
+/// Load the data set of a `train` block (every sample).
 pub fn load(spec: &DataSpec) -> Result<Splits, DataError> {
     match spec {
-        DataSpec::Mnist { path, flatten } => mnist(path, *flatten),
+        DataSpec::Mnist { path, flatten, .. } => mnist(path, *flatten),
         DataSpec::Text {
             path,
             level,
             seq_len,
             vocab,
         } => text(path, *level, *seq_len, *vocab),
-        DataSpec::Csv { path, target } => csv(path, target),
+        DataSpec::Csv { path, target, .. } => csv(path, target),
     }
 }
 

@@ -482,6 +482,7 @@ fn load_dispatches_on_the_spec() {
     let s = load(&crate::sema::spec::DataSpec::Mnist {
         path: dir.display().to_string(),
         flatten: true,
+        subset: Default::default(),
     })
     .unwrap();
     assert_eq!(s.train.field("x").unwrap().shape, [3, 4]);
