@@ -660,7 +660,10 @@ fn runs_apply_schedules_per_step() {
     // 512 samples, batch 64: 8 steps an epoch, 16 in all.
     let lrs = |schedule: &str, name: &str| -> Vec<f64> {
         let src = mnist_mlp(&data);
-        assert!(src.contains("epochs = 4;"), "the example's train block changed");
+        assert!(
+            src.contains("epochs = 4;"),
+            "the example's train block changed"
+        );
         let src = src.replace(
             "epochs = 4;",
             &format!("epochs = 2;\n    schedule = {schedule};"),

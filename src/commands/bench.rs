@@ -31,8 +31,8 @@ use crate::sema::hir::{Block, Equilibrium, InstKind, Model};
 use crate::sema::options::suggest;
 use crate::sema::spec::{Backward, Optimizer, TrainConfig};
 use crate::train::commands::{apply_set, SET_KEYS};
-use crate::train::optim::{clip_grad_norm, Optim};
 use crate::train::evaluate::{feeds, fit_target};
+use crate::train::optim::{clip_grad_norm, Optim};
 use crate::train::trainer::{self, mix, probe};
 use crate::train::{data, TrainError};
 
