@@ -109,6 +109,7 @@ fn training_exec() -> Executor {
         float: candle_core::DType::F64,
         training: true,
         seed: 42,
+        ..ExecOptions::default()
     })
 }
 
