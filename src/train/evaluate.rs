@@ -23,7 +23,7 @@ pub(crate) fn feeds(ds: &Dataset, batch: &data::Batch) -> Result<Vec<Tensor>, Tr
             batch
                 .get(name)
                 .cloned()
-                .ok_or_else(|| TrainError::Usage(format!("the batch has no field `{name}`")))
+                .ok_or_else(|| TrainError::MissingBatchField { name: name.clone() })
         })
         .collect()
 }

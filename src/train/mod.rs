@@ -57,7 +57,47 @@ pub enum TrainError {
         name: String,
         inputs: String,
     },
-    /// Other problems with the run's files and settings (see `trainer`).
+    /// The run folder or its metrics could not be written.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// `--resume` found a model and a training state from different steps.
+    #[error("{}: model.safetensors is from step {model_step} but train_state.safetensors from step {state_step} (interrupted while checkpointing?); delete one run's files or start afresh", dir.display())]
+    CheckpointSteps {
+        dir: std::path::PathBuf,
+        model_step: String,
+        state_step: u64,
+    },
+    /// The failed-solve guard's saved history does not decode.
+    #[error("{}: the failed-solve guard's history is unreadable: {message}", path.display())]
+    GuardState {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    /// A batch lacks a field the model's graph reads.
+    #[error("the batch has no field `{name}`")]
+    MissingBatchField { name: String },
+    /// `--init-map OLD=NEW` names a path the checkpoint does not have.
+    #[error("--init-map {old}={new}: no tensor of {} has the path `{old}` or a path under it", file.display())]
+    InitMapUnmatched {
+        old: String,
+        new: String,
+        file: std::path::PathBuf,
+    },
+    /// `--init-from`: a parameter's shape differs from the checkpoint's.
+    #[error("--init-from {}: parameter `{param}` has shape {want:?} in the model but {found:?} in the checkpoint{renamed}; leave it out with a different --init-map, or change the model", file.display())]
+    InitShape {
+        file: std::path::PathBuf,
+        param: String,
+        want: Vec<usize>,
+        found: Vec<usize>,
+        /// ` (renamed from `key`)` when `--init-map` renamed it, else empty.
+        renamed: String,
+    },
+    /// Command-line usage problems of `deqc attack` and `deqc bench`.
     #[error("{0}")]
     Usage(String),
     /// A graph's inputs or outputs do not match its layout: a bug in the

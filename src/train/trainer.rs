@@ -311,7 +311,11 @@ impl<'a> Trainer<'a> {
         let splits = Rc::new(data::load_seeded(&cfg.data, cfg.seed)?);
         let out = opts.out.clone().unwrap_or_else(|| default_out(&model.name));
         std::fs::create_dir_all(&out)
-            .map_err(|e| TrainError::Usage(format!("cannot create {}: {e}", out.display())))?;
+            .map_err(|source| TrainError::Io {
+                action: "create",
+                path: out.clone(),
+                source,
+            })?;
         crate::report::start_run(&out, model, cfg, sources, &device, opts.resume);
         let runner = SolverRunner::new().with_lenient_adjoint(true);
         let train_options = ExecOptions {
@@ -387,20 +391,18 @@ impl<'a> Trainer<'a> {
         // the writes leaves them from different steps.
         if let Some(model_step) = meta.get("step") {
             if *model_step != state.step.to_string() {
-                return Err(TrainError::Usage(format!(
-                    "{}: model.safetensors is from step {model_step} but train_state.safetensors from step {} (interrupted while checkpointing?); delete one run's files or start afresh",
-                    out.display(),
-                    state.step
-                )));
+                return Err(TrainError::CheckpointSteps {
+                    dir: out.clone(),
+                    model_step: model_step.clone(),
+                    state_step: state.step,
+                });
             }
         }
         self.optim.load_state(state.optimizer.clone())?;
         if let Some(text) = state.extra.get(GUARD_KEY) {
-            self.guard = SolveGuard::decode(text).map_err(|e| {
-                TrainError::Usage(format!(
-                    "{}: {e}",
-                    out.join("train_state.safetensors").display()
-                ))
+            self.guard = SolveGuard::decode(text).map_err(|message| TrainError::GuardState {
+                path: out.join("train_state.safetensors"),
+                message,
             })?;
         }
         self.params = p;
@@ -667,12 +669,13 @@ impl<'a> Trainer<'a> {
         if let Some(v) = &self.splits.vocab {
             checkpoint::save_vocab(&self.out, v)?;
         }
-        let mut writer = MetricsWriter::open(self.out.join("metrics.jsonl")).map_err(|e| {
-            TrainError::Usage(format!(
-                "cannot write metrics in {}: {e}",
-                self.out.display()
-            ))
-        })?;
+        let metrics_path = self.out.join("metrics.jsonl");
+        let mut writer =
+            MetricsWriter::open(&metrics_path).map_err(|source| TrainError::Io {
+                action: "write metrics to",
+                path: metrics_path.clone(),
+                source,
+            })?;
         let mut summary = Summary {
             out: self.out.clone(),
             epochs: cfg.epochs,
@@ -782,7 +785,9 @@ pub fn train(
 }
 
 fn write(writer: &mut MetricsWriter, rec: &Record) -> Result<(), TrainError> {
-    writer
-        .write(rec)
-        .map_err(|e| TrainError::Usage(format!("cannot write metrics: {e}")))
+    writer.write(rec).map_err(|source| TrainError::Io {
+        action: "write metrics to",
+        path: writer.path().to_path_buf(),
+        source,
+    })
 }

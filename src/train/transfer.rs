@@ -133,10 +133,11 @@ pub fn load_into(
     }
     if let Some(i) = used_map.iter().position(|u| !u) {
         let (old, new) = &from.map[i];
-        return Err(TrainError::Usage(format!(
-            "--init-map {old}={new}: no tensor of {} has the path `{old}` or a path under it",
-            file.display()
-        )));
+        return Err(TrainError::InitMapUnmatched {
+            old: old.clone(),
+            new: new.clone(),
+            file: file.to_path_buf(),
+        });
     }
     report.initialized = params
         .iter()
@@ -159,10 +160,13 @@ fn shape_mismatch(
     } else {
         format!(" (renamed from `{key}`)")
     };
-    TrainError::Usage(format!(
-        "--init-from {}: parameter `{param}` has shape {want:?} in the model but {found:?} in the checkpoint{from}; leave it out with a different --init-map, or change the model",
-        file.display()
-    ))
+    TrainError::InitShape {
+        file: file.to_path_buf(),
+        param: param.to_string(),
+        want: want.to_vec(),
+        found: found.to_vec(),
+        renamed: from,
+    }
 }
 
 #[cfg(test)]
