@@ -77,6 +77,10 @@ fn bench_reports_steps_median_breakdown_and_allocations() {
         .collect();
     assert_eq!(pcts.len(), 4, "{breakdown}");
     assert!(pcts[0] > 0.0 && pcts[2] > 0.0, "{breakdown}");
+    // `tanh(cell(z) + u)` and the loss run as fused kernels, timed as such.
+    if cfg!(feature = "jit") {
+        assert!(pcts[1] > 0.0, "{breakdown}");
+    }
     assert!(
         (pcts.iter().sum::<f64>() - 100.0).abs() < 0.5,
         "{breakdown}"
@@ -106,6 +110,12 @@ fn bench_phantom_steps_and_no_fuse() {
         "{out}"
     );
     assert!(out.contains("(step 1)"), "{out}");
+    // Plain execution runs no fused kernel.
+    let breakdown = out
+        .lines()
+        .find(|l| l.starts_with("breakdown: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(breakdown.contains("fused kernels 0.0%"), "{breakdown}");
 }
 
 #[test]

@@ -271,9 +271,11 @@ fn dump_kernels_of_the_mlp_example() {
 #[test]
 fn no_fuse_gives_the_same_gradient_check() {
     let file = "tests/models/mdeq_small.deq";
-    let (code, fused, err) = deqc(&["gradcheck", file]);
+    // At its initializers this small MDEQ's solves do not converge (the
+    // check is inconclusive there), so both check at random parameters.
+    let (code, fused, err) = deqc(&["gradcheck", "--random-params", file]);
     assert_eq!(code, 0, "{err}");
-    let (code, plain, err) = deqc(&["gradcheck", "--no-fuse", file]);
+    let (code, plain, err) = deqc(&["gradcheck", "--random-params", "--no-fuse", file]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(fused.lines().count(), plain.lines().count());
 }

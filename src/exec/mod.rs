@@ -540,6 +540,7 @@ impl Executor {
                         Some(Slot::One(t)) => Some(t.clone()),
                         _ => None,
                     };
+                    let _timer = crate::profile::scope(crate::profile::Category::Fused);
                     let outs = g.run(&lookup).map_err(|message| ExecError::Kernel {
                         op: "fused kernel".into(),
                         message,

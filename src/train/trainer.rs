@@ -310,12 +310,11 @@ impl<'a> Trainer<'a> {
         let compiled = compile(model, cfg)?;
         let splits = Rc::new(data::load_seeded(&cfg.data, cfg.seed)?);
         let out = opts.out.clone().unwrap_or_else(|| default_out(&model.name));
-        std::fs::create_dir_all(&out)
-            .map_err(|source| TrainError::Io {
-                action: "create",
-                path: out.clone(),
-                source,
-            })?;
+        std::fs::create_dir_all(&out).map_err(|source| TrainError::Io {
+            action: "create",
+            path: out.clone(),
+            source,
+        })?;
         crate::report::start_run(&out, model, cfg, sources, &device, opts.resume);
         let runner = SolverRunner::new().with_lenient_adjoint(true);
         let train_options = ExecOptions {
@@ -670,12 +669,11 @@ impl<'a> Trainer<'a> {
             checkpoint::save_vocab(&self.out, v)?;
         }
         let metrics_path = self.out.join("metrics.jsonl");
-        let mut writer =
-            MetricsWriter::open(&metrics_path).map_err(|source| TrainError::Io {
-                action: "write metrics to",
-                path: metrics_path.clone(),
-                source,
-            })?;
+        let mut writer = MetricsWriter::open(&metrics_path).map_err(|source| TrainError::Io {
+            action: "write metrics to",
+            path: metrics_path.clone(),
+            source,
+        })?;
         let mut summary = Summary {
             out: self.out.clone(),
             epochs: cfg.epochs,
