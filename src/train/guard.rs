@@ -24,10 +24,10 @@
 //!   a resumed run skips exactly the steps the uninterrupted run skips.
 //! - A guard that skips most updates freezes training. [`StallWatch`] keeps
 //!   the last [`STALL_WINDOW`] steps; once [`STALL_SKIPS`] of them were
-//!   skipped, the trainer ends the run with an error that says what to
-//!   change (`max_iter`, `jacobian_reg`, weight normalization, a smaller
-//!   learning rate, or `--keep-failed-steps`). The window starts empty when
-//!   a run starts or resumes.
+//!   skipped, the trainer warns, saying what to change (`max_iter`,
+//!   `jacobian_reg`, weight normalization, a smaller learning rate), and
+//!   stops skipping for the rest of the run. The window starts empty when a
+//!   run starts or resumes.
 
 use std::collections::VecDeque;
 

@@ -109,9 +109,6 @@ pub enum TrainError {
         got: usize,
         want: usize,
     },
-    /// The failed-solve guard skipped most recent updates (see `guard`).
-    #[error("{0}")]
-    Stalled(String),
 }
 
 impl TrainError {

@@ -85,6 +85,9 @@ pub struct Summary {
     pub seconds: f64,
     pub first_loss: Option<f64>,
     pub last_loss: Option<f64>,
+    /// Set when the guard skipped most recent updates and so stopped
+    /// skipping for the rest of the run: the warning it printed.
+    pub guard_disabled: Option<String>,
 }
 
 /// Write `model.safetensors`, then `train_state.safetensors`, each
@@ -192,9 +195,10 @@ fn set_solve_fields(rec: &mut Record, report: &SolveReport) {
     rec.equilibria = report.to_json();
 }
 
-/// The error that ends a run whose updates the guard mostly skips, naming
-/// the equilibria whose solves failed in the last step.
-fn stalled(stall: Stall, last_step: &SolveReport) -> TrainError {
+/// The warning of a run whose updates the guard mostly skipped, naming the
+/// equilibria whose solves failed in the last step; from then on the run
+/// applies every update (a guard that skips most updates freezes training).
+fn stalled(stall: Stall, last_step: &SolveReport) -> String {
     let failing: Vec<String> = last_step
         .equilibria()
         .filter(|(_, s)| s.fwd.unconverged > 0 || s.fwd.protected > 0 || s.bwd.protected > 0)
@@ -205,10 +209,10 @@ fn stalled(stall: Stall, last_step: &SolveReport) -> TrainError {
     } else {
         format!(" (failing: {})", failing.join(", "))
     };
-    TrainError::Stalled(format!(
-        "training stalled: {} of the last {} updates (steps {} to {}) were skipped because their solves failed{which}, so the parameters have barely moved. Make the equilibrium easier to solve: raise the solver's `max_iter`, add `jacobian_reg = jacobian(weight = 1.0)` to the train block, normalize the weights of the layer inside the equilibrium, or lower the learning rate; `--keep-failed-steps` applies such updates anyway",
-        stall.skipped, stall.window, stall.steps.0, stall.steps.1
-    ))
+    format!(
+        "training stalled: {} of the last {} updates (steps {} to {}) were skipped because their solves failed{which}, so the parameters had barely moved; from step {} on, updates are applied even where solves fail (as with --keep-failed-steps), and their gradients are approximate. Make the equilibrium easier to solve: raise the solver's `max_iter`, add `jacobian_reg = jacobian(weight = 1.0)` to the train block, normalize the weights of the layer inside the equilibrium, or lower the learning rate",
+        stall.skipped, stall.window, stall.steps.0, stall.steps.1, stall.steps.1 + 1
+    )
 }
 
 /// Has the run taken the `--max-steps` steps it may take?
@@ -289,6 +293,8 @@ pub struct Trainer<'a> {
     optim: Optim,
     guard: SolveGuard,
     stall_watch: StallWatch,
+    /// The stall warning, once the guard stopped skipping (see `stalled`).
+    guard_disabled: Option<String>,
     params: Vec<(String, Tensor)>,
     schedule: LrSchedule,
     batches_per_epoch: usize,
@@ -337,6 +343,7 @@ impl<'a> Trainer<'a> {
             optim: Optim::new(&cfg.optimizer),
             guard: SolveGuard::new(),
             stall_watch: StallWatch::new(),
+            guard_disabled: None,
             params: Vec::new(),
             schedule: LrSchedule::new(base_lr(&cfg.optimizer), cfg.schedule.clone()),
             batches_per_epoch,
@@ -452,7 +459,8 @@ impl<'a> Trainer<'a> {
         // point is not a fixed point) is not the gradient of anything: such
         // an update is skipped, and counted.
         let verdict = self.guard.judge(&records);
-        let skipped_update = self.opts.skip_failed_solves && verdict.failed;
+        let skipped_update =
+            self.opts.skip_failed_solves && self.guard_disabled.is_none() && verdict.failed;
         if !skipped_update {
             update(
                 &mut self.optim,
@@ -562,11 +570,17 @@ impl<'a> Trainer<'a> {
         if outcome.skipped_update {
             rec.extra.push(("skipped_update".into(), 1.0));
         }
-        write(writer, &rec)?;
-        match self.stall_watch.record(step, outcome.skipped_update) {
-            Some(stall) => Err(stalled(stall, &this_step)),
-            None => Ok(()),
+        let stall = self.stall_watch.record(step, outcome.skipped_update);
+        if let (Some(stall), None) = (stall, &self.guard_disabled) {
+            let warning = stalled(stall, &this_step);
+            if !self.opts.quiet {
+                eprintln!("warning: {warning}");
+            }
+            rec.extra.push(("guard_disabled".into(), 1.0));
+            self.guard_disabled = Some(warning);
         }
+        write(writer, &rec)
+
     }
 
     /// Checkpoint mid-epoch when `checkpoint_every` has passed since the
@@ -685,6 +699,7 @@ impl<'a> Trainer<'a> {
             seconds: 0.0,
             first_loss: None,
             last_loss: None,
+            guard_disabled: None,
         };
         let mut step = start.step;
         let mut skip_batches = start.batch;
@@ -765,6 +780,7 @@ impl<'a> Trainer<'a> {
         }
         summary.steps = step;
         summary.seconds = started.elapsed().as_secs_f64();
+        summary.guard_disabled = self.guard_disabled.clone();
         Ok(summary)
     }
 }
