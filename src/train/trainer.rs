@@ -580,7 +580,6 @@ impl<'a> Trainer<'a> {
             self.guard_disabled = Some(warning);
         }
         write(writer, &rec)
-
     }
 
     /// Checkpoint mid-epoch when `checkpoint_every` has passed since the
