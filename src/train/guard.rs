@@ -33,6 +33,8 @@ use std::collections::VecDeque;
 
 use crate::deq::SolveRecord;
 
+use super::solve_report::SolveReport;
+
 /// A step fails when its difficulty exceeds this many times the usual.
 pub const FAILED_SOLVE_FACTOR: f64 = 10.0;
 
@@ -177,6 +179,26 @@ impl StallWatch {
             steps: (first, step),
         })
     }
+}
+
+/// The warning of a run whose updates the guard mostly skipped, naming the
+/// equilibria whose solves failed in the last step; from then on the run
+/// applies every update (a guard that skips most updates freezes training).
+pub fn stall_warning(stall: Stall, last_step: &SolveReport) -> String {
+    let failing: Vec<String> = last_step
+        .equilibria()
+        .filter(|(_, s)| s.fwd.unconverged > 0 || s.fwd.protected > 0 || s.bwd.protected > 0)
+        .map(|(id, s)| format!("`{}` at {}", id.states, s.place))
+        .collect();
+    let which = if failing.is_empty() {
+        String::new()
+    } else {
+        format!(" (failing: {})", failing.join(", "))
+    };
+    format!(
+        "training stalled: {} of the last {} updates (steps {} to {}) were skipped because their solves failed{which}, so the parameters had barely moved; from step {} on, updates are applied even where solves fail (as with --keep-failed-steps), and their gradients are approximate. Make the equilibrium easier to solve: raise the solver's `max_iter`, add `jacobian_reg = jacobian(weight = 1.0)` to the train block, normalize the weights of the layer inside the equilibrium, or lower the learning rate",
+        stall.skipped, stall.window, stall.steps.0, stall.steps.1, stall.steps.1 + 1
+    )
 }
 
 #[cfg(test)]

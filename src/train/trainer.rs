@@ -30,7 +30,7 @@ use super::checkpoint::{self, TrainState};
 use super::data::{self, Splits};
 use super::epoch::Epoch;
 use super::evaluate::{feeds, fit_target};
-use super::guard::{SolveGuard, Stall, StallWatch};
+use super::guard::{stall_warning, SolveGuard, StallWatch};
 use super::metrics::{self, MetricsWriter, Record};
 use super::optim::{clip_grad_norm, Optim};
 use super::schedule::LrSchedule;
@@ -193,26 +193,6 @@ fn set_solve_fields(rec: &mut Record, report: &SolveReport) {
     rec.bwd_iters = report.bwd_iters();
     rec.bwd_residual = report.bwd_residual();
     rec.equilibria = report.to_json();
-}
-
-/// The warning of a run whose updates the guard mostly skipped, naming the
-/// equilibria whose solves failed in the last step; from then on the run
-/// applies every update (a guard that skips most updates freezes training).
-fn stalled(stall: Stall, last_step: &SolveReport) -> String {
-    let failing: Vec<String> = last_step
-        .equilibria()
-        .filter(|(_, s)| s.fwd.unconverged > 0 || s.fwd.protected > 0 || s.bwd.protected > 0)
-        .map(|(id, s)| format!("`{}` at {}", id.states, s.place))
-        .collect();
-    let which = if failing.is_empty() {
-        String::new()
-    } else {
-        format!(" (failing: {})", failing.join(", "))
-    };
-    format!(
-        "training stalled: {} of the last {} updates (steps {} to {}) were skipped because their solves failed{which}, so the parameters had barely moved; from step {} on, updates are applied even where solves fail (as with --keep-failed-steps), and their gradients are approximate. Make the equilibrium easier to solve: raise the solver's `max_iter`, add `jacobian_reg = jacobian(weight = 1.0)` to the train block, normalize the weights of the layer inside the equilibrium, or lower the learning rate",
-        stall.skipped, stall.window, stall.steps.0, stall.steps.1, stall.steps.1 + 1
-    )
 }
 
 /// Has the run taken the `--max-steps` steps it may take?
@@ -572,7 +552,7 @@ impl<'a> Trainer<'a> {
         }
         let stall = self.stall_watch.record(step, outcome.skipped_update);
         if let (Some(stall), None) = (stall, &self.guard_disabled) {
-            let warning = stalled(stall, &this_step);
+            let warning = stall_warning(stall, &this_step);
             if !self.opts.quiet {
                 eprintln!("warning: {warning}");
             }
