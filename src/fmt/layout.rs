@@ -24,23 +24,7 @@
 
 use super::lexer::{Kind, Token};
 
-const KEYWORDS: [&str; 15] = [
-    "use",
-    "const",
-    "fn",
-    "layer",
-    "model",
-    "train",
-    "let",
-    "param",
-    "equilibrium",
-    "with",
-    "return",
-    "true",
-    "false",
-    "if",
-    "else",
-];
+use crate::syntax::KEYWORDS;
 
 fn is_keyword(t: &Token) -> bool {
     t.kind == Kind::Word && KEYWORDS.contains(&t.text)

@@ -9,25 +9,8 @@
 
 use crate::sema::options::{self, ArgInfo};
 
-/// Every reserved word of the grammar (`keyword` in `grammar/deq.pest`;
-/// `tests/editor_grammar.rs` checks that the two agree).
-pub const KEYWORDS: &[&str] = &[
-    "use",
-    "const",
-    "fn",
-    "layer",
-    "model",
-    "train",
-    "let",
-    "param",
-    "equilibrium",
-    "with",
-    "return",
-    "true",
-    "false",
-    "if",
-    "else",
-];
+/// The grammar's reserved words (see [`crate::syntax::KEYWORDS`]).
+pub use crate::syntax::KEYWORDS;
 
 fn lookup(table: &[(&str, &'static str)], name: &str) -> Option<&'static str> {
     table.iter().find(|(n, _)| *n == name).map(|(_, d)| *d)

@@ -10,4 +10,26 @@ pub mod parser;
 pub mod print;
 
 pub use error::ParseError;
+
+/// Every reserved word of the grammar (`keyword` in `grammar/deq.pest`;
+/// `tests/editor_grammar.rs` checks that the two agree). The formatter and
+/// the language server both read this list.
+pub const KEYWORDS: &[&str] = &[
+    "use",
+    "const",
+    "fn",
+    "layer",
+    "model",
+    "train",
+    "let",
+    "param",
+    "equilibrium",
+    "with",
+    "return",
+    "true",
+    "false",
+    "if",
+    "else",
+];
+
 pub use parser::parse_file;
