@@ -127,6 +127,8 @@ pub enum DataSpec {
     Mnist {
         path: String,
         flatten: bool,
+        /// Standardize `x` with the training split's mean and std.
+        normalize: bool,
         subset: Subset,
     },
     Text {
@@ -342,9 +344,11 @@ impl fmt::Display for DataSpec {
             DataSpec::Mnist {
                 path,
                 flatten,
+                normalize,
                 subset,
             } => {
-                write!(f, "mnist({path:?}, flatten = {flatten}{subset})")
+                let normalize = if *normalize { ", normalize = true" } else { "" };
+                write!(f, "mnist({path:?}, flatten = {flatten}{normalize}{subset})")
             }
             DataSpec::Text {
                 path,

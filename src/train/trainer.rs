@@ -302,6 +302,13 @@ impl<'a> Trainer<'a> {
             source,
         })?;
         crate::report::start_run(&out, model, cfg, sources, &device, opts.resume);
+        if let Some(st) = &splits.standardization {
+            if !opts.quiet {
+                eprintln!("data: x standardized with {st}");
+            }
+            let facts = serde_json::json!({"mean": st.mean, "std": st.std, "samples": st.samples});
+            crate::report::add_fact(&out, "standardization", facts);
+        }
         let runner = SolverRunner::new().with_lenient_adjoint(true);
         let train_options = ExecOptions {
             float: CDType::F32,

@@ -174,6 +174,7 @@ impl OptionChecker<'_> {
                     &[
                         path,
                         opt("flatten", Kind::Bool, CVal::Bool(false)),
+                        opt("normalize", Kind::Bool, CVal::Bool(false)),
                         classes,
                         per_class,
                     ],
@@ -183,6 +184,7 @@ impl OptionChecker<'_> {
                 Some(DataSpec::Mnist {
                     path: b.str("path"),
                     flatten: b.bool("flatten"),
+                    normalize: b.bool("normalize"),
                     subset: subset_of(&b),
                 })
             }
