@@ -63,7 +63,7 @@ fn input_gradient_matches_differences(src: &str, checks: usize) {
     tighten(&mut model);
     let graph = attack_graph(
         &with_gradient_mode(&model, GradientMode::Implicit),
-        Loss::CrossEntropy,
+        &Loss::CROSS_ENTROPY,
     )
     .unwrap();
     let params: Vec<Tensor> = trainer::init_params(&model, 0, &Device::Cpu)

@@ -211,9 +211,9 @@ pub fn attack(
     spec: &AttackSpec,
     device: &Device,
 ) -> Result<AttackSummary, TrainError> {
-    if cfg.loss != crate::sema::spec::Loss::CrossEntropy {
+    if !cfg.loss.takes_class_ids() {
         return Err(TrainError::Usage(
-            "deqc attack measures classification accuracy: the train block's loss must be cross_entropy".into(),
+            "deqc attack measures classification accuracy: the train block's loss must take class ids (cross_entropy, nll, or a fn with class-id targets)".into(),
         ));
     }
     let lowered = crate::ir::lower::lower_model(model)?;
@@ -222,10 +222,10 @@ pub fn attack(
         .map(|p| p.1)
         .collect();
     let pipeline = crate::passes::Pipeline::default();
-    let mut eval = crate::train::program::eval_graph(&lowered, cfg.loss)?.graph;
+    let mut eval = crate::train::program::eval_graph(&lowered, &cfg.loss)?.graph;
     pipeline.run(&mut eval)?;
     let mut grad =
-        engine::attack_graph(&engine::with_gradient_mode(&lowered, o.gradient), cfg.loss)?;
+        engine::attack_graph(&engine::with_gradient_mode(&lowered, o.gradient), &cfg.loss)?;
     pipeline.run(&mut grad.graph)?;
     if grad.attacked.is_empty() {
         return Err(TrainError::Usage(format!(

@@ -40,7 +40,7 @@ use crate::deq::{SolveRecord, SolverRunner};
 use crate::exec::{ExecOptions, Executor};
 use crate::ir::Graph;
 use crate::sema::hir::Model;
-use crate::sema::spec::{DataSpec, Loss, Optimizer, TrainConfig};
+use crate::sema::spec::{DataSpec, Optimizer, TrainConfig};
 use crate::source::SourceMap;
 
 pub use super::compiled::{
@@ -161,7 +161,7 @@ pub(crate) fn probe(
 }
 
 fn is_classification(cfg: &TrainConfig) -> bool {
-    cfg.loss == Loss::CrossEntropy
+    cfg.loss.takes_class_ids()
 }
 
 fn default_out(model: &str) -> PathBuf {
