@@ -21,6 +21,7 @@ pub mod guard;
 pub mod init;
 pub mod layout;
 pub mod metrics;
+pub mod normalize;
 pub mod optim;
 pub mod program;
 pub mod schedule;
