@@ -46,6 +46,19 @@ fn normalized_linear_and_conv_gradients_match_finite_differences() {
     );
 }
 
+#[test]
+fn an_unknown_norm_is_an_error_naming_the_choices() {
+    let src = "use nn;\nmodel M(x: [B, 8]) -> [B, 4] {\n    let l = nn::Linear[8, 4, norm = \"spectal\"];\n    l(x)\n}\n";
+    let c = deqc::compile_source("norm.deq", src);
+    assert!(c.program.is_none());
+    let text = c.render_plain(100);
+    assert!(text.contains("deq::sema::bad_setting"), "{text}");
+    assert!(
+        text.contains("norm = \"none\", \"weight\" or \"spectral\", found norm = \"spectal\""),
+        "{text}"
+    );
+}
+
 /// `U diag(s) Vᵀ` with Householder reflections for U (m x m) and V (n x n).
 fn with_singular_values(m: usize, n: usize, s: &[f64]) -> Vec<f64> {
     let reflect = |k: usize, h: &[f64]| -> Vec<f64> {
@@ -172,7 +185,10 @@ fn weight_norm_starts_where_the_plain_layer_does() {
         let values: Vec<Tensor> = params.iter().map(|p| p.1.clone()).collect();
         let exec = Executor::new(Device::Cpu).with_runner(Box::new(deqc::deq::SolverRunner::new()));
         outs.push(common::values(
-            &exec.run(&g, &values, &[x.clone()]).unwrap().outputs[0],
+            &exec
+                .run(&g, &values, std::slice::from_ref(&x))
+                .unwrap()
+                .outputs[0],
         ));
         if norm.contains("weight") {
             let gain = params.iter().find(|p| p.0 == "cell.w_g").expect("the gain");
@@ -232,8 +248,21 @@ fn spectral_state_advances_once_per_step_and_resumes_exactly() {
     let g = deqc::ir::lower::lower_model(model).unwrap();
     let init = trainer::init_params(&g, cfg.seed, &Device::Cpu).unwrap();
     let (w0, u0) = (tensor(&init, "cell.w"), tensor(&init, "cell.w_u"));
-    // The start is already refined by power iterations on the initial weight.
-    assert!(INIT_ITERATIONS > 0);
+    // The start is already refined by power iterations on the initial
+    // weight: its estimate is near the converged one, unlike a raw start.
+    let converged = (0..300)
+        .try_fold(u0.clone(), |u, _| power_iteration(&w0, &u, 1))
+        .unwrap();
+    let best = sigma_estimate(&w0, &converged, 1).unwrap();
+    let start = sigma_estimate(&w0, &u0, 1).unwrap();
+    let raw = Tensor::ones(256, DType::F32, &Device::Cpu).unwrap();
+    let unrefined = sigma_estimate(&w0, &raw, 1).unwrap();
+    eprintln!("sigma: raw start {unrefined}, after {INIT_ITERATIONS} iterations {start}, converged {best}");
+    assert!(
+        start >= 0.97 * best && start <= best * (1.0 + 1e-6),
+        "{start} vs {best}"
+    );
+    assert!(unrefined < 0.9 * best, "{unrefined} vs {best}");
     let (after, _) =
         checkpoint::read_tensors(&one.join("model.safetensors"), &Device::Cpu).unwrap();
     let u1 = tensor(&after, "cell.w_u");

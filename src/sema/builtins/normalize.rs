@@ -45,6 +45,11 @@ fn tensor_of(v: Value) -> Option<ValueId> {
     }
 }
 
+/// `[w.shape[axis]]` in `w`'s element type.
+fn axis_type(ty: &Type, axis: usize) -> Type {
+    Type::new(ty.dtype, vec![ty.shape[axis].clone()])
+}
+
 impl Elab<'_> {
     pub(super) fn weight_norm(&mut self, a: &Args, name: &str, span: Span) -> Value {
         let Some((w, ty, weight, axis)) = self.normalized_weight(a, name) else {
@@ -143,20 +148,18 @@ impl Elab<'_> {
             })
     }
 
-    /// The tensor `{weight path}_{suffix}` of shape `[w.shape[axis]]` with
-    /// `role`: created at the first call, reused by later ones.
+    /// The tensor `{weight path}_{suffix}` of type `pty` (`[w.shape[axis]]`)
+    /// with `role`: created at the first call, reused by later ones.
     fn derived_param(
         &mut self,
         weight: usize,
         suffix: &str,
         role: ParamRole,
         init: Init,
-        ty: &Type,
-        axis: usize,
+        pty: Type,
         span: Span,
     ) -> Option<ValueId> {
         let path = format!("{}_{suffix}", self.m.params[weight].path);
-        let pty = Type::new(ty.dtype, vec![ty.shape[axis].clone()]);
         let index = match self.m.param_index.get(&path) {
             Some(&i) if self.m.params[i].role == role && self.m.params[i].ty == pty => i,
             Some(_) => {
@@ -220,7 +223,7 @@ impl Elab<'_> {
         role: ParamRole,
         span: Span,
     ) -> Option<ValueId> {
-        let g = self.derived_param(weight, "g", role, Init::Ones, ty, axis, span)?;
+        let g = self.derived_param(weight, "g", role, Init::Ones, axis_type(ty, axis), span)?;
         let kept: Vec<Dim> = (0..ty.rank())
             .map(|d| {
                 if d == axis {
@@ -252,7 +255,7 @@ impl Elab<'_> {
         span: Span,
     ) -> Option<ValueId> {
         let init = Init::Normal { std: 1.0 };
-        let u = self.derived_param(weight, "u", role, init, ty, axis, span)?;
+        let u = self.derived_param(weight, "u", role, init, axis_type(ty, axis), span)?;
         let rank = ty.rank();
         let kept: Vec<Dim> = (0..rank)
             .map(|d| {
