@@ -127,18 +127,18 @@ pub(crate) fn residual_sums(z: &Tensor, fz: &Tensor) -> Option<Vec<[f64; 3]>> {
     by_dtype!(&[z, fz], |s, dims| go(s, dims))
 }
 
-/// Per sample, the dot products of `a` with each of `others`: `[B][k]`.
-pub(crate) fn row_dots(a: &Tensor, others: &[&Tensor]) -> Option<Vec<Vec<f64>>> {
-    fn go<T: WithDType>(s: &[&[T]], (b, n): (usize, usize)) -> Vec<Vec<f64>> {
-        (0..b)
-            .map(|r| {
-                let a = &s[0][r * n..(r + 1) * n];
-                s[1..]
-                    .iter()
-                    .map(|o| dot(a, &o[r * n..(r + 1) * n]))
-                    .collect()
-            })
-            .collect()
+/// Per sample, the dot products of `a` with each of `others`, row-major in
+/// one buffer: sample `r`, other `j` at `r * k + j` (no vector per sample).
+pub(crate) fn row_dots(a: &Tensor, others: &[&Tensor]) -> Option<Vec<f64>> {
+    fn go<T: WithDType>(s: &[&[T]], (b, n): (usize, usize)) -> Vec<f64> {
+        let mut out = Vec::with_capacity(b * (s.len() - 1));
+        for r in 0..b {
+            let a = &s[0][r * n..(r + 1) * n];
+            for o in &s[1..] {
+                out.push(dot(a, &o[r * n..(r + 1) * n]));
+            }
+        }
+        out
     }
     let mut all = Vec::with_capacity(others.len() + 1);
     all.push(a);
@@ -206,7 +206,9 @@ mod tests {
             assert_eq!(s[0], [0.25 + 1.0, 2.25 + 1.0 + 9.0, 0.0]);
             assert_eq!(s[1][2], 1.0);
             let d = row_dots(&z, &[&z, &fz]).expect("cpu");
-            assert_eq!(d[0], vec![14.0, 1.5 + 2.0 + 9.0]);
+            // Row-major [B, k]: sample 0's two dots, then sample 1's.
+            assert_eq!(d.len(), 4);
+            assert_eq!(d[..2], [14.0, 1.5 + 2.0 + 9.0]);
             let m = weighted_sum(&[&z, &z], &[1.0, 2.0, 0.5, 0.0]).expect("cpu");
             let want = t(&[3.0, 6.0, 9.0, -0.5, 0.25, 0.125], dtype);
             let diff = (m - want)
