@@ -470,7 +470,8 @@ impl candle_core::InplaceOp1 for WriteInto<'_> {
             CpuStorage::F64(v) => v.get_mut(start..).map(|s| s.as_mut_ptr() as usize),
             _ => None,
         };
-        let p = p.ok_or_else(|| candle_core::Error::Msg("a kernel buffer of another type".into()))?;
+        let p =
+            p.ok_or_else(|| candle_core::Error::Msg("a kernel buffer of another type".into()))?;
         self.pointers.borrow_mut().push(p);
         match self.rest.split_first() {
             Some((next, rest)) => next.inplace_op1(&WriteInto {

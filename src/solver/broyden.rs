@@ -219,7 +219,9 @@ fn row_sums(pairs: &[(&Tensor, &Tensor)]) -> candle_core::Result<Vec<[f64; 3]>> 
         .iter()
         .map(|(a, b)| (*a * *b)?.sum_keepdim(1))
         .collect::<candle_core::Result<Vec<_>>>()?;
-    let rows = Tensor::cat(&cols, 1)?.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+    let rows = Tensor::cat(&cols, 1)?
+        .to_dtype(DType::F64)?
+        .to_vec2::<f64>()?;
     Ok(rows
         .iter()
         .map(|r| {
