@@ -56,6 +56,7 @@ fn bench_reports_steps_median_breakdown_and_allocations() {
         ),
         "{out}"
     );
+    let mut allocations = Vec::new();
     for n in 1..=3 {
         let f = step_line(&out, n);
         assert_eq!((f[2].as_str(), f[3].as_str()), ("3.0", "2.0"), "{out}");
@@ -63,7 +64,15 @@ fn bench_reports_steps_median_breakdown_and_allocations() {
         let allocs: u64 = f[4].parse().unwrap_or_else(|_| panic!("{out}"));
         let heap: f64 = f[5].parse().unwrap_or_else(|_| panic!("{out}"));
         assert!(allocs > 0 && heap > 0.0, "{out}");
+        allocations.push(allocs);
     }
+    // The first step plans and compiles; after it, allocations are flat
+    // (schedules and kernel buffers are reused, nothing grows per step).
+    assert!(allocations[1] < allocations[0], "{out}");
+    assert!(
+        allocations[2].abs_diff(allocations[1]) <= allocations[1] / 100,
+        "{out}"
+    );
     assert!(out.contains("median step: "), "{out}");
     assert!(out.contains("(steps 2..3)"), "{out}");
     let breakdown = out

@@ -14,6 +14,7 @@ use deqc::autodiff::backward_graph;
 use deqc::autodiff::check::{id_bounds, random_tensor};
 use deqc::deq::{DeqVjp, SolverRunner};
 use deqc::exec::fused::BoundPlan;
+use deqc::exec::schedule::schedule_for;
 use deqc::exec::{DimEnv, ExecOptions, Executor};
 use deqc::ir::{Graph, Op};
 use deqc::passes::fuse::{plan, Step};
@@ -278,4 +279,82 @@ fn no_fuse_gives_the_same_gradient_check() {
     let (code, plain, err) = deqc(&["gradcheck", "--random-params", "--no-fuse", file]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(fused.lines().count(), plain.lines().count());
+}
+
+/// Three linear layers with fused bias + scale + tanh after the first two:
+/// both kernels' outputs feed a matmul only, so they may live in a reused
+/// buffer (the last bias add, a lone op, runs plain).
+const TWO_LAYERS: &str = "use nn;\nmodel M(x: [B, 8]) { let a = nn::Linear[8, 8]; let b = nn::Linear[8, 8]; let c = nn::Linear[8, 8]; c(tanh(b(tanh(a(x) * 2.0))) + 1.0) }";
+
+#[test]
+fn schedule_reuses_kernel_buffers_across_runs_with_the_same_results() {
+    let g = lower(TWO_LAYERS);
+    for float in [CDType::F32, CDType::F64] {
+        let runner = SolverRunner::new();
+        let run = |fuse: bool, seed: u64| {
+            let (params, inputs) = random_feeds(&g, &[("B", 5)], seed);
+            executor(float, fuse, &runner)
+                .run(&g, &params, &inputs)
+                .expect("runs")
+        };
+        // Two kernels write outputs that only a matmul reads; their
+        // lifetimes do not overlap, so they share one buffer.
+        let env = {
+            let mut e = DimEnv::new();
+            e.bind("B", 5).expect("dims");
+            e
+        };
+        let sched = schedule_for(&g, &env, float, true).expect("schedule");
+        assert_eq!(sched.kernel_count(), 2, "{sched:?}");
+        assert_eq!(sched.buffer_count(), 1, "{sched:?}");
+        // Fresh feeds each run, so a stale or shared buffer would show.
+        let first = run(true, 11);
+        assert_eq!(first.stats.buffers_allocated, 1);
+        assert_eq!(first.stats.buffers_reused, 1, "the second kernel reuses it");
+        for seed in [12, 13] {
+            let fused = run(true, seed);
+            assert_eq!(fused.stats.buffers_allocated, 0, "allocated again");
+            assert_eq!(fused.stats.buffers_reused, 2);
+            let plain = run(false, seed);
+            let e = rel_error(&plain.outputs[0], &fused.outputs[0], 0.0);
+            let tol = if float == CDType::F64 { 1e-12 } else { 1e-5 };
+            assert!(e <= tol, "{float:?}: fused differs from plain by {e:e}");
+            let again = run(true, 11);
+            assert_eq!(flat(&again.outputs[0]), flat(&first.outputs[0]));
+        }
+    }
+}
+
+#[test]
+fn schedules_are_cached_by_stamp_and_dims() {
+    let g = lower(TWO_LAYERS);
+    let env = |b: i64| {
+        let mut e = DimEnv::new();
+        e.bind("B", b).expect("dims");
+        e
+    };
+    let once = schedule_for(&g, &env(4), CDType::F32, true).expect("schedule");
+    let again = schedule_for(&g, &env(4), CDType::F32, true).expect("schedule");
+    assert!(std::sync::Arc::ptr_eq(&once, &again), "planned twice");
+    // A clone has the same contents, so the same schedule.
+    let copy = g.clone();
+    let same = schedule_for(&copy, &env(4), CDType::F32, true).expect("schedule");
+    assert!(std::sync::Arc::ptr_eq(&once, &same));
+    // Other dims, type or path: another schedule.
+    for other in [
+        schedule_for(&g, &env(6), CDType::F32, true),
+        schedule_for(&g, &env(4), CDType::F64, true),
+        schedule_for(&g, &env(4), CDType::F32, false),
+    ] {
+        assert!(!std::sync::Arc::ptr_eq(&once, &other.expect("schedule")));
+    }
+    // A changed graph gets a new stamp and a new schedule: dropping the
+    // output's `+ 1.0` consumer changes what the last kernel computes.
+    let mut changed = g.clone();
+    let out = changed.outputs()[0];
+    let operand = changed.operands(out)[0];
+    changed.set_outputs(vec![operand]);
+    assert_ne!(changed.stamp(), g.stamp());
+    let new = schedule_for(&changed, &env(4), CDType::F32, true).expect("schedule");
+    assert!(!std::sync::Arc::ptr_eq(&once, &new));
 }

@@ -9,11 +9,19 @@
 //! - inputs are read in place when contiguous; an input broadcast in a way a
 //!   row cannot express (mixed broadcast and dense axes inside the row) is
 //!   materialized first;
-//! - rows are split over threads only when the kernel is large enough to
-//!   pay for it ([`PARALLEL_ELEMENTS`]); a group without reductions and with
-//!   one long row is split along the row instead.
+//! - rows are split over threads (rayon's pool, the one candle computes on)
+//!   only when the kernel is large enough to pay for it
+//!   ([`PARALLEL_ELEMENTS`]), one split per kernel; a group without
+//!   reductions and with one long row is split along the row instead;
+//! - an output given a buffer by the schedule ([`BoundGroup::set_buffer`])
+//!   is written into that buffer of the run's [`Arena`] (allocated on first
+//!   use, then reused), under candle's write lock of its storage; the others
+//!   get new storage.
 
-use candle_core::{CpuStorage, DType as CDType, Device, Storage, Tensor};
+use std::cell::RefCell;
+
+use candle_core::{CpuStorage, DType as CDType, Device, Layout, Storage, Tensor};
+use rayon::prelude::*;
 
 use crate::ir::{Graph, NodeId, Op, ReduceOp};
 use crate::jit::{
@@ -21,6 +29,7 @@ use crate::jit::{
 };
 use crate::passes::fuse::{self, Role, Step};
 
+use super::schedule::Arena;
 use super::DimEnv;
 
 /// Elements (rows × row length) from which a kernel runs on several threads.
@@ -53,12 +62,35 @@ pub struct BoundGroup {
     /// Distinct input nodes (for liveness).
     pub input_nodes: Vec<NodeId>,
     pub members: usize,
+    /// The arena buffer of each output, when the schedule gave it one.
+    buffers: Vec<Option<usize>>,
 }
 
 impl BoundGroup {
     /// The span of the group's first output (for errors).
     pub fn span(&self, g: &Graph) -> Option<crate::source::Span> {
         self.outputs.first().and_then(|(n, _, _)| g.span(*n))
+    }
+
+    /// Each output node and its level.
+    pub fn output_levels(&self) -> Vec<(NodeId, Level)> {
+        self.outputs.iter().map(|(n, _, lv)| (*n, *lv)).collect()
+    }
+
+    /// Elements of a full-level output, and of a row-level one.
+    pub fn elements(&self) -> (usize, usize) {
+        (self.rows * self.len, self.rows)
+    }
+
+    pub fn ty(&self) -> KType {
+        self.ty
+    }
+
+    /// Write output `j` into arena buffer `b` (the schedule's choice).
+    pub fn set_buffer(&mut self, j: usize, b: usize) {
+        if let Some(slot) = self.buffers.get_mut(j) {
+            *slot = Some(b);
+        }
     }
 }
 
@@ -326,6 +358,7 @@ fn bind(g: &Graph, grp: &fuse::Group, dims: &DimEnv, float: CDType) -> Result<Bo
         outputs,
         input_nodes,
         members: grp.members.len(),
+        buffers: vec![None; grp.outputs.len()],
     })
 }
 
@@ -416,12 +449,53 @@ fn raw_ptr(t: &Tensor, ty: KType) -> Result<(candle_core::StorageRef<'_>, usize)
     Ok((storage, base))
 }
 
+/// Holds candle's write lock on each reused output's storage (one nested
+/// in-place op per output) while the kernel writes into them.
+struct WriteInto<'a> {
+    rest: &'a [Tensor],
+    /// Element pointers of the outputs locked so far, in order.
+    pointers: &'a RefCell<Vec<usize>>,
+    then: &'a dyn Fn(&[usize]),
+}
+
+impl candle_core::InplaceOp1 for WriteInto<'_> {
+    fn name(&self) -> &'static str {
+        "fused-kernel-output"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let start = layout.start_offset();
+        let p = match storage {
+            CpuStorage::F32(v) => v.get_mut(start..).map(|s| s.as_mut_ptr() as usize),
+            CpuStorage::F64(v) => v.get_mut(start..).map(|s| s.as_mut_ptr() as usize),
+            _ => None,
+        };
+        let p =
+            p.ok_or_else(|| candle_core::Error::Msg("a kernel buffer of another type".into()))?;
+        self.pointers.borrow_mut().push(p);
+        match self.rest.split_first() {
+            Some((next, rest)) => next.inplace_op1(&WriteInto {
+                rest,
+                pointers: self.pointers,
+                then: self.then,
+            }),
+            None => {
+                let ptrs = self.pointers.borrow().clone();
+                (self.then)(&ptrs);
+                Ok(())
+            }
+        }
+    }
+}
+
 impl BoundGroup {
-    /// Run on the values of `input_nodes` (looked up by `value`); returns
-    /// one tensor per output node.
+    /// Run on the values of `input_nodes` (looked up by `value`), writing
+    /// outputs that have a buffer into `arena`; returns one tensor per
+    /// output node.
     pub fn run(
         &self,
         value: &dyn Fn(NodeId) -> Option<Tensor>,
+        arena: &mut Arena,
     ) -> Result<Vec<(NodeId, Tensor)>, String> {
         let mut held = Vec::with_capacity(self.inputs.len());
         for i in &self.inputs {
@@ -449,65 +523,91 @@ impl BoundGroup {
             guards.push(g);
             bases.push(base);
         }
-        let out_len = |lv: Level| match lv {
+        let result = match self.ty {
+            KType::F32 => self.run_typed::<f32>(&bases, arena),
+            KType::F64 => self.run_typed::<f64>(&bases, arena),
+        };
+        drop(guards);
+        result
+    }
+
+    fn run_typed<T: candle_core::WithDType>(
+        &self,
+        bases: &[usize],
+        arena: &mut Arena,
+    ) -> Result<Vec<(NodeId, Tensor)>, String> {
+        let count = |lv: Level| match lv {
             Level::Full => self.rows * self.len,
             Level::Row => self.rows,
         };
-        match self.ty {
-            KType::F32 => {
-                let mut outs: Vec<Vec<f32>> = self
-                    .outputs
-                    .iter()
-                    .map(|(_, _, lv)| Vec::with_capacity(out_len(*lv)))
-                    .collect();
-                let ptrs: Vec<usize> = outs.iter_mut().map(|v| v.as_mut_ptr() as usize).collect();
-                self.execute(&bases, &ptrs);
-                drop(guards);
-                self.collect(outs, |v, n| {
-                    // SAFETY: the kernel wrote every element.
-                    unsafe { v.set_len(n) };
-                })
-            }
-            KType::F64 => {
-                let mut outs: Vec<Vec<f64>> = self
-                    .outputs
-                    .iter()
-                    .map(|(_, _, lv)| Vec::with_capacity(out_len(*lv)))
-                    .collect();
-                let ptrs: Vec<usize> = outs.iter_mut().map(|v| v.as_mut_ptr() as usize).collect();
-                self.execute(&bases, &ptrs);
-                drop(guards);
-                self.collect(outs, |v, n| {
-                    // SAFETY: the kernel wrote every element.
-                    unsafe { v.set_len(n) };
-                })
+        // New storage for outputs without a buffer, the arena's for the rest.
+        let mut fresh: Vec<Option<Vec<T>>> = Vec::with_capacity(self.outputs.len());
+        let mut reused: Vec<Tensor> = Vec::new();
+        let mut results = Vec::with_capacity(self.outputs.len());
+        for ((node, shape, lv), buffer) in self.outputs.iter().zip(&self.buffers) {
+            match buffer {
+                Some(b) => {
+                    let t = arena
+                        .buffer(*b, self.ty, count(*lv))?
+                        .reshape(shape.as_slice())
+                        .map_err(|e| e.to_string())?;
+                    reused.push(t.clone());
+                    results.push((*node, Some(t)));
+                    fresh.push(None);
+                }
+                None => {
+                    fresh.push(Some(Vec::with_capacity(count(*lv))));
+                    results.push((*node, None));
+                }
             }
         }
-    }
-
-    fn collect<T: candle_core::WithDType>(
-        &self,
-        mut outs: Vec<Vec<T>>,
-        set_len: impl Fn(&mut Vec<T>, usize),
-    ) -> Result<Vec<(NodeId, Tensor)>, String> {
-        let mut result = Vec::new();
-        for ((node, shape, level), mut v) in self.outputs.iter().zip(outs.drain(..)) {
-            let n = match level {
-                Level::Full => self.rows * self.len,
-                Level::Row => self.rows,
+        let fresh_ptrs: Vec<Option<usize>> = fresh
+            .iter_mut()
+            .map(|v| v.as_mut().map(|v| v.as_mut_ptr() as usize))
+            .collect();
+        let call = |arena_ptrs: &[usize]| {
+            let mut next = arena_ptrs.iter();
+            let ptrs: Vec<usize> = fresh_ptrs
+                .iter()
+                .map(|p| p.or_else(|| next.next().copied()).unwrap_or(0))
+                .collect();
+            self.execute(bases, &ptrs);
+        };
+        match reused.split_first() {
+            None => call(&[]),
+            Some((first, rest)) => {
+                let pinned = RefCell::new(Vec::with_capacity(reused.len()));
+                first
+                    .inplace_op1(&WriteInto {
+                        rest,
+                        pointers: &pinned,
+                        then: &call,
+                    })
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        let mut out = Vec::with_capacity(results.len());
+        for (((node, t), v), (_, shape, lv)) in results.into_iter().zip(fresh).zip(&self.outputs) {
+            let t = match (t, v) {
+                (Some(t), _) => t,
+                (None, Some(mut v)) => {
+                    // SAFETY: the kernel wrote every element.
+                    unsafe { v.set_len(count(*lv)) };
+                    Tensor::from_vec(v, shape.as_slice(), &Device::Cpu)
+                        .map_err(|e| e.to_string())?
+                }
+                (None, None) => return Err("a kernel output has no storage".into()),
             };
-            set_len(&mut v, n);
-            let t =
-                Tensor::from_vec(v, shape.as_slice(), &Device::Cpu).map_err(|e| e.to_string())?;
-            result.push((*node, t));
+            out.push((node, t));
         }
-        Ok(result)
+        Ok(out)
     }
 
     /// Call the kernel on every row (in chunks on several threads when big).
     fn execute(&self, bases: &[usize], outs: &[usize]) {
         let size = self.ty.size();
-        let threads = candle_core::utils::get_num_threads().max(1);
+        // The pool candle computes on (`threads.rs` sizes it with gemm's).
+        let threads = rayon::current_num_threads().max(1);
         let total = self.rows * self.len;
         let parallel = threads > 1 && total >= PARALLEL_ELEMENTS;
         let compiled = self.compiled.0;
@@ -535,13 +635,10 @@ impl BoundGroup {
         }
         if self.rows >= threads {
             let chunk = self.rows.div_ceil(threads);
-            std::thread::scope(|s| {
-                for t in 0..threads {
-                    let (lo, hi) = (t * chunk, ((t + 1) * chunk).min(self.rows));
-                    if lo < hi {
-                        let run = &run_rows;
-                        s.spawn(move || run(lo, hi));
-                    }
+            (0..threads).into_par_iter().for_each(|t| {
+                let (lo, hi) = (t * chunk, ((t + 1) * chunk).min(self.rows));
+                if lo < hi {
+                    run_rows(lo, hi);
                 }
             });
             return;
@@ -568,26 +665,22 @@ impl BoundGroup {
                 .iter()
                 .map(|i| i.kind == InputKind::Row)
                 .collect();
-            std::thread::scope(|s| {
-                for t in 0..threads {
-                    let (lo, hi) = (t * chunk, ((t + 1) * chunk).min(self.len));
-                    if lo >= hi {
-                        continue;
-                    }
-                    let (bases, starts, kinds) = (&bases, &starts, &kinds);
-                    s.spawn(move || {
-                        let mut ptrs: Vec<*mut u8> = Vec::new();
-                        for (b, row) in bases.iter().zip(kinds) {
-                            let step = if *row { lo * size } else { 0 };
-                            ptrs.push(b.0.wrapping_add(step));
-                        }
-                        for o in starts {
-                            ptrs.push(o.0.wrapping_add(lo * size));
-                        }
-                        // SAFETY: as above, on the sub-range [lo, hi).
-                        unsafe { jit::call(&compiled, &ptrs, hi - lo) };
-                    });
+            let (bases, starts, kinds) = (&bases, &starts, &kinds);
+            (0..threads).into_par_iter().for_each(|t| {
+                let (lo, hi) = (t * chunk, ((t + 1) * chunk).min(self.len));
+                if lo >= hi {
+                    return;
                 }
+                let mut ptrs: Vec<*mut u8> = Vec::with_capacity(bases.len() + starts.len());
+                for (b, row) in bases.iter().zip(kinds) {
+                    let step = if *row { lo * size } else { 0 };
+                    ptrs.push(b.0.wrapping_add(step));
+                }
+                for o in starts {
+                    ptrs.push(o.0.wrapping_add(lo * size));
+                }
+                // SAFETY: as above, on the sub-range [lo, hi).
+                unsafe { jit::call(&compiled, &ptrs, hi - lo) };
             });
         }
     }

@@ -18,22 +18,25 @@
 //!   one is `crate::deq::SolverRunner` (the solvers of `crate::solver`),
 //!   and [`NoSolver`] refuses them (for graphs that must not solve).
 //!
-//! - on the CPU with [`ExecOptions::fuse`] (the default), each graph is
-//!   planned once per set of dim values (`fused::BoundPlan`, cached by the
-//!   graph's structure and the dims): fusion groups run as compiled kernels
-//!   (`crate::jit`), every other node as above; on other devices, without
-//!   the `jit` feature, or with `fuse = false`, every node runs op by op.
+//! - each graph is scheduled once per set of dim values
+//!   ([`schedule::Schedule`], cached process-wide by the graph's stamp and
+//!   the dims): step order, liveness and resolved shapes are computed then
+//!   and replayed by every run;
+//! - on the CPU with [`ExecOptions::fuse`] (the default), fusion groups run
+//!   as compiled kernels (`crate::jit`), writing the outputs that nothing
+//!   keeps into buffers reused from run to run, and every other node as
+//!   above; on other devices, without the `jit` feature, or with
+//!   `fuse = false`, every node runs op by op.
 //!
 //! Only device-generic candle APIs are used, so the same code runs on
 //! `Device::Cuda` with the `cuda` feature.
 
 pub mod fused;
 pub mod kernels;
+pub mod schedule;
 
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use candle_core::{DType as CDType, Device, Tensor};
 
@@ -157,7 +160,7 @@ pub type Result<T> = std::result::Result<T, ExecError>;
 /// Concrete values of the symbolic dims of one run.
 #[derive(Debug, Clone, Default)]
 pub struct DimEnv {
-    values: HashMap<String, i64>,
+    values: BTreeMap<String, i64>,
 }
 
 impl DimEnv {
@@ -185,9 +188,18 @@ impl DimEnv {
 
     /// Every binding, sorted by name (a cache key).
     pub fn bindings(&self) -> Vec<(&str, i64)> {
-        let mut v: Vec<(&str, i64)> = self.values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        v.sort();
-        v
+        self.values.iter().map(|(k, v)| (k.as_str(), *v)).collect()
+    }
+
+    /// Whether the bindings are exactly `sorted` (sorted by name), without
+    /// allocating.
+    pub fn same_bindings(&self, sorted: &[(String, i64)]) -> bool {
+        self.values.len() == sorted.len()
+            && self
+                .values
+                .iter()
+                .zip(sorted)
+                .all(|((k, v), (k2, v2))| k == k2 && v == v2)
     }
 
     /// The value of a dim, when every symbol in it is bound.
@@ -278,6 +290,11 @@ pub struct ExecStats {
     pub peak_live_bytes: usize,
     /// Nodes evaluated.
     pub nodes_run: usize,
+    /// Kernel-output buffers this run allocated in its arena (none once
+    /// the schedule's buffers exist, from the second run on).
+    pub buffers_allocated: usize,
+    /// Kernel outputs written into a buffer that already existed.
+    pub buffers_reused: usize,
 }
 
 /// The outputs of one run and its measurements.
@@ -353,8 +370,6 @@ pub struct Executor {
     pub device: Device,
     pub options: ExecOptions,
     runner: Box<dyn EquilibriumRunner>,
-    /// Fused plans by (graph structure, dims, float type).
-    plans: Mutex<HashMap<u64, Arc<fused::BoundPlan>>>,
 }
 
 /// The value of one node while it is live.
@@ -372,32 +387,6 @@ impl Slot {
     }
 }
 
-/// A key of what a fused plan depends on: the graph's structure (ops, the
-/// attributes of fusible ops, types, operands, outputs), the dims and the
-/// float type.
-fn plan_key(graph: &Graph, dims: &DimEnv, float: CDType) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    format!("{float:?}").hash(&mut h);
-    dims.bindings().hash(&mut h);
-    for id in graph.node_ids() {
-        let node = graph.node(id);
-        id.index().hash(&mut h);
-        node.op.name().hash(&mut h);
-        if crate::passes::fuse::role(&node.op) != crate::passes::fuse::Role::Boundary {
-            node.op.attrs().hash(&mut h);
-        }
-        node.ty.dtype.hash(&mut h);
-        node.ty.shape.hash(&mut h);
-        for o in graph.operands(id) {
-            o.index().hash(&mut h);
-        }
-    }
-    for o in graph.outputs() {
-        o.index().hash(&mut h);
-    }
-    h.finish()
-}
-
 pub fn tensor_bytes(t: &Tensor) -> usize {
     t.elem_count() * t.dtype().size_in_bytes()
 }
@@ -408,7 +397,6 @@ impl Executor {
             device,
             options: ExecOptions::default(),
             runner: Box::new(crate::deq::SolverRunner::new()),
-            plans: Mutex::new(HashMap::new()),
         }
     }
 
@@ -478,48 +466,16 @@ impl Executor {
 
     /// Run any graph (a body too) with explicit feeds and dim bindings.
     pub fn run_with(&self, graph: &Graph, feeds: &Feeds, dims: &DimEnv) -> Result<ExecResult> {
-        let plan = self.fused_plan(graph, dims);
-        let steps: Vec<Step> = match &plan {
-            Some(p) => p.steps.clone(),
-            None => graph
-                .try_topo_order()
-                .ok_or_else(|| ExecError::Internal("the graph has a cycle".into()))?
-                .into_iter()
-                .map(Step::Node)
-                .collect(),
-        };
-        fn bound(plan: &Option<Arc<fused::BoundPlan>>, gi: usize) -> Result<&fused::BoundGroup> {
-            plan.as_ref()
-                .and_then(|p| p.groups.get(gi))
-                .and_then(|g| g.as_ref())
-                .ok_or_else(|| ExecError::Internal(format!("fusion group {gi} is not bound")))
-        }
-        // What each step reads, and the remaining uses of each value
-        // (reads by steps plus output positions).
-        let mut reads: Vec<Vec<NodeId>> = Vec::with_capacity(steps.len());
-        let mut uses = vec![0usize; graph.id_bound()];
-        for s in &steps {
-            let r = match s {
-                Step::Node(id) => graph.operands(*id),
-                Step::Group(gi) => bound(&plan, *gi)?.input_nodes.clone(),
-            };
-            for o in &r {
-                uses[o.index()] += 1;
-            }
-            reads.push(r);
-        }
-        let mut is_output = vec![false; graph.id_bound()];
-        for o in graph.outputs() {
-            is_output[o.index()] = true;
-        }
+        let sched = schedule::schedule_for(graph, dims, self.options.float, self.fuses())?;
+        let mut arena = sched.checkout();
         let mut values: Vec<Option<Slot>> = (0..graph.id_bound()).map(|_| None).collect();
         let mut live = 0usize;
         let mut stats = ExecStats::default();
-        for (step, operands) in steps.iter().zip(&reads) {
-            let produced: Vec<NodeId> = match step {
+        for (k, step) in sched.steps.iter().enumerate() {
+            match step {
                 Step::Node(id) => {
                     let slot = {
-                        let args: Vec<&Slot> = operands
+                        let args: Vec<&Slot> = sched.reads[k]
                             .iter()
                             .map(|o| {
                                 values[o.index()].as_ref().ok_or_else(|| {
@@ -527,54 +483,44 @@ impl Executor {
                                 })
                             })
                             .collect::<Result<_>>()?;
-                        self.eval_node(graph, *id, &args, feeds, dims)?
+                        let shape = sched.shapes.get(id.index()).and_then(|s| s.as_deref());
+                        self.eval_node(graph, *id, &args, feeds, dims, shape)?
                     };
                     stats.nodes_run += 1;
                     live += slot.bytes();
                     values[id.index()] = Some(slot);
-                    vec![*id]
                 }
                 Step::Group(gi) => {
-                    let g = bound(&plan, *gi)?;
+                    let g = sched.group(*gi)?;
                     let lookup = |n: NodeId| match &values[n.index()] {
                         Some(Slot::One(t)) => Some(t.clone()),
                         _ => None,
                     };
                     let _timer = crate::profile::scope(crate::profile::Category::Fused);
-                    let outs = g.run(&lookup).map_err(|message| ExecError::Kernel {
-                        op: "fused kernel".into(),
-                        message,
-                        span: g.span(graph),
-                    })?;
+                    let outs =
+                        g.run(&lookup, &mut arena.arena)
+                            .map_err(|message| ExecError::Kernel {
+                                op: "fused kernel".into(),
+                                message,
+                                span: g.span(graph),
+                            })?;
                     stats.nodes_run += g.members;
-                    let mut ids = Vec::with_capacity(outs.len());
                     for (n, t) in outs {
                         let slot = Slot::One(t);
                         live += slot.bytes();
                         values[n.index()] = Some(slot);
-                        ids.push(n);
-                    }
-                    ids
-                }
-            };
-            stats.peak_live_bytes = stats.peak_live_bytes.max(live);
-            for o in operands {
-                let u = &mut uses[o.index()];
-                *u = u.saturating_sub(1);
-                if *u == 0 && !is_output[o.index()] {
-                    if let Some(v) = values[o.index()].take() {
-                        live -= v.bytes();
                     }
                 }
             }
-            for id in produced {
-                if uses[id.index()] == 0 && !is_output[id.index()] {
-                    if let Some(v) = values[id.index()].take() {
-                        live -= v.bytes();
-                    }
+            stats.peak_live_bytes = stats.peak_live_bytes.max(live);
+            for o in &sched.frees[k] {
+                if let Some(v) = values[o.index()].take() {
+                    live -= v.bytes();
                 }
             }
         }
+        stats.buffers_allocated = arena.arena.allocated;
+        stats.buffers_reused = arena.arena.reused;
         let outputs = graph
             .outputs()
             .iter()
@@ -586,32 +532,22 @@ impl Executor {
         Ok(ExecResult { outputs, stats })
     }
 
-    /// The fused plan of `graph` for `dims`, when this executor fuses.
-    fn fused_plan(&self, graph: &Graph, dims: &DimEnv) -> Option<Arc<fused::BoundPlan>> {
-        let float_ok = matches!(self.options.float, CDType::F32 | CDType::F64);
-        if !self.options.fuse
-            || !crate::jit::available()
-            || !matches!(self.device, Device::Cpu)
-            || !float_ok
-        {
-            return None;
-        }
-        let key = plan_key(graph, dims, self.options.float);
-        if let Some(p) = self.plans.lock().ok()?.get(&key) {
-            return Some(p.clone());
-        }
-        let p = Arc::new(fused::BoundPlan::new(graph, dims, self.options.float));
-        self.plans.lock().ok()?.insert(key, p.clone());
-        Some(p)
+    /// Whether this executor runs fusion groups as compiled kernels.
+    fn fuses(&self) -> bool {
+        self.options.fuse
+            && crate::jit::available()
+            && matches!(self.device, Device::Cpu)
+            && matches!(self.options.float, CDType::F32 | CDType::F64)
     }
 
-    fn eval_node(
+    fn eval_node<'s>(
         &self,
         graph: &Graph,
         id: NodeId,
         args: &[&Slot],
         feeds: &Feeds,
         dims: &DimEnv,
+        shape: Option<&'s [usize]>,
     ) -> Result<Slot> {
         let node = graph.node(id);
         let span = graph.span(id);
@@ -621,6 +557,13 @@ impl Executor {
                 _ => Err(ExecError::Internal(format!(
                     "operand {k} of {id} is a tuple"
                 ))),
+            }
+        };
+        // The schedule resolved the shape; when it could not, say why.
+        let resolved = |s: Option<&'s [usize]>| -> Result<std::borrow::Cow<'s, [usize]>> {
+            match s {
+                Some(s) => Ok(std::borrow::Cow::Borrowed(s)),
+                None => Ok(std::borrow::Cow::Owned(dims.shape(&node.ty.shape, span)?)),
             }
         };
         let kernel_err = |e: candle_core::Error| ExecError::Kernel {
@@ -634,8 +577,8 @@ impl Executor {
                 expected: i + 1,
                 found: list.len(),
             })?;
-            let want = dims.shape(&node.ty.shape, span)?;
-            if t.dims() != want.as_slice() {
+            let want = resolved(shape)?;
+            if t.dims() != &*want {
                 return Err(ExecError::Kernel {
                     op: node.op.name().to_string(),
                     message: format!("expected shape {want:?}, got {:?}", t.dims()),
@@ -697,7 +640,7 @@ impl Executor {
             };
         }
         let ts: Vec<&Tensor> = (0..args.len()).map(tensors).collect::<Result<_>>()?;
-        let out_shape = dims.shape(&node.ty.shape, span)?;
+        let out_shape = resolved(shape)?;
         let ctx = kernels::KernelCtx {
             device: &self.device,
             dtype: self.dtype(node.ty.dtype),
@@ -714,7 +657,7 @@ impl Executor {
             }
             other => other,
         })?;
-        if t.dims() != out_shape.as_slice() {
+        if t.dims() != &*out_shape {
             return Err(ExecError::Kernel {
                 op: node.op.name().to_string(),
                 message: format!(

@@ -10,9 +10,13 @@
 //!   may be reused by a later node (petgraph's `StableGraph` recycles slots),
 //!   so passes that remove nodes must not keep stale ids;
 //! - [`Graph::topo_order`] is deterministic (ready nodes in increasing id
-//!   order), so printing and execution order do not depend on hashing.
+//!   order), so printing and execution order do not depend on hashing;
+//! - [`Graph::stamp`] changes whenever the nodes, operands, spans or outputs
+//!   change (a clone keeps it: its contents are equal), so the executor can
+//!   cache a graph's schedule by stamp instead of hashing its structure.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use petgraph::stable_graph::{NodeIndex, StableGraph};
 use petgraph::visit::{EdgeRef, NodeIndexable};
@@ -70,6 +74,24 @@ pub struct GraphParam {
     pub role: ParamRole,
 }
 
+/// An identity of a graph's contents, for caches: drawn fresh when a graph
+/// is made and whenever it changes; a clone keeps it (same contents).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Stamp(u64);
+
+impl Stamp {
+    fn fresh() -> Stamp {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Stamp(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl Default for Stamp {
+    fn default() -> Stamp {
+        Stamp::fresh()
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Graph {
     /// The model's name (empty for an equilibrium body).
@@ -79,6 +101,7 @@ pub struct Graph {
     inner: StableGraph<Node, usize>,
     spans: HashMap<NodeId, Span>,
     outputs: Vec<NodeId>,
+    stamp: Stamp,
 }
 
 impl Graph {
@@ -91,6 +114,7 @@ impl Graph {
 
     /// Add a node with an explicit type. Operands are given in slot order.
     pub fn add(&mut self, op: Op, ty: Type, operands: &[NodeId], span: Option<Span>) -> NodeId {
+        self.stamp = Stamp::fresh();
         let id = NodeId(self.inner.add_node(Node { op, ty }));
         for (slot, o) in operands.iter().enumerate() {
             self.inner.add_edge(o.0, id.0, slot);
@@ -132,7 +156,13 @@ impl Graph {
         &self.inner[id.0]
     }
 
+    /// The identity of the graph's current contents (see [`Stamp`]).
+    pub fn stamp(&self) -> Stamp {
+        self.stamp
+    }
+
     pub fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        self.stamp = Stamp::fresh();
         &mut self.inner[id.0]
     }
 
@@ -149,6 +179,7 @@ impl Graph {
     }
 
     pub fn set_span(&mut self, id: NodeId, span: Option<Span>) {
+        self.stamp = Stamp::fresh();
         match span {
             Some(s) => {
                 self.spans.insert(id, s);
@@ -216,11 +247,13 @@ impl Graph {
     }
 
     pub fn set_outputs(&mut self, outputs: Vec<NodeId>) {
+        self.stamp = Stamp::fresh();
         self.outputs = outputs;
     }
 
     /// Remove a node and its edges. Its id may be reused later.
     pub fn remove(&mut self, id: NodeId) {
+        self.stamp = Stamp::fresh();
         self.inner.remove_node(id.0);
         self.spans.remove(&id);
         self.outputs.retain(|o| *o != id);
@@ -228,6 +261,7 @@ impl Graph {
 
     /// Point every use of `old` (operand edges and outputs) at `new`.
     pub fn replace_uses(&mut self, old: NodeId, new: NodeId) {
+        self.stamp = Stamp::fresh();
         if old == new {
             return;
         }

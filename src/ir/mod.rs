@@ -12,7 +12,7 @@ pub mod print;
 pub mod shape;
 pub mod verify;
 
-pub use graph::{Graph, GraphInput, GraphParam, Node, NodeId};
+pub use graph::{Graph, GraphInput, GraphParam, Node, NodeId, Stamp};
 pub use op::{
     Arity, Cmp, ConvAttrs, EqInitKind, EqNode, GradFlow, Op, OpClass, OpInfo, ReduceOp, SolveRole,
 };

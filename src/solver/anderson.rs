@@ -158,7 +158,8 @@ impl History {
         // One row of the Gram matrix: <g_new, g_j> for every stored j.
         let new = &self.gs[slot];
         let stored: Vec<&Tensor> = self.gs.iter().collect();
-        let dots = match super::host::row_dots(new, &stored) {
+        // Row-major `[B, k]`, sample by sample.
+        let dots: Vec<f64> = match super::host::row_dots(new, &stored) {
             Some(d) => d,
             None => {
                 let dots = self
@@ -168,11 +169,12 @@ impl History {
                     .collect::<candle_core::Result<Vec<_>>>()?;
                 Tensor::cat(&dots, 1)?
                     .to_dtype(DType::F64)?
-                    .to_vec2::<f64>()?
+                    .flatten_all()?
+                    .to_vec1::<f64>()?
             }
         };
         let m = self.m;
-        for (gram, row) in self.gram.iter_mut().zip(&dots) {
+        for (gram, row) in self.gram.iter_mut().zip(dots.chunks(stored.len().max(1))) {
             for (j, d) in row.iter().enumerate() {
                 gram[slot * m + j] = *d;
                 gram[j * m + slot] = *d;

@@ -115,10 +115,14 @@ fn low_rank(
     if let Some(coefs) = super::host::row_dots(x, &ds) {
         let mut ts = vec![x];
         ts.extend(scaled.iter());
-        let rows: Vec<f64> = coefs
-            .into_iter()
-            .flat_map(|c| std::iter::once(-1.0).chain(c))
-            .collect();
+        // Per sample: -1 for `x`, then its dot products (row-major `[B, k]`).
+        let k = ds.len();
+        let batch = x.dim(0)?;
+        let mut rows: Vec<f64> = Vec::with_capacity(batch * (k + 1));
+        for r in 0..batch {
+            rows.push(-1.0);
+            rows.extend_from_slice(coefs.get(r * k..(r + 1) * k).unwrap_or_default());
+        }
         if let Some(t) = super::host::weighted_sum(&ts, &rows) {
             return Ok(t);
         }
@@ -188,24 +192,44 @@ fn safe_step(mem: &Memory, g: &Tensor) -> candle_core::Result<Tensor> {
     }
 }
 
-/// Per sample, `sum(a * b)` for each pair, on the host in f64: `[B][pairs]`.
-fn row_sums(pairs: &[(&Tensor, &Tensor)]) -> candle_core::Result<Vec<Vec<f64>>> {
-    let host: Option<Vec<Vec<Vec<f64>>>> = pairs
+/// Per sample, `sum(a * b)` for each of up to three pairs, on the host in
+/// f64: `[B][3]` (unused pairs read 0), no vector per sample.
+fn row_sums(pairs: &[(&Tensor, &Tensor)]) -> candle_core::Result<Vec<[f64; 3]>> {
+    if pairs.len() > 3 {
+        candle_core::bail!("row_sums takes at most three pairs");
+    }
+    let host: Option<Vec<Vec<f64>>> = pairs
         .iter()
         .map(|(a, b)| super::host::row_dots(a, &[*b]))
         .collect();
     if let Some(per_pair) = host {
-        // [pair][B][1] -> [B][pair]
+        // [pair][B] -> [B][pair]
         let batch = per_pair.first().map_or(0, Vec::len);
         return Ok((0..batch)
-            .map(|r| per_pair.iter().map(|p| p[r][0]).collect())
+            .map(|r| {
+                let mut row = [0.0; 3];
+                for (v, p) in row.iter_mut().zip(&per_pair) {
+                    *v = p[r];
+                }
+                row
+            })
             .collect());
     }
     let cols = pairs
         .iter()
         .map(|(a, b)| (*a * *b)?.sum_keepdim(1))
         .collect::<candle_core::Result<Vec<_>>>()?;
-    Tensor::cat(&cols, 1)?
+    let rows = Tensor::cat(&cols, 1)?
         .to_dtype(DType::F64)?
-        .to_vec2::<f64>()
+        .to_vec2::<f64>()?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let mut row = [0.0; 3];
+            for (v, x) in row.iter_mut().zip(r) {
+                *v = *x;
+            }
+            row
+        })
+        .collect())
 }

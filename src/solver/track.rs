@@ -129,8 +129,8 @@ impl Tracker {
     /// Per-sample residual measurements of `z` given `fz = f(z)`.
     pub fn measure(&self, z: &Tensor, fz: &Tensor) -> candle_core::Result<(Measured, Vec<f64>)> {
         // Per sample: squared distance, squared norm of f(z), 0 when finite.
-        let parts: Vec<Vec<f64>> = match super::host::residual_sums(z, fz) {
-            Some(rows) => rows.iter().map(|r| r.to_vec()).collect(),
+        let parts: Vec<[f64; 3]> = match super::host::residual_sums(z, fz) {
+            Some(rows) => rows,
             None => Tensor::cat(
                 &[
                     (fz - z)?.sqr()?.sum_keepdim(1)?,
@@ -140,7 +140,10 @@ impl Tracker {
                 1,
             )?
             .to_dtype(DType::F64)?
-            .to_vec2::<f64>()?,
+            .to_vec2::<f64>()?
+            .iter()
+            .map(|r| [r[0], r[1], r[2]])
+            .collect(),
         };
         let mut res = Vec::with_capacity(self.batch);
         let mut abs = Vec::with_capacity(self.batch);
