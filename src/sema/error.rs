@@ -542,6 +542,16 @@ pub enum SemaError {
         help: Option<String>,
     },
 
+    #[error("while checking `{path}`, repetition {} of {count}", index + 1)]
+    #[diagnostic(code(deq::sema::in_repetition), severity(Advice))]
+    InRepetition {
+        path: String,
+        index: usize,
+        count: usize,
+        #[label("the repeated element")]
+        span: SourceSpan,
+    },
+
     #[error("`{name}` is never used")]
     #[diagnostic(code(deq::sema::unused), severity(Warning))]
     Unused {

@@ -9,6 +9,7 @@
 //! every independent error of a file is reported; no user input panics.
 
 pub mod expr;
+mod instance;
 mod layer;
 mod loss;
 mod stmt;
