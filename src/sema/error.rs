@@ -552,6 +552,15 @@ pub enum SemaError {
         span: SourceSpan,
     },
 
+    #[error("while checking `{name}` as the loss, called with {args}")]
+    #[diagnostic(code(deq::sema::in_loss), severity(Advice))]
+    InLoss {
+        name: String,
+        args: String,
+        #[label("the loss")]
+        span: SourceSpan,
+    },
+
     #[error("`{name}` is never used")]
     #[diagnostic(code(deq::sema::unused), severity(Warning))]
     Unused {
