@@ -96,7 +96,12 @@ fn one_element_can_be_called_alone_and_the_count_can_be_a_hyper_parameter() {
 fn an_element_never_called_is_a_warning() {
     let src = "use nn;\nmodel M(x: [B, 4]) -> [B, 4] {\n    let layers = repeat(3, nn::Linear[4, 4]);\n    layers[0](x)\n}\n";
     let c = deqc::compile_source("repeat.deq", src);
-    assert!(c.program.is_some());
+    let p = c
+        .program
+        .as_ref()
+        .expect("a warning does not fail the check");
+    assert_eq!(p.models.len(), 1, "the model is kept");
+    assert_eq!(p.models[0].params.len(), 2);
     let text = c.render_plain(100);
     assert!(text.contains("`layers.1` is never used"), "{text}");
     assert!(text.contains("`layers.2` is never used"), "{text}");

@@ -215,11 +215,18 @@ impl Elab<'_> {
     }
 
     fn repeat(&mut self, env: &mut Env, name: &ast::Ident, args: &[ast::Arg], span: Span) -> Value {
-        let named = |a: &ast::Arg, want: &str| a.name.as_ref().is_none_or(|n| n.name == want);
+        let by_name = |a: &ast::Arg| a.name.as_ref().map(|n| n.name.clone());
         let (count_arg, layer_arg) = match args {
-            [n, l] if named(n, "n") && named(l, "layer") => (n, l),
-            [l, n] if matches!((&l.name, &n.name), (Some(a), Some(b)) if a.name == "layer" && b.name == "n") => {
-                (n, l)
+            [a, b]
+                if by_name(a).as_deref() == Some("layer") && by_name(b).as_deref() == Some("n") =>
+            {
+                (b, a)
+            }
+            [a, b]
+                if by_name(a).is_none_or(|n| n == "n")
+                    && by_name(b).is_none_or(|n| n == "layer") =>
+            {
+                (a, b)
             }
             _ => {
                 return self.report(
@@ -267,11 +274,11 @@ impl Elab<'_> {
             }
         };
         let element = &layer_arg.value;
+        let modules = self.modules;
+        let is_layer = |r: ItemRef| matches!(modules.item(r), ast::Item::Layer(l) if l.kind == ast::LayerKind::Layer);
         let layer = match &element.kind {
             ExprKind::Bracket { base, items } => match self.expr(env, base) {
-                Value::Item(r) if matches!(self.modules.item(r), ast::Item::Layer(l) if l.kind == ast::LayerKind::Layer) => {
-                    Some((r, items))
-                }
+                Value::Item(r) if is_layer(r) => Some((r, items)),
                 Value::Unknown => return Value::Unknown,
                 _ => None,
             },
@@ -323,9 +330,9 @@ impl Elab<'_> {
         let mut current = args;
         let mut out = Value::Unknown;
         for (i, inst) in insts.iter().enumerate() {
-            let errors_before = self.errors.len();
+            let errors_before = self.error_count();
             out = self.call_instance(inst, current, span);
-            if self.errors.len() > errors_before {
+            if self.error_count() > errors_before {
                 self.errors.push((
                     inst.span,
                     SemaError::InRepetition {

@@ -475,7 +475,7 @@ impl Elab<'_> {
         let ast::Item::Layer(l) = self.modules.item(r) else {
             return None;
         };
-        let errors_before = self.errors.len();
+        let errors_before = self.error_count();
         self.m = ModelBuilder::default();
         self.m.blocks.push(Block::default());
         let mut env = Env::new(r.module, BodyKind::Layer);
@@ -519,7 +519,7 @@ impl Elab<'_> {
                 Vec::new()
             }
         };
-        if self.errors.len() > errors_before || inputs.len() != l.inputs.len() {
+        if self.error_count() > errors_before || inputs.len() != l.inputs.len() {
             return None;
         }
         let m = std::mem::take(&mut self.m);

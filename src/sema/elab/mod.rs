@@ -242,6 +242,20 @@ impl<'a> Elab<'a> {
         }
     }
 
+    /// How many errors have been reported (warnings and notes left out):
+    /// what decides whether an elaboration failed.
+    pub fn error_count(&self) -> usize {
+        self.errors
+            .iter()
+            .filter(|(_, e)| {
+                matches!(
+                    miette::Diagnostic::severity(e),
+                    None | Some(miette::Severity::Error)
+                )
+            })
+            .count()
+    }
+
     /// Report an error; returns `Value::Unknown` for convenience.
     pub fn report(&mut self, at: Span, e: SemaError) -> Value {
         self.errors.push((at, e));
