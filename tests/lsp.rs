@@ -251,7 +251,10 @@ fn every_ui_program_gets_the_diagnostics_of_deqc_check() {
             .expect("deqc check");
         // Wrapped headlines continue after a `│`.
         let rendered = words(&String::from_utf8_lossy(&out.stderr).replace('│', " "));
-        let printed = rendered.matches(" × ").count() + rendered.matches(" ⚠ ").count();
+        // Errors, warnings and advice notes (`☞`).
+        let printed = rendered.matches(" × ").count()
+            + rendered.matches(" ⚠ ").count()
+            + rendered.matches(" ☞ ").count();
         assert_eq!(
             diags.len(),
             printed,

@@ -93,6 +93,8 @@ fn an_instance_never_called_is_a_warning_not_an_error() {
         "use nn;\nmodel M(x: [B, 4]) -> [B, 4] {\n    let unused = nn::Linear[4, 4];\n    x\n}\n";
     let c = deqc::compile_source("warn.deq", src);
     assert!(c.program.is_some(), "a warning must not fail the check");
+    let models = c.program.as_ref().map_or(0, |p| p.models.len());
+    assert_eq!(models, 1, "a warning must not drop the model");
     assert_eq!(c.diags.items.len(), 1);
     assert!(!c.diags.items[0].is_error());
     let text = c.render_plain(80);

@@ -542,6 +542,25 @@ pub enum SemaError {
         help: Option<String>,
     },
 
+    #[error("while checking `{path}`, repetition {} of {count}", index + 1)]
+    #[diagnostic(code(deq::sema::in_repetition), severity(Advice))]
+    InRepetition {
+        path: String,
+        index: usize,
+        count: usize,
+        #[label("the repeated element")]
+        span: SourceSpan,
+    },
+
+    #[error("while checking `{name}` as the loss, called with {args}")]
+    #[diagnostic(code(deq::sema::in_loss), severity(Advice))]
+    InLoss {
+        name: String,
+        args: String,
+        #[label("the loss")]
+        span: SourceSpan,
+    },
+
     #[error("`{name}` is never used")]
     #[diagnostic(code(deq::sema::unused), severity(Warning))]
     Unused {

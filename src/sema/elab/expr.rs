@@ -100,6 +100,19 @@ impl Elab<'_> {
             if let Some(b) = crate::sema::builtins::Builtin::from_name(&first.name) {
                 return Value::Builtin(b);
             }
+            if first.name == "repeat" {
+                return self.report(
+                    span,
+                    SemaError::InvalidValue {
+                        message: "`repeat` names its instances after a `let`".into(),
+                        span: span.into(),
+                        label: "not bound by `let`".into(),
+                        help: Some(
+                            "write `let blocks = repeat(N, Block[d]);`, then `blocks(x)`".into(),
+                        ),
+                    },
+                );
+            }
             let names = self.visible_names(env);
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
             let help = suggest(&first.name, &refs)
@@ -344,6 +357,19 @@ impl Elab<'_> {
                 ),
             },
             Value::Instance(inst) => self.call_instance(&inst, args, span),
+            // `repeat(N, Layer[...])`: the instances applied in order.
+            Value::List(parts)
+                if !parts.is_empty() && parts.iter().all(|p| matches!(p, Value::Instance(_))) =>
+            {
+                let insts: Vec<_> = parts
+                    .into_iter()
+                    .filter_map(|p| match p {
+                        Value::Instance(i) => Some(i),
+                        _ => None,
+                    })
+                    .collect();
+                self.call_chain(&insts, args, span)
+            }
             other => {
                 let what = other.describe(&self.m);
                 self.report(

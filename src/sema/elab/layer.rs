@@ -6,8 +6,6 @@
 //! dimension, bound at its first use; `*` binds any leading dimensions);
 //! an instance's parameters live under its path, shared by every call.
 
-use std::rc::Rc;
-
 use super::{BodyKind, Elab, Env, Instance, LayerCtx, ModelBuilder, Value};
 use crate::sema::dim::{Dim, DimCmp};
 use crate::sema::error::SemaError;
@@ -115,7 +113,7 @@ impl Elab<'_> {
     }
 
     /// Check a value against a `fn` argument or hyper-parameter type.
-    fn check_param_type(
+    pub(super) fn check_param_type(
         &mut self,
         env: &mut Env,
         callee: &str,
@@ -362,144 +360,6 @@ impl Elab<'_> {
         .unwrap_or(Value::Unknown)
     }
 
-    pub fn instantiate(
-        &mut self,
-        env: &mut Env,
-        r: ItemRef,
-        items: &[ast::BracketItem],
-        name: Option<&ast::Ident>,
-        span: Span,
-    ) -> Value {
-        let ast::Item::Layer(l) = self.modules.item(r) else {
-            return Value::Unknown;
-        };
-        let layer_name = l.name.name.clone();
-        let mut args = Vec::new();
-        for it in items {
-            match it {
-                ast::BracketItem::Expr(e) => args.push(ArgVal {
-                    name: None,
-                    value: self.expr(env, e),
-                    span: e.span,
-                }),
-                ast::BracketItem::Named { name, value, .. } => args.push(ArgVal {
-                    name: Some(name.clone()),
-                    value: self.expr(env, value),
-                    span: value.span,
-                }),
-                other => {
-                    return self.report(
-                        other.span(),
-                        SemaError::InvalidValue {
-                            message: format!("a slice is not a hyper-parameter of `{layer_name}`"),
-                            span: other.span().into(),
-                            label: "not a value".into(),
-                            help: None,
-                        },
-                    )
-                }
-            }
-        }
-        let params: Vec<(String, bool)> = l
-            .hyper
-            .iter()
-            .map(|p| (p.name.name.clone(), p.default.is_some()))
-            .collect();
-        let Some(slots) = self.bind_args(&layer_name, "hyper-parameter", &params, args, span)
-        else {
-            return Value::Unknown;
-        };
-        let mut henv = Env::new(r.module, BodyKind::Fn);
-        let mut hyper = Vec::new();
-        let mut ok = true;
-        for (p, slot) in l.hyper.iter().zip(slots) {
-            let (v, at) = match slot {
-                Some(a) => (a.value, a.span),
-                None => match &p.default {
-                    Some(d) => (self.expr(&mut henv, d), d.span),
-                    None => (Value::Unknown, span),
-                },
-            };
-            if let Some(ast::ParamType::Tensor(t)) = &p.ty {
-                self.report(
-                    t.span,
-                    SemaError::InvalidStatement {
-                        message: "hyper-parameters are compile-time ints, floats or bools".into(),
-                        span: t.span.into(),
-                        label: "a tensor type".into(),
-                        help: Some("pass tensors as inputs in `(...)`".into()),
-                    },
-                );
-                ok = false;
-                continue;
-            }
-            let v = self.check_param_type(&mut henv, &layer_name, p, v, at, &mut None);
-            if matches!(v, Value::Tensor(_) | Value::Instance(_)) {
-                self.report(
-                    at,
-                    SemaError::NotConstant {
-                        message: format!(
-                            "hyper-parameter `{}` of `{layer_name}` must be a compile-time value",
-                            p.name.name
-                        ),
-                        span: at.into(),
-                        help: None,
-                    },
-                );
-                ok = false;
-            }
-            self.note_binding(&p.name, &v);
-            henv.bind(&p.name.name, v.clone());
-            hyper.push((p.name.name.clone(), v));
-        }
-        if !ok {
-            return Value::Unknown;
-        }
-        let Some(ctx) = self.layers.last_mut() else {
-            return Value::Unknown;
-        };
-        let path = match name {
-            Some(n) => {
-                if let Some(prev) = ctx.names.insert(n.name.clone(), n.span) {
-                    // The clash is the error; the earlier instance's later
-                    // non-use is a consequence, not a second problem.
-                    for (other, inst) in &ctx.instances {
-                        if *other == n.name {
-                            inst.called.set(true);
-                        }
-                    }
-                    return self.report(
-                        n.span,
-                        SemaError::Duplicate {
-                            name: n.name.clone(),
-                            span: n.span.into(),
-                            first: (prev.file == n.span.file).then(|| prev.into()),
-                        },
-                    );
-                }
-                ctx.path(&n.name)
-            }
-            None => {
-                let snake = super::snake_case(&layer_name);
-                let k = *ctx.anon.get(&snake).unwrap_or(&0);
-                ctx.anon.insert(snake.clone(), k + 1);
-                ctx.path(&format!("{snake}_{k}"))
-            }
-        };
-        let inst = Rc::new(Instance {
-            layer: r,
-            layer_name,
-            hyper,
-            path,
-            span,
-            called: Default::default(),
-        });
-        if let (Some(n), Some(ctx)) = (name, self.layers.last_mut()) {
-            ctx.instances.push((n.name.clone(), inst.clone()));
-        }
-        Value::Instance(inst)
-    }
-
     pub fn call_instance(&mut self, inst: &Instance, args: Vec<ArgVal>, span: Span) -> Value {
         inst.called.set(true);
         let ast::Item::Layer(l) = self.modules.item(inst.layer) else {
@@ -615,7 +475,7 @@ impl Elab<'_> {
         let ast::Item::Layer(l) = self.modules.item(r) else {
             return None;
         };
-        let errors_before = self.errors.len();
+        let errors_before = self.error_count();
         self.m = ModelBuilder::default();
         self.m.blocks.push(Block::default());
         let mut env = Env::new(r.module, BodyKind::Layer);
@@ -659,7 +519,7 @@ impl Elab<'_> {
                 Vec::new()
             }
         };
-        if self.errors.len() > errors_before || inputs.len() != l.inputs.len() {
+        if self.error_count() > errors_before || inputs.len() != l.inputs.len() {
             return None;
         }
         let m = std::mem::take(&mut self.m);

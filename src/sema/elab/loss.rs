@@ -144,7 +144,7 @@ impl Elab<'_> {
         use_span: Span,
         bad: &dyn Fn(String, Span, String, Option<String>) -> SemaError,
     ) -> Option<Model> {
-        let errors_before = self.errors.len();
+        let errors_before = self.error_count();
         self.m = ModelBuilder::default();
         self.m.blocks.push(Block::default());
         self.layers.push(LayerCtx::default());
@@ -164,7 +164,22 @@ impl Elab<'_> {
         }
         let out = self.call_fn(r, args, use_span);
         self.pop_layer();
-        if self.errors.len() > errors_before {
+        if self.error_count() > errors_before {
+            // The errors sit in the fn's body: say what it was given.
+            let args: Vec<String> = f
+                .params
+                .iter()
+                .zip(types)
+                .map(|(p, t)| format!("{}: {t}", p.name.name))
+                .collect();
+            self.errors.push((
+                use_span,
+                SemaError::InLoss {
+                    name: f.name.name.clone(),
+                    args: args.join(", "),
+                    span: use_span.into(),
+                },
+            ));
             return None;
         }
         let m = std::mem::take(&mut self.m);

@@ -9,6 +9,7 @@
 //! every independent error of a file is reported; no user input panics.
 
 pub mod expr;
+mod instance;
 mod layer;
 mod loss;
 mod stmt;
@@ -239,6 +240,20 @@ impl<'a> Elab<'a> {
             generic: false,
             bindings: Vec::new(),
         }
+    }
+
+    /// How many errors have been reported (warnings and notes left out):
+    /// what decides whether an elaboration failed.
+    pub fn error_count(&self) -> usize {
+        self.errors
+            .iter()
+            .filter(|(_, e)| {
+                matches!(
+                    miette::Diagnostic::severity(e),
+                    None | Some(miette::Severity::Error)
+                )
+            })
+            .count()
     }
 
     /// Report an error; returns `Value::Unknown` for convenience.

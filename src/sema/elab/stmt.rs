@@ -64,6 +64,11 @@ impl Elab<'_> {
     fn stmt(&mut self, env: &mut Env, s: &Stmt) {
         match s {
             Stmt::Let { name, value, .. } => {
+                if let Some(v) = self.let_repeat(env, name, value) {
+                    self.note_binding(name, &v);
+                    env.bind(&name.name, v);
+                    return;
+                }
                 let v = match &value.kind {
                     ExprKind::Bracket { base, items } => {
                         let b = self.expr(env, base);
