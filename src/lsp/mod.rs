@@ -319,22 +319,16 @@ mod tests {
             range_length: None,
             text: t.into(),
         };
-        apply_change(
-            &mut text,
-            edit(
-                Some(Range::new(Position::new(1, 4), Position::new(1, 5))),
-                "bee",
-            ),
-        );
+        let range = |from: (u32, u32), to: (u32, u32)| {
+            Some(Range::new(
+                Position::new(from.0, from.1),
+                Position::new(to.0, to.1),
+            ))
+        };
+        apply_change(&mut text, edit(range((1, 4), (1, 5)), "bee"));
         assert_eq!(text, "let a = 1;\nlet bee = 2;\n");
         // Reversed and out-of-range positions do not panic.
-        apply_change(
-            &mut text,
-            edit(
-                Some(Range::new(Position::new(9, 0), Position::new(0, 0))),
-                "!",
-            ),
-        );
+        apply_change(&mut text, edit(range((9, 0), (0, 0)), "!"));
         assert_eq!(text, "let a = 1;\nlet bee = 2;\n!");
         apply_change(&mut text, edit(None, "new"));
         assert_eq!(text, "new");

@@ -33,6 +33,15 @@ impl SolverKind {
             SolverKind::Unroll { .. } => "unroll",
         }
     }
+
+    /// `anderson(m = 5, beta = 1.0, lam = 1e-4)`.
+    pub fn default_anderson() -> SolverKind {
+        SolverKind::Anderson {
+            m: 5,
+            beta: 1.0,
+            lam: 1e-4,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -53,15 +62,22 @@ impl SolverSpec {
     /// `anderson(m = 5, beta = 1.0, lam = 1e-4, tol = 1e-4, max_iter = 40)`.
     pub fn default_forward() -> SolverSpec {
         SolverSpec {
-            kind: SolverKind::Anderson {
-                m: 5,
-                beta: 1.0,
-                lam: 1e-4,
-            },
+            kind: SolverKind::default_anderson(),
             tol: DEFAULT_TOL,
             max_iter: DEFAULT_MAX_ITER,
             stop: Stop::Rel,
         }
+    }
+
+    /// These settings for an implicit adjoint solve that replaces an
+    /// approximate backward rule: `unroll` has no iteration of its own to
+    /// reuse, so it becomes the default Anderson.
+    pub fn for_implicit_backward(&self) -> SolverSpec {
+        let mut solver = self.clone();
+        if matches!(solver.kind, SolverKind::Unroll { .. }) {
+            solver.kind = SolverKind::default_anderson();
+        }
+        solver
     }
 }
 

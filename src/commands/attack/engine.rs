@@ -86,17 +86,9 @@ fn rewrite_backward(g: &mut Graph, mode: GradientMode) {
                     solver: solver.clone(),
                 },
                 (GradientMode::Implicit, Backward::Phantom { .. } | Backward::Jfb)
-                | (GradientMode::Implicit, Backward::Unrolled) => {
-                    let mut solver = eq.solver.clone();
-                    if matches!(solver.kind, SolverKind::Unroll { .. }) {
-                        solver.kind = SolverKind::Anderson {
-                            m: 5,
-                            beta: 1.0,
-                            lam: 1e-4,
-                        };
-                    }
-                    Backward::Implicit { solver }
-                }
+                | (GradientMode::Implicit, Backward::Unrolled) => Backward::Implicit {
+                    solver: eq.solver.for_implicit_backward(),
+                },
                 (GradientMode::Unrolled, _) => {
                     // Anderson's and Broyden's iterations are not steps of
                     // the map that reverse mode could follow: unroll
@@ -229,6 +221,34 @@ pub fn per_sample(scores: &Tensor, target: &Tensor) -> Result<(Vec<f64>, Vec<i64
     Ok((losses, preds))
 }
 
+/// Evaluate the forward graph `eval` (outputs: loss, scores) on `inputs`
+/// (model inputs then target): per-sample cross-entropy and predicted class.
+pub fn classify(
+    exec: &Executor,
+    eval: &Graph,
+    params: &[Tensor],
+    inputs: &[Tensor],
+) -> Result<(Vec<f64>, Vec<i64>), TrainError> {
+    let out = exec.run(eval, params, inputs)?.outputs;
+    let scores = out.get(AttackGraph::SCORES).ok_or(TrainError::Layout {
+        graph: "evaluation",
+        what: "outputs",
+        got: out.len(),
+        want: 2,
+    })?;
+    per_sample(scores, target_of(inputs)?)
+}
+
+/// The target, the last of an evaluation's inputs.
+fn target_of(inputs: &[Tensor]) -> Result<&Tensor, TrainError> {
+    inputs.last().ok_or(TrainError::Layout {
+        graph: "evaluation",
+        what: "inputs",
+        got: 0,
+        want: 1,
+    })
+}
+
 /// Turns clean inputs into adversarial ones for one model and parameters.
 pub struct Attacker<'a> {
     pub exec: &'a Executor,
@@ -318,21 +338,8 @@ impl Attacker<'_> {
     /// Per sample: how strong an adversarial input is (misclassified first,
     /// then by loss).
     fn strength(&self, inputs: &[Tensor]) -> Result<Vec<f64>, TrainError> {
-        let out = self.exec.run(self.eval, self.params, inputs)?.outputs;
-        let scores = out.get(AttackGraph::SCORES).ok_or(TrainError::Layout {
-            graph: "evaluation",
-            what: "outputs",
-            got: out.len(),
-            want: 2,
-        })?;
-        let target = inputs.last().ok_or(TrainError::Layout {
-            graph: "evaluation",
-            what: "inputs",
-            got: 0,
-            want: 1,
-        })?;
-        let (loss, pred) = per_sample(scores, target)?;
-        let labels: Vec<i64> = target
+        let (loss, pred) = classify(self.exec, self.eval, self.params, inputs)?;
+        let labels: Vec<i64> = target_of(inputs)?
             .flatten_all()?
             .to_dtype(CDType::I64)?
             .to_vec1::<i64>()?;

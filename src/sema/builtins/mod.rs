@@ -529,13 +529,9 @@ impl Elab<'_> {
             Some(v) => Some(v),
             None if self.generic => None,
             None => {
-                self.report(
+                self.not_constant(
                     a.span(i),
-                    SemaError::NotConstant {
-                        message: format!("this argument must be a known int, not {d}"),
-                        span: a.span(i).into(),
-                        help: None,
-                    },
+                    format!("this argument must be a known int, not {d}"),
                 );
                 None
             }

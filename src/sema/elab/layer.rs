@@ -435,16 +435,12 @@ impl Elab<'_> {
             }
             let v = self.check_param_type(&mut henv, &layer_name, p, v, at, &mut None);
             if matches!(v, Value::Tensor(_) | Value::Instance(_)) {
-                self.report(
+                self.not_constant(
                     at,
-                    SemaError::NotConstant {
-                        message: format!(
-                            "hyper-parameter `{}` of `{layer_name}` must be a compile-time value",
-                            p.name.name
-                        ),
-                        span: at.into(),
-                        help: None,
-                    },
+                    format!(
+                        "hyper-parameter `{}` of `{layer_name}` must be a compile-time value",
+                        p.name.name
+                    ),
                 );
                 ok = false;
             }
@@ -718,17 +714,9 @@ impl Elab<'_> {
         let ast::Item::Layer(l) = self.modules.item(r) else {
             return;
         };
-        self.generic = true;
-        self.m = ModelBuilder::default();
-        self.m.blocks.push(Block::default());
-        let mut env = Env::new(r.module, BodyKind::Layer);
+        let mut env = self.begin_generic(r, BodyKind::Layer);
         for p in &l.hyper {
-            let v = match &p.ty {
-                Some(ast::ParamType::Int(_)) => Value::Int(Dim::sym(&p.name.name, false)),
-                Some(ast::ParamType::Float(_)) => Value::Float(None),
-                Some(ast::ParamType::Bool(_)) => Value::Bool(None),
-                _ => Value::Unknown,
-            };
+            let v = abstract_scalar(&p.name, p.ty.as_ref()).unwrap_or(Value::Unknown);
             self.note_binding(&p.name, &v);
             env.bind(&p.name.name, v);
         }
@@ -745,9 +733,7 @@ impl Elab<'_> {
         let out = self.block(&mut env, &l.body);
         let mut rest = Some(vec![Dim::sym("*", false)]);
         self.check_output(&mut env, l, &out, &mut rest);
-        self.call_stack.pop();
-        self.pop_layer();
-        self.generic = false;
+        self.end_generic();
     }
 
     /// Check a fn that nothing calls, with abstract arguments.
@@ -755,30 +741,54 @@ impl Elab<'_> {
         let ast::Item::Fn(f) = self.modules.item(r) else {
             return;
         };
-        self.generic = true;
-        self.m = ModelBuilder::default();
-        self.m.blocks.push(Block::default());
-        let mut env = Env::new(r.module, BodyKind::Fn);
+        let mut env = self.begin_generic(r, BodyKind::Fn);
         self.layers.push(LayerCtx::default());
         self.call_stack.push(r);
         for (i, p) in f.params.iter().enumerate() {
-            let v = match &p.ty {
-                Some(ast::ParamType::Int(_)) => Value::Int(Dim::sym(&p.name.name, false)),
-                Some(ast::ParamType::Float(_)) => Value::Float(None),
-                Some(ast::ParamType::Bool(_)) => Value::Bool(None),
-                Some(ast::ParamType::Tensor(t)) => match self.signature_type(&mut env, t, false) {
-                    Some(ty) => self.emit1(InstKind::Input(i), ty, p.span),
-                    None => Value::Unknown,
-                },
-                None => Value::Unknown,
+            let v = match (abstract_scalar(&p.name, p.ty.as_ref()), &p.ty) {
+                (Some(v), _) => v,
+                (None, Some(ast::ParamType::Tensor(t))) => {
+                    match self.signature_type(&mut env, t, false) {
+                        Some(ty) => self.emit1(InstKind::Input(i), ty, p.span),
+                        None => Value::Unknown,
+                    }
+                }
+                (None, _) => Value::Unknown,
             };
             self.note_binding(&p.name, &v);
             env.bind(&p.name.name, v);
         }
         self.block(&mut env, &f.body);
+        self.end_generic();
+    }
+
+    /// Start checking an item generically: a fresh model with one block,
+    /// and the item's environment.
+    fn begin_generic(&mut self, r: ItemRef, kind: BodyKind) -> Env {
+        self.generic = true;
+        self.m = ModelBuilder::default();
+        self.m.blocks.push(Block::default());
+        Env::new(r.module, kind)
+    }
+
+    /// Leave the item [`Self::begin_generic`] started (its layer context
+    /// and call-stack entry pushed after the hyper-parameters are bound).
+    fn end_generic(&mut self) {
         self.call_stack.pop();
         self.pop_layer();
         self.generic = false;
+    }
+}
+
+/// The abstract value of a scalar hyper-parameter or argument in a generic
+/// check (`None` for a tensor or an untyped one): an int is a symbolic
+/// dimension named after it.
+fn abstract_scalar(name: &ast::Ident, ty: Option<&ast::ParamType>) -> Option<Value> {
+    match ty? {
+        ast::ParamType::Int(_) => Some(Value::Int(Dim::sym(&name.name, false))),
+        ast::ParamType::Float(_) => Some(Value::Float(None)),
+        ast::ParamType::Bool(_) => Some(Value::Bool(None)),
+        ast::ParamType::Tensor(_) => None,
     }
 }
 
