@@ -540,6 +540,14 @@ impl Elab<'_> {
 
     /// Argument `i` as an axis of a rank-`rank` tensor (negative counts
     /// from the end).
+    /// Argument 0, a tensor, and argument 1, an axis of it (of its rank
+    /// plus `extra`, for an op that adds axes).
+    fn tensor_and_axis(&mut self, a: &Args, extra: usize) -> Option<(ValueId, Type, usize)> {
+        let (x, ty) = self.tensor(a, 0)?;
+        let axis = self.axis_arg(a, 1, ty.rank() + extra)?;
+        Some((x, ty, axis))
+    }
+
     fn axis_arg(&mut self, a: &Args, i: usize, rank: usize) -> Option<usize> {
         let v = self.int(a, i)?;
         self.axis(v, rank, a.span(i))

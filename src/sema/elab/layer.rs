@@ -26,6 +26,38 @@ fn takes(callee: &str, params: &[(String, bool)]) -> String {
 }
 
 impl Elab<'_> {
+    /// [`Self::bind_args`] for declared parameters.
+    fn bind_decls(
+        &mut self,
+        callee: &str,
+        kind: &str,
+        decls: &[ast::FnParam],
+        args: Vec<ArgVal>,
+        span: Span,
+    ) -> Option<Vec<Option<ArgVal>>> {
+        let params: Vec<(String, bool)> = decls
+            .iter()
+            .map(|p| (p.name.name.clone(), p.default.is_some()))
+            .collect();
+        self.bind_args(callee, kind, &params, args, span)
+    }
+
+    /// A parameter's value and where it came from: its argument, else its
+    /// default evaluated in `env` (which holds the parameters before it).
+    fn arg_or_default(
+        &mut self,
+        slot: Option<ArgVal>,
+        p: &ast::FnParam,
+        env: &mut Env,
+        span: Span,
+    ) -> (Value, Span) {
+        match (slot, &p.default) {
+            (Some(a), _) => (a.value, a.span),
+            (None, Some(d)) => (self.expr(env, d), d.span),
+            (None, None) => (Value::Unknown, span),
+        }
+    }
+
     /// Match call arguments to declared names. `params` holds each name and
     /// whether it has a default.
     pub fn bind_args(
@@ -335,24 +367,13 @@ impl Elab<'_> {
         };
         let name = f.name.name.clone();
         self.with_item(r, &name, span, |this| {
-            let params: Vec<(String, bool)> = f
-                .params
-                .iter()
-                .map(|p| (p.name.name.clone(), p.default.is_some()))
-                .collect();
-            let Some(slots) = this.bind_args(&name, "argument", &params, args, span) else {
+            let Some(slots) = this.bind_decls(&name, "argument", &f.params, args, span) else {
                 return Value::Unknown;
             };
             let mut env = Env::new(r.module, BodyKind::Fn);
             let mut rest = None;
             for (p, slot) in f.params.iter().zip(slots) {
-                let (v, at) = match slot {
-                    Some(a) => (a.value, a.span),
-                    None => match &p.default {
-                        Some(d) => (this.expr(&mut env, d), d.span),
-                        None => (Value::Unknown, span),
-                    },
-                };
+                let (v, at) = this.arg_or_default(slot, p, &mut env, span);
                 let v = this.check_param_type(&mut env, &name, p, v, at, &mut rest);
                 this.note_binding(&p.name, &v);
                 env.bind(&p.name.name, v);
@@ -400,12 +421,7 @@ impl Elab<'_> {
                 }
             }
         }
-        let params: Vec<(String, bool)> = l
-            .hyper
-            .iter()
-            .map(|p| (p.name.name.clone(), p.default.is_some()))
-            .collect();
-        let Some(slots) = self.bind_args(&layer_name, "hyper-parameter", &params, args, span)
+        let Some(slots) = self.bind_decls(&layer_name, "hyper-parameter", &l.hyper, args, span)
         else {
             return Value::Unknown;
         };
@@ -413,13 +429,7 @@ impl Elab<'_> {
         let mut hyper = Vec::new();
         let mut ok = true;
         for (p, slot) in l.hyper.iter().zip(slots) {
-            let (v, at) = match slot {
-                Some(a) => (a.value, a.span),
-                None => match &p.default {
-                    Some(d) => (self.expr(&mut henv, d), d.span),
-                    None => (Value::Unknown, span),
-                },
-            };
+            let (v, at) = self.arg_or_default(slot, p, &mut henv, span);
             if let Some(ast::ParamType::Tensor(t)) = &p.ty {
                 self.report(
                     t.span,
@@ -464,14 +474,7 @@ impl Elab<'_> {
                             inst.called.set(true);
                         }
                     }
-                    return self.report(
-                        n.span,
-                        SemaError::Duplicate {
-                            name: n.name.clone(),
-                            span: n.span.into(),
-                            first: (prev.file == n.span.file).then(|| prev.into()),
-                        },
-                    );
+                    return self.duplicate(n, prev);
                 }
                 ctx.path(&n.name)
             }

@@ -246,6 +246,19 @@ impl<'a> Elab<'a> {
         Value::Unknown
     }
 
+    /// Report a second definition of `name` in a layer, the first at `prev`
+    /// (pointed at when it is in the same file).
+    pub fn duplicate(&mut self, name: &ast::Ident, prev: Span) -> Value {
+        self.report(
+            name.span,
+            SemaError::Duplicate {
+                name: name.name.clone(),
+                span: name.span.into(),
+                first: (prev.file == name.span.file).then(|| prev.into()),
+            },
+        )
+    }
+
     /// Report a value that must be known at compile time and is not.
     pub fn not_constant(&mut self, at: Span, message: impl Into<String>) -> Value {
         self.report(
