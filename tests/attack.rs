@@ -8,13 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
-use deqc::commands::attack::engine::{
-    attack_graph, with_gradient_mode, AttackGraph, AttackSpec, GradientMode, Method, Norm,
-};
 use deqc::commands::attack::{attack, Options};
 use deqc::exec::Executor;
 use deqc::ir::{lower::lower_model, Graph, Op};
 use deqc::sema::spec::{Backward, Loss, Stop};
+use deqc::train::attack::{
+    attack_graph, with_gradient_mode, AttackGraph, AttackSpec, GradientMode, Method, Norm,
+};
 use deqc::train::trainer::{self, RunOptions};
 use rand::{Rng, SeedableRng};
 

@@ -17,8 +17,6 @@
 //! reported; bad options are usage errors (exit 2), failures exit 1, never
 //! a panic.
 
-pub mod engine;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,9 +25,10 @@ use candle_core::{Device, Tensor};
 
 use crate::deq::SolverRunner;
 use crate::exec::Executor;
-use crate::train::data::{Dataset, HostData};
+use crate::train::attack::{
+    self as engine, classify, host, range_of, AttackSpec, Attacker, GradientMode, Method, Norm,
+};
 use crate::train::TrainError;
-use engine::{classify, host, AttackSpec, Attacker, GradientMode, Method, Norm};
 
 /// The command line of `deqc attack` after the file, as clap parses it.
 #[derive(clap::Args, Debug, Clone)]
@@ -171,25 +170,6 @@ fn evaluate(
     into.pred.extend(pred);
     solve_figures(runner, batch, into);
     Ok(())
-}
-
-/// The smallest and largest value of a field over some splits.
-fn range_of(name: &str, splits: &[&Dataset]) -> (f64, f64) {
-    let mut lo = f64::INFINITY;
-    let mut hi = f64::NEG_INFINITY;
-    for ds in splits {
-        if let Some(HostData::F32(v)) = ds.field(name).map(|a| &a.data) {
-            for x in v {
-                lo = lo.min(*x as f64);
-                hi = hi.max(*x as f64);
-            }
-        }
-    }
-    if lo > hi {
-        (f64::NEG_INFINITY, f64::INFINITY)
-    } else {
-        (lo, hi)
-    }
 }
 
 /// What an attack measured.

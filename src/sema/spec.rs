@@ -260,6 +260,34 @@ pub enum Decay {
 /// The most threads `--threads` and `threads = N` accept.
 pub const MAX_THREADS: usize = 1024;
 
+/// FGSM (one step of size eps) or PGD (projected steps, restarts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttackMethod {
+    Fgsm,
+    Pgd,
+}
+
+/// The norm that measures a perturbation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttackNorm {
+    Linf,
+    L2,
+}
+
+/// `adversarial = pgd(eps, steps, alpha, norm)` or `fgsm(eps, norm)`: every
+/// training step trains on its batch attacked against the current
+/// parameters (eps in the data's units).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Adversarial {
+    pub method: AttackMethod,
+    pub norm: AttackNorm,
+    pub eps: f64,
+    /// PGD steps (1 for FGSM).
+    pub steps: usize,
+    /// PGD step size (eps for FGSM).
+    pub alpha: f64,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct JacobianReg {
     pub weight: f64,
@@ -283,6 +311,8 @@ pub struct TrainConfig {
     /// `freeze = [inject, "cell.lin"]`: parameter paths or path prefixes
     /// that receive no update, each with its span.
     pub freeze: Vec<(String, crate::source::Span)>,
+    /// Adversarial training, when set.
+    pub adversarial: Option<Adversarial>,
 }
 
 /// Floats printed so that they read back as the same value.
@@ -459,6 +489,25 @@ impl fmt::Display for Schedule {
     }
 }
 
+impl fmt::Display for Adversarial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let norm = match self.norm {
+            AttackNorm::Linf => "linf",
+            AttackNorm::L2 => "l2",
+        };
+        match self.method {
+            AttackMethod::Fgsm => write!(f, "fgsm(eps = {}, norm = {norm:?})", num(self.eps)),
+            AttackMethod::Pgd => write!(
+                f,
+                "pgd(eps = {}, steps = {}, alpha = {}, norm = {norm:?})",
+                num(self.eps),
+                self.steps,
+                num(self.alpha)
+            ),
+        }
+    }
+}
+
 impl fmt::Display for TrainConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "train {} {{", self.model)?;
@@ -492,6 +541,9 @@ impl fmt::Display for TrainConfig {
         if !self.freeze.is_empty() {
             let paths: Vec<String> = self.freeze.iter().map(|p| format!("{:?}", p.0)).collect();
             writeln!(f, "    freeze = [{}];", paths.join(", "))?;
+        }
+        if let Some(a) = &self.adversarial {
+            writeln!(f, "    adversarial = {a};")?;
         }
         write!(f, "}}")
     }

@@ -26,6 +26,7 @@ use std::time::Instant;
 
 use candle_core::{DType as CDType, Device, Tensor};
 
+use super::adversarial::{record_losses, Adversary};
 use super::checkpoint::{self, TrainState};
 use super::data::{self, Splits};
 use super::epoch::Epoch;
@@ -239,7 +240,10 @@ pub struct Position {
 
 /// What one training step did, for its record and the epoch's figures.
 pub struct StepOutcome {
+    /// The loss trained on (the attacked batch's, with `adversarial`).
     pub loss: f64,
+    /// With `adversarial`: the loss at the clean batch.
+    pub clean_loss: Option<f64>,
     /// Samples in the batch.
     pub samples: usize,
     /// `(correct, judged)` predictions, for classification.
@@ -282,6 +286,8 @@ pub struct Trainer<'a> {
     classification: bool,
     text: bool,
     last_checkpoint: Instant,
+    /// `adversarial = ...`: the attack each batch meets first.
+    adversary: Option<Adversary>,
 }
 
 impl<'a> Trainer<'a> {
@@ -313,6 +319,20 @@ impl<'a> Trainer<'a> {
         eval_exec.options.seed = cfg.seed;
         let top_level = top_level_equilibria(&compiled.graph);
         let batches_per_epoch = splits.train.num_batches(cfg.batch_size);
+        let adversary = cfg
+            .adversarial
+            .as_ref()
+            .map(|a| {
+                Adversary::new(
+                    &compiled.graph,
+                    cfg.loss,
+                    a,
+                    &splits.train,
+                    cfg.seed,
+                    &device,
+                )
+            })
+            .transpose()?;
         Ok(Trainer {
             model,
             cfg,
@@ -337,6 +357,7 @@ impl<'a> Trainer<'a> {
             train_options,
             eval_exec,
             last_checkpoint: Instant::now(),
+            adversary,
         })
     }
 
@@ -415,14 +436,18 @@ impl<'a> Trainer<'a> {
         let started = Instant::now();
         let cfg = self.cfg;
         let step_graph = &self.compiled.step;
+        let values = self.param_values();
         let inputs = fit_target(&step_graph.graph, feeds(&self.splits.train, batch)?)?;
+        let (inputs, clean_loss) = match &self.adversary {
+            Some(adversary) => adversary.perturb(&values, &inputs, step)?,
+            None => (inputs, None),
+        };
         let step_exec = Executor::new(self.device.clone())
             .with_runner(Box::new(self.runner.clone()))
             .with_options(ExecOptions {
                 seed: mix(cfg.seed, step),
                 ..self.train_options.clone()
             });
-        let values = self.param_values();
         let run = step_exec.run(&step_graph.graph, &values, &inputs)?;
         let results = step_graph.layout.read(&run.outputs)?;
         let loss = results.loss_value()?;
@@ -456,6 +481,7 @@ impl<'a> Trainer<'a> {
         };
         Ok(StepOutcome {
             loss,
+            clean_loss,
             samples: inputs[0].dims().first().copied().unwrap_or(1),
             correct,
             lr,
@@ -544,6 +570,7 @@ impl<'a> Trainer<'a> {
         set_solve_fields(&mut rec, &this_step);
         rec.seconds = outcome.started.elapsed().as_secs_f64();
         rec.lr = Some(outcome.lr);
+        record_losses(&mut rec, outcome.clean_loss, outcome.loss);
         if let Some(r) = outcome.jacobian_reg {
             rec.extra.push(("jacobian_reg".into(), r));
         }

@@ -724,3 +724,6 @@ impl OptionChecker<'_> {
 
 pub mod train;
 pub use train::{TrainValue, SCHEDULES, TRAIN_KEYS};
+
+mod adversarial;
+pub use adversarial::ATTACKS;
