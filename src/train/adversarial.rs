@@ -23,7 +23,7 @@ use super::TrainError;
 use crate::deq::SolverRunner;
 use crate::exec::{ExecOptions, Executor};
 use crate::ir::Graph;
-use crate::sema::spec::{Adversarial, Loss};
+use crate::sema::spec::{Adversarial, Loss, TrainConfig};
 
 /// The attack of one training run.
 pub struct Adversary {
@@ -83,6 +83,19 @@ impl Adversary {
         })
     }
 
+    /// The run's attack when its train block has `adversarial`.
+    pub fn of_run(
+        cfg: &TrainConfig,
+        model: &Graph,
+        train: &Dataset,
+        device: &Device,
+    ) -> Result<Option<Adversary>, TrainError> {
+        cfg.adversarial
+            .as_ref()
+            .map(|a| Adversary::new(model, cfg.loss, a, train, cfg.seed, device))
+            .transpose()
+    }
+
     /// `inputs` (model inputs then target) attacked against `params`, and
     /// the loss at the clean inputs; `step` numbers the batch.
     pub fn perturb(
@@ -104,6 +117,20 @@ impl Adversary {
             .and_then(|t| t.dims().first().copied())
             .unwrap_or(1);
         attacker.attack_measured(inputs, batch, step)
+    }
+}
+
+/// A step's batch: attacked by `adversary` when there is one (with the
+/// clean loss), else as it is.
+pub fn attacked(
+    adversary: Option<&Adversary>,
+    params: &[Tensor],
+    inputs: Vec<Tensor>,
+    step: u64,
+) -> Result<(Vec<Tensor>, Option<f64>), TrainError> {
+    match adversary {
+        Some(a) => a.perturb(params, &inputs, step),
+        None => Ok((inputs, None)),
     }
 }
 

@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use candle_core::{DType as CDType, Device, Tensor};
 
-use super::adversarial::{record_losses, Adversary};
+use super::adversarial::{attacked, record_losses, Adversary};
 use super::checkpoint::{self, TrainState};
 use super::data::{self, Splits};
 use super::epoch::Epoch;
@@ -319,20 +319,7 @@ impl<'a> Trainer<'a> {
         eval_exec.options.seed = cfg.seed;
         let top_level = top_level_equilibria(&compiled.graph);
         let batches_per_epoch = splits.train.num_batches(cfg.batch_size);
-        let adversary = cfg
-            .adversarial
-            .as_ref()
-            .map(|a| {
-                Adversary::new(
-                    &compiled.graph,
-                    cfg.loss,
-                    a,
-                    &splits.train,
-                    cfg.seed,
-                    &device,
-                )
-            })
-            .transpose()?;
+        let adversary = Adversary::of_run(cfg, &compiled.graph, &splits.train, &device)?;
         Ok(Trainer {
             model,
             cfg,
@@ -438,10 +425,7 @@ impl<'a> Trainer<'a> {
         let step_graph = &self.compiled.step;
         let values = self.param_values();
         let inputs = fit_target(&step_graph.graph, feeds(&self.splits.train, batch)?)?;
-        let (inputs, clean_loss) = match &self.adversary {
-            Some(adversary) => adversary.perturb(&values, &inputs, step)?,
-            None => (inputs, None),
-        };
+        let (inputs, clean_loss) = attacked(self.adversary.as_ref(), &values, inputs, step)?;
         let step_exec = Executor::new(self.device.clone())
             .with_runner(Box::new(self.runner.clone()))
             .with_options(ExecOptions {
