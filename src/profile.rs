@@ -251,7 +251,7 @@ mod tests {
             dilation: 1,
             groups: 1,
         };
-        for op in [Op::MatMul, Op::Conv(conv.clone())] {
+        for op in [Op::MatMul, Op::Conv(conv)] {
             assert_eq!(Category::of(&op), Category::Gemm, "{}", op.name());
         }
         for op in [Op::Tanh, Op::Add, Op::Embedding] {
