@@ -10,7 +10,6 @@
 //! go to stderr, requested output to stdout; a closed stdout (`| head -1`)
 //! ends any command quietly with exit code 0 (see `output`).
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -186,47 +185,8 @@ pub enum Command {
     /// compiler-derived input gradient.
     Attack {
         file: PathBuf,
-        #[arg(long)]
-        model: Option<String>,
-        /// A `model.safetensors` file or a run folder.
-        #[arg(long)]
-        weights: PathBuf,
-        #[arg(long, value_enum, default_value = "pgd")]
-        method: crate::commands::attack::engine::Method,
-        /// Radius of the perturbation, in the data's own units.
-        #[arg(long, default_value_t = 0.1, value_parser = non_negative, allow_negative_numbers = true)]
-        eps: f64,
-        /// PGD steps per restart (default 10).
-        #[arg(long, value_parser = at_least_one)]
-        steps: Option<usize>,
-        /// PGD step size (default 2.5 * eps / steps).
-        #[arg(long, value_parser = non_negative, allow_negative_numbers = true)]
-        alpha: Option<f64>,
-        #[arg(long, value_enum, default_value = "linf")]
-        norm: crate::commands::attack::engine::Norm,
-        /// PGD restarts; the first starts at the clean input (default 1).
-        #[arg(long, value_parser = at_least_one)]
-        restarts: Option<usize>,
-        /// How gradients pass through equilibria.
-        #[arg(long, value_enum, default_value = "implicit")]
-        gradient: crate::commands::attack::engine::GradientMode,
-        /// Write adversarial.safetensors and results.safetensors here.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        #[arg(long, value_parser = at_least_one)]
-        batch_size: Option<usize>,
-        /// Attack only the first N test samples.
-        #[arg(long, value_parser = at_least_one)]
-        limit: Option<usize>,
-        /// Seed of PGD's random restarts.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        #[arg(long, default_value = "cpu")]
-        device: String,
-        /// CPU threads (default: the train block's `threads`, else
-        /// RAYON_NUM_THREADS, else one per core).
-        #[arg(long, value_parser = crate::threads::parse_count)]
-        threads: Option<usize>,
+        #[command(flatten)]
+        options: crate::commands::attack::Options,
     },
     /// A language server over stdio (diagnostics, hover, definitions, completion).
     Lsp,
@@ -287,11 +247,6 @@ pub enum Stage {
     Opt,
     /// The fusion groups (compiled kernels) of the forward and training graphs.
     Kernels,
-}
-
-fn render(diags: crate::diag::Diagnostics, sources: &SourceMap) {
-    let color = std::io::stderr().is_terminal();
-    eprint!("{}", crate::diag::render(diags, sources, 100, color));
 }
 
 pub fn main() -> ExitCode {
@@ -375,44 +330,7 @@ pub fn main() -> ExitCode {
             threads,
             no_fuse: _,
         } => crate::train::commands::grad(&file, model.as_deref(), &weights, &batch, &out, threads),
-        Command::Attack {
-            file,
-            model,
-            weights,
-            method,
-            eps,
-            steps,
-            alpha,
-            norm,
-            restarts,
-            gradient,
-            out,
-            batch_size,
-            limit,
-            seed,
-            device,
-            threads,
-        } => crate::commands::attack::run(
-            &file,
-            &crate::commands::attack::Options {
-                model: model.as_deref(),
-                weights: &weights,
-                method,
-                norm,
-                eps,
-                steps,
-                alpha,
-                restarts,
-                gradient,
-                out,
-                batch_size,
-                limit,
-                seed,
-                device: &device,
-                threads,
-                quiet: false,
-            },
-        ),
+        Command::Attack { file, options } => crate::commands::attack::run(&file, &options),
         Command::Graph {
             file,
             backward,
@@ -474,16 +392,10 @@ pub fn main() -> ExitCode {
 fn check(files: &[PathBuf]) -> ExitCode {
     let mut code = ExitCode::SUCCESS;
     for f in files {
-        let compiled = match crate::compile_path(f) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("error: cannot read {}: {e}", f.display());
-                return ExitCode::from(2);
-            }
+        let (program, errors) = match crate::commands::check_rendered(f) {
+            Ok(x) => x,
+            Err(code) => return code,
         };
-        let errors = compiled.diags.error_count();
-        let program = compiled.program.clone();
-        render(compiled.diags, &compiled.sources);
         match program {
             Some(p) => {
                 outln!("{}: ok", f.display());
@@ -533,27 +445,18 @@ fn dump(stage: Stage, file: &PathBuf) -> ExitCode {
                 Err(e) => {
                     let mut d = crate::diag::Diagnostics::default();
                     d.push(id, e);
-                    render(d, &sources);
+                    crate::commands::render(d, &sources);
                     ExitCode::from(1)
                 }
             }
         }
         Stage::Hir | Stage::Ir | Stage::Grad | Stage::Opt | Stage::Kernels => {
-            let compiled = match crate::compile_path(file) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: cannot read {}: {e}", file.display());
-                    return ExitCode::from(2);
-                }
-            };
-            let program = compiled.program.clone();
-            render(compiled.diags, &compiled.sources);
-            match program {
-                Some(p) => {
+            match crate::commands::load(file) {
+                Ok(p) => {
                     out!("{}", crate::sema::print::print_program(&p));
                     ExitCode::SUCCESS
                 }
-                None => ExitCode::from(1),
+                Err(code) => code,
             }
         }
     }
@@ -561,7 +464,7 @@ fn dump(stage: Stage, file: &PathBuf) -> ExitCode {
 
 /// A count that must be at least 1 (`--epochs`, `--batch-size`), as in a
 /// `train` block.
-fn at_least_one(text: &str) -> Result<usize, String> {
+pub(crate) fn at_least_one(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("expected an integer >= 1, found `{text}`")),
@@ -569,7 +472,7 @@ fn at_least_one(text: &str) -> Result<usize, String> {
 }
 
 /// A finite number >= 0 (`--eps`, `--alpha`).
-fn non_negative(text: &str) -> Result<f64, String> {
+pub(crate) fn non_negative(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
         _ => Err(format!("expected a number >= 0, found `{text}`")),

@@ -142,67 +142,13 @@ impl Category {
         }
     }
 
-    /// The category an op's kernel counts in.
+    /// The category an op's kernel counts in (its [`Op::info`] row says
+    /// whether the kernel is a matrix product).
     pub fn of(op: &Op) -> Category {
-        match op {
-            Op::MatMul | Op::Conv(_) | Op::ConvInputGrad { .. } | Op::ConvWeightGrad { .. } => {
-                Category::Gemm
-            }
-            Op::Input(_)
-            | Op::Param(_)
-            | Op::Const(_)
-            | Op::State(_)
-            | Op::Capture(_)
-            | Op::Neg
-            | Op::Exp
-            | Op::Log
-            | Op::Sqrt
-            | Op::Abs
-            | Op::Tanh
-            | Op::Sigmoid
-            | Op::Relu
-            | Op::Gelu
-            | Op::Softplus
-            | Op::Sin
-            | Op::Cos
-            | Op::LeakyRelu { .. }
-            | Op::Clamp { .. }
-            | Op::Add
-            | Op::Sub
-            | Op::Mul
-            | Op::Div
-            | Op::Pow
-            | Op::Maximum
-            | Op::Minimum
-            | Op::Compare(_)
-            | Op::Where
-            | Op::Reduce { .. }
-            | Op::Softmax { .. }
-            | Op::LogSoftmax { .. }
-            | Op::Reshape { .. }
-            | Op::Permute { .. }
-            | Op::Concat { .. }
-            | Op::BroadcastTo { .. }
-            | Op::Slice { .. }
-            | Op::Eye { .. }
-            | Op::Fill { .. }
-            | Op::Arange { .. }
-            | Op::CausalMask { .. }
-            | Op::AvgPool2d { .. }
-            | Op::MaxPool2d { .. }
-            | Op::UpsampleNearest2d { .. }
-            | Op::Embedding
-            | Op::DropoutMask { .. }
-            | Op::Cast { .. }
-            | Op::Equilibrium(_)
-            | Op::Project(_)
-            | Op::SumTo { .. }
-            | Op::Count { .. }
-            | Op::SliceBackward { .. }
-            | Op::AvgPool2dBackward { .. }
-            | Op::MaxPool2dBackward { .. }
-            | Op::MaxPool2dSelect { .. }
-            | Op::EmbeddingBackward { .. } => Category::Other,
+        if op.info().gemm {
+            Category::Gemm
+        } else {
+            Category::Other
         }
     }
 }
@@ -292,6 +238,24 @@ mod tests {
         let t = Instant::now();
         while t.elapsed() < d {
             std::hint::black_box(0);
+        }
+    }
+
+    #[test]
+    fn matrix_products_count_as_gemm() {
+        use crate::ir::op::ConvAttrs;
+        let conv = ConvAttrs {
+            spatial: 2,
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+            groups: 1,
+        };
+        for op in [Op::MatMul, Op::Conv(conv)] {
+            assert_eq!(Category::of(&op), Category::Gemm, "{}", op.name());
+        }
+        for op in [Op::Tanh, Op::Add, Op::Embedding] {
+            assert_eq!(Category::of(&op), Category::Other, "{}", op.name());
         }
     }
 

@@ -4,21 +4,21 @@
 //! least as strong as FGSM on a briefly trained model, and the command
 //! line's error paths.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
-use deqc::commands::attack::engine::{
-    attack_graph, with_gradient_mode, AttackGraph, AttackSpec, GradientMode, Method, Norm,
-};
 use deqc::commands::attack::{attack, Options};
 use deqc::exec::Executor;
 use deqc::ir::{lower::lower_model, Graph, Op};
 use deqc::sema::spec::{Backward, Loss, Stop};
-use deqc::train::data::{self, HostData};
+use deqc::train::attack::{
+    attack_graph, with_gradient_mode, AttackGraph, AttackSpec, GradientMode, Method, Norm,
+};
 use deqc::train::trainer::{self, RunOptions};
 use rand::{Rng, SeedableRng};
+
+mod common;
 
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("deqc-attack-{name}-{}", std::process::id()));
@@ -144,42 +144,12 @@ model TwoState(x: [B, 12]) -> [B, 4] {
     input_gradient_matches_differences(src, 24);
 }
 
-/// Write the first `n` samples of a split as plain IDX files.
-fn write_idx(dir: &Path, prefix: &str, ds: &data::Dataset, n: usize) {
-    let x = ds.field("x").unwrap();
-    let y = ds.field("y").unwrap();
-    let (HostData::F32(px), HostData::I64(labels)) = (&x.data, &y.data) else {
-        panic!("mnist fields")
-    };
-    let mut images = Vec::new();
-    for v in [2051u32, n as u32, 28, 28] {
-        images.extend(v.to_be_bytes());
-    }
-    images.extend(px[..n * 784].iter().map(|p| (p * 255.0).round() as u8));
-    let mut labs = Vec::new();
-    for v in [2049u32, n as u32] {
-        labs.extend(v.to_be_bytes());
-    }
-    labs.extend(labels[..n].iter().map(|l| *l as u8));
-    std::fs::File::create(dir.join(format!("{prefix}-images-idx3-ubyte")))
-        .unwrap()
-        .write_all(&images)
-        .unwrap();
-    std::fs::File::create(dir.join(format!("{prefix}-labels-idx1-ubyte")))
-        .unwrap()
-        .write_all(&labs)
-        .unwrap();
-}
-
 /// A small DEQ trained briefly on a 512-sample MNIST subset; returns its
 /// source and the run folder.
 fn trained(name: &str) -> (String, PathBuf) {
     let dir = temp_dir(name);
     let mnist = dir.join("mnist");
-    std::fs::create_dir_all(&mnist).unwrap();
-    let full = data::mnist("data/mnist-10k", true).expect("bundled MNIST");
-    write_idx(&mnist, "train", &full.train, 512);
-    write_idx(&mnist, "t10k", full.test.as_ref().unwrap(), 64);
+    common::mnist::write_subset(&mnist, 512, 64);
     let src = std::fs::read_to_string("examples/mnist_mlp.deq")
         .unwrap()
         .replace(
@@ -207,10 +177,10 @@ fn trained(name: &str) -> (String, PathBuf) {
     (src, out)
 }
 
-fn options<'a>(weights: &'a Path, out: Option<PathBuf>) -> Options<'a> {
+fn options(weights: &Path, out: Option<PathBuf>) -> Options {
     Options {
         model: None,
-        weights,
+        weights: weights.to_path_buf(),
         method: Method::Pgd,
         norm: Norm::Linf,
         eps: 0.0,
@@ -222,7 +192,7 @@ fn options<'a>(weights: &'a Path, out: Option<PathBuf>) -> Options<'a> {
         batch_size: Some(32),
         limit: Some(64),
         seed: 0,
-        device: "cpu",
+        device: "cpu".into(),
         threads: None,
         quiet: true,
     }

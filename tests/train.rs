@@ -3,13 +3,14 @@
 //! corrupt checkpoints, `deqc grad` against finite differences, and a few
 //! steps of the char-level LM and the monDEQ.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use deqc::train::checkpoint;
-use deqc::train::data::{self, HostData};
+use deqc::train::data;
 use deqc::train::trainer::{self, RunOptions};
+
+mod common;
 
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("deqc-train-{name}-{}", std::process::id()));
@@ -18,40 +19,10 @@ fn temp_dir(name: &str) -> PathBuf {
     d
 }
 
-/// Write the first `n` samples of a split as plain IDX files.
-fn write_idx(dir: &Path, prefix: &str, ds: &data::Dataset, n: usize) {
-    let x = ds.field("x").unwrap();
-    let y = ds.field("y").unwrap();
-    let (HostData::F32(px), HostData::I64(labels)) = (&x.data, &y.data) else {
-        panic!("mnist fields")
-    };
-    let mut images = Vec::new();
-    for v in [2051u32, n as u32, 28, 28] {
-        images.extend(v.to_be_bytes());
-    }
-    images.extend(px[..n * 784].iter().map(|p| (p * 255.0).round() as u8));
-    let mut labs = Vec::new();
-    for v in [2049u32, n as u32] {
-        labs.extend(v.to_be_bytes());
-    }
-    labs.extend(labels[..n].iter().map(|l| *l as u8));
-    std::fs::File::create(dir.join(format!("{prefix}-images-idx3-ubyte")))
-        .unwrap()
-        .write_all(&images)
-        .unwrap();
-    std::fs::File::create(dir.join(format!("{prefix}-labels-idx1-ubyte")))
-        .unwrap()
-        .write_all(&labs)
-        .unwrap();
-}
-
 /// A 512/256-sample MNIST subset in a temporary folder.
 fn mnist_subset(name: &str) -> PathBuf {
     let dir = temp_dir(name).join("mnist");
-    std::fs::create_dir_all(&dir).unwrap();
-    let full = data::mnist("data/mnist-10k", true).expect("bundled MNIST");
-    write_idx(&dir, "train", &full.train, 512);
-    write_idx(&dir, "t10k", full.test.as_ref().unwrap(), 256);
+    common::mnist::write_subset(&dir, 512, 256);
     dir
 }
 

@@ -112,39 +112,23 @@ impl Builder<'_> {
     /// Sum a (broadcast) cotangent back to `shape`; no node when the shapes
     /// already agree.
     pub fn sum_to(&mut self, x: NodeId, shape: &[Dim]) -> R {
-        if self.g.ty(x).shape.as_slice() == shape {
-            return Ok(x);
-        }
-        self.op(
-            Op::SumTo {
-                shape: shape.to_vec(),
-            },
-            &[x],
-        )
+        self.shaped(x, shape, |shape| Op::SumTo { shape })
     }
 
     pub fn broadcast_to(&mut self, x: NodeId, shape: &[Dim]) -> R {
-        if self.g.ty(x).shape.as_slice() == shape {
-            return Ok(x);
-        }
-        self.op(
-            Op::BroadcastTo {
-                shape: shape.to_vec(),
-            },
-            &[x],
-        )
+        self.shaped(x, shape, |shape| Op::BroadcastTo { shape })
     }
 
     pub fn reshape(&mut self, x: NodeId, shape: &[Dim]) -> R {
+        self.shaped(x, shape, |shape| Op::Reshape { shape })
+    }
+
+    /// `x` itself when it already has `shape`, else the op `make(shape)`.
+    fn shaped(&mut self, x: NodeId, shape: &[Dim], make: fn(Vec<Dim>) -> Op) -> R {
         if self.g.ty(x).shape.as_slice() == shape {
             return Ok(x);
         }
-        self.op(
-            Op::Reshape {
-                shape: shape.to_vec(),
-            },
-            &[x],
-        )
+        self.op(make(shape.to_vec()), &[x])
     }
 
     /// Sum over `axes`, keeping them.

@@ -20,7 +20,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
 use crate::exec::{DimEnv, ExecError, Executor};
-use crate::ir::{Graph, GraphInput, NodeId, Op, ReduceOp};
+use crate::ir::{Graph, NodeId, Op, ReduceOp};
 use crate::types::{DType, Type};
 
 use super::AdError;
@@ -89,21 +89,11 @@ pub fn rel_error(derived: &[f64], numeric: &[f64]) -> f64 {
 fn with_projection(graph: &Graph) -> Result<(Graph, NodeId), CheckError> {
     let mut g = graph.clone();
     let mut terms = Vec::new();
-    for (k, out) in graph.outputs().iter().enumerate() {
-        let ty = g.ty(*out).clone();
-        if !ty.dtype.is_float() {
-            continue;
-        }
-        let idx = g.inputs.len();
-        g.inputs.push(GraphInput {
-            name: format!("__projection{k}"),
-            ty: ty.clone(),
-        });
-        let r = g.add(Op::Input(idx), ty.clone(), &[], None);
+    for (out, r) in super::reverse::input_per_float_output(&mut g, "__projection") {
         let prod = g
-            .add_inferred(Op::Mul, &[*out, r], None)
+            .add_inferred(Op::Mul, &[out, r], None)
             .map_err(AdError::from)?;
-        let axes: Vec<usize> = (0..ty.rank()).collect();
+        let axes: Vec<usize> = (0..g.ty(out).rank()).collect();
         let s = g
             .add_inferred(
                 Op::Reduce {

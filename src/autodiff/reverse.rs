@@ -177,6 +177,26 @@ pub fn grad_with(
     Ok(out)
 }
 
+/// Add one input per float output of `g`, named `{prefix}{k}` for output
+/// `k` and of its type; returns the (output, new input) pairs.
+pub(crate) fn input_per_float_output(g: &mut Graph, prefix: &str) -> Vec<(NodeId, NodeId)> {
+    let mut pairs = Vec::new();
+    for (k, out) in g.outputs().to_vec().into_iter().enumerate() {
+        let ty = g.ty(out).clone();
+        if !ty.dtype.is_float() {
+            continue;
+        }
+        let idx = g.inputs.len();
+        g.inputs.push(crate::ir::GraphInput {
+            name: format!("{prefix}{k}"),
+            ty: ty.clone(),
+        });
+        let input = g.add(Op::Input(idx), ty, &[], g.span(out));
+        pairs.push((out, input));
+    }
+    pairs
+}
+
 /// The model's backward graph: a copy of `graph` with one cotangent input
 /// (`d_<k>`) per float output, and as outputs the original outputs followed
 /// by the gradient of every parameter (in parameter order; zeros for unused
@@ -184,20 +204,7 @@ pub fn grad_with(
 /// --backward` show.
 pub fn backward_graph(graph: &Graph, eq_rule: &dyn EquilibriumVjp) -> Result<Graph, AdError> {
     let mut g = graph.clone();
-    let mut seeds = Vec::new();
-    for (k, out) in graph.outputs().iter().enumerate() {
-        let ty = g.ty(*out).clone();
-        if !ty.dtype.is_float() {
-            continue;
-        }
-        let idx = g.inputs.len();
-        g.inputs.push(crate::ir::GraphInput {
-            name: format!("d_{k}"),
-            ty: ty.clone(),
-        });
-        let seed = g.add(Op::Input(idx), ty, &[], g.span(*out));
-        seeds.push((*out, seed));
-    }
+    let seeds = input_per_float_output(&mut g, "d_");
     let mut params: Vec<Option<NodeId>> = vec![None; g.params.len()];
     for id in g.node_ids() {
         if let Op::Param(i) = g.op(id) {

@@ -17,40 +17,67 @@
 //! reported; bad options are usage errors (exit 2), failures exit 1, never
 //! a panic.
 
-pub mod engine;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use candle_core::{Device, Tensor};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::deq::SolverRunner;
 use crate::exec::Executor;
 use crate::train::data::normalize::Standardization;
 use crate::train::data::{Dataset, HostData};
+use crate::train::attack::{
+    self as engine, classify, host, range_of, AttackSpec, Attacker, GradientMode, Method, Norm,
+};
 use crate::train::TrainError;
-use engine::{host, per_sample, AttackGraph, AttackSpec, Attacker, GradientMode, Method, Norm};
 
-/// The command line of `deqc attack`, as parsed.
-pub struct Options<'a> {
-    pub model: Option<&'a str>,
-    pub weights: &'a Path,
+/// The command line of `deqc attack` after the file, as clap parses it.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Options {
+    #[arg(long)]
+    pub model: Option<String>,
+    /// A `model.safetensors` file or a run folder.
+    #[arg(long)]
+    pub weights: PathBuf,
+    #[arg(long, value_enum, default_value = "pgd")]
     pub method: Method,
-    pub norm: Norm,
+    /// Radius of the perturbation, in the data's own units.
+    #[arg(long, default_value_t = 0.1, value_parser = crate::cli::non_negative, allow_negative_numbers = true)]
     pub eps: f64,
+    /// PGD steps per restart (default 10).
+    #[arg(long, value_parser = crate::cli::at_least_one)]
     pub steps: Option<usize>,
+    /// PGD step size (default 2.5 * eps / steps).
+    #[arg(long, value_parser = crate::cli::non_negative, allow_negative_numbers = true)]
     pub alpha: Option<f64>,
+    #[arg(long, value_enum, default_value = "linf")]
+    pub norm: Norm,
+    /// PGD restarts; the first starts at the clean input (default 1).
+    #[arg(long, value_parser = crate::cli::at_least_one)]
     pub restarts: Option<usize>,
+    /// How gradients pass through equilibria.
+    #[arg(long, value_enum, default_value = "implicit")]
     pub gradient: GradientMode,
+    /// Write adversarial.safetensors and results.safetensors here.
+    #[arg(long)]
     pub out: Option<PathBuf>,
+    #[arg(long, value_parser = crate::cli::at_least_one)]
     pub batch_size: Option<usize>,
+    /// Attack only the first N test samples.
+    #[arg(long, value_parser = crate::cli::at_least_one)]
     pub limit: Option<usize>,
+    /// Seed of PGD's random restarts.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    pub device: &'a str,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// CPU threads (default: the train block's `threads`, else
+    /// RAYON_NUM_THREADS, else one per core).
+    #[arg(long, value_parser = crate::threads::parse_count)]
     pub threads: Option<usize>,
     /// Hide the progress bar (tests).
+    #[arg(skip)]
     pub quiet: bool,
 }
 
@@ -141,42 +168,10 @@ fn evaluate(
     into: &mut Evaluated,
 ) -> Result<(), TrainError> {
     runner.take_records();
-    let out = exec.run(eval, params, inputs)?.outputs;
-    let scores = out.get(AttackGraph::SCORES).ok_or(TrainError::Layout {
-        graph: "evaluation",
-        what: "outputs",
-        got: out.len(),
-        want: 2,
-    })?;
-    let target = inputs.last().ok_or(TrainError::Layout {
-        graph: "evaluation",
-        what: "inputs",
-        got: 0,
-        want: 1,
-    })?;
-    let (_, pred) = per_sample(scores, target)?;
+    let (_, pred) = classify(exec, eval, params, inputs)?;
     into.pred.extend(pred);
     solve_figures(runner, batch, into);
     Ok(())
-}
-
-/// The smallest and largest value of a field over some splits.
-fn range_of(name: &str, splits: &[&Dataset]) -> (f64, f64) {
-    let mut lo = f64::INFINITY;
-    let mut hi = f64::NEG_INFINITY;
-    for ds in splits {
-        if let Some(HostData::F32(v)) = ds.field(name).map(|a| &a.data) {
-            for x in v {
-                lo = lo.min(*x as f64);
-                hi = hi.max(*x as f64);
-            }
-        }
-    }
-    if lo > hi {
-        (f64::NEG_INFINITY, f64::INFINITY)
-    } else {
-        (lo, hi)
-    }
 }
 
 /// What an attack measured.
@@ -217,7 +212,7 @@ pub fn attack(
         ));
     }
     let lowered = crate::ir::lower::lower_model(model)?;
-    let params: Vec<Tensor> = crate::train::trainer::load_weights(&lowered, o.weights, device)?
+    let params: Vec<Tensor> = crate::train::trainer::load_weights(&lowered, &o.weights, device)?
         .into_iter()
         .map(|p| p.1)
         .collect();
@@ -277,16 +272,7 @@ pub fn attack(
     let batch_size = o.batch_size.unwrap_or(cfg.batch_size).max(1);
     let total = o.limit.unwrap_or(usize::MAX).min(test.len());
     let batches = total.div_ceil(batch_size);
-    let bar = if o.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(batches as u64)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("attack [{bar:30}] {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    let bar = crate::train::epoch::progress_bar("attack", batches, o.quiet);
     let (mut clean, mut adv) = (Evaluated::default(), Evaluated::default());
     let mut targets: Vec<i64> = Vec::new();
     let mut distances: Vec<f64> = Vec::new();
@@ -486,27 +472,15 @@ pub fn run(file: &Path, o: &Options) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (_, sources, m, train) = match crate::train::commands::load(file, o.model) {
+    let (sources, m, cfg, device) = match crate::train::commands::load_with_data(
+        file,
+        o.model.as_deref(),
+        "an attack",
+        o.threads,
+        &o.device,
+    ) {
         Ok(x) => x,
         Err(code) => return code,
-    };
-    let Some(cfg) = train else {
-        eprintln!(
-            "error: an attack needs the `train` block's data and loss; {} has none for `{}`",
-            file.display(),
-            m.name
-        );
-        return ExitCode::from(2);
-    };
-    if let Err(code) = crate::train::commands::set_threads(o.threads.or(cfg.threads)) {
-        return code;
-    }
-    let device = match crate::train::commands::device(o.device) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
     };
     match attack(&m, &cfg, o, &spec, &device) {
         Ok(s) => {

@@ -89,14 +89,7 @@ fn tighten(g: &mut Graph, implicit: bool) -> bool {
                 Backward::Phantom { .. } | Backward::Jfb => {
                     approximate = true;
                     if implicit {
-                        let mut solver = eq.solver.clone();
-                        if matches!(solver.kind, SolverKind::Unroll { .. }) {
-                            solver.kind = SolverKind::Anderson {
-                                m: 5,
-                                beta: 1.0,
-                                lam: 1e-4,
-                            };
-                        }
+                        let mut solver = eq.solver.for_implicit_backward();
                         solver.tol = TIGHT_TOL;
                         solver.stop = Stop::Abs;
                         solver.max_iter = 500;

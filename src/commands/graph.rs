@@ -7,7 +7,7 @@ use crate::autodiff::backward_graph;
 use crate::deq::DeqVjp;
 use crate::ir::Graph;
 
-use super::{load, lower_models};
+use super::load_lowered;
 
 /// The backward graph of a model, or the error printed.
 pub fn backward(g: &Graph) -> Result<Graph, ExitCode> {
@@ -30,12 +30,8 @@ pub fn optimized(g: &Graph) -> Result<Graph, ExitCode> {
 }
 
 pub fn run(file: &Path, model: Option<&str>, with_backward: bool) -> ExitCode {
-    let program = match load(file) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let graphs = match lower_models(&program, model) {
-        Ok(g) => g,
+    let graphs = match load_lowered(file, model) {
+        Ok(x) => x.1,
         Err(code) => return code,
     };
     for g in graphs {

@@ -18,8 +18,10 @@ use std::process::ExitCode;
 use crate::ir::{lower::lower_model, Graph};
 use crate::sema::hir::Program;
 
-/// Check a file; on errors render them and return the exit code.
-pub fn load(file: &Path) -> Result<Program, ExitCode> {
+/// Check a file and render its diagnostics to stderr: the program (`Some`
+/// exactly when there were no errors) and the error count; a file that
+/// cannot be read is exit code 2.
+pub fn check_rendered(file: &Path) -> Result<(Option<Program>, usize), ExitCode> {
     let compiled = match crate::compile_path(file) {
         Ok(c) => c,
         Err(e) => {
@@ -27,13 +29,27 @@ pub fn load(file: &Path) -> Result<Program, ExitCode> {
             return Err(ExitCode::from(2));
         }
     };
-    let program = compiled.program.clone();
+    let errors = compiled.diags.error_count();
+    render(compiled.diags, &compiled.sources);
+    Ok((compiled.program, errors))
+}
+
+/// Diagnostics to stderr, in colour on a terminal.
+pub fn render(diags: crate::diag::Diagnostics, sources: &crate::source::SourceMap) {
     let color = std::io::stderr().is_terminal();
-    eprint!(
-        "{}",
-        crate::diag::render(compiled.diags, &compiled.sources, 100, color)
-    );
-    program.ok_or(ExitCode::from(1))
+    eprint!("{}", crate::diag::render(diags, sources, 100, color));
+}
+
+/// Check a file; on errors render them and return the exit code.
+pub fn load(file: &Path) -> Result<Program, ExitCode> {
+    check_rendered(file)?.0.ok_or(ExitCode::from(1))
+}
+
+/// [`load`] and [`lower_models`].
+pub fn load_lowered(file: &Path, model: Option<&str>) -> Result<(Program, Vec<Graph>), ExitCode> {
+    let program = load(file)?;
+    let graphs = lower_models(&program, model)?;
+    Ok((program, graphs))
 }
 
 /// Lower the model named `name` (or every model) of a program.
@@ -75,12 +91,8 @@ pub enum IrStage {
 
 /// `deqc dump --emit=ir|grad|opt|kernels FILE`.
 pub fn dump(stage: IrStage, file: &Path) -> ExitCode {
-    let program = match load(file) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let graphs = match lower_models(&program, None) {
-        Ok(g) => g,
+    let (program, graphs) = match load_lowered(file, None) {
+        Ok(x) => x,
         Err(code) => return code,
     };
     if stage == IrStage::Kernels {

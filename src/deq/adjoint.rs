@@ -23,7 +23,9 @@ use crate::ir::{EqInitKind, EqNode, Graph, NodeId, Op, SolveRole};
 use crate::sema::spec::{Backward, SolverKind};
 use crate::source::Span;
 
-use super::inline::{body_at_sources, capture_graph, inline_body, state_capture_state_types};
+use super::inline::{
+    body_at_sources, capture_graph, cotangent_seeds, inline_body, state_capture_state_types,
+};
 
 /// The equilibrium rule for [`crate::autodiff::grad_with`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -235,13 +237,9 @@ impl DeqVjp {
         wanted: &[usize],
     ) -> Result<Vec<Option<NodeId>>, AdError> {
         let node = &site.node;
-        let (k, n) = (node.num_states(), node.num_captures());
+        let k = node.num_states();
         let (mut sub, caps, f) = body_at_sources("adjoint_vjp", node)?;
-        let seeds: Vec<(NodeId, NodeId)> = f
-            .iter()
-            .copied()
-            .zip(caps[k + n..].iter().copied())
-            .collect();
+        let seeds = cotangent_seeds(&f, &caps);
         let wrt: Vec<NodeId> = wanted.iter().map(|j| caps[k + j]).collect();
         let grads = vjp_nodes(&mut sub, &seeds, &wrt, self)?;
         let mut operands = site.zstar.clone();
@@ -284,11 +282,7 @@ impl DeqVjp {
                     .collect::<Result<Vec<_>, _>>()?
             };
         }
-        let seeds: Vec<(NodeId, NodeId)> = z
-            .iter()
-            .copied()
-            .zip(caps[k + n..].iter().copied())
-            .collect();
+        let seeds = cotangent_seeds(&z, &caps);
         let mut wrt: Vec<NodeId> = wanted.iter().map(|j| caps[k + j]).collect();
         if with_inits {
             wrt.extend(caps[..k].iter().copied());

@@ -81,3 +81,10 @@ pub fn body_at_sources(
     let f = inline_body(&mut g, &node.body, &caps[..k], &caps[k..k + n])?;
     Ok((g, caps, f))
 }
+
+/// The VJP seeds of [`body_at_sources`]' graph: each body output `f_i`
+/// paired with its cotangent source `w_i`, the last `k` sources.
+pub fn cotangent_seeds(f: &[NodeId], sources: &[NodeId]) -> Vec<(NodeId, NodeId)> {
+    let w = &sources[sources.len().saturating_sub(f.len())..];
+    f.iter().copied().zip(w.iter().copied()).collect()
+}

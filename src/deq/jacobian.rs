@@ -22,7 +22,7 @@ use crate::exec::{ExecError, Executor};
 use crate::ir::{EqNode, Graph, GraphInput, NodeId, Op, ReduceOp};
 use crate::types::Type;
 
-use super::inline::{body_at_sources, inline_body, state_capture_state_types};
+use super::inline::{body_at_sources, cotangent_seeds, inline_body, state_capture_state_types};
 use super::DeqVjp;
 
 /// The regularization term of a model, as a graph.
@@ -56,13 +56,9 @@ fn add_input(g: &mut Graph, name: String, ty: &Type) -> (usize, NodeId) {
 /// `sum_i ||eps_i^T J_i||^2 / sum_i numel(z_i)` for one equilibrium, built
 /// from capture sources `[z (k), c (n), eps (k)]`.
 fn term_body(node: &EqNode) -> Result<Graph, AdError> {
-    let (k, n) = (node.num_states(), node.num_captures());
+    let k = node.num_states();
     let (mut sub, caps, f) = body_at_sources("jacobian_term", node)?;
-    let seeds: Vec<(NodeId, NodeId)> = f
-        .iter()
-        .copied()
-        .zip(caps[k + n..].iter().copied())
-        .collect();
+    let seeds = cotangent_seeds(&f, &caps);
     let u = vjp_nodes(&mut sub, &seeds, &caps[..k], &DeqVjp)?;
     let mut b = Builder {
         g: &mut sub,
@@ -163,14 +159,10 @@ pub fn spectral_radius(
 ) -> Result<Vec<f64>, ExecError> {
     let internal = |e: AdError| ExecError::Internal(format!("spectral radius: {e}"));
     let candle = |e: candle_core::Error| ExecError::Internal(format!("spectral radius: {e}"));
-    let (k, n) = (node.num_states(), node.num_captures());
+    let k = node.num_states();
     let types = state_capture_state_types(node);
     let (mut sub, caps, f) = body_at_sources("spectral_radius", node).map_err(internal)?;
-    let seeds: Vec<(NodeId, NodeId)> = f
-        .iter()
-        .copied()
-        .zip(caps[k + n..].iter().copied())
-        .collect();
+    let seeds = cotangent_seeds(&f, &caps);
     let jt = vjp_nodes(&mut sub, &seeds, &caps[..k], &DeqVjp).map_err(internal)?;
     let mut outs = Vec::new();
     for (j, ty) in jt.iter().zip(&node.state_types) {

@@ -407,6 +407,9 @@ pub struct OpInfo {
     pub arity: Arity,
     pub class: OpClass,
     pub grad: GradFlow,
+    /// Its kernel is a matrix product (matmul, convolutions and their
+    /// gradients, all gemm calls): `deqc bench` counts its time as gemm.
+    pub gemm: bool,
 }
 
 impl Op {
@@ -420,7 +423,9 @@ impl Op {
             arity: Arity::Exactly(arity),
             class,
             grad,
+            gemm: false,
         };
+        let gemm = |info: OpInfo| OpInfo { gemm: true, ..info };
         match self {
             Op::Input(_) => row("input", 0, Source, NO),
             Op::Param(_) => row("param", 0, Source, NO),
@@ -467,9 +472,9 @@ impl Op {
             Op::Arange { .. } => row("arange", 0, Constructor, NO),
             Op::CausalMask { .. } => row("causal_mask", 0, Constructor, NO),
             Op::DropoutMask { .. } => row("dropout_mask", 0, Constructor, NO),
-            Op::MatMul => row("matmul", 2, Network, All),
-            Op::Conv(a) if a.spatial == 1 => row("conv1d", 2, Network, All),
-            Op::Conv(_) => row("conv2d", 2, Network, All),
+            Op::MatMul => gemm(row("matmul", 2, Network, All)),
+            Op::Conv(a) if a.spatial == 1 => gemm(row("conv1d", 2, Network, All)),
+            Op::Conv(_) => gemm(row("conv2d", 2, Network, All)),
             Op::AvgPool2d { .. } => row("avg_pool2d", 1, Network, All),
             Op::MaxPool2d { .. } => row("max_pool2d", 1, Network, All),
             Op::UpsampleNearest2d { .. } => row("upsample_nearest2d", 1, Network, All),
@@ -479,8 +484,8 @@ impl Op {
             Op::SumTo { .. } => row("sum_to", 1, Gradient, All),
             Op::Count { .. } => row("count", 0, Gradient, NO),
             Op::SliceBackward { .. } => row("slice_backward", 1, Gradient, All),
-            Op::ConvInputGrad { .. } => row("conv_input_grad", 2, Gradient, All),
-            Op::ConvWeightGrad { .. } => row("conv_weight_grad", 2, Gradient, All),
+            Op::ConvInputGrad { .. } => gemm(row("conv_input_grad", 2, Gradient, All)),
+            Op::ConvWeightGrad { .. } => gemm(row("conv_weight_grad", 2, Gradient, All)),
             Op::AvgPool2dBackward { .. } => row("avg_pool2d_backward", 1, Gradient, All),
             Op::MaxPool2dBackward { .. } => row("max_pool2d_backward", 2, Gradient, Only(1)),
             Op::MaxPool2dSelect { .. } => row("max_pool2d_select", 2, Gradient, Only(1)),

@@ -156,6 +156,13 @@ fn key_item(name: &str, kind: CompletionItemKind, detail: Option<String>) -> Com
     }
 }
 
+/// `key = ` items for a list of keys, each with its documentation.
+fn properties(keys: &[&str], doc: fn(&str) -> Option<&'static str>) -> Vec<CompletionItem> {
+    keys.iter()
+        .map(|k| key_item(k, CompletionItemKind::PROPERTY, doc(k).map(String::from)))
+        .collect()
+}
+
 /// The completions at byte `offset` of `text`, with names from the last
 /// check whose file parsed (`None`: none did yet).
 pub fn complete(a: Option<&Analysis>, text: &str, offset: usize) -> Vec<CompletionItem> {
@@ -177,16 +184,7 @@ pub fn complete(a: Option<&Analysis>, text: &str, offset: usize) -> Vec<Completi
     };
     match context(text, word_start) {
         Context::Member(m) => a.map(|a| members(a, &m)).unwrap_or_default(),
-        Context::WithOption => docs::eq_options()
-            .iter()
-            .map(|o| {
-                key_item(
-                    o,
-                    CompletionItemKind::PROPERTY,
-                    docs::eq_option_doc(o).map(String::from),
-                )
-            })
-            .collect(),
+        Context::WithOption => properties(docs::eq_options(), docs::eq_option_doc),
         Context::Value(k) if k == "solver" => docs::solvers().iter().map(setting).collect(),
         Context::Value(k) if k == "backward" => {
             docs::backward_modes().iter().map(setting).collect()
@@ -202,16 +200,7 @@ pub fn complete(a: Option<&Analysis>, text: &str, offset: usize) -> Vec<Completi
                 key_item(arg.name, CompletionItemKind::FIELD, Some(detail))
             })
             .collect(),
-        Context::TrainKey => docs::train_keys()
-            .iter()
-            .map(|k| {
-                key_item(
-                    k,
-                    CompletionItemKind::PROPERTY,
-                    docs::train_key_doc(k).map(String::from),
-                )
-            })
-            .collect(),
+        Context::TrainKey => properties(docs::train_keys(), docs::train_key_doc),
         Context::Init => {
             let mut out: Vec<CompletionItem> = docs::inits()
                 .iter()

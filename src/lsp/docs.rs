@@ -188,6 +188,10 @@ pub const TRAIN_KEY_DOCS: &[(&str, &str)] = &[
         "freeze",
         "Parameters (paths or path prefixes) that training leaves unchanged, e.g. [inject, \"cell.w\"]; their gradients are not computed.",
     ),
+    (
+        "adversarial",
+        "pgd(eps, steps = 10, alpha = 2.5 * eps / steps, norm = \"linf\") or fgsm(eps, norm): train each step on its batch attacked against the current parameters (eps in the data's units); metrics record clean_loss and adversarial_loss.",
+    ),
 ];
 
 /// Every schedule of `schedule = ...`; each also takes `warmup = steps`, a

@@ -119,6 +119,11 @@ impl Document {
     }
 }
 
+/// A notification's parameters, `None` when they do not parse.
+fn params<N: lsp_types::notification::Notification>(value: serde_json::Value) -> Option<N::Params> {
+    serde_json::from_value(value).ok()
+}
+
 #[derive(Default)]
 struct Server {
     docs: HashMap<Uri, Document>,
@@ -128,9 +133,7 @@ impl Server {
     fn notification(&mut self, n: Notification) -> Vec<Notification> {
         match n.method.as_str() {
             DidOpenTextDocument::METHOD => {
-                let Ok(p) =
-                    serde_json::from_value::<lsp_types::DidOpenTextDocumentParams>(n.params)
-                else {
+                let Some(p) = params::<DidOpenTextDocument>(n.params) else {
                     return Vec::new();
                 };
                 let uri = p.text_document.uri;
@@ -139,9 +142,7 @@ impl Server {
                 self.check(&uri)
             }
             DidChangeTextDocument::METHOD => {
-                let Ok(p) =
-                    serde_json::from_value::<lsp_types::DidChangeTextDocumentParams>(n.params)
-                else {
+                let Some(p) = params::<DidChangeTextDocument>(n.params) else {
                     return Vec::new();
                 };
                 let uri = p.text_document.uri;
@@ -154,9 +155,7 @@ impl Server {
                 self.check(&uri)
             }
             DidCloseTextDocument::METHOD => {
-                let Ok(p) =
-                    serde_json::from_value::<lsp_types::DidCloseTextDocumentParams>(n.params)
-                else {
+                let Some(p) = params::<DidCloseTextDocument>(n.params) else {
                     return Vec::new();
                 };
                 self.docs.remove(&p.text_document.uri);
@@ -319,22 +318,16 @@ mod tests {
             range_length: None,
             text: t.into(),
         };
-        apply_change(
-            &mut text,
-            edit(
-                Some(Range::new(Position::new(1, 4), Position::new(1, 5))),
-                "bee",
-            ),
-        );
+        let range = |from: (u32, u32), to: (u32, u32)| {
+            Some(Range::new(
+                Position::new(from.0, from.1),
+                Position::new(to.0, to.1),
+            ))
+        };
+        apply_change(&mut text, edit(range((1, 4), (1, 5)), "bee"));
         assert_eq!(text, "let a = 1;\nlet bee = 2;\n");
         // Reversed and out-of-range positions do not panic.
-        apply_change(
-            &mut text,
-            edit(
-                Some(Range::new(Position::new(9, 0), Position::new(0, 0))),
-                "!",
-            ),
-        );
+        apply_change(&mut text, edit(range((9, 0), (0, 0)), "!"));
         assert_eq!(text, "let a = 1;\nlet bee = 2;\n!");
         apply_change(&mut text, edit(None, "new"));
         assert_eq!(text, "new");

@@ -10,9 +10,9 @@ use std::collections::HashMap;
 
 use crate::ir::{Graph, IrError, NodeId, Op};
 
-use super::{for_each_body, Pass};
+use super::{fn_pass, for_each_body};
 
-pub struct Cse;
+fn_pass!(Cse, "cse", cse);
 
 fn mergeable(op: &Op) -> bool {
     !matches!(op, Op::DropoutMask { .. } | Op::Equilibrium(_))
@@ -51,13 +51,4 @@ fn cse(g: &mut Graph) -> Result<bool, IrError> {
         }
     }
     Ok(changed)
-}
-
-impl Pass for Cse {
-    fn name(&self) -> &'static str {
-        "cse"
-    }
-    fn run(&self, g: &mut Graph) -> Result<bool, IrError> {
-        cse(g)
-    }
 }

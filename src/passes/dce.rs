@@ -6,9 +6,9 @@
 
 use crate::ir::{Graph, IrError};
 
-use super::{for_each_body, Pass};
+use super::{fn_pass, for_each_body};
 
-pub struct Dce;
+fn_pass!(Dce, "dce", dce);
 
 fn dce(g: &mut Graph) -> Result<bool, IrError> {
     let mut changed = for_each_body(g, &dce)?;
@@ -20,13 +20,4 @@ fn dce(g: &mut Graph) -> Result<bool, IrError> {
         }
     }
     Ok(changed)
-}
-
-impl Pass for Dce {
-    fn name(&self) -> &'static str {
-        "dce"
-    }
-    fn run(&self, g: &mut Graph) -> Result<bool, IrError> {
-        dce(g)
-    }
 }

@@ -12,9 +12,9 @@ use crate::exec::kernels::{self, KernelCtx};
 use crate::exec::{DimEnv, ExecOptions};
 use crate::ir::{Graph, IrError, Op};
 
-use super::{for_each_body, Pass};
+use super::{fn_pass, for_each_body};
 
-pub struct ConstantFold;
+fn_pass!(ConstantFold, "fold", fold);
 
 fn fold(g: &mut Graph) -> Result<bool, IrError> {
     let mut changed = for_each_body(g, &fold)?;
@@ -66,13 +66,4 @@ fn fold(g: &mut Graph) -> Result<bool, IrError> {
         changed = true;
     }
     Ok(changed)
-}
-
-impl Pass for ConstantFold {
-    fn name(&self) -> &'static str {
-        "fold"
-    }
-    fn run(&self, g: &mut Graph) -> Result<bool, IrError> {
-        fold(g)
-    }
 }

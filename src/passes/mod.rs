@@ -22,6 +22,25 @@ pub trait Pass {
     fn run(&self, g: &mut Graph) -> Result<bool, IrError>;
 }
 
+/// A pass that is one function `$run(&mut Graph)`: its unit struct and
+/// its [`Pass`] implementation.
+macro_rules! fn_pass {
+    ($(#[$doc:meta])* $pass:ident, $name:literal, $run:ident) => {
+        $(#[$doc])*
+        pub struct $pass;
+
+        impl $crate::passes::Pass for $pass {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn run(&self, g: &mut Graph) -> Result<bool, IrError> {
+                $run(g)
+            }
+        }
+    };
+}
+pub(crate) use fn_pass;
+
 /// Which passes the default pipeline runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PipelineSettings {

@@ -158,6 +158,29 @@ fn mark_steps(chart: &mut Chart, runs: &[Run], f: impl Fn(&Rec) -> Option<f64> +
     }
 }
 
+/// A per-step chart of solver figures, failed steps marked. A residual
+/// chart (`residual: Some(backward)`) is log-scaled, with the forward or
+/// backward solver's tol drawn; otherwise it counts iterations.
+fn solver_chart(
+    runs: &[Run],
+    title: &str,
+    f: impl Fn(&Rec) -> Option<f64> + Copy,
+    residual: Option<bool>,
+) -> Chart {
+    let y_desc = if residual.is_some() {
+        "residual (log)"
+    } else {
+        "iterations"
+    };
+    let mut chart = step_chart(runs, title, y_desc, f, false);
+    if let Some(backward) = residual {
+        chart.log_y = true;
+        chart.hlines = tol_lines(runs, backward);
+    }
+    mark_steps(&mut chart, runs, f);
+    chart
+}
+
 /// The charts of the page, each with its `data-chart` name and caption.
 pub fn charts(runs: &[Run]) -> Vec<(&'static str, Chart, &'static str)> {
     let mut out = Vec::new();
@@ -193,58 +216,29 @@ pub fn charts(runs: &[Run]) -> Vec<(&'static str, Chart, &'static str)> {
             "Perplexity (exp of the loss), log scale.",
         ));
     }
-    let mut fwd_it = step_chart(
-        runs,
-        "Forward solver iterations",
-        "iterations",
-        |r| r.fwd_iters,
-        false,
-    );
-    mark_steps(&mut fwd_it, runs, |r| r.fwd_iters);
-    out.push((
-        "fwd_iters",
-        fwd_it,
-        "Mean forward (fixed-point) iterations per step.",
-    ));
-    let mut fwd_res = step_chart(
-        runs,
-        "Forward residual",
-        "residual (log)",
-        |r| r.fwd_residual,
-        false,
-    );
-    fwd_res.log_y = true;
-    fwd_res.hlines = tol_lines(runs, false);
-    mark_steps(&mut fwd_res, runs, |r| r.fwd_residual);
-    out.push((
-        "fwd_residual",
-        fwd_res,
-        "Mean final forward residual per step, log scale; dashed: the solver's tol.",
-    ));
-    let mut bwd_it = step_chart(
-        runs,
-        "Adjoint solver iterations",
-        "iterations",
-        |r| r.bwd_iters,
-        false,
-    );
-    mark_steps(&mut bwd_it, runs, |r| r.bwd_iters);
-    out.push((
-        "bwd_iters",
-        bwd_it,
-        "Mean backward (adjoint) iterations per step.",
-    ));
-    let mut bwd_res = step_chart(
-        runs,
-        "Adjoint residual",
-        "residual (log)",
-        |r| r.bwd_residual,
-        false,
-    );
-    bwd_res.log_y = true;
-    bwd_res.hlines = tol_lines(runs, true);
-    mark_steps(&mut bwd_res, runs, |r| r.bwd_residual);
-    out.push(("bwd_residual", bwd_res, "Final adjoint residual per step (worst sample), log scale; dashed: the backward solver's tol."));
+    let solver_charts = [
+        (
+            "fwd_iters",
+            solver_chart(runs, "Forward solver iterations", |r| r.fwd_iters, None),
+            "Mean forward (fixed-point) iterations per step.",
+        ),
+        (
+            "fwd_residual",
+            solver_chart(runs, "Forward residual", |r| r.fwd_residual, Some(false)),
+            "Mean final forward residual per step, log scale; dashed: the solver's tol.",
+        ),
+        (
+            "bwd_iters",
+            solver_chart(runs, "Adjoint solver iterations", |r| r.bwd_iters, None),
+            "Mean backward (adjoint) iterations per step.",
+        ),
+        (
+            "bwd_residual",
+            solver_chart(runs, "Adjoint residual", |r| r.bwd_residual, Some(true)),
+            "Final adjoint residual per step (worst sample), log scale; dashed: the backward solver's tol.",
+        ),
+    ];
+    out.extend(solver_charts);
     let mut radius = Chart {
         title: "Spectral radius".into(),
         x_desc: "epoch".into(),

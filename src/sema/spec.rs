@@ -33,6 +33,15 @@ impl SolverKind {
             SolverKind::Unroll { .. } => "unroll",
         }
     }
+
+    /// `anderson(m = 5, beta = 1.0, lam = 1e-4)`.
+    pub fn default_anderson() -> SolverKind {
+        SolverKind::Anderson {
+            m: 5,
+            beta: 1.0,
+            lam: 1e-4,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -53,15 +62,22 @@ impl SolverSpec {
     /// `anderson(m = 5, beta = 1.0, lam = 1e-4, tol = 1e-4, max_iter = 40)`.
     pub fn default_forward() -> SolverSpec {
         SolverSpec {
-            kind: SolverKind::Anderson {
-                m: 5,
-                beta: 1.0,
-                lam: 1e-4,
-            },
+            kind: SolverKind::default_anderson(),
             tol: DEFAULT_TOL,
             max_iter: DEFAULT_MAX_ITER,
             stop: Stop::Rel,
         }
+    }
+
+    /// These settings for an implicit adjoint solve that replaces an
+    /// approximate backward rule: `unroll` has no iteration of its own to
+    /// reuse, so it becomes the default Anderson.
+    pub fn for_implicit_backward(&self) -> SolverSpec {
+        let mut solver = self.clone();
+        if matches!(solver.kind, SolverKind::Unroll { .. }) {
+            solver.kind = SolverKind::default_anderson();
+        }
+        solver
     }
 }
 
@@ -316,6 +332,34 @@ pub enum Decay {
 /// The most threads `--threads` and `threads = N` accept.
 pub const MAX_THREADS: usize = 1024;
 
+/// FGSM (one step of size eps) or PGD (projected steps, restarts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttackMethod {
+    Fgsm,
+    Pgd,
+}
+
+/// The norm that measures a perturbation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttackNorm {
+    Linf,
+    L2,
+}
+
+/// `adversarial = pgd(eps, steps, alpha, norm)` or `fgsm(eps, norm)`: every
+/// training step trains on its batch attacked against the current
+/// parameters (eps in the data's units).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Adversarial {
+    pub method: AttackMethod,
+    pub norm: AttackNorm,
+    pub eps: f64,
+    /// PGD steps (1 for FGSM).
+    pub steps: usize,
+    /// PGD step size (eps for FGSM).
+    pub alpha: f64,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct JacobianReg {
     pub weight: f64,
@@ -339,6 +383,8 @@ pub struct TrainConfig {
     /// `freeze = [inject, "cell.lin"]`: parameter paths or path prefixes
     /// that receive no update, each with its span.
     pub freeze: Vec<(String, crate::source::Span)>,
+    /// Adversarial training, when set.
+    pub adversarial: Option<Adversarial>,
 }
 
 /// Floats printed so that they read back as the same value.
@@ -517,6 +563,25 @@ impl fmt::Display for Schedule {
     }
 }
 
+impl fmt::Display for Adversarial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let norm = match self.norm {
+            AttackNorm::Linf => "linf",
+            AttackNorm::L2 => "l2",
+        };
+        match self.method {
+            AttackMethod::Fgsm => write!(f, "fgsm(eps = {}, norm = {norm:?})", num(self.eps)),
+            AttackMethod::Pgd => write!(
+                f,
+                "pgd(eps = {}, steps = {}, alpha = {}, norm = {norm:?})",
+                num(self.eps),
+                self.steps,
+                num(self.alpha)
+            ),
+        }
+    }
+}
+
 impl fmt::Display for TrainConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "train {} {{", self.model)?;
@@ -546,6 +611,9 @@ impl fmt::Display for TrainConfig {
         if !self.freeze.is_empty() {
             let paths: Vec<String> = self.freeze.iter().map(|p| format!("{:?}", p.0)).collect();
             writeln!(f, "    freeze = [{}];", paths.join(", "))?;
+        }
+        if let Some(a) = &self.adversarial {
+            writeln!(f, "    adversarial = {a};")?;
         }
         write!(f, "}}")
     }

@@ -300,10 +300,7 @@ impl Lower {
     }
 
     fn lower_let_stmt(&self, pair: Pair<'_, Rule>) -> PResult<(ast::Stmt, usize)> {
-        let span = self.span(pair.as_span());
-        let mut it = children(pair);
-        let name = self.lower_ident(next(&mut it, "let_stmt"));
-        let (value, d) = self.lower_expr(next(&mut it, "let_stmt"))?;
+        let (name, value, span, d) = self.lower_name_value(pair, "let_stmt")?;
         Ok((ast::Stmt::Let { name, value, span }, d))
     }
 
@@ -365,13 +362,7 @@ impl Lower {
     }
 
     fn lower_eq_states(&self, pair: Pair<'_, Rule>) -> PResult<(Vec<ast::EqState>, usize)> {
-        let (mut states, mut depth) = (Vec::new(), 0);
-        for p in children(pair) {
-            let (s, d) = self.lower_eq_state(p)?;
-            states.push(s);
-            depth = depth.max(d);
-        }
-        Ok((states, depth))
+        self.lower_children(pair, Self::lower_eq_state)
     }
 
     fn lower_eq_state(&self, pair: Pair<'_, Rule>) -> PResult<(ast::EqState, usize)> {
@@ -383,20 +374,11 @@ impl Lower {
     }
 
     fn lower_with_clause(&self, pair: Pair<'_, Rule>) -> PResult<(Vec<ast::WithOption>, usize)> {
-        let (mut options, mut depth) = (Vec::new(), 0);
-        for p in children(pair) {
-            let (o, d) = self.lower_with_option(p)?;
-            options.push(o);
-            depth = depth.max(d);
-        }
-        Ok((options, depth))
+        self.lower_children(pair, Self::lower_with_option)
     }
 
     fn lower_with_option(&self, pair: Pair<'_, Rule>) -> PResult<(ast::WithOption, usize)> {
-        let span = self.span(pair.as_span());
-        let mut it = children(pair);
-        let name = self.lower_ident(next(&mut it, "with_option"));
-        let (value, d) = self.lower_expr(next(&mut it, "with_option"))?;
+        let (name, value, span, d) = self.lower_name_value(pair, "with_option")?;
         Ok((ast::WithOption { name, value, span }, d))
     }
 
@@ -569,15 +551,38 @@ impl Lower {
         self.node(ExprKind::List(elems), span, depth)
     }
 
-    /// The `expr` children of a pair, and their greatest depth.
-    fn lower_exprs(&self, pair: Pair<'_, Rule>) -> PResult<(Vec<Expr>, usize)> {
+    /// `name = value` (or `name: value`): the name, the value, the whole
+    /// pair's span and the value's depth; `rule` names the pair in errors.
+    fn lower_name_value(
+        &self,
+        pair: Pair<'_, Rule>,
+        rule: &str,
+    ) -> PResult<(ast::Ident, Expr, crate::source::Span, usize)> {
+        let span = self.span(pair.as_span());
+        let mut it = children(pair);
+        let name = self.lower_ident(next(&mut it, rule));
+        let (value, d) = self.lower_expr(next(&mut it, rule))?;
+        Ok((name, value, span, d))
+    }
+
+    /// Each child of `pair` lowered by `lower`, and their greatest depth.
+    fn lower_children<T>(
+        &self,
+        pair: Pair<'_, Rule>,
+        lower: impl Fn(&Self, Pair<'_, Rule>) -> PResult<(T, usize)>,
+    ) -> PResult<(Vec<T>, usize)> {
         let (mut out, mut depth) = (Vec::new(), 0);
         for p in children(pair) {
-            let (e, d) = self.lower_expr(p)?;
-            out.push(e);
+            let (item, d) = lower(self, p)?;
+            out.push(item);
             depth = depth.max(d);
         }
         Ok((out, depth))
+    }
+
+    /// The `expr` children of a pair, and their greatest depth.
+    fn lower_exprs(&self, pair: Pair<'_, Rule>) -> PResult<(Vec<Expr>, usize)> {
+        self.lower_children(pair, Self::lower_expr)
     }
 
     /// `if c { a } else if d { b } else { e }`: the flat chain nested from
@@ -630,13 +635,7 @@ impl Lower {
     }
 
     fn lower_call(&self, pair: Pair<'_, Rule>) -> PResult<(Vec<ast::Arg>, usize)> {
-        let (mut args, mut depth) = (Vec::new(), 0);
-        for p in children(pair) {
-            let (a, d) = self.lower_arg(p)?;
-            args.push(a);
-            depth = depth.max(d);
-        }
-        Ok((args, depth))
+        self.lower_children(pair, Self::lower_arg)
     }
 
     fn lower_arg(&self, pair: Pair<'_, Rule>) -> PResult<(ast::Arg, usize)> {
@@ -667,24 +666,17 @@ impl Lower {
     }
 
     fn lower_index(&self, pair: Pair<'_, Rule>) -> PResult<(Vec<ast::BracketItem>, usize)> {
-        let (mut items, mut depth) = (Vec::new(), 0);
-        for p in children(pair) {
-            let (item, d) = match p.as_rule() {
-                Rule::ellipsis => (ast::BracketItem::Ellipsis(self.span(p.as_span())), 0),
-                Rule::named_item => self.lower_named_item(p)?,
-                _ => self.lower_slice_or_expr(p)?,
-            };
-            items.push(item);
-            depth = depth.max(d);
-        }
-        Ok((items, depth))
+        self.lower_children(pair, |this, p| {
+            Ok(match p.as_rule() {
+                Rule::ellipsis => (ast::BracketItem::Ellipsis(this.span(p.as_span())), 0),
+                Rule::named_item => this.lower_named_item(p)?,
+                _ => this.lower_slice_or_expr(p)?,
+            })
+        })
     }
 
     fn lower_named_item(&self, pair: Pair<'_, Rule>) -> PResult<(ast::BracketItem, usize)> {
-        let span = self.span(pair.as_span());
-        let mut it = children(pair);
-        let name = self.lower_ident(next(&mut it, "named_item"));
-        let (value, d) = self.lower_expr(next(&mut it, "named_item"))?;
+        let (name, value, span, d) = self.lower_name_value(pair, "named_item")?;
         Ok((ast::BracketItem::Named { name, value, span }, d))
     }
 

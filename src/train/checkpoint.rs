@@ -152,30 +152,22 @@ impl View for &Raw {
     }
 }
 
+/// A flat tensor's elements as little-endian bytes.
+fn le_bytes<T: candle_core::WithDType, const N: usize>(
+    flat: &Tensor,
+    bytes: fn(T) -> [u8; N],
+) -> candle_core::Result<Vec<u8>> {
+    Ok(flat.to_vec1::<T>()?.into_iter().flat_map(bytes).collect())
+}
+
 fn to_raw(t: &Tensor) -> candle_core::Result<Raw> {
     let flat = t.flatten_all()?.to_device(&Device::Cpu)?;
     let (dtype, bytes) = match t.dtype() {
-        DType::F64 => (
-            Dtype::F64,
-            flat.to_vec1::<f64>()?
-                .iter()
-                .flat_map(|x| x.to_le_bytes())
-                .collect(),
-        ),
-        DType::I64 => (
-            Dtype::I64,
-            flat.to_vec1::<i64>()?
-                .iter()
-                .flat_map(|x| x.to_le_bytes())
-                .collect(),
-        ),
+        DType::F64 => (Dtype::F64, le_bytes(&flat, f64::to_le_bytes)?),
+        DType::I64 => (Dtype::I64, le_bytes(&flat, i64::to_le_bytes)?),
         _ => (
             Dtype::F32,
-            flat.to_dtype(DType::F32)?
-                .to_vec1::<f32>()?
-                .iter()
-                .flat_map(|x| x.to_le_bytes())
-                .collect(),
+            le_bytes(&flat.to_dtype(DType::F32)?, f32::to_le_bytes)?,
         ),
     };
     Ok(Raw {

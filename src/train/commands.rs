@@ -155,6 +155,37 @@ pub(crate) fn load(
     Ok((program, sources, m, train))
 }
 
+/// [`load`] for a command that needs the train block's data and loss
+/// (`what`: "evaluation", "an attack"): the CPU threads set (`threads`, or
+/// the block's) and the device opened.
+pub(crate) fn load_with_data(
+    file: &Path,
+    model: Option<&str>,
+    what: &str,
+    threads: Option<usize>,
+    device_name: &str,
+) -> Result<(SourceMap, Model, TrainConfig, Device), ExitCode> {
+    let (_, sources, m, train) = load(file, model)?;
+    let Some(cfg) = train else {
+        eprintln!(
+            "error: {what} needs the `train` block's data and loss; {} has none for `{}`",
+            file.display(),
+            m.name
+        );
+        return Err(ExitCode::from(2));
+    };
+    set_threads(threads.or(cfg.threads))?;
+    Ok((sources, m, cfg, open_device(device_name)?))
+}
+
+/// [`device`], its error printed as a usage error.
+fn open_device(name: &str) -> Result<Device, ExitCode> {
+    device(name).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     file: &Path,
@@ -208,12 +239,9 @@ pub fn run(
         eprintln!("error: --resume continues a run from its own checkpoint; --init-from starts a new one: give one of them");
         return ExitCode::from(2);
     }
-    let device = match device(device_name) {
+    let device = match open_device(device_name) {
         Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let opts = RunOptions {
         max_steps,
@@ -271,28 +299,11 @@ pub fn eval(
     device_name: &str,
     threads: Option<usize>,
 ) -> ExitCode {
-    let (_, sources, m, train) = match load(file, model) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    let Some(cfg) = train else {
-        eprintln!(
-            "error: evaluation needs the `train` block's data and loss; {} has none for `{}`",
-            file.display(),
-            m.name
-        );
-        return ExitCode::from(2);
-    };
-    if let Err(code) = set_threads(threads.or(cfg.threads)) {
-        return code;
-    }
-    let device = match device(device_name) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let (sources, m, cfg, device) =
+        match load_with_data(file, model, "evaluation", threads, device_name) {
+            Ok(x) => x,
+            Err(code) => return code,
+        };
     let result = (|| -> Result<(f64, Option<f64>, usize), TrainError> {
         let compiled = trainer::compile(&m, &cfg)?;
         let params = trainer::load_weights(&compiled.graph, weights, &device)?;

@@ -33,6 +33,22 @@ pub struct Epoch {
     pub done: usize,
 }
 
+/// A progress bar over `len` batches, `label` before the bar (indicatif
+/// template syntax); hidden when `quiet`.
+pub fn progress_bar(label: &str, len: usize, quiet: bool) -> ProgressBar {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(len as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(&format!("{label} [{{bar:30}}] {{pos}}/{{len}} {{msg}}"))
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
 impl Epoch {
     /// Start epoch `index` of `epochs` with `done_before` of its
     /// `batches` batches already done (a resume mid-epoch).
@@ -43,16 +59,7 @@ impl Epoch {
         done_before: usize,
         quiet: bool,
     ) -> Self {
-        let bar = if quiet {
-            ProgressBar::hidden()
-        } else {
-            ProgressBar::new(batches as u64)
-        };
-        bar.set_style(
-            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
+        let bar = progress_bar("epoch {prefix}", batches, quiet);
         bar.set_prefix(format!("{}/{}", index + 1, epochs));
         bar.set_position(done_before as u64);
         Epoch {

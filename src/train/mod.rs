@@ -13,6 +13,8 @@
 //! panics on user data or files; every failure is a [`TrainError`] naming
 //! the file, parameter or source line.
 
+pub mod adversarial;
+pub mod attack;
 pub mod checkpoint;
 pub mod commands;
 pub mod compiled;

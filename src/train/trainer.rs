@@ -26,6 +26,7 @@ use std::time::Instant;
 
 use candle_core::{DType as CDType, Device, Tensor};
 
+use super::adversarial::{attacked, record_losses, Adversary};
 use super::checkpoint::{self, TrainState};
 use super::data::{self, Splits};
 use super::epoch::Epoch;
@@ -240,7 +241,10 @@ pub struct Position {
 
 /// What one training step did, for its record and the epoch's figures.
 pub struct StepOutcome {
+    /// The loss trained on (the attacked batch's, with `adversarial`).
     pub loss: f64,
+    /// With `adversarial`: the loss at the clean batch.
+    pub clean_loss: Option<f64>,
     /// Samples in the batch.
     pub samples: usize,
     /// `(correct, judged)` predictions, for classification.
@@ -283,6 +287,8 @@ pub struct Trainer<'a> {
     classification: bool,
     text: bool,
     last_checkpoint: Instant,
+    /// `adversarial = ...`: the attack each batch meets first.
+    adversary: Option<Adversary>,
 }
 
 impl<'a> Trainer<'a> {
@@ -321,6 +327,7 @@ impl<'a> Trainer<'a> {
         eval_exec.options.seed = cfg.seed;
         let top_level = top_level_equilibria(&compiled.graph);
         let batches_per_epoch = splits.train.num_batches(cfg.batch_size);
+        let adversary = Adversary::of_run(cfg, &compiled.graph, &splits.train, &device)?;
         Ok(Trainer {
             model,
             cfg,
@@ -345,6 +352,7 @@ impl<'a> Trainer<'a> {
             train_options,
             eval_exec,
             last_checkpoint: Instant::now(),
+            adversary,
         })
     }
 
@@ -424,14 +432,15 @@ impl<'a> Trainer<'a> {
         let started = Instant::now();
         let cfg = self.cfg;
         let step_graph = &self.compiled.step;
+        let values = self.param_values();
         let inputs = fit_target(&step_graph.graph, feeds(&self.splits.train, batch)?)?;
+        let (inputs, clean_loss) = attacked(self.adversary.as_ref(), &values, inputs, step)?;
         let step_exec = Executor::new(self.device.clone())
             .with_runner(Box::new(self.runner.clone()))
             .with_options(ExecOptions {
                 seed: mix(cfg.seed, step),
                 ..self.train_options.clone()
             });
-        let values = self.param_values();
         let run = step_exec.run(&step_graph.graph, &values, &inputs)?;
         let results = step_graph.layout.read(&run.outputs)?;
         let loss = results.loss_value()?;
@@ -470,6 +479,7 @@ impl<'a> Trainer<'a> {
         };
         Ok(StepOutcome {
             loss,
+            clean_loss,
             samples: inputs[0].dims().first().copied().unwrap_or(1),
             correct,
             lr,
@@ -558,6 +568,7 @@ impl<'a> Trainer<'a> {
         set_solve_fields(&mut rec, &this_step);
         rec.seconds = outcome.started.elapsed().as_secs_f64();
         rec.lr = Some(outcome.lr);
+        record_losses(&mut rec, outcome.clean_loss, outcome.loss);
         if let Some(r) = outcome.jacobian_reg {
             rec.extra.push(("jacobian_reg".into(), r));
         }

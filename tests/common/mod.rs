@@ -1,6 +1,8 @@
 //! Shared helpers of the IR, executor and gradient tests.
 #![allow(dead_code)]
 
+pub mod mnist;
+
 use candle_core::{Device, Tensor};
 use deqc::autodiff::check::{check_graph, id_bounds, random_tensor, GradCheck};
 use deqc::exec::{DimEnv, Executor};

@@ -544,13 +544,9 @@ impl Elab<'_> {
             Some(v) => Some(v),
             None if self.generic => None,
             None => {
-                self.report(
+                self.not_constant(
                     a.span(i),
-                    SemaError::NotConstant {
-                        message: format!("this argument must be a known int, not {d}"),
-                        span: a.span(i).into(),
-                        help: None,
-                    },
+                    format!("this argument must be a known int, not {d}"),
                 );
                 None
             }
@@ -559,6 +555,14 @@ impl Elab<'_> {
 
     /// Argument `i` as an axis of a rank-`rank` tensor (negative counts
     /// from the end).
+    /// Argument 0, a tensor, and argument 1, an axis of it (of its rank
+    /// plus `extra`, for an op that adds axes).
+    fn tensor_and_axis(&mut self, a: &Args, extra: usize) -> Option<(ValueId, Type, usize)> {
+        let (x, ty) = self.tensor(a, 0)?;
+        let axis = self.axis_arg(a, 1, ty.rank() + extra)?;
+        Some((x, ty, axis))
+    }
+
     fn axis_arg(&mut self, a: &Args, i: usize, rank: usize) -> Option<usize> {
         let v = self.int(a, i)?;
         self.axis(v, rank, a.span(i))

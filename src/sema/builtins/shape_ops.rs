@@ -200,10 +200,7 @@ impl Elab<'_> {
     }
 
     pub(super) fn split(&mut self, a: &Args, span: Span) -> Value {
-        let Some((x, ty)) = self.tensor(a, 0) else {
-            return Value::Unknown;
-        };
-        let Some(axis) = self.axis_arg(a, 1, ty.rank()) else {
+        let Some((x, ty, axis)) = self.tensor_and_axis(a, 0) else {
             return Value::Unknown;
         };
         let Some(sizes) = self.dims(a, 2) else {
@@ -246,10 +243,7 @@ impl Elab<'_> {
     }
 
     pub(super) fn unsqueeze(&mut self, a: &Args, span: Span) -> Value {
-        let Some((x, ty)) = self.tensor(a, 0) else {
-            return Value::Unknown;
-        };
-        let Some(ax) = self.axis_arg(a, 1, ty.rank() + 1) else {
+        let Some((x, ty, ax)) = self.tensor_and_axis(a, 1) else {
             return Value::Unknown;
         };
         let mut shape = ty.shape.clone();
@@ -258,10 +252,7 @@ impl Elab<'_> {
     }
 
     pub(super) fn squeeze(&mut self, a: &Args, span: Span) -> Value {
-        let Some((x, ty)) = self.tensor(a, 0) else {
-            return Value::Unknown;
-        };
-        let Some(ax) = self.axis_arg(a, 1, ty.rank()) else {
+        let Some((x, ty, ax)) = self.tensor_and_axis(a, 0) else {
             return Value::Unknown;
         };
         let mut shape = ty.shape.clone();
@@ -281,10 +272,7 @@ impl Elab<'_> {
     }
 
     pub(super) fn flatten(&mut self, a: &Args, span: Span) -> Value {
-        let Some((x, ty)) = self.tensor(a, 0) else {
-            return Value::Unknown;
-        };
-        let Some(start) = self.axis_arg(a, 1, ty.rank()) else {
+        let Some((x, ty, start)) = self.tensor_and_axis(a, 0) else {
             return Value::Unknown;
         };
         let mut shape = ty.shape.clone();

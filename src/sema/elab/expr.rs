@@ -292,16 +292,7 @@ impl Elab<'_> {
                     .and_then(|b| a.checked_pow(b))
                     .map(Dim::konst),
                 (Some(a), Some(b)) => return Value::Float(Some((a as f64).powf(b as f64))),
-                _ => {
-                    return self.report(
-                        span,
-                        SemaError::NotConstant {
-                            message: "`^` on symbolic dimensions is not supported".into(),
-                            span: span.into(),
-                            help: None,
-                        },
-                    )
-                }
+                _ => return self.not_constant(span, "`^` on symbolic dimensions is not supported"),
             },
             BinOp::MatMul => {
                 return self.type_mismatch(span, "tensors on both sides of `@`", "ints".into())
@@ -498,13 +489,11 @@ impl Elab<'_> {
                 Some(i) => CVal::Int(i),
                 None if self.generic => return None,
                 None => {
-                    self.report(
+                    self.not_constant(
                         e.span,
-                        SemaError::NotConstant {
-                            message: format!("this setting must be a known number, not the symbolic dimension {d}"),
-                            span: e.span.into(),
-                            help: None,
-                        },
+                        format!(
+                            "this setting must be a known number, not the symbolic dimension {d}"
+                        ),
                     );
                     return None;
                 }
@@ -515,13 +504,9 @@ impl Elab<'_> {
             Value::Float(None) | Value::Bool(None) | Value::Unknown => return None,
             other => {
                 let found = other.describe(&self.m);
-                self.report(
+                self.not_constant(
                     e.span,
-                    SemaError::NotConstant {
-                        message: format!("a setting must be a compile-time value, not {found}"),
-                        span: e.span.into(),
-                        help: None,
-                    },
+                    format!("a setting must be a compile-time value, not {found}"),
                 );
                 return None;
             }

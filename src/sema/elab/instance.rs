@@ -67,23 +67,12 @@ impl Elab<'_> {
                 }
             }
         }
-        let params: Vec<(String, bool)> = l
-            .hyper
-            .iter()
-            .map(|p| (p.name.name.clone(), p.default.is_some()))
-            .collect();
-        let slots = self.bind_args(&layer_name, "hyper-parameter", &params, args, span)?;
+        let slots = self.bind_decls(&layer_name, "hyper-parameter", &l.hyper, args, span)?;
         let mut henv = Env::new(r.module, BodyKind::Fn);
         let mut hyper = Vec::new();
         let mut ok = true;
         for (p, slot) in l.hyper.iter().zip(slots) {
-            let (v, at) = match slot {
-                Some(a) => (a.value, a.span),
-                None => match &p.default {
-                    Some(d) => (self.expr(&mut henv, d), d.span),
-                    None => (Value::Unknown, span),
-                },
-            };
+            let (v, at) = self.arg_or_default(slot, p, &mut henv, span);
             if let Some(ast::ParamType::Tensor(t)) = &p.ty {
                 self.report(
                     t.span,
@@ -99,16 +88,12 @@ impl Elab<'_> {
             }
             let v = self.check_param_type(&mut henv, &layer_name, p, v, at, &mut None);
             if matches!(v, Value::Tensor(_) | Value::Instance(_)) {
-                self.report(
+                self.not_constant(
                     at,
-                    SemaError::NotConstant {
-                        message: format!(
-                            "hyper-parameter `{}` of `{layer_name}` must be a compile-time value",
-                            p.name.name
-                        ),
-                        span: at.into(),
-                        help: None,
-                    },
+                    format!(
+                        "hyper-parameter `{}` of `{layer_name}` must be a compile-time value",
+                        p.name.name
+                    ),
                 );
                 ok = false;
             }
@@ -181,14 +166,7 @@ impl Elab<'_> {
                 inst.called.set(true);
             }
         }
-        self.report(
-            n.span,
-            SemaError::Duplicate {
-                name: n.name.clone(),
-                span: n.span.into(),
-                first: (prev.file == n.span.file).then(|| prev.into()),
-            },
-        );
+        self.duplicate(n, prev);
         false
     }
 

@@ -24,6 +24,38 @@ fn takes(callee: &str, params: &[(String, bool)]) -> String {
 }
 
 impl Elab<'_> {
+    /// [`Self::bind_args`] for declared parameters.
+    pub(super) fn bind_decls(
+        &mut self,
+        callee: &str,
+        kind: &str,
+        decls: &[ast::FnParam],
+        args: Vec<ArgVal>,
+        span: Span,
+    ) -> Option<Vec<Option<ArgVal>>> {
+        let params: Vec<(String, bool)> = decls
+            .iter()
+            .map(|p| (p.name.name.clone(), p.default.is_some()))
+            .collect();
+        self.bind_args(callee, kind, &params, args, span)
+    }
+
+    /// A parameter's value and where it came from: its argument, else its
+    /// default evaluated in `env` (which holds the parameters before it).
+    pub(super) fn arg_or_default(
+        &mut self,
+        slot: Option<ArgVal>,
+        p: &ast::FnParam,
+        env: &mut Env,
+        span: Span,
+    ) -> (Value, Span) {
+        match (slot, &p.default) {
+            (Some(a), _) => (a.value, a.span),
+            (None, Some(d)) => (self.expr(env, d), d.span),
+            (None, None) => (Value::Unknown, span),
+        }
+    }
+
     /// Match call arguments to declared names. `params` holds each name and
     /// whether it has a default.
     pub fn bind_args(
@@ -333,24 +365,13 @@ impl Elab<'_> {
         };
         let name = f.name.name.clone();
         self.with_item(r, &name, span, |this| {
-            let params: Vec<(String, bool)> = f
-                .params
-                .iter()
-                .map(|p| (p.name.name.clone(), p.default.is_some()))
-                .collect();
-            let Some(slots) = this.bind_args(&name, "argument", &params, args, span) else {
+            let Some(slots) = this.bind_decls(&name, "argument", &f.params, args, span) else {
                 return Value::Unknown;
             };
             let mut env = Env::new(r.module, BodyKind::Fn);
             let mut rest = None;
             for (p, slot) in f.params.iter().zip(slots) {
-                let (v, at) = match slot {
-                    Some(a) => (a.value, a.span),
-                    None => match &p.default {
-                        Some(d) => (this.expr(&mut env, d), d.span),
-                        None => (Value::Unknown, span),
-                    },
-                };
+                let (v, at) = this.arg_or_default(slot, p, &mut env, span);
                 let v = this.check_param_type(&mut env, &name, p, v, at, &mut rest);
                 this.note_binding(&p.name, &v);
                 env.bind(&p.name.name, v);
@@ -578,17 +599,9 @@ impl Elab<'_> {
         let ast::Item::Layer(l) = self.modules.item(r) else {
             return;
         };
-        self.generic = true;
-        self.m = ModelBuilder::default();
-        self.m.blocks.push(Block::default());
-        let mut env = Env::new(r.module, BodyKind::Layer);
+        let mut env = self.begin_generic(r, BodyKind::Layer);
         for p in &l.hyper {
-            let v = match &p.ty {
-                Some(ast::ParamType::Int(_)) => Value::Int(Dim::sym(&p.name.name, false)),
-                Some(ast::ParamType::Float(_)) => Value::Float(None),
-                Some(ast::ParamType::Bool(_)) => Value::Bool(None),
-                _ => Value::Unknown,
-            };
+            let v = abstract_scalar(&p.name, p.ty.as_ref()).unwrap_or(Value::Unknown);
             self.note_binding(&p.name, &v);
             env.bind(&p.name.name, v);
         }
@@ -605,9 +618,7 @@ impl Elab<'_> {
         let out = self.block(&mut env, &l.body);
         let mut rest = Some(vec![Dim::sym("*", false)]);
         self.check_output(&mut env, l, &out, &mut rest);
-        self.call_stack.pop();
-        self.pop_layer();
-        self.generic = false;
+        self.end_generic();
     }
 
     /// Check a fn that nothing calls, with abstract arguments.
@@ -615,30 +626,54 @@ impl Elab<'_> {
         let ast::Item::Fn(f) = self.modules.item(r) else {
             return;
         };
-        self.generic = true;
-        self.m = ModelBuilder::default();
-        self.m.blocks.push(Block::default());
-        let mut env = Env::new(r.module, BodyKind::Fn);
+        let mut env = self.begin_generic(r, BodyKind::Fn);
         self.layers.push(LayerCtx::default());
         self.call_stack.push(r);
         for (i, p) in f.params.iter().enumerate() {
-            let v = match &p.ty {
-                Some(ast::ParamType::Int(_)) => Value::Int(Dim::sym(&p.name.name, false)),
-                Some(ast::ParamType::Float(_)) => Value::Float(None),
-                Some(ast::ParamType::Bool(_)) => Value::Bool(None),
-                Some(ast::ParamType::Tensor(t)) => match self.signature_type(&mut env, t, false) {
-                    Some(ty) => self.emit1(InstKind::Input(i), ty, p.span),
-                    None => Value::Unknown,
-                },
-                None => Value::Unknown,
+            let v = match (abstract_scalar(&p.name, p.ty.as_ref()), &p.ty) {
+                (Some(v), _) => v,
+                (None, Some(ast::ParamType::Tensor(t))) => {
+                    match self.signature_type(&mut env, t, false) {
+                        Some(ty) => self.emit1(InstKind::Input(i), ty, p.span),
+                        None => Value::Unknown,
+                    }
+                }
+                (None, _) => Value::Unknown,
             };
             self.note_binding(&p.name, &v);
             env.bind(&p.name.name, v);
         }
         self.block(&mut env, &f.body);
+        self.end_generic();
+    }
+
+    /// Start checking an item generically: a fresh model with one block,
+    /// and the item's environment.
+    fn begin_generic(&mut self, r: ItemRef, kind: BodyKind) -> Env {
+        self.generic = true;
+        self.m = ModelBuilder::default();
+        self.m.blocks.push(Block::default());
+        Env::new(r.module, kind)
+    }
+
+    /// Leave the item [`Self::begin_generic`] started (its layer context
+    /// and call-stack entry pushed after the hyper-parameters are bound).
+    fn end_generic(&mut self) {
         self.call_stack.pop();
         self.pop_layer();
         self.generic = false;
+    }
+}
+
+/// The abstract value of a scalar hyper-parameter or argument in a generic
+/// check (`None` for a tensor or an untyped one): an int is a symbolic
+/// dimension named after it.
+fn abstract_scalar(name: &ast::Ident, ty: Option<&ast::ParamType>) -> Option<Value> {
+    match ty? {
+        ast::ParamType::Int(_) => Some(Value::Int(Dim::sym(&name.name, false))),
+        ast::ParamType::Float(_) => Some(Value::Float(None)),
+        ast::ParamType::Bool(_) => Some(Value::Bool(None)),
+        ast::ParamType::Tensor(_) => None,
     }
 }
 

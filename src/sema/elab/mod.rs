@@ -262,6 +262,31 @@ impl<'a> Elab<'a> {
         Value::Unknown
     }
 
+    /// Report a second definition of `name` in a layer, the first at `prev`
+    /// (pointed at when it is in the same file).
+    pub fn duplicate(&mut self, name: &ast::Ident, prev: Span) -> Value {
+        self.report(
+            name.span,
+            SemaError::Duplicate {
+                name: name.name.clone(),
+                span: name.span.into(),
+                first: (prev.file == name.span.file).then(|| prev.into()),
+            },
+        )
+    }
+
+    /// Report a value that must be known at compile time and is not.
+    pub fn not_constant(&mut self, at: Span, message: impl Into<String>) -> Value {
+        self.report(
+            at,
+            SemaError::NotConstant {
+                message: message.into(),
+                span: at.into(),
+                help: None,
+            },
+        )
+    }
+
     pub fn ty(&self, v: ValueId) -> &Type {
         self.m.ty(v)
     }
@@ -306,13 +331,9 @@ impl<'a> Elab<'a> {
             Value::Int(_) | Value::Float(_) | Value::Bool(_) | Value::Unknown => v,
             other => {
                 let found = other.describe(&self.m);
-                self.report(
+                self.not_constant(
                     c.value.span,
-                    SemaError::NotConstant {
-                        message: format!("a const must be an int, float or bool, not {found}"),
-                        span: c.value.span.into(),
-                        help: None,
-                    },
+                    format!("a const must be an int, float or bool, not {found}"),
                 )
             }
         };

@@ -174,14 +174,7 @@ impl Elab<'_> {
             return Value::Unknown;
         };
         if let Some(prev) = ctx.names.insert(name.name.clone(), name.span) {
-            return self.report(
-                name.span,
-                SemaError::Duplicate {
-                    name: name.name.clone(),
-                    span: name.span.into(),
-                    first: (prev.file == name.span.file).then(|| prev.into()),
-                },
-            );
+            return self.duplicate(name, prev);
         }
         let path = ctx.path(&name.name);
         let index = match self.m.param_index.get(&path) {

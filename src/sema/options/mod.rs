@@ -726,3 +726,6 @@ pub mod loss;
 pub mod train;
 pub use loss::LOSSES;
 pub use train::{TrainValue, SCHEDULES, TRAIN_KEYS};
+
+mod adversarial;
+pub use adversarial::ATTACKS;

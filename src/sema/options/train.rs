@@ -22,6 +22,7 @@ pub const TRAIN_KEYS: &[&str] = &[
     "clip_grad",
     "threads",
     "freeze",
+    "adversarial",
 ];
 
 /// Every schedule of `schedule = ...`.
@@ -88,6 +89,7 @@ impl OptionChecker<'_> {
             clip_grad: None,
             threads: None,
             freeze: Vec::new(),
+            adversarial: None,
         };
         let mut schedule_span = block_span;
         for e in entries {
@@ -127,6 +129,7 @@ impl OptionChecker<'_> {
                 "jacobian_reg" => self.jacobian(v).map(|j| cfg.jacobian_reg = Some(j)),
                 "threads" => self.threads(v).map(|n| cfg.threads = Some(n)),
                 "freeze" => self.freeze(v).map(|f| cfg.freeze = f),
+                "adversarial" => self.adversarial(v).map(|a| cfg.adversarial = Some(a)),
                 _ => self.positive(key, v).map(|c| cfg.clip_grad = Some(c)),
             };
             ok &= applied.is_some();

@@ -181,6 +181,13 @@ fn bundled_mnist_10k() {
 }
 
 /// A text folder with the given split contents (`name.split.txt`).
+/// The error of loading `dir` as character-level text.
+fn char_text_err(dir: impl AsRef<Path>) -> String {
+    text(dir.as_ref(), TextLevel::Char, 2, None)
+        .unwrap_err()
+        .to_string()
+}
+
 fn text_dir(name: &str, files: &[(&str, &str)]) -> PathBuf {
     let dir = temp(name);
     for (file, content) in files {
@@ -257,9 +264,7 @@ fn text_word_level() {
 #[test]
 fn text_malformed_folders_are_clear_errors() {
     let dir = text_dir("notest", &[("a.train.txt", "hello\n")]);
-    let err = text(&dir, TextLevel::Char, 2, None)
-        .unwrap_err()
-        .to_string();
+    let err = char_text_err(&dir);
     assert!(err.contains("*.test.txt"), "{err}");
     let dir = text_dir(
         "two",
@@ -269,14 +274,10 @@ fn text_malformed_folders_are_clear_errors() {
             ("a.test.txt", "hello\n"),
         ],
     );
-    let err = text(&dir, TextLevel::Char, 2, None)
-        .unwrap_err()
-        .to_string();
+    let err = char_text_err(&dir);
     assert!(err.contains("exactly one"), "{err}");
     let dir = text_dir("short", &[("a.train.txt", "hello\n"), ("a.test.txt", "h")]);
-    let err = text(&dir, TextLevel::Char, 2, None)
-        .unwrap_err()
-        .to_string();
+    let err = char_text_err(&dir);
     assert!(
         err.contains("a.test.txt") && err.contains("at least 3 tokens"),
         "{err}"
@@ -284,16 +285,12 @@ fn text_malformed_folders_are_clear_errors() {
     let dir = temp("utf8");
     std::fs::write(dir.join("a.train.txt"), b"ab\xffcd\n").unwrap();
     std::fs::write(dir.join("a.test.txt"), "abcd\n").unwrap();
-    let err = text(&dir, TextLevel::Char, 2, None)
-        .unwrap_err()
-        .to_string();
+    let err = char_text_err(&dir);
     assert!(
         err.contains("a.train.txt") && err.contains("UTF-8"),
         "{err}"
     );
-    let err = text(dir.join("none"), TextLevel::Char, 2, None)
-        .unwrap_err()
-        .to_string();
+    let err = char_text_err(dir.join("none"));
     assert!(err.contains("not found"), "{err}");
     for name in ["notest", "two", "short", "utf8"] {
         let _ = std::fs::remove_dir_all(temp(name));

@@ -53,29 +53,32 @@ fn sgd_plain_with_weight_decay() {
     assert!(opt.state().tensors.is_empty(), "no buffer without momentum");
 }
 
+/// Adam, Adam with L2 weight decay, and AdamW (`p *= 1 - lr * wd`, then
+/// the Adam step of about lr * sign(g)): parameters after each of two steps.
 #[test]
-fn adam_two_steps() {
-    let mut opt = adam(0.1, (0.9, 0.999), 0.0);
-    let (a, b) = two_steps(&mut opt, &[0.25, -1.0]);
-    assert_close(&a, &[0.900000002, 2.099999999]);
-    assert_close(&b, &[0.8067820404774624, 2.199999997999999]);
-}
-
-#[test]
-fn adam_l2_weight_decay() {
-    let mut opt = adam(0.1, (0.9, 0.999), 0.1);
-    let (a, b) = two_steps(&mut opt, &[0.25, -1.0]);
-    assert_close(&a, &[0.9000000016666666, 2.09999999875]);
-    assert_close(&b, &[0.8050097658613199, 2.1999652333159365]);
-}
-
-#[test]
-fn adamw_decoupled_weight_decay() {
-    let mut opt = adamw(0.1, (0.9, 0.999), 0.1);
-    let (a, b) = two_steps(&mut opt, &[0.25, -1.0]);
-    // p *= 1 - 0.01, then the Adam step of about lr * sign(g)
-    assert_close(&a, &[0.890000002, 2.079999999]);
-    assert_close(&b, &[0.7878820404574624, 2.159199998009999]);
+fn adam_family_two_steps() {
+    let cases = [
+        (
+            adam(0.1, (0.9, 0.999), 0.0),
+            [0.900000002, 2.099999999],
+            [0.8067820404774624, 2.199999997999999],
+        ),
+        (
+            adam(0.1, (0.9, 0.999), 0.1),
+            [0.9000000016666666, 2.09999999875],
+            [0.8050097658613199, 2.1999652333159365],
+        ),
+        (
+            adamw(0.1, (0.9, 0.999), 0.1),
+            [0.890000002, 2.079999999],
+            [0.7878820404574624, 2.159199998009999],
+        ),
+    ];
+    for (mut opt, first, second) in cases {
+        let (a, b) = two_steps(&mut opt, &[0.25, -1.0]);
+        assert_close(&a, &first);
+        assert_close(&b, &second);
+    }
 }
 
 #[test]

@@ -1,4 +1,6 @@
-//! The attack itself: the input-gradient graph and FGSM/PGD steps.
+//! The attack engine shared by `deqc attack` and adversarial training
+//! (`adversarial = ...` in a train block): the input-gradient graph and
+//! FGSM/PGD steps.
 //!
 //! Owns [`attack_graph`] (the model plus its loss and the loss's gradient
 //! with respect to every float model input, derived by the compiler through
@@ -18,22 +20,11 @@ use crate::deq::DeqVjp;
 use crate::exec::Executor;
 use crate::ir::{Graph, NodeId, Op};
 use crate::sema::spec::{Backward, Loss, SolverKind};
+use crate::train::data::{Dataset, HostData};
 use crate::train::program::eval_graph;
 use crate::train::TrainError;
 
-/// FGSM (one step of size eps) or PGD (projected steps, restarts).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Method {
-    Fgsm,
-    Pgd,
-}
-
-/// The norm that measures a perturbation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Norm {
-    Linf,
-    L2,
-}
+pub use crate::sema::spec::{AttackMethod as Method, AttackNorm as Norm};
 
 /// How the gradient passes through each equilibrium.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -86,17 +77,9 @@ fn rewrite_backward(g: &mut Graph, mode: GradientMode) {
                     solver: solver.clone(),
                 },
                 (GradientMode::Implicit, Backward::Phantom { .. } | Backward::Jfb)
-                | (GradientMode::Implicit, Backward::Unrolled) => {
-                    let mut solver = eq.solver.clone();
-                    if matches!(solver.kind, SolverKind::Unroll { .. }) {
-                        solver.kind = SolverKind::Anderson {
-                            m: 5,
-                            beta: 1.0,
-                            lam: 1e-4,
-                        };
-                    }
-                    Backward::Implicit { solver }
-                }
+                | (GradientMode::Implicit, Backward::Unrolled) => Backward::Implicit {
+                    solver: eq.solver.for_implicit_backward(),
+                },
                 (GradientMode::Unrolled, _) => {
                     // Anderson's and Broyden's iterations are not steps of
                     // the map that reverse mode could follow: unroll
@@ -229,6 +212,34 @@ pub fn per_sample(scores: &Tensor, target: &Tensor) -> Result<(Vec<f64>, Vec<i64
     Ok((losses, preds))
 }
 
+/// Evaluate the forward graph `eval` (outputs: loss, scores) on `inputs`
+/// (model inputs then target): per-sample cross-entropy and predicted class.
+pub fn classify(
+    exec: &Executor,
+    eval: &Graph,
+    params: &[Tensor],
+    inputs: &[Tensor],
+) -> Result<(Vec<f64>, Vec<i64>), TrainError> {
+    let out = exec.run(eval, params, inputs)?.outputs;
+    let scores = out.get(AttackGraph::SCORES).ok_or(TrainError::Layout {
+        graph: "evaluation",
+        what: "outputs",
+        got: out.len(),
+        want: 2,
+    })?;
+    per_sample(scores, target_of(inputs)?)
+}
+
+/// The target, the last of an evaluation's inputs.
+fn target_of(inputs: &[Tensor]) -> Result<&Tensor, TrainError> {
+    inputs.last().ok_or(TrainError::Layout {
+        graph: "evaluation",
+        what: "inputs",
+        got: 0,
+        want: 1,
+    })
+}
+
 /// Turns clean inputs into adversarial ones for one model and parameters.
 pub struct Attacker<'a> {
     pub exec: &'a Executor,
@@ -245,23 +256,30 @@ impl Attacker<'_> {
     /// The loss gradient of each attacked input at `inputs` (model inputs
     /// then target).
     pub fn gradients(&self, inputs: &[Tensor]) -> Result<Vec<Vec<f64>>, TrainError> {
+        Ok(self.loss_and_gradients(inputs)?.1)
+    }
+
+    /// The loss (the graph's, a batch mean) and [`Self::gradients`].
+    fn loss_and_gradients(&self, inputs: &[Tensor]) -> Result<(f64, Vec<Vec<f64>>), TrainError> {
         let out = self
             .exec
             .run(&self.graph.graph, self.params, inputs)?
             .outputs;
-        (0..self.graph.attacked.len())
+        let missing = |want: usize| TrainError::Layout {
+            graph: "attack",
+            what: "outputs",
+            got: out.len(),
+            want,
+        };
+        let loss = out.get(AttackGraph::LOSS).ok_or_else(|| missing(1))?;
+        let loss = host(loss)?.first().copied().unwrap_or(f64::NAN);
+        let grads = (0..self.graph.attacked.len())
             .map(|k| {
-                let t = out
-                    .get(self.graph.grad_output(k))
-                    .ok_or(TrainError::Layout {
-                        graph: "attack",
-                        what: "outputs",
-                        got: out.len(),
-                        want: self.graph.grad_output(k) + 1,
-                    })?;
-                host(t)
+                let at = self.graph.grad_output(k);
+                host(out.get(at).ok_or_else(|| missing(at + 1))?)
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok((loss, grads))
     }
 
     /// Adversarial versions of `clean` (model inputs then target); inputs
@@ -272,6 +290,17 @@ impl Attacker<'_> {
         batch: usize,
         batch_index: u64,
     ) -> Result<Vec<Tensor>, TrainError> {
+        Ok(self.attack_measured(clean, batch, batch_index)?.0)
+    }
+
+    /// [`Self::attack`], and the loss at the clean inputs (the first
+    /// gradient evaluation's; `None` for PGD with no steps).
+    pub fn attack_measured(
+        &self,
+        clean: &[Tensor],
+        batch: usize,
+        batch_index: u64,
+    ) -> Result<(Vec<Tensor>, Option<f64>), TrainError> {
         let x0: Vec<Vec<f64>> = self
             .graph
             .attacked
@@ -280,24 +309,28 @@ impl Attacker<'_> {
             .collect::<Result<_, _>>()?;
         match self.spec.method {
             Method::Fgsm => {
-                let g = self.gradients(clean)?;
+                let (loss, g) = self.loss_and_gradients(clean)?;
                 let x = self.step(&x0, &x0, &g, self.spec.eps, batch);
-                self.assemble(clean, x)
+                Ok((self.assemble(clean, x)?, Some(loss)))
             }
             Method::Pgd => {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(
                     self.spec.seed ^ batch_index.wrapping_mul(0x9E37_79B9_7F4A_7C15),
                 );
                 let mut best: Option<(Vec<Tensor>, Vec<f64>)> = None;
+                let mut clean_loss = None;
                 for restart in 0..self.spec.restarts {
                     let mut x = if restart == 0 {
                         x0.clone()
                     } else {
                         self.random_start(&x0, batch, &mut rng)
                     };
-                    for _ in 0..self.spec.steps {
+                    for step in 0..self.spec.steps {
                         let feed = self.assemble(clean, x.clone())?;
-                        let g = self.gradients(&feed)?;
+                        let (loss, g) = self.loss_and_gradients(&feed)?;
+                        if restart == 0 && step == 0 {
+                            clean_loss = Some(loss);
+                        }
                         x = self.step(&x0, &x, &g, self.spec.alpha, batch);
                     }
                     let candidate = self.assemble(clean, x)?;
@@ -309,8 +342,9 @@ impl Attacker<'_> {
                         }
                     });
                 }
-                best.map(|b| b.0)
-                    .ok_or_else(|| TrainError::Usage("--restarts must be at least 1".into()))
+                let best =
+                    best.ok_or_else(|| TrainError::Usage("--restarts must be at least 1".into()))?;
+                Ok((best.0, clean_loss))
             }
         }
     }
@@ -318,21 +352,8 @@ impl Attacker<'_> {
     /// Per sample: how strong an adversarial input is (misclassified first,
     /// then by loss).
     fn strength(&self, inputs: &[Tensor]) -> Result<Vec<f64>, TrainError> {
-        let out = self.exec.run(self.eval, self.params, inputs)?.outputs;
-        let scores = out.get(AttackGraph::SCORES).ok_or(TrainError::Layout {
-            graph: "evaluation",
-            what: "outputs",
-            got: out.len(),
-            want: 2,
-        })?;
-        let target = inputs.last().ok_or(TrainError::Layout {
-            graph: "evaluation",
-            what: "inputs",
-            got: 0,
-            want: 1,
-        })?;
-        let (loss, pred) = per_sample(scores, target)?;
-        let labels: Vec<i64> = target
+        let (loss, pred) = classify(self.exec, self.eval, self.params, inputs)?;
+        let labels: Vec<i64> = target_of(inputs)?
             .flatten_all()?
             .to_dtype(CDType::I64)?
             .to_vec1::<i64>()?;
@@ -527,6 +548,25 @@ impl Attacker<'_> {
             }
         }
         x
+    }
+}
+
+/// The smallest and largest value of a field over some splits.
+pub fn range_of(name: &str, splits: &[&Dataset]) -> (f64, f64) {
+    let mut lo = f64::INFINITY;
+    let mut hi = f64::NEG_INFINITY;
+    for ds in splits {
+        if let Some(HostData::F32(v)) = ds.field(name).map(|a| &a.data) {
+            for x in v {
+                lo = lo.min(*x as f64);
+                hi = hi.max(*x as f64);
+            }
+        }
+    }
+    if lo > hi {
+        (f64::NEG_INFINITY, f64::INFINITY)
+    } else {
+        (lo, hi)
     }
 }
 

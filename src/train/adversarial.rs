@@ -1,0 +1,144 @@
+//! Adversarial training (`adversarial = pgd(...)` or `fgsm(...)` in a train
+//! block): each step's batch is attacked against the current parameters
+//! before the step trains on it.
+//!
+//! Owns [`Adversary`], built once per run from the model graph: the loss's
+//! gradient with respect to the model's float inputs through each
+//! equilibrium's own backward rule (the gradient the step itself uses), the
+//! valid range of each attacked input (its smallest and largest value in
+//! the training split), and an executor whose solves stay out of the step's
+//! solve records and failed-solve guard. Guarantees: attacked inputs stay
+//! within eps of the clean ones and inside their range, labels are never
+//! changed, and eps = 0 returns the clean batch bit for bit (see
+//! [`super::attack::Attacker`]); the clean loss reported is the loss of the
+//! same parameters at the clean batch.
+
+use candle_core::{Device, Tensor};
+
+use super::attack::{attack_graph, range_of, AttackGraph, AttackSpec, Attacker};
+use super::data::Dataset;
+use super::metrics::Record;
+use super::program::eval_graph;
+use super::TrainError;
+use crate::deq::SolverRunner;
+use crate::exec::{ExecOptions, Executor};
+use crate::ir::Graph;
+use crate::sema::spec::{Adversarial, Loss, TrainConfig};
+
+/// The attack of one training run.
+pub struct Adversary {
+    graph: AttackGraph,
+    /// Loss and scores only (the attacker's choice among restarts).
+    eval: Graph,
+    ranges: Vec<(f64, f64)>,
+    spec: AttackSpec,
+    exec: Executor,
+}
+
+impl Adversary {
+    /// The attack `adversarial` on the lowered `model` under `loss`;
+    /// `train` gives the inputs' valid ranges.
+    pub fn new(
+        model: &Graph,
+        loss: Loss,
+        adversarial: &Adversarial,
+        train: &Dataset,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Adversary, TrainError> {
+        let pipeline = crate::passes::Pipeline::default();
+        let mut graph = attack_graph(model, loss)?;
+        pipeline.run(&mut graph.graph)?;
+        let mut eval = eval_graph(model, loss)?.graph;
+        pipeline.run(&mut eval)?;
+        let names = train.fields();
+        let ranges = graph
+            .attacked
+            .iter()
+            .map(|&i| range_of(names.get(i).map_or("", |f| f.0.as_str()), &[train]))
+            .collect();
+        // Its own runner: attack solves are not the step's solves.
+        let runner = SolverRunner::new().with_lenient_adjoint(true);
+        let exec = Executor::new(device.clone())
+            .with_runner(Box::new(runner))
+            .with_options(ExecOptions {
+                seed,
+                ..ExecOptions::default()
+            });
+        let spec = AttackSpec {
+            method: adversarial.method,
+            norm: adversarial.norm,
+            eps: adversarial.eps,
+            steps: adversarial.steps,
+            alpha: adversarial.alpha,
+            restarts: 1,
+            seed,
+        };
+        Ok(Adversary {
+            graph,
+            eval,
+            ranges,
+            spec,
+            exec,
+        })
+    }
+
+    /// The run's attack when its train block has `adversarial`.
+    pub fn of_run(
+        cfg: &TrainConfig,
+        model: &Graph,
+        train: &Dataset,
+        device: &Device,
+    ) -> Result<Option<Adversary>, TrainError> {
+        cfg.adversarial
+            .as_ref()
+            .map(|a| Adversary::new(model, cfg.loss, a, train, cfg.seed, device))
+            .transpose()
+    }
+
+    /// `inputs` (model inputs then target) attacked against `params`, and
+    /// the loss at the clean inputs; `step` numbers the batch.
+    pub fn perturb(
+        &self,
+        params: &[Tensor],
+        inputs: &[Tensor],
+        step: u64,
+    ) -> Result<(Vec<Tensor>, Option<f64>), TrainError> {
+        let attacker = Attacker {
+            exec: &self.exec,
+            graph: &self.graph,
+            eval: &self.eval,
+            params,
+            ranges: &self.ranges,
+            spec: &self.spec,
+        };
+        let batch = inputs
+            .first()
+            .and_then(|t| t.dims().first().copied())
+            .unwrap_or(1);
+        attacker.attack_measured(inputs, batch, step)
+    }
+}
+
+/// A step's batch: attacked by `adversary` when there is one (with the
+/// clean loss), else as it is.
+pub fn attacked(
+    adversary: Option<&Adversary>,
+    params: &[Tensor],
+    inputs: Vec<Tensor>,
+    step: u64,
+) -> Result<(Vec<Tensor>, Option<f64>), TrainError> {
+    match adversary {
+        Some(a) => a.perturb(params, &inputs, step),
+        None => Ok((inputs, None)),
+    }
+}
+
+/// Add a step's `clean_loss` and `adversarial_loss` (the loss it trained
+/// on) to its metrics record.
+pub fn record_losses(rec: &mut Record, clean_loss: Option<f64>, trained_loss: f64) {
+    if let Some(clean) = clean_loss {
+        rec.extra.push(("clean_loss".into(), clean));
+        rec.extra.push(("adversarial_loss".into(), trained_loss));
+    }
+}

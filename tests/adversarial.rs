@@ -1,0 +1,166 @@
+//! Adversarial training (`adversarial = pgd(...)` in a train block): the
+//! attacked batch differs from the clean one by at most eps and stays in
+//! the data's range, eps = 0 trains exactly as without the option, and the
+//! metrics record the clean and the adversarial loss of every step.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use deqc::train::adversarial::Adversary;
+use deqc::train::data;
+use deqc::train::trainer::{self, RunOptions};
+
+mod common;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("deqc-adv-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A small DEQ on a 128-sample MNIST subset, with `adversarial` (a whole
+/// `key = value;` line, or "") in its train block.
+fn source(data: &Path, adversarial: &str) -> String {
+    format!(
+        "use nn;
+model Small(x: [B, 784]) -> [B, 10] {{
+    let inject = nn::Linear[784, 16];
+    let cell = nn::Linear[16, 16];
+    let head = nn::Linear[16, 10];
+    let u = inject(x);
+    equilibrium z: [B, 16] = tanh(cell(z) + u)
+        with solver = anderson(m = 5, tol = 1e-4, max_iter = 30),
+        backward = implicit(tol = 1e-6, max_iter = 30);
+    head(z)
+}}
+train Small {{
+    data = mnist({:?}, flatten = true);
+    loss = cross_entropy;
+    optimizer = adam(lr = 1e-2);
+    batch_size = 32;
+    {adversarial}
+}}
+",
+        data.display().to_string()
+    )
+}
+
+fn program(src: &str) -> (deqc::sema::hir::Program, deqc::source::SourceMap) {
+    let c = deqc::compile_source("adversarial_test.deq", src);
+    let sources = c.sources.clone();
+    match c.program {
+        Some(p) => (p, sources),
+        None => panic!("does not check:\n{}", c.render_plain(100)),
+    }
+}
+
+fn subset(name: &str) -> PathBuf {
+    let dir = temp_dir(name).join("mnist");
+    common::mnist::write_subset(&dir, 128, 32);
+    dir
+}
+
+/// Train `steps` steps; the train records of metrics.jsonl.
+fn train(src: &str, out: &Path, steps: usize) -> Vec<serde_json::Value> {
+    let (p, sources) = program(src);
+    let opts = RunOptions {
+        out: Some(out.to_path_buf()),
+        quiet: true,
+        max_steps: Some(steps),
+        max_eval_batches: Some(1),
+        ..RunOptions::default()
+    };
+    trainer::train(p.model("Small").unwrap(), &p.trains[0], &sources, &opts).expect("trains");
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["split"] == "train")
+        .collect()
+}
+
+#[test]
+fn attacked_batches_move_within_eps_and_stay_in_range() {
+    let data = subset("perturb");
+    let src = source(
+        &data,
+        "adversarial = pgd(eps = 0.1, steps = 3, alpha = 0.05);",
+    );
+    let (p, _) = program(&src);
+    let cfg = &p.trains[0];
+    let compiled = trainer::compile(p.model("Small").unwrap(), cfg).unwrap();
+    let device = Device::Cpu;
+    let params: Vec<Tensor> = trainer::init_params(&compiled.graph, 0, &device)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.1)
+        .collect();
+    let splits = data::load(&cfg.data).unwrap();
+    let batch = splits.train.batches(32, &device).next().unwrap().unwrap();
+    let inputs = vec![
+        batch.get("x").unwrap().clone(),
+        batch.get("y").unwrap().clone(),
+    ];
+    let spec = cfg.adversarial.clone().expect("adversarial is set");
+    let adversary =
+        Adversary::new(&compiled.graph, cfg.loss, &spec, &splits.train, 0, &device).unwrap();
+    let (attacked, clean_loss) = adversary.perturb(&params, &inputs, 0).unwrap();
+    let x0: Vec<f32> = inputs[0].flatten_all().unwrap().to_vec1().unwrap();
+    let x1: Vec<f32> = attacked[0].flatten_all().unwrap().to_vec1().unwrap();
+    let moved = x0
+        .iter()
+        .zip(&x1)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        moved > 0.05,
+        "the attack moved the inputs by at most {moved}"
+    );
+    assert!(moved <= 0.1 + 1e-6, "moved {moved} > eps");
+    assert!(x1.iter().all(|v| (0.0..=1.0).contains(v)), "left 0..1");
+    // The labels are not attacked.
+    let y0: Vec<i64> = inputs[1].to_vec1().unwrap();
+    let y1: Vec<i64> = attacked[1].to_vec1().unwrap();
+    assert_eq!(y0, y1);
+    // The attack raised the loss of these parameters.
+    let clean_loss = clean_loss.expect("the clean loss is measured");
+    let after = adversary.perturb(&params, &attacked, 1).unwrap().1.unwrap();
+    assert!(
+        after > clean_loss,
+        "loss {clean_loss} -> {after} after the attack"
+    );
+}
+
+#[test]
+fn metrics_record_both_losses_and_eps_zero_trains_as_without_the_option() {
+    let data = subset("metrics");
+    let dir = data.parent().unwrap().to_path_buf();
+    let adv = train(
+        &source(&data, "adversarial = pgd(eps = 0.1, steps = 2);"),
+        &dir.join("adv"),
+        3,
+    );
+    assert_eq!(adv.len(), 3);
+    for r in &adv {
+        let clean = r["clean_loss"].as_f64().expect("clean_loss recorded");
+        let attacked = r["adversarial_loss"].as_f64().expect("adversarial_loss");
+        assert_eq!(Some(attacked), r["loss"].as_f64(), "the step trains on it");
+        assert!(attacked > clean, "{r}");
+    }
+    let plain = train(&source(&data, ""), &dir.join("plain"), 3);
+    let zero = train(
+        &source(&data, "adversarial = fgsm(eps = 0);"),
+        &dir.join("zero"),
+        3,
+    );
+    let loss = |rs: &[serde_json::Value]| -> Vec<f64> {
+        rs.iter().map(|r| r["loss"].as_f64().unwrap()).collect()
+    };
+    assert_eq!(loss(&plain), loss(&zero), "eps = 0 changes nothing");
+    assert!(plain[0].get("clean_loss").is_none());
+    for r in &zero {
+        assert_eq!(r["clean_loss"], r["adversarial_loss"]);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
