@@ -723,4 +723,5 @@ impl OptionChecker<'_> {
 }
 
 pub mod train;
+pub mod workflow;
 pub use train::{TrainValue, SCHEDULES, TRAIN_KEYS};

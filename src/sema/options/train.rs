@@ -22,6 +22,12 @@ pub const TRAIN_KEYS: &[&str] = &[
     "clip_grad",
     "threads",
     "freeze",
+    "valid",
+    "eval_every",
+    "eval_samples",
+    "early_stopping",
+    "pretrain",
+    "eval_solver",
 ];
 
 /// Every schedule of `schedule = ...`.
@@ -88,7 +94,9 @@ impl OptionChecker<'_> {
             clip_grad: None,
             threads: None,
             freeze: Vec::new(),
+            workflow: Workflow::default(),
         };
+        let mut workflow_spans = super::workflow::WorkflowSpans::default();
         let mut schedule_span = block_span;
         for e in entries {
             let Some(key) = TRAIN_KEYS.iter().find(|k| **k == e.key) else {
@@ -127,6 +135,9 @@ impl OptionChecker<'_> {
                 "jacobian_reg" => self.jacobian(v).map(|j| cfg.jacobian_reg = Some(j)),
                 "threads" => self.threads(v).map(|n| cfg.threads = Some(n)),
                 "freeze" => self.freeze(v).map(|f| cfg.freeze = f),
+                k if super::workflow::WORKFLOW_KEYS.contains(&k) => {
+                    self.workflow_key(k, v, &mut cfg.workflow, &mut workflow_spans)
+                }
                 _ => self.positive(key, v).map(|c| cfg.clip_grad = Some(c)),
             };
             ok &= applied.is_some();
@@ -146,6 +157,10 @@ impl OptionChecker<'_> {
             }
         }
         ok &= self.check_onecycle(&cfg, schedule_span);
+        // Across keys, once each key read well.
+        if ok {
+            ok = self.check_workflow(&cfg, &workflow_spans);
+        }
         ok.then_some(cfg)
     }
 

@@ -18,6 +18,7 @@
 //!   file is a [`DataError`] naming the file and what was expected.
 
 mod csv;
+pub mod holdout;
 mod io;
 mod mnist;
 pub mod subset;
@@ -85,6 +86,8 @@ pub enum DataError {
     },
     #[error("data subset: {0}")]
     Subset(String),
+    #[error("valid = {fraction}: {message}")]
+    Holdout { fraction: f64, message: String },
     #[error("{path}: no target column `{target}`; the header has {columns:?}")]
     MissingTarget {
         path: PathBuf,
