@@ -112,8 +112,8 @@ mod tests {
     fn phases_switch_at_the_step_count() {
         let p = Some(Pretrain { steps: 3, depth: 2 });
         let phases: Vec<Phase> = (0..5).map(|s| Phase::at(p, s)).collect();
-        use Phase::*;
-        assert_eq!(phases, [Pretrain, Pretrain, Pretrain, Deq, Deq]);
-        assert_eq!(Phase::at(None, 0), Deq);
+        let (pre, deq) = (Phase::Pretrain, Phase::Deq);
+        assert_eq!(phases, [pre, pre, pre, deq, deq]);
+        assert_eq!(Phase::at(None, 0), deq);
     }
 }
