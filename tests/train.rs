@@ -552,7 +552,11 @@ fn max_steps_on_an_epoch_boundary_runs_no_empty_epoch() {
         }
         let tests = recs.iter().filter(|r| r["split"] == "test").count();
         // The test split once, where the run ends.
-        assert_eq!((recs.len() - tests, tests), (max, epochs_run.min(1)), "{max}");
+        assert_eq!(
+            (recs.len() - tests, tests),
+            (max, epochs_run.min(1)),
+            "{max}"
+        );
     }
 }
 

@@ -245,7 +245,10 @@ fn pretraining_switches_to_the_deq_and_everything_resumes_exactly() {
             if pretraining { "pretrain" } else { "deq" },
             "{r}"
         );
-        let (fwd, bwd) = (r["fwd_iters"].as_f64().unwrap(), r["bwd_iters"].as_f64().unwrap());
+        let (fwd, bwd) = (
+            r["fwd_iters"].as_f64().unwrap(),
+            r["bwd_iters"].as_f64().unwrap(),
+        );
         if pretraining {
             assert_eq!((fwd, bwd), (3.0, 0.0), "{r}");
         } else {
@@ -271,7 +274,10 @@ fn pretraining_switches_to_the_deq_and_everything_resumes_exactly() {
     // tested where each part stopped, and its last test is the same.
     let resumed = records(&split);
     for split_name in ["train", "valid"] {
-        let a: Vec<Value> = of_split(&recs, split_name).into_iter().map(timeless).collect();
+        let a: Vec<Value> = of_split(&recs, split_name)
+            .into_iter()
+            .map(timeless)
+            .collect();
         let b: Vec<Value> = of_split(&resumed, split_name)
             .into_iter()
             .map(timeless)
@@ -355,13 +361,7 @@ fn resuming_with_a_changed_program_warns_and_names_the_change() {
         .replace("epochs = 4;", "epochs = 4;\n    clip_grad = 1.0;");
     let (p2, sources2) = program(&changed);
     opts.max_steps = Some(3);
-    let s = trainer::train(
-        p2.model("DeqMlp").unwrap(),
-        &p2.trains[0],
-        &sources2,
-        &opts,
-    )
-    .unwrap();
+    let s = trainer::train(p2.model("DeqMlp").unwrap(), &p2.trains[0], &sources2, &opts).unwrap();
     assert_eq!(s.steps, 3);
     let changes = s.program_changes.join("\n");
     assert!(

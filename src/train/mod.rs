@@ -27,6 +27,7 @@ pub mod optim;
 pub mod pretrain;
 pub mod program;
 pub mod resume_check;
+pub mod run_state;
 pub mod schedule;
 pub mod solve_report;
 pub mod trainer;

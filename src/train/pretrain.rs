@@ -12,9 +12,10 @@
 //! over the switch unchanged; the phase of a step is a pure function of the
 //! step (`step < N`), so `--resume` lands in the right phase.
 
+use super::compiled::Compiled;
 use crate::sema::hir::{Block, Equilibrium, InstKind, Model};
 use crate::sema::options::OptionChecker;
-use crate::sema::spec::{Backward, Pretrain, SolverKind, SolverSpec};
+use crate::sema::spec::{Backward, Pretrain, SolverKind, SolverSpec, TrainConfig};
 
 /// The phase a step (0-based) or an evaluation after `step` steps runs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +41,19 @@ impl Phase {
             Phase::Pretrain => "pretrain",
             Phase::Deq => "deq",
         }
+    }
+}
+
+/// The graphs of step `step`'s phase: `pretrain`'s while pretraining.
+pub fn in_phase<'c>(
+    compiled: &'c Compiled,
+    pretrain: &'c Option<Compiled>,
+    cfg: &TrainConfig,
+    step: u64,
+) -> &'c Compiled {
+    match (pretrain, Phase::at(cfg.workflow.pretrain, step)) {
+        (Some(unrolled), Phase::Pretrain) => unrolled,
+        _ => compiled,
     }
 }
 

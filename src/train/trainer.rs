@@ -23,24 +23,24 @@
 //! `metrics.jsonl`. Graph results are read through their typed layouts
 //! ([`super::layout`]).
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Instant;
 
 use candle_core::{DType as CDType, Device, Tensor};
 
-use super::checkpoint::{self, TrainState};
+use super::checkpoint;
 use super::data::{self, Splits};
-use super::pretrain::Phase;
-use super::validation::Validation;
 use super::epoch::Epoch;
 use super::evaluate::{feeds, fit_target};
 use super::guard::{stall_warning, SolveGuard, StallWatch};
 use super::metrics::{self, MetricsWriter, Record};
 use super::optim::{clip_grad_norm, Optim};
+use super::pretrain::Phase;
+use super::run_state::{save_checkpoint, train_state, GUARD_KEY};
 use super::schedule::LrSchedule;
 use super::solve_report::{mark_nested, EqName, SolveReport};
+use super::validation::Validation;
 use super::TrainError;
 use crate::deq::{SolveRecord, SolverRunner};
 use crate::exec::{ExecOptions, Executor};
@@ -100,47 +100,6 @@ pub struct Summary {
     /// `--resume` with a program that differs from the run's: what changed
     /// (also printed as a warning).
     pub program_changes: Vec<String>,
-}
-
-/// Write `model.safetensors`, then `train_state.safetensors`, each
-/// atomically; both carry the step, so a resume can tell a torn pair.
-fn save_checkpoint(
-    out: &Path,
-    model: &str,
-    params: &[(String, Tensor)],
-    state: &TrainState,
-) -> Result<(), TrainError> {
-    let meta = BTreeMap::from([
-        ("model".to_string(), model.to_string()),
-        ("epoch".to_string(), state.epoch.to_string()),
-        ("step".to_string(), state.step.to_string()),
-    ]);
-    checkpoint::save_model(out, params, &meta)?;
-    checkpoint::save_train_state(out, state)?;
-    Ok(())
-}
-
-/// The training-state entry holding the failed-solve guard's history.
-const GUARD_KEY: &str = "solve_guard_history";
-
-/// The state after `step` steps, resuming at `(epoch, batches done in it)`.
-fn train_state(
-    step: u64,
-    (epoch, batch): (usize, usize),
-    seed: u64,
-    optim: &Optim,
-    (guard, validation): (&SolveGuard, &Validation),
-) -> TrainState {
-    let mut extra = BTreeMap::from([(GUARD_KEY.to_string(), guard.encode())]);
-    validation.encode(&mut extra);
-    TrainState {
-        step,
-        epoch: epoch as u64,
-        batch: batch as u64,
-        seed,
-        optimizer: optim.state(),
-        extra,
-    }
 }
 
 fn base_lr(o: &Optimizer) -> f64 {
@@ -240,19 +199,6 @@ fn update(
         all[i] = p;
     }
     Ok(())
-}
-
-/// The graphs of step `step`'s phase: `pretrain`'s while pretraining.
-fn in_phase<'c>(
-    compiled: &'c Compiled,
-    pretrain: &'c Option<Compiled>,
-    cfg: &TrainConfig,
-    step: u64,
-) -> &'c Compiled {
-    match (pretrain, Phase::at(cfg.workflow.pretrain, step)) {
-        (Some(unrolled), Phase::Pretrain) => unrolled,
-        _ => compiled,
-    }
 }
 
 /// Where a run stands: steps taken, and the epoch and batch it resumes at.
@@ -455,7 +401,7 @@ impl<'a> Trainer<'a> {
     /// The graphs that step `step` (0-based), or an evaluation after
     /// `step` steps, runs: the unrolled ones while pretraining.
     pub(super) fn compiled_at(&self, step: u64) -> &Compiled {
-        in_phase(&self.compiled, &self.pretrain, self.cfg, step)
+        super::pretrain::in_phase(&self.compiled, &self.pretrain, self.cfg, step)
     }
 
     pub(super) fn param_values(&self) -> Vec<Tensor> {
@@ -473,7 +419,7 @@ impl<'a> Trainer<'a> {
     ) -> Result<StepOutcome, TrainError> {
         let started = Instant::now();
         let cfg = self.cfg;
-        let step_graph = &in_phase(&self.compiled, &self.pretrain, cfg, step).step;
+        let step_graph = &super::pretrain::in_phase(&self.compiled, &self.pretrain, cfg, step).step;
         let inputs = fit_target(&step_graph.graph, feeds(&self.splits.train, batch)?)?;
         let step_exec = Executor::new(self.device.clone())
             .with_runner(Box::new(self.runner.clone()))
@@ -687,8 +633,7 @@ impl<'a> Trainer<'a> {
         for index in start.epoch..cfg.epochs {
             // `--max-steps` reached on an epoch boundary (or 0): no empty
             // epoch, and no second test record for the same step.
-            if step_limit_reached(opts.max_steps, step) || self.validation.stopped_early.is_some()
-            {
+            if step_limit_reached(opts.max_steps, step) || self.validation.stopped_early.is_some() {
                 break;
             }
             summary.epochs_run += 1;
@@ -741,8 +686,8 @@ impl<'a> Trainer<'a> {
                 true => None,
                 false => self.validate(&mut writer, index, step)?,
             };
-            let stop_early =
-                (!stopped && self.validation.should_stop(index)).then(|| self.validation.stop(index));
+            let stop_early = (!stopped && self.validation.should_stop(index))
+                .then(|| self.validation.stop(index));
             // A run stopped by --max-steps records where it stopped.
             let at = if stopped {
                 Position {

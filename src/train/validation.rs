@@ -102,7 +102,7 @@ impl Validation {
 
     /// Is a validation due after `step` steps within an epoch?
     pub fn due(&self, step: u64) -> bool {
-        self.data.is_some() && self.every.is_some_and(|n| step % n as u64 == 0)
+        self.data.is_some() && self.every.is_some_and(|n| step.is_multiple_of(n as u64))
     }
 
     /// Lower is better: the loss and perplexity as they are, accuracy negated.
@@ -206,7 +206,12 @@ struct Figures {
 impl Figures {
     /// `, NAME loss L perplexity P accuracy A%` for an epoch line.
     fn line(&self, name: &str) -> String {
-        let mut line = format!(", {name} loss {:.4}", self.loss);
+        format!(", {name} {}", self.text())
+    }
+
+    /// `loss L perplexity P accuracy A%`.
+    fn text(&self) -> String {
+        let mut line = format!("loss {:.4}", self.loss);
         if let Some(p) = self.perplexity {
             line.push_str(&format!(" perplexity {p:.2}"));
         }
@@ -340,9 +345,6 @@ impl Trainer<'_> {
         summary.test_loss = Some(figures.loss);
         summary.test_accuracy = figures.accuracy;
         summary.test_perplexity = figures.perplexity;
-        Ok(Some(format!(
-            "after {step} steps: {}",
-            figures.line("test").trim_start_matches(", ")
-        )))
+        Ok(Some(format!("after {step} steps: {}", figures.text())))
     }
 }
