@@ -373,3 +373,31 @@ fn resuming_with_a_changed_program_warns_and_names_the_change() {
         "{changes}"
     );
 }
+
+#[test]
+fn text_data_validates_on_its_valid_file() {
+    let src = std::fs::read_to_string("examples/char_lm.deq")
+        .unwrap()
+        .replace(
+            "clip_grad = 1.0;",
+            "clip_grad = 1.0;\n    eval_every = 1;\n    eval_samples = 4;",
+        );
+    let (p, sources) = program(&src);
+    let mut cfg = p.trains[0].clone();
+    cfg.batch_size = 4;
+    let out = temp_dir("text");
+    let mut opts = quiet(&out);
+    opts.max_steps = Some(2);
+    opts.max_eval_batches = Some(1);
+    let s = trainer::train(p.model("CharDeq").unwrap(), &cfg, &sources, &opts).unwrap();
+    assert!(s.test_perplexity.is_some());
+    let recs = records(&out);
+    let valid = of_split(&recs, "valid");
+    assert_eq!(steps(&valid), [1, 2]);
+    assert!(valid.iter().all(|r| r["perplexity"].as_f64().is_some()));
+    assert_eq!(steps(&of_split(&recs, "test")), [2]);
+    // The validation loss is not the test loss: another file.
+    let test = of_split(&recs, "test")[0]["loss"].as_f64().unwrap();
+    assert_ne!(valid[1]["loss"].as_f64().unwrap(), test);
+    assert!(out.join(trainer::BEST_FILE).exists());
+}
