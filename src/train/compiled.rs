@@ -3,9 +3,9 @@
 //! Owns the set of graphs a run executes ([`Compiled`]: the lowered model,
 //! the step, evaluation and regularization graphs after the optimization
 //! pipeline (evaluation with `eval_solver` when given; the pretraining
-//! phase's set from the unrolled model), and the stability graph for spectral radii), and the model's
-//! parameters as tensors: seeded initial values, their shapes, and loading
-//! them from a checkpoint. Guarantees: every graph a run executes went
+//! phase's set from the unrolled model), and the stability graph for
+//! spectral radii), and the model's parameters as tensors: seeded initial
+//! values, their shapes, and loading them from a checkpoint. Guarantees: every graph a run executes went
 //! through the same pass pipeline; initial values depend only on the seed
 //! and each parameter's path.
 
