@@ -68,6 +68,9 @@ pub const BUILTIN_DOCS: &[(&str, &str)] = &[
     ("dropout", "dropout(x, p): zero each element with probability p while training (one mask per solve inside an equilibrium)"),
     ("causal_mask", "causal_mask(T): [T, T] mask, 1 where a position may attend (j <= i)"),
     ("cast", "cast(x, dtype): x converted to another element type"),
+    ("weight_norm", "weight_norm(w, axis): w * g / ||w|| per index of the output axis; adds the trained gain `<w>_g`, starting at ||w||"),
+    ("normalize_weight", "normalize_weight(w, axis, norm, coeff = 1.0): w for norm = \"none\", else weight_norm or spectral_norm (norm = \"weight\" | \"spectral\")"),
+    ("spectral_norm", "spectral_norm(w, axis, coeff = 1.0): w * coeff / sigma(w), sigma by one power iteration per training step on the state vector `<w>_u`"),
 ];
 
 /// The text for `name`, if it is one.
