@@ -68,6 +68,9 @@ pub const BUILTIN_DOCS: &[(&str, &str)] = &[
     ("dropout", "dropout(x, p): zero each element with probability p while training (one mask per solve inside an equilibrium)"),
     ("causal_mask", "causal_mask(T): [T, T] mask, 1 where a position may attend (j <= i)"),
     ("cast", "cast(x, dtype): x converted to another element type"),
+    ("weight_norm", "weight_norm(w, axis): w * g / ||w|| per index of the output axis; adds the trained gain `<w>_g`, starting at ||w||"),
+    ("normalize_weight", "normalize_weight(w, axis, norm, coeff = 1.0): w for norm = \"none\", else weight_norm or spectral_norm (norm = \"weight\" | \"spectral\")"),
+    ("spectral_norm", "spectral_norm(w, axis, coeff = 1.0): w * coeff / sigma(w), sigma by one power iteration per training step on the state vector `<w>_u`"),
 ];
 
 /// The text for `name`, if it is one.
@@ -154,7 +157,10 @@ pub const TRAIN_KEY_DOCS: &[(&str, &str)] = &[
         "data",
         "The data source: mnist(path, ...), text(path, ...) or csv(path, target = ...); mnist and csv take classes = [..] and per_class = n for a labelled subset. Required.",
     ),
-    ("loss", "The loss: cross_entropy, mse, ... Required."),
+    (
+        "loss",
+        "The loss: cross_entropy (label_smoothing = e), nll (on log-probabilities), bce_with_logits, mse, or the name of a fn(scores, target) of the file returning a float scalar. Required.",
+    ),
     (
         "optimizer",
         "sgd(lr, ...), adam(lr, ...) or adamw(...); default adam(lr = 1e-3).",

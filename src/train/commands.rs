@@ -296,7 +296,7 @@ pub fn eval(
     let result = (|| -> Result<(f64, Option<f64>, usize), TrainError> {
         let compiled = trainer::compile(&m, &cfg)?;
         let params = trainer::load_weights(&compiled.graph, weights, &device)?;
-        let splits = super::data::load_seeded(&cfg.data, cfg.seed)?;
+        let splits = super::validation::load_splits(&cfg)?;
         let test = splits
             .test
             .as_ref()
@@ -312,7 +312,7 @@ pub fn eval(
             test,
             batch_size.unwrap_or(cfg.batch_size),
             &device,
-            cfg.loss == crate::sema::spec::Loss::CrossEntropy,
+            cfg.loss.takes_class_ids(),
             None,
         )?;
         Ok((l, a, test.len()))
@@ -351,11 +351,11 @@ pub fn grad(
     }
     let loss = train
         .as_ref()
-        .map_or(crate::sema::spec::Loss::CrossEntropy, |t| t.loss);
+        .map_or(crate::sema::spec::Loss::CROSS_ENTROPY, |t| t.loss.clone());
     let result = (|| -> Result<Vec<(String, Tensor)>, TrainError> {
         let device = Device::Cpu;
         let graph = crate::ir::lower::lower_model(&m)?;
-        let step = super::program::step_graph(&graph, loss)?;
+        let step = super::program::step_graph(&graph, &loss)?;
         let params = trainer::load_weights(&graph, weights, &device)?;
         let (tensors, _) = super::checkpoint::read_tensors(batch, &device)?;
         let mut inputs = Vec::new();
@@ -382,8 +382,11 @@ pub fn grad(
         let r = exec.run(&step.graph, &values, &inputs)?;
         let results = step.layout.read(&r.outputs)?;
         let mut out = vec![("loss".to_string(), results.loss().reshape(1)?)];
-        for ((path, _), g) in params.iter().zip(results.grads()) {
-            out.push((path.clone(), g.clone()));
+        for (((path, _), g), p) in params.iter().zip(results.grads()).zip(&graph.params) {
+            // Non-trainable state has no gradient to report.
+            if !p.role.is_state() {
+                out.push((path.clone(), g.clone()));
+            }
         }
         Ok(out)
     })();

@@ -35,6 +35,7 @@ use super::epoch::Epoch;
 use super::evaluate::{feeds, fit_target};
 use super::guard::{stall_warning, SolveGuard, StallWatch};
 use super::metrics::{self, MetricsWriter, Record};
+use super::normalize;
 use super::optim::{clip_grad_norm, Optim};
 use super::pretrain::Phase;
 use super::run_state::{save_checkpoint, train_state, GUARD_KEY};
@@ -46,7 +47,7 @@ use crate::deq::{SolveRecord, SolverRunner};
 use crate::exec::{ExecOptions, Executor};
 use crate::ir::Graph;
 use crate::sema::hir::Model;
-use crate::sema::spec::{DataSpec, Loss, Optimizer, TrainConfig};
+use crate::sema::spec::{DataSpec, Optimizer, TrainConfig};
 use crate::source::SourceMap;
 
 pub use super::compiled::{
@@ -134,7 +135,7 @@ pub(crate) fn probe(
 }
 
 fn is_classification(cfg: &TrainConfig) -> bool {
-    cfg.loss == Loss::CrossEntropy
+    cfg.loss.takes_class_ids()
 }
 
 fn default_out(model: &str) -> PathBuf {
@@ -296,6 +297,13 @@ impl<'a> Trainer<'a> {
             );
         }
         crate::report::start_run(&out, model, cfg, sources, &device, opts.resume);
+        if let Some(st) = &splits.standardization {
+            if !opts.quiet {
+                eprintln!("data: x standardized with {st}");
+            }
+            let facts = serde_json::json!({"mean": st.mean, "std": st.std, "samples": st.samples});
+            crate::report::add_fact(&out, "standardization", facts);
+        }
         let runner = SolverRunner::new().with_lenient_adjoint(true);
         let train_options = ExecOptions {
             float: CDType::F32,
@@ -343,7 +351,8 @@ impl<'a> Trainer<'a> {
         if !self.opts.resume {
             self.params = init_params(&self.compiled.graph, self.cfg.seed, &self.device)?;
             if let Some(from) = &self.opts.init_from {
-                let report = super::transfer::load_into(&mut self.params, from, &self.device)?;
+                let mut report = super::transfer::load_into(&mut self.params, from, &self.device)?;
+                normalize::after_init_from(&self.compiled.graph, &mut self.params, &mut report)?;
                 if !self.opts.quiet {
                     eprintln!("--init-from {}:\n{report}", from.path.display());
                 }
@@ -446,6 +455,8 @@ impl<'a> Trainer<'a> {
         let verdict = self.guard.judge(&records);
         let skipped_update =
             self.opts.skip_failed_solves && self.guard_disabled.is_none() && verdict.failed;
+        // Spectral normalization's state advances from what this step ran with.
+        let advanced = normalize::advance(&self.compiled.graph, &self.params)?;
         if !skipped_update {
             update(
                 &mut self.optim,
@@ -454,6 +465,9 @@ impl<'a> Trainer<'a> {
                 &grads,
                 lr,
             )?;
+        }
+        for (i, u) in advanced {
+            self.params[i].1 = u;
         }
         let correct = match (self.classification, inputs.last()) {
             (true, Some(target)) => Some(metrics::count_correct(results.scores(), target)?),

@@ -37,14 +37,15 @@ pub const BEST_FILE: &str = "best.safetensors";
 const BEST_KEY: &str = "validation_best";
 const STOPPED_KEY: &str = "stopped_early";
 
-/// The data of a run: the `data` setting's splits, subset applied, with
-/// `valid = f` held out of the train split.
+/// The data of a run (and of `deqc eval`): the `data` setting's splits,
+/// subset applied, `valid = f` held out of the train split, then
+/// standardized with the remaining train samples' statistics.
 pub fn load_splits(cfg: &TrainConfig) -> Result<Splits, TrainError> {
-    let splits = data::load_seeded(&cfg.data, cfg.seed)?;
-    Ok(match cfg.workflow.valid {
-        Some(fraction) => data::holdout::hold_out(splits, fraction, cfg.seed)?,
-        None => splits,
-    })
+    Ok(data::load_held_out(
+        &cfg.data,
+        cfg.seed,
+        cfg.workflow.valid,
+    )?)
 }
 
 /// The best validation figure so far and where it was reached.

@@ -20,6 +20,7 @@ use crate::sema::hir::*;
 use crate::source::Span;
 
 mod network;
+pub mod normalize;
 mod shape_ops;
 
 /// Defines [`Builtin`] with its [`Builtin::ALL`] table and names from one
@@ -95,6 +96,9 @@ builtins! {
     Dropout = "dropout",
     CausalMask = "causal_mask",
     Cast = "cast",
+    WeightNorm = "weight_norm",
+    SpectralNorm = "spectral_norm",
+    NormalizeWeight = "normalize_weight",
 }
 
 /// Every built-in function name (generated with [`Builtin`]).
@@ -156,6 +160,14 @@ impl Builtin {
             Dropout => &[("x", Required), ("p", Required)],
             CausalMask => &[("t", Required)],
             Cast => &[("x", Required), ("dtype", Required)],
+            WeightNorm => &[("w", Required), ("axis", Required)],
+            SpectralNorm => &[("w", Required), ("axis", Required), ("coeff", Float(1.0))],
+            NormalizeWeight => &[
+                ("w", Required),
+                ("axis", Required),
+                ("norm", Required),
+                ("coeff", Float(1.0)),
+            ],
         }
     }
 }
@@ -324,6 +336,9 @@ impl Elab<'_> {
                 self.emit1(InstKind::Prim(Prim::Dropout { p }, vec![x]), ty, span)
             }
             Builtin::Cast => self.cast(&a, span),
+            Builtin::WeightNorm => self.weight_norm(&a, name, span),
+            Builtin::SpectralNorm => self.spectral_norm(&a, 2, name, span),
+            Builtin::NormalizeWeight => self.normalize_weight(&a, name, span),
         }
     }
 

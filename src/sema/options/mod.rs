@@ -722,6 +722,8 @@ impl OptionChecker<'_> {
     }
 }
 
+pub mod loss;
 pub mod train;
+pub use loss::LOSSES;
 pub mod workflow;
 pub use train::{TrainValue, SCHEDULES, TRAIN_KEYS};

@@ -143,8 +143,8 @@ impl OptionChecker<'_> {
         }
         if let (Some(e), Some(span)) = (w.early_stopping, spans.get("early_stopping")) {
             let problem = match e.metric {
-                StopMetric::Accuracy if cfg.loss != Loss::CrossEntropy => {
-                    Some("accuracy needs `loss = cross_entropy`")
+                StopMetric::Accuracy if !cfg.loss.takes_class_ids() => {
+                    Some("accuracy needs a loss on class ids (`cross_entropy`, `nll`)")
                 }
                 StopMetric::Perplexity if !text => Some("perplexity needs `text(...)` data"),
                 _ => None,

@@ -36,6 +36,7 @@ pub fn hold_out(splits: Splits, fraction: f64, seed: u64) -> Result<Splits, Data
         train: splits.train.take(&train),
         test: splits.test,
         vocab: splits.vocab,
+        standardization: splits.standardization,
     })
 }
 
@@ -51,6 +52,7 @@ mod tests {
             valid: None,
             test: None,
             vocab: None,
+            standardization: None,
         }
     }
 
