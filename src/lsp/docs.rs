@@ -192,6 +192,30 @@ pub const TRAIN_KEY_DOCS: &[(&str, &str)] = &[
         "adversarial",
         "pgd(eps, steps = 10, alpha = 2.5 * eps / steps, norm = \"linf\") or fgsm(eps, norm): train each step on its batch attacked against the current parameters (eps in the data's units); metrics record clean_loss and adversarial_loss.",
     ),
+    (
+        "valid",
+        "Fraction of the train split held out for validation, drawn from the seed, e.g. 0.1 (mnist, csv; text uses its *.valid.txt).",
+    ),
+    (
+        "eval_every",
+        "Also validate every N steps (default: after each epoch only).",
+    ),
+    (
+        "eval_samples",
+        "Validate on the first N validation samples (default: all).",
+    ),
+    (
+        "early_stopping",
+        "patience(epochs = 3, metric = \"loss\"|\"accuracy\"|\"perplexity\"): stop when the validation metric has not improved for that many epochs; best.safetensors keeps the best parameters.",
+    ),
+    (
+        "pretrain",
+        "unrolled(steps = N, depth = K): train K unrolled weight-tied iterations in place of each equilibrium for the first N steps, then the DEQ.",
+    ),
+    (
+        "eval_solver",
+        "The forward solver of every equilibrium when evaluating (validation, test, deqc eval), e.g. anderson(max_iter = 60).",
+    ),
 ];
 
 /// Every schedule of `schedule = ...`; each also takes `warmup = steps`, a

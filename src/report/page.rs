@@ -189,7 +189,7 @@ pub fn charts(runs: &[Run]) -> Vec<(&'static str, Chart, &'static str)> {
     out.push((
         "loss",
         loss,
-        "Training loss per step; test loss after each epoch (dots).",
+        "Training loss per step; validation and test loss (dots).",
     ));
     if runs
         .iter()
@@ -199,7 +199,7 @@ pub fn charts(runs: &[Run]) -> Vec<(&'static str, Chart, &'static str)> {
         out.push((
             "accuracy",
             acc,
-            "Accuracy of each training batch; test accuracy after each epoch.",
+            "Accuracy of each training batch; validation and test accuracy.",
         ));
     }
     if runs.iter().any(|r| {
@@ -263,7 +263,7 @@ pub fn charts(runs: &[Run]) -> Vec<(&'static str, Chart, &'static str)> {
         y: 1.0,
         color: plotters::style::RGBColor(120, 120, 120),
     });
-    out.push(("spectral_radius", radius, "Largest spectral radius of the equilibria's Jacobians at the fixed point, on the first test batch after each epoch."));
+    out.push(("spectral_radius", radius, "Largest spectral radius of the equilibria's Jacobians at the fixed point, on the first validation or test batch of each evaluation."));
     let lr = step_chart(runs, "Learning rate", "learning rate", |r| r.lr, false);
     out.push(("lr", lr, "Learning rate of each step."));
     out

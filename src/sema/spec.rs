@@ -366,6 +366,61 @@ pub struct JacobianReg {
     pub freq: f64,
 }
 
+/// The validation split, evaluation cost, early stopping, pretraining and
+/// inference-time solver of a `train` block (`train::validation`,
+/// `train::pretrain`). The default: no holdout, evaluation after each epoch
+/// on the whole validation split (when the data has one), no early
+/// stopping, no pretraining, the equilibria's own solvers at evaluation.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Workflow {
+    /// `valid = f`: the fraction of the train split held out, in `(0, 1)`.
+    pub valid: Option<f64>,
+    /// `eval_every = N`: also validate every N steps.
+    pub eval_every: Option<usize>,
+    /// `eval_samples = N`: validate on the first N validation samples.
+    pub eval_samples: Option<usize>,
+    pub early_stopping: Option<EarlyStopping>,
+    pub pretrain: Option<Pretrain>,
+    /// `eval_solver = ...`: the forward solver of every equilibrium when
+    /// evaluating (validation, test, `deqc eval`).
+    pub eval_solver: Option<SolverSpec>,
+}
+
+/// `early_stopping = patience(epochs = 3, metric = "loss")`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EarlyStopping {
+    /// Epochs without a better validation figure before the run stops.
+    pub epochs: usize,
+    pub metric: StopMetric,
+}
+
+/// The validation figure early stopping and `best.safetensors` follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMetric {
+    Loss,
+    Accuracy,
+    Perplexity,
+}
+
+impl StopMetric {
+    pub fn name(self) -> &'static str {
+        match self {
+            StopMetric::Loss => "loss",
+            StopMetric::Accuracy => "accuracy",
+            StopMetric::Perplexity => "perplexity",
+        }
+    }
+}
+
+/// `pretrain = unrolled(steps = N, depth = K)`: the first N steps train a
+/// weight-tied network of K unrolled iterations in place of each
+/// equilibrium, then the implicit DEQ takes over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pretrain {
+    pub steps: usize,
+    pub depth: usize,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainConfig {
     pub model: String,
@@ -385,6 +440,8 @@ pub struct TrainConfig {
     pub freeze: Vec<(String, crate::source::Span)>,
     /// Adversarial training, when set.
     pub adversarial: Option<Adversarial>,
+    /// Validation, early stopping, pretraining, the evaluation solver.
+    pub workflow: Workflow,
 }
 
 /// Floats printed so that they read back as the same value.
@@ -615,6 +672,41 @@ impl fmt::Display for TrainConfig {
         if let Some(a) = &self.adversarial {
             writeln!(f, "    adversarial = {a};")?;
         }
+        write!(f, "{}", self.workflow)?;
         write!(f, "}}")
+    }
+}
+
+impl fmt::Display for Workflow {
+    /// One `key = value;` line per setting given (none for the defaults).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(v) = self.valid {
+            writeln!(f, "    valid = {};", num(v))?;
+        }
+        if let Some(n) = self.eval_every {
+            writeln!(f, "    eval_every = {n};")?;
+        }
+        if let Some(n) = self.eval_samples {
+            writeln!(f, "    eval_samples = {n};")?;
+        }
+        if let Some(e) = self.early_stopping {
+            writeln!(
+                f,
+                "    early_stopping = patience(epochs = {}, metric = {:?});",
+                e.epochs,
+                e.metric.name()
+            )?;
+        }
+        if let Some(p) = self.pretrain {
+            writeln!(
+                f,
+                "    pretrain = unrolled(steps = {}, depth = {});",
+                p.steps, p.depth
+            )?;
+        }
+        if let Some(s) = &self.eval_solver {
+            writeln!(f, "    eval_solver = {s};")?;
+        }
+        Ok(())
     }
 }

@@ -307,7 +307,7 @@ pub fn eval(
     let result = (|| -> Result<(f64, Option<f64>, usize), TrainError> {
         let compiled = trainer::compile(&m, &cfg)?;
         let params = trainer::load_weights(&compiled.graph, weights, &device)?;
-        let splits = super::data::load_seeded(&cfg.data, cfg.seed)?;
+        let splits = super::validation::load_splits(&cfg)?;
         let test = splits
             .test
             .as_ref()

@@ -2,9 +2,10 @@
 //!
 //! Owns the set of graphs a run executes ([`Compiled`]: the lowered model,
 //! the step, evaluation and regularization graphs after the optimization
-//! pipeline, and the stability graph for spectral radii), and the model's
-//! parameters as tensors: seeded initial values, their shapes, and loading
-//! them from a checkpoint. Guarantees: every graph a run executes went
+//! pipeline (evaluation with `eval_solver` when given; the pretraining
+//! phase's set from the unrolled model), and the stability graph for
+//! spectral radii), and the model's parameters as tensors: seeded initial
+//! values, their shapes, and loading them from a checkpoint. Guarantees: every graph a run executes went
 //! through the same pass pipeline; initial values depend only on the seed
 //! and each parameter's path.
 
@@ -87,7 +88,14 @@ pub fn compile(model: &Model, cfg: &TrainConfig) -> Result<Compiled, TrainError>
     let graph = lower_model(model)?;
     let frozen = frozen_mask(&graph, cfg);
     let mut step = step_graph_frozen(&graph, &cfg.loss, &frozen)?;
-    let mut eval = eval_graph(&graph, &cfg.loss)?;
+    // `eval_solver` changes the solvers of evaluation only.
+    let mut eval = match &cfg.workflow.eval_solver {
+        Some(solver) => eval_graph(
+            &lower_model(&super::pretrain::with_solver(model, solver))?,
+            &cfg.loss,
+        )?,
+        None => eval_graph(&graph, &cfg.loss)?,
+    };
     let mut jacobian = match cfg.jacobian_reg {
         Some(_) => jacobian_step_frozen(&graph, &frozen)?,
         None => None,
@@ -108,6 +116,19 @@ pub fn compile(model: &Model, cfg: &TrainConfig) -> Result<Compiled, TrainError>
         stability,
         frozen,
     })
+}
+
+/// The graphs of the pretraining phase: `model` with each equilibrium
+/// unrolled `depth` times (see [`super::pretrain`]); evaluation in this
+/// phase runs the unrolled network too, whatever `eval_solver` says.
+pub fn compile_pretrain(
+    model: &Model,
+    cfg: &TrainConfig,
+    depth: usize,
+) -> Result<Compiled, TrainError> {
+    let mut cfg = cfg.clone();
+    cfg.workflow.eval_solver = None;
+    compile(&super::pretrain::unrolled(model, depth), &cfg)
 }
 
 /// `true` for each parameter of `graph` that a `freeze` entry of `cfg`

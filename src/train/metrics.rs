@@ -38,6 +38,8 @@ pub struct Record {
     /// Wall-clock seconds of this epoch's pass over the split.
     pub seconds: f64,
     pub lr: Option<f64>,
+    /// `"pretrain"` or `"deq"` on train records of a run with `pretrain`.
+    pub phase: Option<&'static str>,
     /// Further named numbers, written after the fixed fields.
     pub extra: Vec<(String, f64)>,
     /// Per-equilibrium solver statistics, written last as `equilibria`
@@ -61,6 +63,7 @@ impl Record {
             bwd_residual: 0.0,
             seconds: 0.0,
             lr: None,
+            phase: None,
             extra: Vec::new(),
             equilibria: Map::new(),
         }
@@ -89,6 +92,9 @@ impl Record {
         m.insert("seconds".into(), num(self.seconds));
         if let Some(lr) = self.lr {
             m.insert("lr".into(), num(lr));
+        }
+        if let Some(phase) = self.phase {
+            m.insert("phase".into(), phase.into());
         }
         for (k, v) in &self.extra {
             m.insert(k.clone(), num(*v));

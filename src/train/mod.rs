@@ -9,7 +9,9 @@
 //! failed-solve guard ([`guard`]), the compiled training step ([`program`]:
 //! loss and derived gradients) with the typed layout of each graph's inputs
 //! and outputs ([`layout`]), and the loop itself ([`trainer`]: a
-//! `Trainer` whose phases are resume, step, record, checkpoint, evaluate). Guarantees: nothing here
+//! `Trainer` whose phases are resume, step, record, checkpoint, validate and
+//! test ([`validation`]), with unrolled pretraining and the evaluation
+//! solver in [`pretrain`]). Guarantees: nothing here
 //! panics on user data or files; every failure is a [`TrainError`] naming
 //! the file, parameter or source line.
 
@@ -28,11 +30,15 @@ pub mod loss;
 pub mod metrics;
 pub mod normalize;
 pub mod optim;
+pub mod pretrain;
 pub mod program;
+pub mod resume_check;
+pub mod run_state;
 pub mod schedule;
 pub mod solve_report;
 pub mod trainer;
 pub mod transfer;
+pub mod validation;
 
 /// Everything that can stop a run.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +120,16 @@ pub enum TrainError {
         what: &'static str,
         got: usize,
         want: usize,
+    },
+    /// `early_stopping` or `eval_every` on data without a validation split.
+    #[error("`{key}` needs a validation split, and this data set has none; hold one out with `valid = 0.1;` (text data: add a `*.valid.txt` file)")]
+    NoValidationSplit { key: &'static str },
+    /// The saved validation or early-stopping state does not decode.
+    #[error("{}: the validation state `{key}` is unreadable: {message}", path.display())]
+    ValidationState {
+        path: std::path::PathBuf,
+        key: &'static str,
+        message: String,
     },
 }
 

@@ -6,28 +6,31 @@
 //! state from a checkpoint or the initializers), [`Trainer::step`] (one
 //! batch: loss, gradients, the Jacobian regularizer, clipping, the guard,
 //! the update), [`Trainer::record`] (the step's metrics record and the
-//! stall check), [`Trainer::checkpoint_if_due`] and [`Trainer::evaluate`]
-//! (the test split after each epoch); [`train`] runs them in order.
+//! stall check), [`Trainer::checkpoint_if_due`], `validate` and `test`
+//! (in [`super::validation`]: the validation split after each epoch and
+//! every `eval_every` steps, the test split once at the end); [`train`] runs
+//! them in order, on the unrolled pretraining graphs for the first
+//! `pretrain` steps ([`super::pretrain`]).
 //!
 //! Guarantees: a run is a pure function of the program, the data and the
 //! seed (shuffles depend on `(seed, epoch)`, initial values on
 //! `(seed, parameter path)`, probes and dropout on `(seed, step)`), so
 //! `--resume` from any checkpoint continues exactly (the failed-solve
-//! guard's history travels in the state); checkpoints are written
+//! guard's history, the best validation figure and an early stop travel in
+//! the state); checkpoints are written
 //! atomically after every epoch and, with `checkpoint_every`, within one,
 //! both files stamped with the step; every step is appended to
 //! `metrics.jsonl`. Graph results are read through their typed layouts
 //! ([`super::layout`]).
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Instant;
 
 use candle_core::{DType as CDType, Device, Tensor};
 
 use super::adversarial::{attacked, record_losses, Adversary};
-use super::checkpoint::{self, TrainState};
+use super::checkpoint;
 use super::data::{self, Splits};
 use super::epoch::Epoch;
 use super::evaluate::{feeds, fit_target};
@@ -35,8 +38,11 @@ use super::guard::{stall_warning, SolveGuard, StallWatch};
 use super::metrics::{self, MetricsWriter, Record};
 use super::normalize;
 use super::optim::{clip_grad_norm, Optim};
+use super::pretrain::Phase;
+use super::run_state::{save_checkpoint, train_state, GUARD_KEY};
 use super::schedule::LrSchedule;
 use super::solve_report::{mark_nested, EqName, SolveReport};
+use super::validation::Validation;
 use super::TrainError;
 use crate::deq::{SolveRecord, SolverRunner};
 use crate::exec::{ExecOptions, Executor};
@@ -49,6 +55,7 @@ pub use super::compiled::{
     compile, init_params, load_weights, param_shapes, spectral_radii, Compiled,
 };
 pub use super::evaluate::evaluate;
+pub use super::validation::BEST_FILE;
 
 /// Command-line choices that override or complement the `train` block.
 #[derive(Debug, Clone, Default)]
@@ -90,45 +97,11 @@ pub struct Summary {
     /// Set when the guard skipped most recent updates and so stopped
     /// skipping for the rest of the run: the warning it printed.
     pub guard_disabled: Option<String>,
-}
-
-/// Write `model.safetensors`, then `train_state.safetensors`, each
-/// atomically; both carry the step, so a resume can tell a torn pair.
-fn save_checkpoint(
-    out: &Path,
-    model: &str,
-    params: &[(String, Tensor)],
-    state: &TrainState,
-) -> Result<(), TrainError> {
-    let meta = BTreeMap::from([
-        ("model".to_string(), model.to_string()),
-        ("epoch".to_string(), state.epoch.to_string()),
-        ("step".to_string(), state.step.to_string()),
-    ]);
-    checkpoint::save_model(out, params, &meta)?;
-    checkpoint::save_train_state(out, state)?;
-    Ok(())
-}
-
-/// The training-state entry holding the failed-solve guard's history.
-const GUARD_KEY: &str = "solve_guard_history";
-
-/// The state after `step` steps, resuming at `(epoch, batches done in it)`.
-fn train_state(
-    step: u64,
-    (epoch, batch): (usize, usize),
-    seed: u64,
-    optim: &Optim,
-    guard: &SolveGuard,
-) -> TrainState {
-    TrainState {
-        step,
-        epoch: epoch as u64,
-        batch: batch as u64,
-        seed,
-        optimizer: optim.state(),
-        extra: BTreeMap::from([(GUARD_KEY.to_string(), guard.encode())]),
-    }
+    /// Set when early stopping ended the run: the message it printed.
+    pub stopped_early: Option<String>,
+    /// `--resume` with a program that differs from the run's: what changed
+    /// (also printed as a warning).
+    pub program_changes: Vec<String>,
 }
 
 fn base_lr(o: &Optimizer) -> f64 {
@@ -189,7 +162,7 @@ fn top_level_equilibria(graph: &Graph) -> Vec<EqName> {
 
 /// The solver fields of a metrics record: the aggregates and the
 /// per-equilibrium object.
-fn set_solve_fields(rec: &mut Record, report: &SolveReport) {
+pub(super) fn set_solve_fields(rec: &mut Record, report: &SolveReport) {
     rec.fwd_iters = report.fwd_iters();
     rec.fwd_residual = report.fwd_residual();
     rec.bwd_iters = report.bwd_iters();
@@ -261,34 +234,38 @@ pub struct StepOutcome {
 
 /// One run of `deqc run`: everything the phases share.
 pub struct Trainer<'a> {
-    model: &'a Model,
-    cfg: &'a TrainConfig,
-    sources: &'a SourceMap,
-    opts: &'a RunOptions,
-    device: Device,
-    compiled: Compiled,
-    splits: Rc<Splits>,
-    out: PathBuf,
+    pub(super) model: &'a Model,
+    pub(super) cfg: &'a TrainConfig,
+    pub(super) sources: &'a SourceMap,
+    pub(super) opts: &'a RunOptions,
+    pub(super) device: Device,
+    pub(super) compiled: Compiled,
+    pub(super) splits: Rc<Splits>,
+    pub(super) out: PathBuf,
     /// Records every solve; an adjoint solve that diverges skips its
     /// update (see `guard`) rather than ending the run.
-    runner: SolverRunner,
-    train_options: ExecOptions,
-    eval_exec: Executor,
-    top_level: Vec<EqName>,
-    optim: Optim,
-    guard: SolveGuard,
-    stall_watch: StallWatch,
+    pub(super) runner: SolverRunner,
+    pub(super) train_options: ExecOptions,
+    pub(super) eval_exec: Executor,
+    pub(super) top_level: Vec<EqName>,
+    pub(super) optim: Optim,
+    pub(super) guard: SolveGuard,
+    pub(super) stall_watch: StallWatch,
     /// The stall warning, once the guard stopped skipping (see `stalled`).
-    guard_disabled: Option<String>,
-    params: Vec<(String, Tensor)>,
-    schedule: LrSchedule,
-    batches_per_epoch: usize,
-    total_steps: usize,
-    classification: bool,
-    text: bool,
-    last_checkpoint: Instant,
+    pub(super) guard_disabled: Option<String>,
+    pub(super) params: Vec<(String, Tensor)>,
+    pub(super) schedule: LrSchedule,
+    pub(super) batches_per_epoch: usize,
+    pub(super) total_steps: usize,
+    pub(super) classification: bool,
+    pub(super) text: bool,
+    pub(super) last_checkpoint: Instant,
+    /// The graphs of the pretraining phase (`pretrain = unrolled(..)`).
+    pub(super) pretrain: Option<Compiled>,
+    pub(super) validation: Validation,
+    pub(super) program_changes: Vec<String>,
     /// `adversarial = ...`: the attack each batch meets first.
-    adversary: Option<Adversary>,
+    pub(super) adversary: Option<Adversary>,
 }
 
 impl<'a> Trainer<'a> {
@@ -301,13 +278,30 @@ impl<'a> Trainer<'a> {
     ) -> Result<Self, TrainError> {
         let device = opts.device.clone().unwrap_or(Device::Cpu);
         let compiled = compile(model, cfg)?;
-        let splits = Rc::new(data::load_seeded(&cfg.data, cfg.seed)?);
+        let pretrain = match cfg.workflow.pretrain {
+            Some(p) => Some(super::compiled::compile_pretrain(model, cfg, p.depth)?),
+            None => None,
+        };
+        let splits = Rc::new(super::validation::load_splits(cfg)?);
+        let validation = Validation::new(cfg, &splits)?;
         let out = opts.out.clone().unwrap_or_else(|| default_out(&model.name));
         std::fs::create_dir_all(&out).map_err(|source| TrainError::Io {
             action: "create",
             path: out.clone(),
             source,
         })?;
+        let program_changes = if opts.resume {
+            super::resume_check::program_changes(&out, model, cfg, sources)
+        } else {
+            Vec::new()
+        };
+        if !program_changes.is_empty() {
+            eprintln!(
+                "warning: resuming {} with a changed program:\n  {}",
+                out.display(),
+                program_changes.join("\n  ")
+            );
+        }
         crate::report::start_run(&out, model, cfg, sources, &device, opts.resume);
         if let Some(st) = &splits.standardization {
             if !opts.quiet {
@@ -353,6 +347,9 @@ impl<'a> Trainer<'a> {
             eval_exec,
             last_checkpoint: Instant::now(),
             adversary,
+            pretrain,
+            validation,
+            program_changes,
         })
     }
 
@@ -408,6 +405,8 @@ impl<'a> Trainer<'a> {
                 message,
             })?;
         }
+        self.validation
+            .decode(&state.extra, &out.join("train_state.safetensors"))?;
         self.params = p;
         Ok(Position {
             step: state.step,
@@ -416,7 +415,13 @@ impl<'a> Trainer<'a> {
         })
     }
 
-    fn param_values(&self) -> Vec<Tensor> {
+    /// The graphs that step `step` (0-based), or an evaluation after
+    /// `step` steps, runs: the unrolled ones while pretraining.
+    pub(super) fn compiled_at(&self, step: u64) -> &Compiled {
+        super::pretrain::in_phase(&self.compiled, &self.pretrain, self.cfg, step)
+    }
+
+    pub(super) fn param_values(&self) -> Vec<Tensor> {
         self.params.iter().map(|p| p.1.clone()).collect()
     }
 
@@ -431,7 +436,7 @@ impl<'a> Trainer<'a> {
     ) -> Result<StepOutcome, TrainError> {
         let started = Instant::now();
         let cfg = self.cfg;
-        let step_graph = &self.compiled.step;
+        let step_graph = &super::pretrain::in_phase(&self.compiled, &self.pretrain, cfg, step).step;
         let values = self.param_values();
         let inputs = fit_target(&step_graph.graph, feeds(&self.splits.train, batch)?)?;
         let (inputs, clean_loss) = attacked(self.adversary.as_ref(), &values, inputs, step)?;
@@ -502,7 +507,8 @@ impl<'a> Trainer<'a> {
         results: &super::layout::StepResults,
         grads: &mut [Tensor],
     ) -> Result<Option<f64>, TrainError> {
-        let (Some(jr), Some(jac)) = (&self.cfg.jacobian_reg, &self.compiled.jacobian) else {
+        let (Some(jr), Some(jac)) = (&self.cfg.jacobian_reg, &self.compiled_at(step).jacobian)
+        else {
             return Ok(None);
         };
         let seed = self.cfg.seed;
@@ -569,6 +575,9 @@ impl<'a> Trainer<'a> {
         rec.seconds = outcome.started.elapsed().as_secs_f64();
         rec.lr = Some(outcome.lr);
         record_losses(&mut rec, outcome.clean_loss, outcome.loss);
+        if let Some(p) = self.cfg.workflow.pretrain {
+            rec.phase = Some(Phase::at(Some(p), step).name());
+        }
         if let Some(r) = outcome.jacobian_reg {
             rec.extra.push(("jacobian_reg".into(), r));
         }
@@ -607,80 +616,15 @@ impl<'a> Trainer<'a> {
             (at.epoch, at.batch),
             self.cfg.seed,
             &self.optim,
-            &self.guard,
+            (&self.guard, &self.validation),
         );
         save_checkpoint(&self.out, &self.model.name, &self.params, &state)?;
         self.last_checkpoint = Instant::now();
         Ok(())
     }
 
-    /// Evaluate on the test split (the validation split when there is no
-    /// test split) after epoch `epoch`, at step `step`: write the test
-    /// record and fill the summary's test figures. Returns the epoch line's
-    /// test part and the solves, `None` without a test split.
-    pub fn evaluate(
-        &mut self,
-        writer: &mut MetricsWriter,
-        summary: &mut Summary,
-        epoch: usize,
-        step: u64,
-    ) -> Result<Option<(String, SolveReport)>, TrainError> {
-        let Some(test) = self.splits.test.as_ref().or(self.splits.valid.as_ref()) else {
-            return Ok(None);
-        };
-        let (cfg, sources) = (self.cfg, self.sources);
-        let values = self.param_values();
-        let t0 = Instant::now();
-        let (tl, ta) = evaluate(
-            &self.eval_exec,
-            &self.compiled.eval,
-            &values,
-            test,
-            cfg.batch_size,
-            &self.device,
-            self.classification,
-            self.opts.max_eval_batches,
-        )?;
-        let mut records = self.runner.take_records();
-        mark_nested(&mut records, &self.top_level);
-        let mut ts = SolveReport::new();
-        ts.add(&records, sources);
-        let mut rec = Record::new(epoch as u64, step, "test");
-        rec.loss = tl;
-        rec.accuracy = ta;
-        if self.text {
-            rec.perplexity = Some(metrics::perplexity(tl));
-        }
-        rec.seconds = t0.elapsed().as_secs_f64();
-        // Stability of the equilibria on the first test batch.
-        if let Some(batch) = test.batches(cfg.batch_size, &self.device).next() {
-            let inputs = feeds(test, &batch?)?;
-            let model_inputs = &inputs[..inputs.len().saturating_sub(1)];
-            let radii = spectral_radii(&self.eval_exec, &self.compiled, &values, model_inputs)?;
-            self.runner.take_records();
-            for ((states, span), r) in radii {
-                ts.set_spectral_radius(&states, span, r, sources);
-            }
-            if let Some(r) = ts.spectral_radius() {
-                rec.extra.push(("spectral_radius".into(), r));
-            }
-        }
-        set_solve_fields(&mut rec, &ts);
-        write(writer, &rec)?;
-        summary.test_loss = Some(tl);
-        summary.test_accuracy = ta;
-        summary.test_perplexity = self.text.then(|| metrics::perplexity(tl));
-        let mut line = format!(", test loss {tl:.4}");
-        if let Some(p) = summary.test_perplexity {
-            line.push_str(&format!(" perplexity {p:.2}"));
-        }
-        if let Some(a) = ta {
-            line.push_str(&format!(" accuracy {:.2}%", 100.0 * a));
-        }
-        Ok(Some((line, ts)))
-    }
-
-    /// Train from `start` until the last epoch or `--max-steps`.
+    /// Train from `start` until the last epoch, early stopping or
+    /// `--max-steps`, validating on the way; then evaluate the test split.
     pub fn run(mut self, start: Position, started: Instant) -> Result<Summary, TrainError> {
         let (cfg, opts) = (self.cfg, self.opts);
         if let Some(v) = &self.splits.vocab {
@@ -704,17 +648,21 @@ impl<'a> Trainer<'a> {
             first_loss: None,
             last_loss: None,
             guard_disabled: None,
+            stopped_early: None,
+            program_changes: std::mem::take(&mut self.program_changes),
         };
         let mut step = start.step;
+        let mut last_epoch = start.epoch;
         let mut skip_batches = start.batch;
         self.last_checkpoint = Instant::now();
         for index in start.epoch..cfg.epochs {
             // `--max-steps` reached on an epoch boundary (or 0): no empty
             // epoch, and no second test record for the same step.
-            if step_limit_reached(opts.max_steps, step) {
+            if step_limit_reached(opts.max_steps, step) || self.validation.stopped_early.is_some() {
                 break;
             }
             summary.epochs_run += 1;
+            last_epoch = index;
             let done_before = std::mem::take(&mut skip_batches);
             let mut epoch = Epoch::start(
                 index,
@@ -742,6 +690,12 @@ impl<'a> Trainer<'a> {
                 self.record(&mut writer, &mut epoch, step, &outcome)?;
                 step += 1;
                 epoch.done += 1;
+                if self.validation.due(step) {
+                    let valid = self.validate(&mut writer, index, step)?;
+                    if let (Some((line, _)), false) = (valid, opts.quiet) {
+                        eprintln!("step {step}{line}");
+                    }
+                }
                 self.checkpoint_if_due(Position {
                     step,
                     epoch: index,
@@ -751,7 +705,14 @@ impl<'a> Trainer<'a> {
             }
             epoch.finish(opts.quiet);
             let train_secs = epoch.started.elapsed().as_secs_f64();
-            let test = self.evaluate(&mut writer, &mut summary, index, step)?;
+            // A run stopped by --max-steps validates on its schedule only,
+            // so that a resumed run writes what an uninterrupted one does.
+            let valid = match stopped {
+                true => None,
+                false => self.validate(&mut writer, index, step)?,
+            };
+            let stop_early = (!stopped && self.validation.should_stop(index))
+                .then(|| self.validation.stop(index));
             // A run stopped by --max-steps records where it stopped.
             let at = if stopped {
                 Position {
@@ -769,7 +730,7 @@ impl<'a> Trainer<'a> {
             self.checkpoint(at)?;
             crate::report::after_epoch(&self.out, started.elapsed());
             if !opts.quiet {
-                let (test_line, test_solves) = match &test {
+                let (test_line, test_solves) = match &valid {
                     Some((line, solves)) => (line.as_str(), Some(solves)),
                     None => ("", None),
                 };
@@ -778,8 +739,24 @@ impl<'a> Trainer<'a> {
                     epoch.summary_line(cfg.epochs, self.text, test_line, test_solves, train_secs)
                 );
             }
+            if let Some(message) = stop_early {
+                if !opts.quiet {
+                    eprintln!("{message}");
+                }
+                summary.stopped_early = Some(message);
+                break;
+            }
             if stopped {
                 break;
+            }
+        }
+        // The test split, once, where this run ends.
+        if summary.epochs_run > 0 {
+            if let Some(line) = self.test(&mut writer, &mut summary, last_epoch, step)? {
+                crate::report::after_epoch(&self.out, started.elapsed());
+                if !opts.quiet {
+                    eprintln!("test {line}");
+                }
             }
         }
         summary.steps = step;
@@ -802,7 +779,7 @@ pub fn train(
     trainer.run(start, started)
 }
 
-fn write(writer: &mut MetricsWriter, rec: &Record) -> Result<(), TrainError> {
+pub(super) fn write(writer: &mut MetricsWriter, rec: &Record) -> Result<(), TrainError> {
     writer.write(rec).map_err(|source| TrainError::Io {
         action: "write metrics to",
         path: writer.path().to_path_buf(),

@@ -725,6 +725,7 @@ impl OptionChecker<'_> {
 pub mod loss;
 pub mod train;
 pub use loss::LOSSES;
+pub mod workflow;
 pub use train::{TrainValue, SCHEDULES, TRAIN_KEYS};
 
 mod adversarial;

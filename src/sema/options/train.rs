@@ -23,6 +23,12 @@ pub const TRAIN_KEYS: &[&str] = &[
     "threads",
     "freeze",
     "adversarial",
+    "valid",
+    "eval_every",
+    "eval_samples",
+    "early_stopping",
+    "pretrain",
+    "eval_solver",
 ];
 
 /// Every schedule of `schedule = ...`.
@@ -90,7 +96,9 @@ impl OptionChecker<'_> {
             threads: None,
             freeze: Vec::new(),
             adversarial: None,
+            workflow: Workflow::default(),
         };
+        let mut workflow_spans = super::workflow::WorkflowSpans::default();
         let mut schedule_span = block_span;
         for e in entries {
             let Some(key) = TRAIN_KEYS.iter().find(|k| **k == e.key) else {
@@ -130,6 +138,9 @@ impl OptionChecker<'_> {
                 "threads" => self.threads(v).map(|n| cfg.threads = Some(n)),
                 "freeze" => self.freeze(v).map(|f| cfg.freeze = f),
                 "adversarial" => self.adversarial(v).map(|a| cfg.adversarial = Some(a)),
+                k if super::workflow::WORKFLOW_KEYS.contains(&k) => {
+                    self.workflow_key(k, v, &mut cfg.workflow, &mut workflow_spans)
+                }
                 _ => self.positive(key, v).map(|c| cfg.clip_grad = Some(c)),
             };
             ok &= applied.is_some();
@@ -149,6 +160,10 @@ impl OptionChecker<'_> {
             }
         }
         ok &= self.check_onecycle(&cfg, schedule_span);
+        // Across keys, once each key read well.
+        if ok {
+            ok = self.check_workflow(&cfg, &workflow_spans);
+        }
         ok.then_some(cfg)
     }
 

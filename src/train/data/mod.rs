@@ -18,6 +18,7 @@
 //!   file is a [`DataError`] naming the file and what was expected.
 
 mod csv;
+pub mod holdout;
 mod io;
 mod mnist;
 pub mod normalize;
@@ -86,6 +87,8 @@ pub enum DataError {
     },
     #[error("data subset: {0}")]
     Subset(String),
+    #[error("valid = {fraction}: {message}")]
+    Holdout { fraction: f64, message: String },
     #[error("{path}: no target column `{target}`; the header has {columns:?}")]
     MissingTarget {
         path: PathBuf,
@@ -392,12 +395,23 @@ pub struct Splits {
 /// subset drawn from `seed`, standardized (`normalize = true`) with the
 /// statistics of that subset's training split.
 pub fn load_seeded(spec: &DataSpec, seed: u64) -> Result<Splits, DataError> {
+    load_held_out(spec, seed, None)
+}
+
+/// [`load_seeded`] with `valid = f` held out of the training split
+/// ([`holdout`]) before standardizing, so the statistics come from the
+/// samples trained on only.
+pub fn load_held_out(spec: &DataSpec, seed: u64, valid: Option<f64>) -> Result<Splits, DataError> {
     let splits = load_raw(spec)?;
     let splits = match spec {
         DataSpec::Mnist { subset, .. } | DataSpec::Csv { subset, .. } => {
             subset::apply(splits, subset, seed)?
         }
         DataSpec::Text { .. } => splits,
+    };
+    let splits = match valid {
+        Some(fraction) => holdout::hold_out(splits, fraction, seed)?,
+        None => splits,
     };
     standardize_if_asked(spec, splits)
 }
