@@ -43,6 +43,7 @@ fn language_examples_have_their_models_and_trains() {
         ("examples/mdeq_mnist.deq", "Mdeq", 12_202, true),
         ("examples/char_lm.deq", "CharDeq", 214_720, true),
         ("examples/mondeq.deq", "MonDeq", 134_538, false),
+        ("examples/trellis_lm.deq", "TrellisLm", 210_496, true),
     ] {
         let p = deqc::compile_path(Path::new(file))
             .unwrap()
