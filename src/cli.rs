@@ -52,6 +52,10 @@ pub enum Command {
         /// Stop after this many optimizer steps in all.
         #[arg(long)]
         max_steps: Option<usize>,
+        /// Stop once training has run this long (`90s`, `10m`, `1.5h`),
+        /// then evaluate on the test split as at the end of a run.
+        #[arg(long, value_parser = duration)]
+        max_time: Option<std::time::Duration>,
         /// `cpu` or `cuda`.
         #[arg(long, default_value = "cpu")]
         device: String,
@@ -277,6 +281,7 @@ pub fn main() -> ExitCode {
             epochs,
             batch_size,
             max_steps,
+            max_time,
             device,
             out,
             resume,
@@ -292,7 +297,7 @@ pub fn main() -> ExitCode {
             model.as_deref(),
             epochs,
             batch_size,
-            max_steps,
+            (max_steps, max_time),
             &device,
             out,
             resume,
@@ -468,6 +473,29 @@ pub(crate) fn at_least_one(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("expected an integer >= 1, found `{text}`")),
+    }
+}
+
+/// A positive duration: a number with the unit `s`, `m` or `h`
+/// (`--max-time 10m`).
+pub(crate) fn duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let (number, unit) = t.split_at(t.len().saturating_sub(1));
+    let seconds = match unit {
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => {
+            return Err(format!(
+                "expected a duration such as `90s`, `10m` or `1.5h`, found `{text}`"
+            ))
+        }
+    };
+    match number.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(std::time::Duration::from_secs_f64(x * seconds)),
+        _ => Err(format!(
+            "expected a positive duration such as `90s`, `10m` or `1.5h`, found `{text}`"
+        )),
     }
 }
 

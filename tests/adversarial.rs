@@ -22,6 +22,12 @@ fn temp_dir(name: &str) -> PathBuf {
 /// A small DEQ on a 128-sample MNIST subset, with `adversarial` (a whole
 /// `key = value;` line, or "") in its train block.
 fn source(data: &Path, adversarial: &str) -> String {
+    source_with(data, adversarial, false)
+}
+
+/// [`source`], its inputs standardized (`normalize = true`) when `normalized`.
+fn source_with(data: &Path, adversarial: &str, normalized: bool) -> String {
+    let normalize = if normalized { ", normalize = true" } else { "" };
     format!(
         "use nn;
 model Small(x: [B, 784]) -> [B, 10] {{
@@ -35,7 +41,7 @@ model Small(x: [B, 784]) -> [B, 10] {{
     head(z)
 }}
 train Small {{
-    data = mnist({:?}, flatten = true);
+    data = mnist({:?}, flatten = true{normalize});
     loss = cross_entropy;
     optimizer = adam(lr = 1e-2);
     batch_size = 32;
@@ -80,12 +86,16 @@ fn train(src: &str, out: &Path, steps: usize) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[test]
-fn attacked_batches_move_within_eps_and_stay_in_range() {
-    let data = subset("perturb");
-    let src = source(
+/// One batch of the 128-sample subset attacked by PGD (eps 0.1, alpha
+/// 0.05 in pixel units) at the initial parameters, inputs standardized
+/// when `normalized`: each pixel before and after, converted back to pixel
+/// units, and the loss before and after.
+fn attack_one_batch(name: &str, normalized: bool) -> (Vec<f64>, Vec<f64>, f64, f64) {
+    let data = subset(name);
+    let src = source_with(
         &data,
         "adversarial = pgd(eps = 0.1, steps = 3, alpha = 0.05);",
+        normalized,
     );
     let (p, _) = program(&src);
     let cfg = &p.trains[0];
@@ -97,39 +107,81 @@ fn attacked_batches_move_within_eps_and_stay_in_range() {
         .map(|p| p.1)
         .collect();
     let splits = data::load(&cfg.data).unwrap();
+    assert_eq!(splits.standardization.is_some(), normalized);
     let batch = splits.train.batches(32, &device).next().unwrap().unwrap();
     let inputs = vec![
         batch.get("x").unwrap().clone(),
         batch.get("y").unwrap().clone(),
     ];
     let spec = cfg.adversarial.clone().expect("adversarial is set");
-    let adversary =
-        Adversary::new(&compiled.graph, cfg.loss, &spec, &splits.train, 0, &device).unwrap();
+    let adversary = Adversary::new(
+        &compiled.graph,
+        &cfg.loss,
+        &spec,
+        &splits.train,
+        splits.standardization,
+        0,
+        &device,
+    )
+    .unwrap();
     let (attacked, clean_loss) = adversary.perturb(&params, &inputs, 0).unwrap();
-    let x0: Vec<f32> = inputs[0].flatten_all().unwrap().to_vec1().unwrap();
-    let x1: Vec<f32> = attacked[0].flatten_all().unwrap().to_vec1().unwrap();
-    let moved = x0
-        .iter()
-        .zip(&x1)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    assert!(
-        moved > 0.05,
-        "the attack moved the inputs by at most {moved}"
-    );
-    assert!(moved <= 0.1 + 1e-6, "moved {moved} > eps");
-    assert!(x1.iter().all(|v| (0.0..=1.0).contains(v)), "left 0..1");
     // The labels are not attacked.
     let y0: Vec<i64> = inputs[1].to_vec1().unwrap();
     let y1: Vec<i64> = attacked[1].to_vec1().unwrap();
     assert_eq!(y0, y1);
-    // The attack raised the loss of these parameters.
+    let to_pixels = |t: &Tensor| -> Vec<f64> {
+        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        v.into_iter()
+            .map(|x| {
+                splits
+                    .standardization
+                    .map_or(f64::from(x), |st| st.invert(f64::from(x)))
+            })
+            .collect()
+    };
     let clean_loss = clean_loss.expect("the clean loss is measured");
     let after = adversary.perturb(&params, &attacked, 1).unwrap().1.unwrap();
+    (
+        to_pixels(&inputs[0]),
+        to_pixels(&attacked[0]),
+        clean_loss,
+        after,
+    )
+}
+
+fn check_attacked_batch(name: &str, normalized: bool) {
+    let (x0, x1, clean_loss, after) = attack_one_batch(name, normalized);
+    let moved = x0
+        .iter()
+        .zip(&x1)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f64, f64::max);
+    assert!(
+        moved > 0.05,
+        "the attack moved the inputs by at most {moved} pixel units"
+    );
+    assert!(moved <= 0.1 + 1e-5, "moved {moved} > eps");
+    assert!(
+        x1.iter().all(|v| (-1e-5..=1.0 + 1e-5).contains(v)),
+        "left 0..1"
+    );
+    // The attack raised the loss of these parameters.
     assert!(
         after > clean_loss,
         "loss {clean_loss} -> {after} after the attack"
     );
+}
+
+#[test]
+fn attacked_batches_move_within_eps_and_stay_in_range() {
+    check_attacked_batch("perturb", false);
+}
+
+/// With `normalize = true` eps and alpha stay in pixel units: the model's
+/// inputs move by eps / std, which is eps once converted back.
+#[test]
+fn eps_is_in_pixel_units_when_inputs_are_standardized() {
+    check_attacked_batch("perturb-normalized", true);
 }
 
 #[test]

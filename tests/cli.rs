@@ -80,6 +80,49 @@ fn gradcheck_and_backward_graph_of_an_equilibrium_model() {
     );
 }
 
+/// `--max-time` ends a long run between steps and still tests it once;
+/// a malformed duration is a usage error naming the accepted forms.
+#[test]
+fn max_time_stops_a_run_and_tests_it() {
+    let out = std::env::temp_dir().join(format!("deqc-cli-max-time-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let dir = out.to_str().unwrap();
+    // 100 epochs of 250 steps would take many minutes.
+    let (code, stdout, err) = deqc(&[
+        "run",
+        "examples/mnist_mlp.deq",
+        "--epochs",
+        "100",
+        "--batch-size",
+        "32",
+        "--max-time",
+        "1s",
+        "--out",
+        dir,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let train_steps = metrics
+        .lines()
+        .filter(|l| l.contains("\"split\":\"train\""))
+        .count();
+    let tests = metrics
+        .lines()
+        .filter(|l| l.contains("\"split\":\"test\""))
+        .count();
+    assert!(
+        train_steps >= 1 && train_steps < 250,
+        "{train_steps} steps\n{stdout}"
+    );
+    assert_eq!(tests, 1, "{metrics}");
+    for bad in ["10", "0m", "1d", "m", "xs"] {
+        let (code, _, err) = deqc(&["run", "examples/mnist_mlp.deq", "--max-time", bad]);
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert!(err.contains("`10m`"), "{bad}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 #[test]
 fn run_then_eval_a_checkpoint() {
     let out = std::env::temp_dir().join(format!("deqc-cli-run-{}", std::process::id()));

@@ -25,11 +25,10 @@ use candle_core::{Device, Tensor};
 
 use crate::deq::SolverRunner;
 use crate::exec::Executor;
-use crate::train::data::normalize::Standardization;
-use crate::train::data::{Dataset, HostData};
 use crate::train::attack::{
     self as engine, classify, host, range_of, AttackSpec, Attacker, GradientMode, Method, Norm,
 };
+use crate::train::data::normalize::Standardization;
 use crate::train::TrainError;
 
 /// The command line of `deqc attack` after the file, as clap parses it.

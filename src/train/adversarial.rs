@@ -16,7 +16,8 @@
 use candle_core::{Device, Tensor};
 
 use super::attack::{attack_graph, range_of, AttackGraph, AttackSpec, Attacker};
-use super::data::Dataset;
+use super::data::normalize::Standardization;
+use super::data::{Dataset, Splits};
 use super::metrics::Record;
 use super::program::eval_graph;
 use super::TrainError;
@@ -37,12 +38,16 @@ pub struct Adversary {
 
 impl Adversary {
     /// The attack `adversarial` on the lowered `model` under `loss`;
-    /// `train` gives the inputs' valid ranges.
+    /// `train` gives the inputs' valid ranges. `eps` and `alpha` are in the
+    /// data's own units (pixels in 0..1 for MNIST): with `normalize = true`
+    /// (`standardization`) the model sees `(x - mean) / std`, so they are
+    /// divided by `std`, as `deqc attack` does.
     pub fn new(
         model: &Graph,
-        loss: Loss,
+        loss: &Loss,
         adversarial: &Adversarial,
         train: &Dataset,
+        standardization: Option<Standardization>,
         seed: u64,
         device: &Device,
     ) -> Result<Adversary, TrainError> {
@@ -65,12 +70,13 @@ impl Adversary {
                 seed,
                 ..ExecOptions::default()
             });
+        let scale = standardization.map_or(1.0, |st| st.std);
         let spec = AttackSpec {
             method: adversarial.method,
             norm: adversarial.norm,
-            eps: adversarial.eps,
+            eps: adversarial.eps / scale,
             steps: adversarial.steps,
-            alpha: adversarial.alpha,
+            alpha: adversarial.alpha / scale,
             restarts: 1,
             seed,
         };
@@ -87,12 +93,15 @@ impl Adversary {
     pub fn of_run(
         cfg: &TrainConfig,
         model: &Graph,
-        train: &Dataset,
+        splits: &Splits,
         device: &Device,
     ) -> Result<Option<Adversary>, TrainError> {
         cfg.adversarial
             .as_ref()
-            .map(|a| Adversary::new(model, cfg.loss, a, train, cfg.seed, device))
+            .map(|a| {
+                let (train, st) = (&splits.train, splits.standardization);
+                Adversary::new(model, &cfg.loss, a, train, st, cfg.seed, device)
+            })
             .transpose()
     }
 

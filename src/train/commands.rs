@@ -192,7 +192,7 @@ pub fn run(
     model: Option<&str>,
     epochs: Option<usize>,
     batch_size: Option<usize>,
-    max_steps: Option<usize>,
+    (max_steps, max_time): (Option<usize>, Option<std::time::Duration>),
     device_name: &str,
     out: Option<PathBuf>,
     resume: bool,
@@ -245,6 +245,7 @@ pub fn run(
     };
     let opts = RunOptions {
         max_steps,
+        max_time,
         device: Some(device),
         out,
         resume,

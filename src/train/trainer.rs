@@ -61,6 +61,9 @@ pub use super::validation::BEST_FILE;
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub max_steps: Option<usize>,
+    /// `--max-time`: stop once the training loop has run this long
+    /// (checked between steps), then test, as `--max-steps` does.
+    pub max_time: Option<std::time::Duration>,
     pub device: Option<Device>,
     pub out: Option<PathBuf>,
     pub resume: bool,
@@ -321,7 +324,7 @@ impl<'a> Trainer<'a> {
         eval_exec.options.seed = cfg.seed;
         let top_level = top_level_equilibria(&compiled.graph);
         let batches_per_epoch = splits.train.num_batches(cfg.batch_size);
-        let adversary = Adversary::of_run(cfg, &compiled.graph, &splits.train, &device)?;
+        let adversary = Adversary::of_run(cfg, &compiled.graph, &splits, &device)?;
         Ok(Trainer {
             model,
             cfg,
@@ -655,10 +658,15 @@ impl<'a> Trainer<'a> {
         let mut last_epoch = start.epoch;
         let mut skip_batches = start.batch;
         self.last_checkpoint = Instant::now();
+        let loop_started = Instant::now();
+        let limit_reached = |step: u64| {
+            step_limit_reached(opts.max_steps, step)
+                || opts.max_time.is_some_and(|t| loop_started.elapsed() >= t)
+        };
         for index in start.epoch..cfg.epochs {
             // `--max-steps` reached on an epoch boundary (or 0): no empty
             // epoch, and no second test record for the same step.
-            if step_limit_reached(opts.max_steps, step) || self.validation.stopped_early.is_some() {
+            if limit_reached(step) || self.validation.stopped_early.is_some() {
                 break;
             }
             summary.epochs_run += 1;
@@ -680,7 +688,7 @@ impl<'a> Trainer<'a> {
                 .shuffled_batches(cfg.batch_size, cfg.seed, index as u64, &self.device)
                 .skip(done_before);
             for batch in batches {
-                if step_limit_reached(opts.max_steps, step) {
+                if limit_reached(step) {
                     stopped = true;
                     break;
                 }
@@ -705,7 +713,7 @@ impl<'a> Trainer<'a> {
             }
             epoch.finish(opts.quiet);
             let train_secs = epoch.started.elapsed().as_secs_f64();
-            // A run stopped by --max-steps validates on its schedule only,
+            // A run stopped by --max-steps (or --max-time) validates on its schedule only,
             // so that a resumed run writes what an uninterrupted one does.
             let valid = match stopped {
                 true => None,

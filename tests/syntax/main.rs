@@ -120,7 +120,7 @@ fn example_mnist_mlp() {
     assert_eq!(t.entries.len(), 5);
     assert_eq!(
         sexpr(&t.entries[0].value),
-        r#"(call mnist "data/mnist-10k" flatten=true)"#
+        r#"(call mnist "data/mnist-10k" flatten=true normalize=true)"#
     );
 }
 
