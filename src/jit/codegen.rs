@@ -468,69 +468,26 @@ impl Gen<'_, '_> {
     }
 
     fn reduce_loop(&mut self, op: RowReduce, addr: Value, n: Value, av: Variable, as_: Variable) {
-        let i = self.b.declare_var(types::I64);
-        let zero = self.b.ins().iconst(types::I64, 0);
-        self.b.def_var(i, zero);
-        let (vh, vb, sh, sb, done) = (
-            self.b.create_block(),
-            self.b.create_block(),
-            self.b.create_block(),
-            self.b.create_block(),
-            self.b.create_block(),
-        );
-        self.b.ins().jump(vh, &[]);
-        self.b.switch_to_block(vh);
-        let iv = self.b.use_var(i);
-        let end = self.b.ins().iadd_imm_s(iv, self.lanes);
-        let fits = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, end, n);
-        self.b.ins().brif(fits, vb, &[], sh, &[]);
-        self.b.switch_to_block(vb);
-        let iv = self.b.use_var(i);
-        let boff = self.b.ins().imul_imm_s(iv, self.size);
-        let a = self.b.ins().iadd(addr, boff);
-        let x = self.b.ins().load(self.vty, self.mf, a, 0);
-        let acc = self.b.use_var(av);
-        let acc = self.combine(op, acc, x);
-        self.b.def_var(av, acc);
-        let next = self.b.ins().iadd_imm_s(iv, self.lanes);
-        self.b.def_var(i, next);
-        self.b.ins().jump(vh, &[]);
-        self.b.switch_to_block(sh);
-        let iv = self.b.use_var(i);
-        let more = self.b.ins().icmp(IntCC::SignedLessThan, iv, n);
-        self.b.ins().brif(more, sb, &[], done, &[]);
-        self.b.switch_to_block(sb);
-        let iv = self.b.use_var(i);
-        let boff = self.b.ins().imul_imm_s(iv, self.size);
-        let a = self.b.ins().iadd(addr, boff);
-        let x = self.b.ins().load(self.ty, self.mf, a, 0);
-        let acc = self.b.use_var(as_);
-        let acc = self.combine(op, acc, x);
-        self.b.def_var(as_, acc);
-        let next = self.b.ins().iadd_imm_s(iv, 1);
-        self.b.def_var(i, next);
-        self.b.ins().jump(sh, &[]);
-        self.b.switch_to_block(done);
+        self.element_loop(n, true, &mut |g, byte_off, vector| {
+            let (ty, acc_var) = if vector { (g.vty, av) } else { (g.ty, as_) };
+            let a = g.b.ins().iadd(addr, byte_off);
+            let x = g.b.ins().load(ty, g.mf, a, 0);
+            let acc = g.b.use_var(acc_var);
+            let acc = g.combine(op, acc, x);
+            g.b.def_var(acc_var, acc);
+        });
     }
 
-    /// `dst[i] = f(operands[i])` for `i < n`; `f` gets vectors when
-    /// `vector` is set (a vector loop, then a scalar tail), scalars always
-    /// in the tail. The flag passed to `f` says which.
-    fn map_loop(
+    /// The loop over elements `i < n` that every strip instruction runs:
+    /// with `vector`, whole vectors of `lanes` elements while one fits, then
+    /// single elements for the tail. `step` emits the work of one step,
+    /// given the byte offset of element `i` and whether the step is a vector.
+    fn element_loop(
         &mut self,
-        ops: &[Src],
-        dst: Value,
         n: Value,
         vector: bool,
-        f: &dyn Fn(&mut Self, &[Value], bool) -> Value,
+        step: &mut dyn FnMut(&mut Self, Value, bool),
     ) {
-        let splats: Vec<Option<Value>> = ops
-            .iter()
-            .map(|s| match s {
-                Src::Splat(v) if vector => Some(self.b.ins().splat(self.vty, *v)),
-                _ => None,
-            })
-            .collect();
         let i = self.b.declare_var(types::I64);
         let zero = self.b.ins().iconst(types::I64, 0);
         self.b.def_var(i, zero);
@@ -548,24 +505,7 @@ impl Gen<'_, '_> {
             let fits = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, end, n);
             self.b.ins().brif(fits, vb, &[], sh, &[]);
             self.b.switch_to_block(vb);
-            let iv = self.b.use_var(i);
-            let boff = self.b.ins().imul_imm_s(iv, self.size);
-            let mut xs = Vec::new();
-            for (s, sp) in ops.iter().zip(&splats) {
-                xs.push(match (s, sp) {
-                    (_, Some(v)) => *v,
-                    (Src::Mem(a), None) => {
-                        let a = self.b.ins().iadd(*a, boff);
-                        self.b.ins().load(self.vty, self.mf, a, 0)
-                    }
-                    (Src::Splat(v), None) => self.b.ins().splat(self.vty, *v),
-                });
-            }
-            let y = f(self, &xs, true);
-            let d = self.b.ins().iadd(dst, boff);
-            self.b.ins().store(self.mf, y, d, 0);
-            let next = self.b.ins().iadd_imm_s(iv, self.lanes);
-            self.b.def_var(i, next);
+            self.loop_step(i, self.lanes, true, step);
             self.b.ins().jump(vh, &[]);
         } else {
             self.b.ins().jump(sh, &[]);
@@ -575,25 +515,63 @@ impl Gen<'_, '_> {
         let more = self.b.ins().icmp(IntCC::SignedLessThan, iv, n);
         self.b.ins().brif(more, sb, &[], done, &[]);
         self.b.switch_to_block(sb);
-        let iv = self.b.use_var(i);
-        let boff = self.b.ins().imul_imm_s(iv, self.size);
-        let mut xs = Vec::new();
-        for s in ops {
-            xs.push(match s {
-                Src::Mem(a) => {
-                    let a = self.b.ins().iadd(*a, boff);
-                    self.b.ins().load(self.ty, self.mf, a, 0)
-                }
-                Src::Splat(v) => *v,
-            });
-        }
-        let y = f(self, &xs, false);
-        let d = self.b.ins().iadd(dst, boff);
-        self.b.ins().store(self.mf, y, d, 0);
-        let next = self.b.ins().iadd_imm_s(iv, 1);
-        self.b.def_var(i, next);
+        self.loop_step(i, 1, false, step);
         self.b.ins().jump(sh, &[]);
         self.b.switch_to_block(done);
+    }
+
+    /// One step of [`Self::element_loop`]: the work, then `i += width`.
+    fn loop_step(
+        &mut self,
+        i: Variable,
+        width: i64,
+        vector: bool,
+        step: &mut dyn FnMut(&mut Self, Value, bool),
+    ) {
+        let iv = self.b.use_var(i);
+        let byte_off = self.b.ins().imul_imm_s(iv, self.size);
+        step(self, byte_off, vector);
+        let next = self.b.ins().iadd_imm_s(iv, width);
+        self.b.def_var(i, next);
+    }
+
+    /// `dst[i] = f(operands[i])` for `i < n`; `f` gets vectors when
+    /// `vector` is set (a vector loop, then a scalar tail), scalars always
+    /// in the tail. The flag passed to `f` says which.
+    fn map_loop(
+        &mut self,
+        ops: &[Src],
+        dst: Value,
+        n: Value,
+        vector: bool,
+        f: &dyn Fn(&mut Self, &[Value], bool) -> Value,
+    ) {
+        // Splats of the vector steps are made once, before the loop.
+        let splats: Vec<Option<Value>> = ops
+            .iter()
+            .map(|s| match s {
+                Src::Splat(v) if vector => Some(self.b.ins().splat(self.vty, *v)),
+                _ => None,
+            })
+            .collect();
+        self.element_loop(n, vector, &mut |g, byte_off, is_vector| {
+            let ty = if is_vector { g.vty } else { g.ty };
+            let xs: Vec<Value> = ops
+                .iter()
+                .zip(&splats)
+                .map(|(s, made)| match (s, made) {
+                    (Src::Mem(a), _) => {
+                        let a = g.b.ins().iadd(*a, byte_off);
+                        g.b.ins().load(ty, g.mf, a, 0)
+                    }
+                    (Src::Splat(_), Some(splat)) if is_vector => *splat,
+                    (Src::Splat(v), _) => *v,
+                })
+                .collect();
+            let y = f(g, &xs, is_vector);
+            let d = g.b.ins().iadd(dst, byte_off);
+            g.b.ins().store(g.mf, y, d, 0);
+        });
     }
 
     /// A constant of the right shape (vector or scalar).
@@ -631,14 +609,7 @@ impl Gen<'_, '_> {
                 self.b.ins().fmin(m, hi)
             }
             // Strip functions are handled by the callers.
-            Unary::Exp
-            | Unary::Log
-            | Unary::Tanh
-            | Unary::Sigmoid
-            | Unary::Gelu
-            | Unary::Softplus
-            | Unary::Sin
-            | Unary::Cos => x,
+            Unary::Strip(_) => x,
         }
     }
 

@@ -46,14 +46,8 @@ pub enum Unary {
     Abs,
     Sqrt,
     Relu,
-    Exp,
-    Log,
-    Tanh,
-    Sigmoid,
-    Gelu,
-    Softplus,
-    Sin,
-    Cos,
+    /// A transcendental: evaluated by its strip function, never inline.
+    Strip(strip::Func),
     /// `relu(x) + slope * (x - relu(x))`, as the plain kernel computes it.
     LeakyRelu(f64),
     /// `min(max(x, lo), hi)`.
@@ -64,14 +58,7 @@ impl Unary {
     /// The strip function that evaluates it, for transcendentals.
     pub fn strip(self) -> Option<strip::Func> {
         match self {
-            Unary::Exp => Some(strip::Func::Exp),
-            Unary::Log => Some(strip::Func::Log),
-            Unary::Tanh => Some(strip::Func::Tanh),
-            Unary::Sigmoid => Some(strip::Func::Sigmoid),
-            Unary::Gelu => Some(strip::Func::Gelu),
-            Unary::Softplus => Some(strip::Func::Softplus),
-            Unary::Sin => Some(strip::Func::Sin),
-            Unary::Cos => Some(strip::Func::Cos),
+            Unary::Strip(f) => Some(f),
             Unary::Neg
             | Unary::Abs
             | Unary::Sqrt

@@ -188,14 +188,7 @@ pub fn reference_unary(u: Unary, x: f64, ty: KType) -> f64 {
             r + s * (x - r)
         }
         Unary::Clamp(lo, hi) => x.max(lo).min(hi),
-        Unary::Exp => via_strip(Func::Exp),
-        Unary::Log => via_strip(Func::Log),
-        Unary::Tanh => via_strip(Func::Tanh),
-        Unary::Sigmoid => via_strip(Func::Sigmoid),
-        Unary::Gelu => via_strip(Func::Gelu),
-        Unary::Softplus => via_strip(Func::Softplus),
-        Unary::Sin => via_strip(Func::Sin),
-        Unary::Cos => via_strip(Func::Cos),
+        Unary::Strip(f) => via_strip(f),
     }
 }
 
