@@ -16,7 +16,7 @@
 //! - `clamp` passes the gradient for `lo <= x <= hi`;
 //! - max pooling sends each window's gradient to its first maximum.
 
-use crate::ir::op_groups::{constructor_ops, source_ops};
+use crate::ir::op_groups::{constructor_ops, equilibrium_ops, source_ops};
 use crate::ir::{Cmp, ConvAttrs, NodeId, Op, ReduceOp};
 use crate::types::dim::Dim;
 use crate::types::SliceAxis;
@@ -44,7 +44,7 @@ pub fn vjp(b: &mut Builder, node: NodeId, g: NodeId, needed: &[bool]) -> Result<
         source_ops!() | Op::Const(_) | constructor_ops!() | Op::Count { .. } | Op::Compare(_) => {
             return Ok(out)
         }
-        Op::Equilibrium(_) | Op::Project(_) => {
+        equilibrium_ops!() => {
             return Err(AdError::Internal(
                 "equilibrium results are differentiated by the reverse sweep".into(),
             ))

@@ -23,7 +23,7 @@ use std::cell::RefCell;
 use candle_core::{CpuStorage, DType as CDType, Device, Layout, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::ir::{Graph, NodeId, Op, ReduceOp};
+use crate::ir::{Cmp, Graph, NodeId, Op, ReduceOp};
 use crate::jit::strip::Func;
 use crate::jit::{
     self, Binary, Compiled, InputKind, Inst, KType, KValue, Kernel, Level, RowReduce,
@@ -200,7 +200,7 @@ fn exp_sum(l: &mut Lowering, x: KValue, guard: bool) -> (KValue, KValue, KValue,
     let m = l.push(Inst::Reduce(RowReduce::Max, x));
     let m = if guard {
         let ninf = l.push(Inst::Const(f64::NEG_INFINITY));
-        let finite = l.push(Inst::Binary(Binary::Cmp(jit::KCmp::Ne), m, ninf));
+        let finite = l.push(Inst::Binary(Binary::Cmp(Cmp::Ne), m, ninf));
         let zero = l.push(Inst::Const(0.0));
         l.push(Inst::Select(finite, m, zero))
     } else {

@@ -13,7 +13,7 @@
 
 use candle_core::{DType as CDType, Device, Tensor};
 
-use crate::ir::op_groups::{binary_math_ops, source_ops};
+use crate::ir::op_groups::{binary_math_ops, equilibrium_ops, source_ops};
 use crate::ir::{Cmp, Op, ReduceOp};
 use crate::source::Span;
 use crate::types::dim::Dim;
@@ -301,7 +301,7 @@ fn eval_inner(op: &Op, args: &[&Tensor], ctx: &KernelCtx) -> KResult<Tensor> {
     let dt = ctx.dtype;
     let dev = ctx.device;
     let t = match op {
-        source_ops!() | Op::Equilibrium(_) | Op::Project(_) => {
+        source_ops!() | equilibrium_ops!() => {
             return Err(KErr::Msg(
                 "sources and equilibria are evaluated by the executor".into(),
             ))

@@ -26,8 +26,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use candle_core::{DType as CDType, Device, Tensor};
 
 use crate::ir::op_groups::{
-    binary_math_ops, constructor_ops, layout_ops, network_adjoint_ops, network_ops, source_ops,
-    unary_math_ops,
+    binary_math_ops, constructor_ops, equilibrium_ops, layout_ops, network_adjoint_ops,
+    network_ops, source_ops, unary_math_ops,
 };
 use crate::ir::{Graph, NodeId, Op, Stamp};
 use crate::jit::{KType, Level};
@@ -292,8 +292,7 @@ pub fn result_is_new_storage(op: &Op) -> bool {
         | Op::Reduce { .. }
         | layout_ops!()
         | constructor_ops!()
-        | Op::Equilibrium(_)
-        | Op::Project(_)
+        | equilibrium_ops!()
         | Op::SumTo { .. }
         | Op::Count { .. }
         | Op::SliceBackward { .. } => false,

@@ -21,6 +21,16 @@ macro_rules! source_ops {
     };
 }
 
+/// An equilibrium node and the projections of its results
+/// ([`OpClass::Equilibrium`](super::OpClass::Equilibrium)): the executor
+/// solves them and the reverse sweep differentiates them, never a kernel or
+/// a VJP rule of their own.
+macro_rules! equilibrium_ops {
+    () => {
+        $crate::ir::Op::Equilibrium(_) | $crate::ir::Op::Project(_)
+    };
+}
+
 /// Elementwise unary ops without attributes (`LeakyRelu` and `Clamp`, which
 /// carry some, are left to each stage).
 macro_rules! unary_math_ops {
@@ -105,6 +115,6 @@ macro_rules! network_adjoint_ops {
 }
 
 pub(crate) use {
-    binary_math_ops, constructor_ops, layout_ops, network_adjoint_ops, network_ops, source_ops,
-    unary_math_ops,
+    binary_math_ops, constructor_ops, equilibrium_ops, layout_ops, network_adjoint_ops,
+    network_ops, source_ops, unary_math_ops,
 };

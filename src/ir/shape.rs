@@ -14,7 +14,7 @@ use crate::types::dim::{Dim, DimCmp};
 use crate::types::{DType, SliceAxis, Type};
 
 use super::op::{ConvAttrs, Op, ReduceOp};
-use super::op_groups::{binary_math_ops, source_ops};
+use super::op_groups::{binary_math_ops, equilibrium_ops, source_ops};
 
 use crate::types::shape_text as show;
 
@@ -135,8 +135,7 @@ pub fn infer(op: &Op, args: &[&Type]) -> Result<Option<Type>, String> {
     let ty = match op {
         source_ops!()
         | Op::Const(_)
-        | Op::Equilibrium(_)
-        | Op::Project(_)
+        | equilibrium_ops!()
         | Op::Fill { .. }
         | Op::Count { .. }
         | Op::Eye { .. }

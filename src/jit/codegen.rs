@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::immediates::{Ieee32, Ieee64};
 use cranelift_codegen::ir::{
-    types, AbiParam, FuncRef, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type,
+    types, AbiParam, Block, FuncRef, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type,
     UserFuncName, Value,
 };
 use cranelift_codegen::isa::OwnedTargetIsa;
@@ -30,7 +30,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 
 use super::strip::{self, Func};
-use super::{Binary, InputKind, Inst, KCmp, KType, Kernel, KernelFn, Level, RowReduce, Unary};
+use super::{Binary, Cmp, InputKind, Inst, KType, Kernel, KernelFn, Level, RowReduce, Unary};
 
 /// Bytes of one strip (per scratch buffer).
 const STRIP_BYTES: i64 = 512;
@@ -356,17 +356,11 @@ impl Gen<'_, '_> {
         let off = self.b.declare_var(types::I64);
         let zero = self.b.ins().iconst(types::I64, 0);
         self.b.def_var(off, zero);
-        let (header, body, exit) = (
-            self.b.create_block(),
-            self.b.create_block(),
-            self.b.create_block(),
-        );
-        self.b.ins().jump(header, &[]);
-        self.b.switch_to_block(header);
-        let o = self.b.use_var(off);
-        let more = self.b.ins().icmp(IntCC::SignedLessThan, o, len);
-        self.b.ins().brif(more, body, &[], exit, &[]);
-        self.b.switch_to_block(body);
+        let exit = self.b.create_block();
+        let header = self.enter_loop(exit, |g| {
+            let o = g.b.use_var(off);
+            g.b.ins().icmp(IntCC::SignedLessThan, o, len)
+        });
         let o = self.b.use_var(off);
         let rem = self.b.ins().isub(len, o);
         let strip = self.strip_len();
@@ -491,33 +485,40 @@ impl Gen<'_, '_> {
         let i = self.b.declare_var(types::I64);
         let zero = self.b.ins().iconst(types::I64, 0);
         self.b.def_var(i, zero);
-        let (sh, sb, done) = (
-            self.b.create_block(),
-            self.b.create_block(),
-            self.b.create_block(),
-        );
+        let done = self.b.create_block();
         if vector {
-            let (vh, vb) = (self.b.create_block(), self.b.create_block());
-            self.b.ins().jump(vh, &[]);
-            self.b.switch_to_block(vh);
-            let iv = self.b.use_var(i);
-            let end = self.b.ins().iadd_imm_s(iv, self.lanes);
-            let fits = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, end, n);
-            self.b.ins().brif(fits, vb, &[], sh, &[]);
-            self.b.switch_to_block(vb);
-            self.loop_step(i, self.lanes, true, step);
-            self.b.ins().jump(vh, &[]);
-        } else {
-            self.b.ins().jump(sh, &[]);
+            let tail = self.b.create_block();
+            let lanes = self.lanes;
+            let header = self.enter_loop(tail, |g| {
+                let iv = g.b.use_var(i);
+                let end = g.b.ins().iadd_imm_s(iv, lanes);
+                g.b.ins().icmp(IntCC::SignedLessThanOrEqual, end, n)
+            });
+            self.loop_step(i, lanes, true, step);
+            self.b.ins().jump(header, &[]);
+            self.b.switch_to_block(tail);
         }
-        self.b.switch_to_block(sh);
-        let iv = self.b.use_var(i);
-        let more = self.b.ins().icmp(IntCC::SignedLessThan, iv, n);
-        self.b.ins().brif(more, sb, &[], done, &[]);
-        self.b.switch_to_block(sb);
+        let header = self.enter_loop(done, |g| {
+            let iv = g.b.use_var(i);
+            g.b.ins().icmp(IntCC::SignedLessThan, iv, n)
+        });
         self.loop_step(i, 1, false, step);
-        self.b.ins().jump(sh, &[]);
+        self.b.ins().jump(header, &[]);
         self.b.switch_to_block(done);
+    }
+
+    /// Ends the current block with a jump to a new loop header, which goes
+    /// on to a new body block while `cond` (emitted in the header) holds and
+    /// to `exit` once it fails. Leaves the builder in the body and returns
+    /// the header, for the body's jump back.
+    fn enter_loop(&mut self, exit: Block, cond: impl FnOnce(&mut Self) -> Value) -> Block {
+        let (header, body) = (self.b.create_block(), self.b.create_block());
+        self.b.ins().jump(header, &[]);
+        self.b.switch_to_block(header);
+        let go = cond(self);
+        self.b.ins().brif(go, body, &[], exit, &[]);
+        self.b.switch_to_block(body);
+        header
     }
 
     /// One step of [`Self::element_loop`]: the work, then `i += width`.
@@ -637,12 +638,12 @@ impl Gen<'_, '_> {
             Binary::Min => self.b.ins().fmin(a, b),
             Binary::Cmp(c) => {
                 let cc = match c {
-                    KCmp::Lt => FloatCC::LessThan,
-                    KCmp::Le => FloatCC::LessThanOrEqual,
-                    KCmp::Gt => FloatCC::GreaterThan,
-                    KCmp::Ge => FloatCC::GreaterThanOrEqual,
-                    KCmp::Eq => FloatCC::Equal,
-                    KCmp::Ne => FloatCC::NotEqual,
+                    Cmp::Lt => FloatCC::LessThan,
+                    Cmp::Le => FloatCC::LessThanOrEqual,
+                    Cmp::Gt => FloatCC::GreaterThan,
+                    Cmp::Ge => FloatCC::GreaterThanOrEqual,
+                    Cmp::Eq => FloatCC::Equal,
+                    Cmp::Ne => FloatCC::NotEqual,
                 };
                 let c = self.b.ins().fcmp(cc, a, b);
                 let (one, zero) = (self.fconst(1.0), self.fconst(0.0));

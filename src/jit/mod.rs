@@ -20,6 +20,8 @@ pub mod strip;
 
 use std::hash::{Hash, Hasher};
 
+use crate::ir::Cmp;
+
 /// The float type a kernel computes in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KType {
@@ -69,17 +71,6 @@ impl Unary {
     }
 }
 
-/// A comparison giving 1 or 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum KCmp {
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    Eq,
-    Ne,
-}
-
 /// Two-operand functions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Binary {
@@ -91,7 +82,8 @@ pub enum Binary {
     Min,
     /// `a^b` with `powf`'s conventions (a strip function).
     Pow,
-    Cmp(KCmp),
+    /// A comparison giving 1 or 0.
+    Cmp(Cmp),
 }
 
 /// A reduction along the row.

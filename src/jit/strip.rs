@@ -14,7 +14,7 @@ use std::mem::MaybeUninit;
 
 use rten_simd::SimdUnaryOp;
 
-use super::{Binary, KCmp, KType, Unary};
+use super::{Binary, Cmp, KType, Unary};
 
 /// A transcendental with a strip function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -204,12 +204,12 @@ pub fn reference_binary(b: Binary, x: f64, y: f64) -> f64 {
         Binary::Min => x.min(y),
         Binary::Pow => x.powf(y),
         Binary::Cmp(c) => bit(match c {
-            KCmp::Lt => x < y,
-            KCmp::Le => x <= y,
-            KCmp::Gt => x > y,
-            KCmp::Ge => x >= y,
-            KCmp::Eq => x == y,
-            KCmp::Ne => x != y,
+            Cmp::Lt => x < y,
+            Cmp::Le => x <= y,
+            Cmp::Gt => x > y,
+            Cmp::Ge => x >= y,
+            Cmp::Eq => x == y,
+            Cmp::Ne => x != y,
         }),
     }
 }

@@ -152,7 +152,7 @@ fn every_unary_function() {
 
 #[test]
 fn compares_selects_and_pow() {
-    for c in [KCmp::Lt, KCmp::Le, KCmp::Gt, KCmp::Ge, KCmp::Eq, KCmp::Ne] {
+    for c in [Cmp::Lt, Cmp::Le, Cmp::Gt, Cmp::Ge, Cmp::Eq, Cmp::Ne] {
         both(|ty| Kernel {
             ty,
             inputs: vec![InputKind::Row, InputKind::Row],

@@ -25,11 +25,11 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::ir::op_groups::{
-    constructor_ops, layout_ops, network_adjoint_ops, network_ops, source_ops,
+    constructor_ops, equilibrium_ops, layout_ops, network_adjoint_ops, network_ops, source_ops,
 };
-use crate::ir::{Cmp, Graph, NodeId, Op, ReduceOp};
+use crate::ir::{Graph, NodeId, Op, ReduceOp};
 use crate::jit::strip::Func;
-use crate::jit::{Binary, KCmp, Level, Unary};
+use crate::jit::{Binary, Level, Unary};
 use crate::sema::dim::Dim;
 use crate::sema::hir::DType;
 
@@ -59,17 +59,6 @@ pub enum Role {
     Boundary,
 }
 
-fn cmp(c: Cmp) -> KCmp {
-    match c {
-        Cmp::Lt => KCmp::Lt,
-        Cmp::Le => KCmp::Le,
-        Cmp::Gt => KCmp::Gt,
-        Cmp::Ge => KCmp::Ge,
-        Cmp::Eq => KCmp::Eq,
-        Cmp::Ne => KCmp::Ne,
-    }
-}
-
 /// How `op` fuses.
 pub fn role(op: &Op) -> Role {
     match op {
@@ -94,7 +83,7 @@ pub fn role(op: &Op) -> Role {
         Op::Pow => Role::Binary(Binary::Pow),
         Op::Maximum => Role::Binary(Binary::Max),
         Op::Minimum => Role::Binary(Binary::Min),
-        Op::Compare(c) => Role::Binary(Binary::Cmp(cmp(*c))),
+        Op::Compare(c) => Role::Binary(Binary::Cmp(*c)),
         Op::Where => Role::Select,
         Op::Cast { .. } => Role::Cast,
         Op::Reduce { op, axes, keepdim } => Role::Reduce {
@@ -117,8 +106,7 @@ pub fn role(op: &Op) -> Role {
         | layout_ops!()
         | constructor_ops!()
         | network_ops!()
-        | Op::Equilibrium(_)
-        | Op::Project(_)
+        | equilibrium_ops!()
         | Op::SumTo { .. }
         | Op::Count { .. }
         | Op::SliceBackward { .. }
