@@ -166,6 +166,19 @@ struct Timers {
     totals: [Duration; 4],
 }
 
+impl Timers {
+    /// Charge the time since the last switch to the running category, then
+    /// run `next` instead; returns the category that was running.
+    fn switch_to(&mut self, next: Option<Category>) -> Option<Category> {
+        let now = Instant::now();
+        if let Some(c) = self.current {
+            self.totals[c.index()] += now - self.since;
+        }
+        self.since = now;
+        std::mem::replace(&mut self.current, next)
+    }
+}
+
 thread_local! {
     static TIMERS: RefCell<Timers> = RefCell::new(Timers {
         current: None,
@@ -190,20 +203,11 @@ pub fn scope(category: Category) -> Scope {
             active: false,
         };
     }
-    TIMERS.with(|t| {
-        let mut t = t.borrow_mut();
-        let now = Instant::now();
-        if let Some(c) = t.current {
-            let spent = now - t.since;
-            t.totals[c.index()] += spent;
-        }
-        let outer = t.current.replace(category);
-        t.since = now;
-        Scope {
-            outer,
-            active: true,
-        }
-    })
+    let outer = TIMERS.with(|t| t.borrow_mut().switch_to(Some(category)));
+    Scope {
+        outer,
+        active: true,
+    }
 }
 
 impl Drop for Scope {
@@ -211,16 +215,7 @@ impl Drop for Scope {
         if !self.active {
             return;
         }
-        TIMERS.with(|t| {
-            let mut t = t.borrow_mut();
-            let now = Instant::now();
-            if let Some(c) = t.current {
-                let spent = now - t.since;
-                t.totals[c.index()] += spent;
-            }
-            t.current = self.outer;
-            t.since = now;
-        });
+        TIMERS.with(|t| t.borrow_mut().switch_to(self.outer));
     }
 }
 

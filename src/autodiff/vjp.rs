@@ -16,6 +16,7 @@
 //! - `clamp` passes the gradient for `lo <= x <= hi`;
 //! - max pooling sends each window's gradient to its first maximum.
 
+use crate::ir::op_groups::{constructor_ops, equilibrium_ops, source_ops};
 use crate::ir::{Cmp, ConvAttrs, NodeId, Op, ReduceOp};
 use crate::types::dim::Dim;
 use crate::types::SliceAxis;
@@ -40,19 +41,10 @@ pub fn vjp(b: &mut Builder, node: NodeId, g: NodeId, needed: &[bool]) -> Result<
     let unary =
         |b: &mut Builder, d: NodeId| -> Result<Grads, AdError> { Ok(vec![Some(b.mul(g, d)?)]) };
     match &op {
-        Op::Input(_)
-        | Op::Param(_)
-        | Op::Const(_)
-        | Op::State(_)
-        | Op::Capture(_)
-        | Op::Eye { .. }
-        | Op::Fill { .. }
-        | Op::Arange { .. }
-        | Op::CausalMask { .. }
-        | Op::DropoutMask { .. }
-        | Op::Count { .. }
-        | Op::Compare(_) => return Ok(out),
-        Op::Equilibrium(_) | Op::Project(_) => {
+        source_ops!() | Op::Const(_) | constructor_ops!() | Op::Count { .. } | Op::Compare(_) => {
+            return Ok(out)
+        }
+        equilibrium_ops!() => {
             return Err(AdError::Internal(
                 "equilibrium results are differentiated by the reverse sweep".into(),
             ))

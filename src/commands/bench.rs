@@ -30,7 +30,7 @@ use crate::profile::{self, Category};
 use crate::sema::hir::{Block, Equilibrium, InstKind, Model};
 use crate::sema::options::suggest;
 use crate::sema::spec::{Backward, Optimizer, TrainConfig};
-use crate::train::commands::{apply_set, SET_KEYS};
+use crate::train::commands::{apply_set, checked_program, train_block, SET_KEYS};
 use crate::train::evaluate::{feeds, fit_target};
 use crate::train::optim::{clip_grad_norm, Optim};
 use crate::train::trainer::{self, mix, probe};
@@ -197,20 +197,8 @@ fn load(
     file: &Path,
     name: Option<&str>,
 ) -> Result<(Model, TrainConfig, crate::source::SourceMap), ExitCode> {
-    let compiled = crate::compile_path(file).map_err(|e| {
-        eprintln!("error: cannot read {}: {e}", file.display());
-        ExitCode::from(2)
-    })?;
-    let sources = compiled.sources.clone();
-    let Some(program) = compiled.program.clone() else {
-        eprint!("{}", compiled.render_plain(100));
-        return Err(ExitCode::from(1));
-    };
-    let train = match name {
-        Some(m) => program.trains.iter().find(|t| t.model == m).cloned(),
-        None => program.trains.first().cloned(),
-    };
-    let Some(cfg) = train else {
+    let (program, sources) = checked_program(file)?;
+    let Some(cfg) = train_block(&program, name) else {
         eprintln!(
             "error: {} has no `train` block{}: bench times training steps, so it needs one (LANGUAGE.md section 8)",
             file.display(),

@@ -4,7 +4,9 @@
 //! order) with the same op, type and span, `State(i)` replaced by the i-th
 //! given state node and `Capture(j)` by the j-th given capture node, and
 //! returns the copies of the body's outputs. Nested equilibria are copied
-//! whole (their own bodies stay nested).
+//! whole (their own bodies stay nested). [`inline_graph`], which it uses,
+//! copies any graph with the sources a caller chooses replaced (the loss
+//! function's inputs, in `train::loss`).
 
 use crate::autodiff::AdError;
 use crate::ir::{Graph, NodeId, Op};
@@ -15,34 +17,58 @@ pub fn inline_body(
     states: &[NodeId],
     captures: &[NodeId],
 ) -> Result<Vec<NodeId>, AdError> {
-    let mut map: Vec<Option<NodeId>> = vec![None; body.id_bound()];
-    for id in body.topo_order() {
-        let mapped = match body.op(id) {
-            Op::State(i) => *states
-                .get(*i)
-                .ok_or_else(|| AdError::Internal(format!("inlining a body: no state {i}")))?,
-            Op::Capture(j) => *captures
-                .get(*j)
-                .ok_or_else(|| AdError::Internal(format!("inlining a body: no capture {j}")))?,
-            op => {
-                let operands = body
+    inline_graph(outer, body, "a body", |op| {
+        Ok(match op {
+            Op::State(i) => Some(
+                *states
+                    .get(*i)
+                    .ok_or_else(|| AdError::Internal(format!("inlining a body: no state {i}")))?,
+            ),
+            Op::Capture(j) => Some(
+                *captures
+                    .get(*j)
+                    .ok_or_else(|| AdError::Internal(format!("inlining a body: no capture {j}")))?,
+            ),
+            _ => None,
+        })
+    })
+}
+
+/// Copy `inner` into `outer`, one node per node in topological order with
+/// the same op, type and span, except that a node for which `replace` gives
+/// a node of `outer` is that node; returns the copies of `inner`'s outputs.
+/// `what` names the copied graph in the (internal) errors.
+pub fn inline_graph(
+    outer: &mut Graph,
+    inner: &Graph,
+    what: &str,
+    replace: impl Fn(&Op) -> Result<Option<NodeId>, AdError>,
+) -> Result<Vec<NodeId>, AdError> {
+    let mut map: Vec<Option<NodeId>> = vec![None; inner.id_bound()];
+    for id in inner.topo_order() {
+        let op = inner.op(id);
+        let mapped = match replace(op)? {
+            Some(node) => node,
+            None => {
+                let operands = inner
                     .operands(id)
                     .iter()
                     .map(|o| map[o.index()])
                     .collect::<Option<Vec<NodeId>>>()
                     .ok_or_else(|| {
-                        AdError::Internal("inlining a body: operand before its definition".into())
+                        AdError::Internal(format!("inlining {what}: operand before its definition"))
                     })?;
-                outer.add(op.clone(), body.ty(id).clone(), &operands, body.span(id))
+                outer.add(op.clone(), inner.ty(id).clone(), &operands, inner.span(id))
             }
         };
         map[id.index()] = Some(mapped);
     }
-    body.outputs()
+    inner
+        .outputs()
         .iter()
         .map(|o| {
             map[o.index()]
-                .ok_or_else(|| AdError::Internal("inlining a body: output not computed".into()))
+                .ok_or_else(|| AdError::Internal(format!("inlining {what}: output not computed")))
         })
         .collect()
 }

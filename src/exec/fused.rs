@@ -23,7 +23,8 @@ use std::cell::RefCell;
 use candle_core::{CpuStorage, DType as CDType, Device, Layout, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::ir::{Graph, NodeId, Op, ReduceOp};
+use crate::ir::{Cmp, Graph, NodeId, Op, ReduceOp};
+use crate::jit::strip::Func;
 use crate::jit::{
     self, Binary, Compiled, InputKind, Inst, KType, KValue, Kernel, Level, RowReduce,
 };
@@ -199,14 +200,14 @@ fn exp_sum(l: &mut Lowering, x: KValue, guard: bool) -> (KValue, KValue, KValue,
     let m = l.push(Inst::Reduce(RowReduce::Max, x));
     let m = if guard {
         let ninf = l.push(Inst::Const(f64::NEG_INFINITY));
-        let finite = l.push(Inst::Binary(Binary::Cmp(jit::KCmp::Ne), m, ninf));
+        let finite = l.push(Inst::Binary(Binary::Cmp(Cmp::Ne), m, ninf));
         let zero = l.push(Inst::Const(0.0));
         l.push(Inst::Select(finite, m, zero))
     } else {
         m
     };
     let d = l.push(Inst::Binary(Binary::Sub, x, m));
-    let e = l.push(Inst::Unary(jit::Unary::Exp, d));
+    let e = l.push(Inst::Unary(jit::Unary::Strip(Func::Exp), d));
     let s = l.push(Inst::Reduce(RowReduce::Sum, e));
     (m, s, d, e)
 }
@@ -270,7 +271,7 @@ fn bind(g: &Graph, grp: &fuse::Group, dims: &DimEnv, float: CDType) -> Result<Bo
                     }
                     ReduceOp::LogSumExp => {
                         let (m, s, _, _) = exp_sum(&mut l, x, true);
-                        let lg = l.push(Inst::Unary(jit::Unary::Log, s));
+                        let lg = l.push(Inst::Unary(jit::Unary::Strip(Func::Log), s));
                         l.push(Inst::Binary(Binary::Add, lg, m))
                     }
                 }
@@ -279,7 +280,7 @@ fn bind(g: &Graph, grp: &fuse::Group, dims: &DimEnv, float: CDType) -> Result<Bo
                 let x = arg(&mut l, 0, Level::Full)?;
                 let (_, s, d, e) = exp_sum(&mut l, x, false);
                 if log {
-                    let lg = l.push(Inst::Unary(jit::Unary::Log, s));
+                    let lg = l.push(Inst::Unary(jit::Unary::Strip(Func::Log), s));
                     l.push(Inst::Binary(Binary::Sub, d, lg))
                 } else {
                     l.push(Inst::Binary(Binary::Div, e, s))

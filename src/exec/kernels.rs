@@ -13,6 +13,7 @@
 
 use candle_core::{DType as CDType, Device, Tensor};
 
+use crate::ir::op_groups::{binary_math_ops, equilibrium_ops, source_ops};
 use crate::ir::{Cmp, Op, ReduceOp};
 use crate::source::Span;
 use crate::types::dim::Dim;
@@ -300,12 +301,7 @@ fn eval_inner(op: &Op, args: &[&Tensor], ctx: &KernelCtx) -> KResult<Tensor> {
     let dt = ctx.dtype;
     let dev = ctx.device;
     let t = match op {
-        Op::Input(_)
-        | Op::Param(_)
-        | Op::State(_)
-        | Op::Capture(_)
-        | Op::Equilibrium(_)
-        | Op::Project(_) => {
+        source_ops!() | equilibrium_ops!() => {
             return Err(KErr::Msg(
                 "sources and equilibria are evaluated by the executor".into(),
             ))
@@ -333,14 +329,7 @@ fn eval_inner(op: &Op, args: &[&Tensor], ctx: &KernelCtx) -> KResult<Tensor> {
             r.add(&x.sub(&r)?.affine(*slope, 0.0)?)?
         }
         Op::Clamp { lo, hi } => arg(0)?.clamp(*lo, *hi)?,
-        Op::Add
-        | Op::Sub
-        | Op::Mul
-        | Op::Div
-        | Op::Pow
-        | Op::Maximum
-        | Op::Minimum
-        | Op::Compare(_) => binary(op, arg(0)?, arg(1)?, ctx)?,
+        binary_math_ops!() => binary(op, arg(0)?, arg(1)?, ctx)?,
         Op::Where => {
             let m = arg(0)?.broadcast_as(out)?.ne(0.0)?;
             m.where_cond(&arg(1)?.broadcast_as(out)?, &arg(2)?.broadcast_as(out)?)?

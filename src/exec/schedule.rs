@@ -25,6 +25,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::{DType as CDType, Device, Tensor};
 
+use crate::ir::op_groups::{
+    binary_math_ops, constructor_ops, equilibrium_ops, layout_ops, network_adjoint_ops,
+    network_ops, source_ops, unary_math_ops,
+};
 use crate::ir::{Graph, NodeId, Op, Stamp};
 use crate::jit::{KType, Level};
 use crate::passes::fuse::Step;
@@ -273,62 +277,22 @@ fn produced(s: &Step, plan: &Option<BoundPlan>) -> Result<Vec<NodeId>> {
 /// operand unchanged say no.
 pub fn result_is_new_storage(op: &Op) -> bool {
     match op {
-        Op::Neg
-        | Op::Exp
-        | Op::Log
-        | Op::Sqrt
-        | Op::Abs
-        | Op::Tanh
-        | Op::Sigmoid
-        | Op::Relu
-        | Op::Gelu
-        | Op::Softplus
-        | Op::Sin
-        | Op::Cos
+        unary_math_ops!()
         | Op::LeakyRelu { .. }
         | Op::Clamp { .. }
-        | Op::Add
-        | Op::Sub
-        | Op::Mul
-        | Op::Div
-        | Op::Pow
-        | Op::Maximum
-        | Op::Minimum
-        | Op::Compare(_)
+        | binary_math_ops!()
         | Op::Where
         | Op::Softmax { .. }
         | Op::LogSoftmax { .. }
-        | Op::MatMul
-        | Op::Conv(_)
-        | Op::ConvInputGrad { .. }
-        | Op::ConvWeightGrad { .. }
-        | Op::AvgPool2d { .. }
-        | Op::MaxPool2d { .. }
-        | Op::AvgPool2dBackward { .. }
-        | Op::MaxPool2dBackward { .. }
-        | Op::MaxPool2dSelect { .. }
-        | Op::UpsampleNearest2d { .. }
-        | Op::Embedding
-        | Op::EmbeddingBackward { .. } => true,
-        Op::Input(_)
-        | Op::Param(_)
-        | Op::State(_)
-        | Op::Capture(_)
+        | network_ops!()
+        | network_adjoint_ops!() => true,
+        source_ops!()
         | Op::Const(_)
         | Op::Cast { .. }
         | Op::Reduce { .. }
-        | Op::Reshape { .. }
-        | Op::Permute { .. }
-        | Op::Concat { .. }
-        | Op::BroadcastTo { .. }
-        | Op::Slice { .. }
-        | Op::Eye { .. }
-        | Op::Fill { .. }
-        | Op::Arange { .. }
-        | Op::CausalMask { .. }
-        | Op::DropoutMask { .. }
-        | Op::Equilibrium(_)
-        | Op::Project(_)
+        | layout_ops!()
+        | constructor_ops!()
+        | equilibrium_ops!()
         | Op::SumTo { .. }
         | Op::Count { .. }
         | Op::SliceBackward { .. } => false,

@@ -8,6 +8,7 @@
 pub mod graph;
 pub mod lower;
 pub mod op;
+pub mod op_groups;
 pub mod print;
 pub mod shape;
 pub mod verify;

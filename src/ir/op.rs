@@ -18,6 +18,7 @@ use crate::types::dim::Dim;
 use crate::types::{DType, SliceAxis, Type};
 
 use super::graph::Graph;
+use super::op_groups::{binary_math_ops, unary_math_ops};
 
 /// Comparison of two tensors, yielding a 0/1 mask of the operands' dtype.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -584,29 +585,9 @@ impl Op {
                     EqInitKind::Values => "values",
                 }
             ),
-            Op::Neg
-            | Op::Exp
-            | Op::Log
-            | Op::Sqrt
-            | Op::Abs
-            | Op::Tanh
-            | Op::Sigmoid
-            | Op::Relu
-            | Op::Gelu
-            | Op::Softplus
-            | Op::Sin
-            | Op::Cos
-            | Op::Add
-            | Op::Sub
-            | Op::Mul
-            | Op::Div
-            | Op::Pow
-            | Op::Maximum
-            | Op::Minimum
-            | Op::Compare(_)
-            | Op::Where
-            | Op::MatMul
-            | Op::Embedding => String::new(),
+            unary_math_ops!() | binary_math_ops!() | Op::Where | Op::MatMul | Op::Embedding => {
+                String::new()
+            }
         }
     }
 }

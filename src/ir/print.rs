@@ -10,8 +10,19 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 
+use super::graph::GraphParam;
 use super::graph::{Graph, NodeId};
 use super::op::{Op, OpClass};
+use crate::sema::hir::ParamRole;
+use crate::sema::print::{write_params, PrintedParam};
+use crate::sema::spec::Init;
+use crate::types::Type;
+
+impl PrintedParam for GraphParam {
+    fn parts(&self) -> (&str, &Type, &Init, ParamRole) {
+        (&self.path, &self.ty, &self.init, self.role)
+    }
+}
 
 fn numbering(g: &Graph) -> (Vec<NodeId>, HashMap<NodeId, usize>) {
     let order = g.topo_order();
@@ -96,13 +107,7 @@ pub fn to_text(g: &Graph) -> String {
         .map(|i| format!("{}: {}", i.name, i.ty))
         .collect();
     let _ = writeln!(out, "graph {}({}) {{", g.name, inputs.join(", "));
-    for p in &g.params {
-        let note = p
-            .role
-            .note(|i| g.params.get(i).map(|q| q.path.clone()).unwrap_or_default());
-        let note = note.map(|n| format!("  // {n}")).unwrap_or_default();
-        let _ = writeln!(out, "    param {}: {} = {}{note}", p.path, p.ty, p.init);
-    }
+    write_params(&mut out, &g.params);
     body_text(&mut out, g, 4);
     let _ = writeln!(out, "}}");
     out

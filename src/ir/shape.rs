@@ -14,6 +14,7 @@ use crate::types::dim::{Dim, DimCmp};
 use crate::types::{DType, SliceAxis, Type};
 
 use super::op::{ConvAttrs, Op, ReduceOp};
+use super::op_groups::{binary_math_ops, equilibrium_ops, source_ops};
 
 use crate::types::shape_text as show;
 
@@ -132,13 +133,9 @@ pub fn infer(op: &Op, args: &[&Type]) -> Result<Option<Type>, String> {
     }
     let t = |i: usize| args[i];
     let ty = match op {
-        Op::Input(_)
-        | Op::Param(_)
+        source_ops!()
         | Op::Const(_)
-        | Op::State(_)
-        | Op::Capture(_)
-        | Op::Equilibrium(_)
-        | Op::Project(_)
+        | equilibrium_ops!()
         | Op::Fill { .. }
         | Op::Count { .. }
         | Op::Eye { .. }
@@ -160,14 +157,7 @@ pub fn infer(op: &Op, args: &[&Type]) -> Result<Option<Type>, String> {
             expect_float(t(0), op.name())?;
             t(0).clone()
         }
-        Op::Add
-        | Op::Sub
-        | Op::Mul
-        | Op::Div
-        | Op::Pow
-        | Op::Maximum
-        | Op::Minimum
-        | Op::Compare(_) => {
+        binary_math_ops!() => {
             if t(0).dtype != t(1).dtype {
                 return Err(format!("dtypes of {} and {} differ", t(0), t(1)));
             }

@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::immediates::{Ieee32, Ieee64};
 use cranelift_codegen::ir::{
-    types, AbiParam, FuncRef, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type,
+    types, AbiParam, Block, FuncRef, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type,
     UserFuncName, Value,
 };
 use cranelift_codegen::isa::OwnedTargetIsa;
@@ -30,7 +30,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 
 use super::strip::{self, Func};
-use super::{Binary, InputKind, Inst, KCmp, KType, Kernel, KernelFn, Level, RowReduce, Unary};
+use super::{Binary, Cmp, InputKind, Inst, KType, Kernel, KernelFn, Level, RowReduce, Unary};
 
 /// Bytes of one strip (per scratch buffer).
 const STRIP_BYTES: i64 = 512;
@@ -356,17 +356,11 @@ impl Gen<'_, '_> {
         let off = self.b.declare_var(types::I64);
         let zero = self.b.ins().iconst(types::I64, 0);
         self.b.def_var(off, zero);
-        let (header, body, exit) = (
-            self.b.create_block(),
-            self.b.create_block(),
-            self.b.create_block(),
-        );
-        self.b.ins().jump(header, &[]);
-        self.b.switch_to_block(header);
-        let o = self.b.use_var(off);
-        let more = self.b.ins().icmp(IntCC::SignedLessThan, o, len);
-        self.b.ins().brif(more, body, &[], exit, &[]);
-        self.b.switch_to_block(body);
+        let exit = self.b.create_block();
+        let header = self.enter_loop(exit, |g| {
+            let o = g.b.use_var(off);
+            g.b.ins().icmp(IntCC::SignedLessThan, o, len)
+        });
         let o = self.b.use_var(off);
         let rem = self.b.ins().isub(len, o);
         let strip = self.strip_len();
@@ -468,49 +462,78 @@ impl Gen<'_, '_> {
     }
 
     fn reduce_loop(&mut self, op: RowReduce, addr: Value, n: Value, av: Variable, as_: Variable) {
+        self.element_loop(n, true, &mut |g, byte_off, vector| {
+            let (ty, acc_var) = if vector { (g.vty, av) } else { (g.ty, as_) };
+            let a = g.b.ins().iadd(addr, byte_off);
+            let x = g.b.ins().load(ty, g.mf, a, 0);
+            let acc = g.b.use_var(acc_var);
+            let acc = g.combine(op, acc, x);
+            g.b.def_var(acc_var, acc);
+        });
+    }
+
+    /// The loop over elements `i < n` that every strip instruction runs:
+    /// with `vector`, whole vectors of `lanes` elements while one fits, then
+    /// single elements for the tail. `step` emits the work of one step,
+    /// given the byte offset of element `i` and whether the step is a vector.
+    fn element_loop(
+        &mut self,
+        n: Value,
+        vector: bool,
+        step: &mut dyn FnMut(&mut Self, Value, bool),
+    ) {
         let i = self.b.declare_var(types::I64);
         let zero = self.b.ins().iconst(types::I64, 0);
         self.b.def_var(i, zero);
-        let (vh, vb, sh, sb, done) = (
-            self.b.create_block(),
-            self.b.create_block(),
-            self.b.create_block(),
-            self.b.create_block(),
-            self.b.create_block(),
-        );
-        self.b.ins().jump(vh, &[]);
-        self.b.switch_to_block(vh);
-        let iv = self.b.use_var(i);
-        let end = self.b.ins().iadd_imm_s(iv, self.lanes);
-        let fits = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, end, n);
-        self.b.ins().brif(fits, vb, &[], sh, &[]);
-        self.b.switch_to_block(vb);
-        let iv = self.b.use_var(i);
-        let boff = self.b.ins().imul_imm_s(iv, self.size);
-        let a = self.b.ins().iadd(addr, boff);
-        let x = self.b.ins().load(self.vty, self.mf, a, 0);
-        let acc = self.b.use_var(av);
-        let acc = self.combine(op, acc, x);
-        self.b.def_var(av, acc);
-        let next = self.b.ins().iadd_imm_s(iv, self.lanes);
-        self.b.def_var(i, next);
-        self.b.ins().jump(vh, &[]);
-        self.b.switch_to_block(sh);
-        let iv = self.b.use_var(i);
-        let more = self.b.ins().icmp(IntCC::SignedLessThan, iv, n);
-        self.b.ins().brif(more, sb, &[], done, &[]);
-        self.b.switch_to_block(sb);
-        let iv = self.b.use_var(i);
-        let boff = self.b.ins().imul_imm_s(iv, self.size);
-        let a = self.b.ins().iadd(addr, boff);
-        let x = self.b.ins().load(self.ty, self.mf, a, 0);
-        let acc = self.b.use_var(as_);
-        let acc = self.combine(op, acc, x);
-        self.b.def_var(as_, acc);
-        let next = self.b.ins().iadd_imm_s(iv, 1);
-        self.b.def_var(i, next);
-        self.b.ins().jump(sh, &[]);
+        let done = self.b.create_block();
+        if vector {
+            let tail = self.b.create_block();
+            let lanes = self.lanes;
+            let header = self.enter_loop(tail, |g| {
+                let iv = g.b.use_var(i);
+                let end = g.b.ins().iadd_imm_s(iv, lanes);
+                g.b.ins().icmp(IntCC::SignedLessThanOrEqual, end, n)
+            });
+            self.loop_step(i, lanes, true, step);
+            self.b.ins().jump(header, &[]);
+            self.b.switch_to_block(tail);
+        }
+        let header = self.enter_loop(done, |g| {
+            let iv = g.b.use_var(i);
+            g.b.ins().icmp(IntCC::SignedLessThan, iv, n)
+        });
+        self.loop_step(i, 1, false, step);
+        self.b.ins().jump(header, &[]);
         self.b.switch_to_block(done);
+    }
+
+    /// Ends the current block with a jump to a new loop header, which goes
+    /// on to a new body block while `cond` (emitted in the header) holds and
+    /// to `exit` once it fails. Leaves the builder in the body and returns
+    /// the header, for the body's jump back.
+    fn enter_loop(&mut self, exit: Block, cond: impl FnOnce(&mut Self) -> Value) -> Block {
+        let (header, body) = (self.b.create_block(), self.b.create_block());
+        self.b.ins().jump(header, &[]);
+        self.b.switch_to_block(header);
+        let go = cond(self);
+        self.b.ins().brif(go, body, &[], exit, &[]);
+        self.b.switch_to_block(body);
+        header
+    }
+
+    /// One step of [`Self::element_loop`]: the work, then `i += width`.
+    fn loop_step(
+        &mut self,
+        i: Variable,
+        width: i64,
+        vector: bool,
+        step: &mut dyn FnMut(&mut Self, Value, bool),
+    ) {
+        let iv = self.b.use_var(i);
+        let byte_off = self.b.ins().imul_imm_s(iv, self.size);
+        step(self, byte_off, vector);
+        let next = self.b.ins().iadd_imm_s(iv, width);
+        self.b.def_var(i, next);
     }
 
     /// `dst[i] = f(operands[i])` for `i < n`; `f` gets vectors when
@@ -524,6 +547,7 @@ impl Gen<'_, '_> {
         vector: bool,
         f: &dyn Fn(&mut Self, &[Value], bool) -> Value,
     ) {
+        // Splats of the vector steps are made once, before the loop.
         let splats: Vec<Option<Value>> = ops
             .iter()
             .map(|s| match s {
@@ -531,69 +555,24 @@ impl Gen<'_, '_> {
                 _ => None,
             })
             .collect();
-        let i = self.b.declare_var(types::I64);
-        let zero = self.b.ins().iconst(types::I64, 0);
-        self.b.def_var(i, zero);
-        let (sh, sb, done) = (
-            self.b.create_block(),
-            self.b.create_block(),
-            self.b.create_block(),
-        );
-        if vector {
-            let (vh, vb) = (self.b.create_block(), self.b.create_block());
-            self.b.ins().jump(vh, &[]);
-            self.b.switch_to_block(vh);
-            let iv = self.b.use_var(i);
-            let end = self.b.ins().iadd_imm_s(iv, self.lanes);
-            let fits = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, end, n);
-            self.b.ins().brif(fits, vb, &[], sh, &[]);
-            self.b.switch_to_block(vb);
-            let iv = self.b.use_var(i);
-            let boff = self.b.ins().imul_imm_s(iv, self.size);
-            let mut xs = Vec::new();
-            for (s, sp) in ops.iter().zip(&splats) {
-                xs.push(match (s, sp) {
-                    (_, Some(v)) => *v,
-                    (Src::Mem(a), None) => {
-                        let a = self.b.ins().iadd(*a, boff);
-                        self.b.ins().load(self.vty, self.mf, a, 0)
+        self.element_loop(n, vector, &mut |g, byte_off, is_vector| {
+            let ty = if is_vector { g.vty } else { g.ty };
+            let xs: Vec<Value> = ops
+                .iter()
+                .zip(&splats)
+                .map(|(s, made)| match (s, made) {
+                    (Src::Mem(a), _) => {
+                        let a = g.b.ins().iadd(*a, byte_off);
+                        g.b.ins().load(ty, g.mf, a, 0)
                     }
-                    (Src::Splat(v), None) => self.b.ins().splat(self.vty, *v),
-                });
-            }
-            let y = f(self, &xs, true);
-            let d = self.b.ins().iadd(dst, boff);
-            self.b.ins().store(self.mf, y, d, 0);
-            let next = self.b.ins().iadd_imm_s(iv, self.lanes);
-            self.b.def_var(i, next);
-            self.b.ins().jump(vh, &[]);
-        } else {
-            self.b.ins().jump(sh, &[]);
-        }
-        self.b.switch_to_block(sh);
-        let iv = self.b.use_var(i);
-        let more = self.b.ins().icmp(IntCC::SignedLessThan, iv, n);
-        self.b.ins().brif(more, sb, &[], done, &[]);
-        self.b.switch_to_block(sb);
-        let iv = self.b.use_var(i);
-        let boff = self.b.ins().imul_imm_s(iv, self.size);
-        let mut xs = Vec::new();
-        for s in ops {
-            xs.push(match s {
-                Src::Mem(a) => {
-                    let a = self.b.ins().iadd(*a, boff);
-                    self.b.ins().load(self.ty, self.mf, a, 0)
-                }
-                Src::Splat(v) => *v,
-            });
-        }
-        let y = f(self, &xs, false);
-        let d = self.b.ins().iadd(dst, boff);
-        self.b.ins().store(self.mf, y, d, 0);
-        let next = self.b.ins().iadd_imm_s(iv, 1);
-        self.b.def_var(i, next);
-        self.b.ins().jump(sh, &[]);
-        self.b.switch_to_block(done);
+                    (Src::Splat(_), Some(splat)) if is_vector => *splat,
+                    (Src::Splat(v), _) => *v,
+                })
+                .collect();
+            let y = f(g, &xs, is_vector);
+            let d = g.b.ins().iadd(dst, byte_off);
+            g.b.ins().store(g.mf, y, d, 0);
+        });
     }
 
     /// A constant of the right shape (vector or scalar).
@@ -631,14 +610,7 @@ impl Gen<'_, '_> {
                 self.b.ins().fmin(m, hi)
             }
             // Strip functions are handled by the callers.
-            Unary::Exp
-            | Unary::Log
-            | Unary::Tanh
-            | Unary::Sigmoid
-            | Unary::Gelu
-            | Unary::Softplus
-            | Unary::Sin
-            | Unary::Cos => x,
+            Unary::Strip(_) => x,
         }
     }
 
@@ -666,12 +638,12 @@ impl Gen<'_, '_> {
             Binary::Min => self.b.ins().fmin(a, b),
             Binary::Cmp(c) => {
                 let cc = match c {
-                    KCmp::Lt => FloatCC::LessThan,
-                    KCmp::Le => FloatCC::LessThanOrEqual,
-                    KCmp::Gt => FloatCC::GreaterThan,
-                    KCmp::Ge => FloatCC::GreaterThanOrEqual,
-                    KCmp::Eq => FloatCC::Equal,
-                    KCmp::Ne => FloatCC::NotEqual,
+                    Cmp::Lt => FloatCC::LessThan,
+                    Cmp::Le => FloatCC::LessThanOrEqual,
+                    Cmp::Gt => FloatCC::GreaterThan,
+                    Cmp::Ge => FloatCC::GreaterThanOrEqual,
+                    Cmp::Eq => FloatCC::Equal,
+                    Cmp::Ne => FloatCC::NotEqual,
                 };
                 let c = self.b.ins().fcmp(cc, a, b);
                 let (one, zero) = (self.fconst(1.0), self.fconst(0.0));

@@ -20,6 +20,8 @@ pub mod strip;
 
 use std::hash::{Hash, Hasher};
 
+use crate::ir::Cmp;
+
 /// The float type a kernel computes in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KType {
@@ -46,14 +48,8 @@ pub enum Unary {
     Abs,
     Sqrt,
     Relu,
-    Exp,
-    Log,
-    Tanh,
-    Sigmoid,
-    Gelu,
-    Softplus,
-    Sin,
-    Cos,
+    /// A transcendental: evaluated by its strip function, never inline.
+    Strip(strip::Func),
     /// `relu(x) + slope * (x - relu(x))`, as the plain kernel computes it.
     LeakyRelu(f64),
     /// `min(max(x, lo), hi)`.
@@ -64,14 +60,7 @@ impl Unary {
     /// The strip function that evaluates it, for transcendentals.
     pub fn strip(self) -> Option<strip::Func> {
         match self {
-            Unary::Exp => Some(strip::Func::Exp),
-            Unary::Log => Some(strip::Func::Log),
-            Unary::Tanh => Some(strip::Func::Tanh),
-            Unary::Sigmoid => Some(strip::Func::Sigmoid),
-            Unary::Gelu => Some(strip::Func::Gelu),
-            Unary::Softplus => Some(strip::Func::Softplus),
-            Unary::Sin => Some(strip::Func::Sin),
-            Unary::Cos => Some(strip::Func::Cos),
+            Unary::Strip(f) => Some(f),
             Unary::Neg
             | Unary::Abs
             | Unary::Sqrt
@@ -80,17 +69,6 @@ impl Unary {
             | Unary::Clamp(..) => None,
         }
     }
-}
-
-/// A comparison giving 1 or 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum KCmp {
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    Eq,
-    Ne,
 }
 
 /// Two-operand functions.
@@ -104,7 +82,8 @@ pub enum Binary {
     Min,
     /// `a^b` with `powf`'s conventions (a strip function).
     Pow,
-    Cmp(KCmp),
+    /// A comparison giving 1 or 0.
+    Cmp(Cmp),
 }
 
 /// A reduction along the row.

@@ -14,7 +14,7 @@ use std::mem::MaybeUninit;
 
 use rten_simd::SimdUnaryOp;
 
-use super::{Binary, KCmp, KType, Unary};
+use super::{Binary, Cmp, KType, Unary};
 
 /// A transcendental with a strip function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -188,14 +188,7 @@ pub fn reference_unary(u: Unary, x: f64, ty: KType) -> f64 {
             r + s * (x - r)
         }
         Unary::Clamp(lo, hi) => x.max(lo).min(hi),
-        Unary::Exp => via_strip(Func::Exp),
-        Unary::Log => via_strip(Func::Log),
-        Unary::Tanh => via_strip(Func::Tanh),
-        Unary::Sigmoid => via_strip(Func::Sigmoid),
-        Unary::Gelu => via_strip(Func::Gelu),
-        Unary::Softplus => via_strip(Func::Softplus),
-        Unary::Sin => via_strip(Func::Sin),
-        Unary::Cos => via_strip(Func::Cos),
+        Unary::Strip(f) => via_strip(f),
     }
 }
 
@@ -211,12 +204,12 @@ pub fn reference_binary(b: Binary, x: f64, y: f64) -> f64 {
         Binary::Min => x.min(y),
         Binary::Pow => x.powf(y),
         Binary::Cmp(c) => bit(match c {
-            KCmp::Lt => x < y,
-            KCmp::Le => x <= y,
-            KCmp::Gt => x > y,
-            KCmp::Ge => x >= y,
-            KCmp::Eq => x == y,
-            KCmp::Ne => x != y,
+            Cmp::Lt => x < y,
+            Cmp::Le => x <= y,
+            Cmp::Gt => x > y,
+            Cmp::Ge => x >= y,
+            Cmp::Eq => x == y,
+            Cmp::Ne => x != y,
         }),
     }
 }

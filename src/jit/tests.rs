@@ -1,5 +1,6 @@
 //! Compiled kernels against the scalar reference ([`Kernel::eval_row`]).
 
+use super::strip::Func;
 use super::*;
 
 /// Deterministic values in [-3, 3).
@@ -116,21 +117,21 @@ fn every_unary_function() {
         Unary::Abs,
         Unary::Sqrt,
         Unary::Relu,
-        Unary::Exp,
-        Unary::Log,
-        Unary::Tanh,
-        Unary::Sigmoid,
-        Unary::Gelu,
-        Unary::Softplus,
-        Unary::Sin,
-        Unary::Cos,
+        Unary::Strip(Func::Exp),
+        Unary::Strip(Func::Log),
+        Unary::Strip(Func::Tanh),
+        Unary::Strip(Func::Sigmoid),
+        Unary::Strip(Func::Gelu),
+        Unary::Strip(Func::Softplus),
+        Unary::Strip(Func::Sin),
+        Unary::Strip(Func::Cos),
         Unary::LeakyRelu(0.1),
         Unary::Clamp(-1.0, 0.5),
     ];
     for u in all {
         both(|ty| {
             // Log and sqrt of |x| + 0.1, so that both are defined.
-            let positive = matches!(u, Unary::Log | Unary::Sqrt);
+            let positive = matches!(u, Unary::Strip(Func::Log) | Unary::Sqrt);
             let mut insts = vec![Inst::Input(0)];
             if positive {
                 insts.push(Inst::Unary(Unary::Abs, 0));
@@ -151,7 +152,7 @@ fn every_unary_function() {
 
 #[test]
 fn compares_selects_and_pow() {
-    for c in [KCmp::Lt, KCmp::Le, KCmp::Gt, KCmp::Ge, KCmp::Eq, KCmp::Ne] {
+    for c in [Cmp::Lt, Cmp::Le, Cmp::Gt, Cmp::Ge, Cmp::Eq, Cmp::Ne] {
         both(|ty| Kernel {
             ty,
             inputs: vec![InputKind::Row, InputKind::Row],
@@ -207,10 +208,10 @@ fn softmax_logsumexp_max_and_min() {
             Inst::Input(0),
             Inst::Reduce(RowReduce::Max, 0),
             Inst::Binary(Binary::Sub, 0, 1),
-            Inst::Unary(Unary::Exp, 2),
+            Inst::Unary(Unary::Strip(Func::Exp), 2),
             Inst::Reduce(RowReduce::Sum, 3),
             Inst::Binary(Binary::Div, 3, 4),
-            Inst::Unary(Unary::Log, 4),
+            Inst::Unary(Unary::Strip(Func::Log), 4),
             Inst::Binary(Binary::Add, 6, 1),
             Inst::Reduce(RowReduce::Min, 0),
             Inst::Binary(Binary::Sub, 2, 6),
@@ -229,7 +230,7 @@ fn per_row_transcendentals_and_scalar_inputs() {
             Inst::Input(1),
             Inst::Reduce(RowReduce::Sum, 0),
             Inst::Binary(Binary::Mul, 2, 1),
-            Inst::Unary(Unary::Tanh, 3),
+            Inst::Unary(Unary::Strip(Func::Tanh), 3),
             Inst::Binary(Binary::Pow, 4, 1),
             Inst::Binary(Binary::Mul, 0, 5),
         ],

@@ -24,8 +24,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::ir::{Cmp, Graph, NodeId, Op, ReduceOp};
-use crate::jit::{Binary, KCmp, Level, Unary};
+use crate::ir::op_groups::{
+    constructor_ops, equilibrium_ops, layout_ops, network_adjoint_ops, network_ops, source_ops,
+};
+use crate::ir::{Graph, NodeId, Op, ReduceOp};
+use crate::jit::strip::Func;
+use crate::jit::{Binary, Level, Unary};
 use crate::sema::dim::Dim;
 use crate::sema::hir::DType;
 
@@ -55,32 +59,21 @@ pub enum Role {
     Boundary,
 }
 
-fn cmp(c: Cmp) -> KCmp {
-    match c {
-        Cmp::Lt => KCmp::Lt,
-        Cmp::Le => KCmp::Le,
-        Cmp::Gt => KCmp::Gt,
-        Cmp::Ge => KCmp::Ge,
-        Cmp::Eq => KCmp::Eq,
-        Cmp::Ne => KCmp::Ne,
-    }
-}
-
 /// How `op` fuses.
 pub fn role(op: &Op) -> Role {
     match op {
         Op::Neg => Role::Unary(Unary::Neg),
-        Op::Exp => Role::Unary(Unary::Exp),
-        Op::Log => Role::Unary(Unary::Log),
+        Op::Exp => Role::Unary(Unary::Strip(Func::Exp)),
+        Op::Log => Role::Unary(Unary::Strip(Func::Log)),
         Op::Sqrt => Role::Unary(Unary::Sqrt),
         Op::Abs => Role::Unary(Unary::Abs),
-        Op::Tanh => Role::Unary(Unary::Tanh),
-        Op::Sigmoid => Role::Unary(Unary::Sigmoid),
+        Op::Tanh => Role::Unary(Unary::Strip(Func::Tanh)),
+        Op::Sigmoid => Role::Unary(Unary::Strip(Func::Sigmoid)),
         Op::Relu => Role::Unary(Unary::Relu),
-        Op::Gelu => Role::Unary(Unary::Gelu),
-        Op::Softplus => Role::Unary(Unary::Softplus),
-        Op::Sin => Role::Unary(Unary::Sin),
-        Op::Cos => Role::Unary(Unary::Cos),
+        Op::Gelu => Role::Unary(Unary::Strip(Func::Gelu)),
+        Op::Softplus => Role::Unary(Unary::Strip(Func::Softplus)),
+        Op::Sin => Role::Unary(Unary::Strip(Func::Sin)),
+        Op::Cos => Role::Unary(Unary::Strip(Func::Cos)),
         Op::LeakyRelu { slope } => Role::Unary(Unary::LeakyRelu(*slope)),
         Op::Clamp { lo, hi } => Role::Unary(Unary::Clamp(*lo, *hi)),
         Op::Add => Role::Binary(Binary::Add),
@@ -90,7 +83,7 @@ pub fn role(op: &Op) -> Role {
         Op::Pow => Role::Binary(Binary::Pow),
         Op::Maximum => Role::Binary(Binary::Max),
         Op::Minimum => Role::Binary(Binary::Min),
-        Op::Compare(c) => Role::Binary(Binary::Cmp(cmp(*c))),
+        Op::Compare(c) => Role::Binary(Binary::Cmp(*c)),
         Op::Where => Role::Select,
         Op::Cast { .. } => Role::Cast,
         Op::Reduce { op, axes, keepdim } => Role::Reduce {
@@ -109,37 +102,15 @@ pub fn role(op: &Op) -> Role {
         Op::Const(v) => Role::Const(*v),
         // Library calls (gemm, convolution, pooling, gathers), shape ops
         // (views and copies), sources, constructors and equilibria.
-        Op::Input(_)
-        | Op::Param(_)
-        | Op::State(_)
-        | Op::Capture(_)
-        | Op::MatMul
-        | Op::Reshape { .. }
-        | Op::Permute { .. }
-        | Op::Concat { .. }
-        | Op::BroadcastTo { .. }
-        | Op::Slice { .. }
-        | Op::Eye { .. }
-        | Op::Fill { .. }
-        | Op::Arange { .. }
-        | Op::CausalMask { .. }
-        | Op::Conv(_)
-        | Op::AvgPool2d { .. }
-        | Op::MaxPool2d { .. }
-        | Op::UpsampleNearest2d { .. }
-        | Op::Embedding
-        | Op::DropoutMask { .. }
-        | Op::Equilibrium(_)
-        | Op::Project(_)
+        source_ops!()
+        | layout_ops!()
+        | constructor_ops!()
+        | network_ops!()
+        | equilibrium_ops!()
         | Op::SumTo { .. }
         | Op::Count { .. }
         | Op::SliceBackward { .. }
-        | Op::ConvInputGrad { .. }
-        | Op::ConvWeightGrad { .. }
-        | Op::AvgPool2dBackward { .. }
-        | Op::MaxPool2dBackward { .. }
-        | Op::MaxPool2dSelect { .. }
-        | Op::EmbeddingBackward { .. } => Role::Boundary,
+        | network_adjoint_ops!() => Role::Boundary,
     }
 }
 
@@ -458,7 +429,7 @@ fn worth_alone(r: &Role) -> bool {
     match r {
         Role::Softmax { .. } => true,
         Role::Reduce { op, .. } => *op == ReduceOp::LogSumExp,
-        Role::Unary(u) => matches!(u, Unary::Softplus | Unary::LeakyRelu(_)),
+        Role::Unary(u) => matches!(u, Unary::Strip(Func::Softplus) | Unary::LeakyRelu(_)),
         Role::Binary(_) | Role::Select | Role::Cast | Role::Const(_) | Role::Boundary => false,
     }
 }

@@ -7,6 +7,7 @@
 use std::fmt::Write;
 
 use crate::sema::hir::*;
+use crate::sema::spec::Init;
 use crate::syntax::ast::{self, ExprKind};
 
 /// Source-like text of a (small) expression, for messages.
@@ -117,18 +118,38 @@ fn signature(m: &Model) -> String {
     )
 }
 
+/// A parameter as the printers show it: the HIR's [`Param`] and the IR's
+/// `GraphParam` carry the same four parts.
+pub trait PrintedParam {
+    /// Path, type, initializer and role.
+    fn parts(&self) -> (&str, &Type, &Init, ParamRole);
+}
+
+impl PrintedParam for Param {
+    fn parts(&self) -> (&str, &Type, &Init, ParamRole) {
+        (&self.path, &self.ty, &self.init, self.role)
+    }
+}
+
+/// The parameters as the HIR and the IR printers write them:
+/// `    param PATH: TYPE = INIT` a line, with `  // NOTE` for a derived one
+/// (which names its weight by path).
+pub fn write_params(out: &mut String, params: &[impl PrintedParam]) {
+    let path_of = |i: usize| params.get(i).map(|q| q.parts().0.to_string());
+    for p in params {
+        let (path, ty, init, role) = p.parts();
+        let note = role.note(|i| path_of(i).unwrap_or_default());
+        let note = note.map(|n| format!("  // {n}")).unwrap_or_default();
+        let _ = writeln!(out, "    param {path}: {ty} = {init}{note}");
+    }
+}
+
 /// The whole checked program as text.
 pub fn print_program(p: &Program) -> String {
     let mut out = String::new();
     for m in &p.models {
         let _ = writeln!(out, "{} {{", signature(m));
-        for p in &m.params {
-            let note = p
-                .role
-                .note(|i| m.params.get(i).map(|q| q.path.clone()).unwrap_or_default());
-            let note = note.map(|n| format!("  // {n}")).unwrap_or_default();
-            let _ = writeln!(out, "    param {}: {} = {}{note}", p.path, p.ty, p.init);
-        }
+        write_params(&mut out, &m.params);
         block(&mut out, m, &m.body, 4);
         let _ = writeln!(out, "    return {}\n}}", ids(&m.outputs));
     }

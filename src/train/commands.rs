@@ -122,11 +122,9 @@ pub fn apply_set(cfg: &mut TrainConfig, assignment: &str) -> Result<(), String> 
     Ok(())
 }
 
-/// Check a file and pick the model and train block to use.
-pub(crate) fn load(
-    file: &Path,
-    model: Option<&str>,
-) -> Result<(Program, SourceMap, Model, Option<TrainConfig>), ExitCode> {
+/// Read and check a file: its program, or the exit code after printing why
+/// there is none (2: unreadable, 1: diagnostics).
+pub(crate) fn checked_program(file: &Path) -> Result<(Program, SourceMap), ExitCode> {
     let compiled = crate::compile_path(file).map_err(|e| {
         eprintln!("error: cannot read {}: {e}", file.display());
         ExitCode::from(2)
@@ -136,10 +134,24 @@ pub(crate) fn load(
         eprint!("{}", compiled.render_plain(100));
         return Err(ExitCode::from(1));
     };
-    let train = match model {
+    Ok((program, sources))
+}
+
+/// The train block of `model`, or the first one when no model is named.
+pub(crate) fn train_block(program: &Program, model: Option<&str>) -> Option<TrainConfig> {
+    match model {
         Some(m) => program.trains.iter().find(|t| t.model == m).cloned(),
         None => program.trains.first().cloned(),
-    };
+    }
+}
+
+/// Check a file and pick the model and train block to use.
+pub(crate) fn load(
+    file: &Path,
+    model: Option<&str>,
+) -> Result<(Program, SourceMap, Model, Option<TrainConfig>), ExitCode> {
+    let (program, sources) = checked_program(file)?;
+    let train = train_block(&program, model);
     let name = model
         .map(str::to_string)
         .or_else(|| train.as_ref().map(|t| t.model.clone()))

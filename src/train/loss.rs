@@ -17,6 +17,7 @@
 
 use crate::autodiff::builder::Builder;
 use crate::autodiff::AdError;
+use crate::deq::inline::inline_graph;
 use crate::ir::{Graph, GraphInput, NodeId, Op, ReduceOp};
 use crate::sema::spec::Loss;
 use crate::types::{DType, Type};
@@ -95,7 +96,7 @@ pub fn append_loss(g: &mut Graph, loss: &Loss) -> Result<(NodeId, NodeId), AdErr
                 .map_err(|e| AdError::Internal(format!("lowering the loss `{}`: {e}", c.name)))?;
             let mut args = outputs;
             args.push(target);
-            inline_graph(b.g, &lowered, &args)?
+            inline_loss(b.g, &lowered, &args)?
         }
     };
     Ok((value, scores))
@@ -141,30 +142,18 @@ fn class_nll(
 
 /// Copy the graph `inner` into `outer` with its inputs replaced by `args`
 /// (in order); returns the copy of its first output.
-fn inline_graph(outer: &mut Graph, inner: &Graph, args: &[NodeId]) -> Result<NodeId, AdError> {
-    let mut map: Vec<Option<NodeId>> = vec![None; inner.id_bound()];
-    for id in inner.topo_order() {
-        let mapped = match inner.op(id) {
-            Op::Input(i) => *args
-                .get(*i)
-                .ok_or_else(|| AdError::Internal(format!("inlining the loss: no argument {i}")))?,
-            op => {
-                let operands = inner
-                    .operands(id)
-                    .iter()
-                    .map(|o| map[o.index()])
-                    .collect::<Option<Vec<NodeId>>>()
-                    .ok_or_else(|| {
-                        AdError::Internal("inlining the loss: operand before its definition".into())
-                    })?;
-                outer.add(op.clone(), inner.ty(id).clone(), &operands, inner.span(id))
-            }
-        };
-        map[id.index()] = Some(mapped);
-    }
-    inner
-        .outputs()
+fn inline_loss(outer: &mut Graph, inner: &Graph, args: &[NodeId]) -> Result<NodeId, AdError> {
+    let outputs =
+        inline_graph(outer, inner, "the loss", |op| {
+            Ok(match op {
+                Op::Input(i) => Some(*args.get(*i).ok_or_else(|| {
+                    AdError::Internal(format!("inlining the loss: no argument {i}"))
+                })?),
+                _ => None,
+            })
+        })?;
+    outputs
         .first()
-        .and_then(|o| map[o.index()])
+        .copied()
         .ok_or_else(|| AdError::Internal("the loss fn has no output".into()))
 }

@@ -50,6 +50,25 @@ fn axis_type(ty: &Type, axis: usize) -> Type {
     Type::new(ty.dtype, vec![ty.shape[axis].clone()])
 }
 
+/// The shape a per-`axis` vector takes to broadcast against `ty`: its
+/// dimension at `axis`, 1 elsewhere.
+fn kept_axis_shape(ty: &Type, axis: usize) -> Vec<Dim> {
+    (0..ty.rank())
+        .map(|d| {
+            if d == axis {
+                ty.shape[d].clone()
+            } else {
+                Dim::konst(1)
+            }
+        })
+        .collect()
+}
+
+/// Every axis of `ty` but `axis`.
+fn other_axes(ty: &Type, axis: usize) -> Vec<usize> {
+    (0..ty.rank()).filter(|d| *d != axis).collect()
+}
+
 impl Elab<'_> {
     pub(super) fn weight_norm(&mut self, a: &Args, name: &str, span: Span) -> Value {
         let Some((w, ty, weight, axis)) = self.normalized_weight(a, name) else {
@@ -224,16 +243,8 @@ impl Elab<'_> {
         span: Span,
     ) -> Option<ValueId> {
         let g = self.derived_param(weight, "g", role, Init::Ones, axis_type(ty, axis), span)?;
-        let kept: Vec<Dim> = (0..ty.rank())
-            .map(|d| {
-                if d == axis {
-                    ty.shape[d].clone()
-                } else {
-                    Dim::konst(1)
-                }
-            })
-            .collect();
-        let others: Vec<usize> = (0..ty.rank()).filter(|d| *d != axis).collect();
+        let kept = kept_axis_shape(ty, axis);
+        let others = other_axes(ty, axis);
         let sq = self.op(Op::Mul, vec![w, w], span)?;
         let sumsq = self.sum_over(sq, others, true, span)?;
         let norm = self.op(Op::Sqrt, vec![sumsq], span)?;
@@ -256,18 +267,9 @@ impl Elab<'_> {
     ) -> Option<ValueId> {
         let init = Init::Normal { std: 1.0 };
         let u = self.derived_param(weight, "u", role, init, axis_type(ty, axis), span)?;
-        let rank = ty.rank();
-        let kept: Vec<Dim> = (0..rank)
-            .map(|d| {
-                if d == axis {
-                    ty.shape[d].clone()
-                } else {
-                    Dim::konst(1)
-                }
-            })
-            .collect();
-        let others: Vec<usize> = (0..rank).filter(|d| *d != axis).collect();
-        let all: Vec<usize> = (0..rank).collect();
+        let kept = kept_axis_shape(ty, axis);
+        let others = other_axes(ty, axis);
+        let all: Vec<usize> = (0..ty.rank()).collect();
         let u = self.op(Op::Reshape { shape: kept }, vec![u], span)?;
         // v = normalize(Wᵀu): contract the output axis.
         let wu = self.op(Op::Mul, vec![w, u], span)?;

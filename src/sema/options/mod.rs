@@ -467,6 +467,17 @@ impl OptionChecker<'_> {
         }
     }
 
+    /// The arguments of `v`, a call of (or the bare name) `only`, the one
+    /// function a key accepts; `None` once anything else is reported.
+    fn call_of<'v>(&mut self, v: &'v Spanned, what: &str, only: &str) -> Option<&'v [CArg]> {
+        let (name, args) = self.call_parts(v, what, &[only])?;
+        if name != only {
+            self.unknown(what, name, v.span, &[only]);
+            return None;
+        }
+        Some(args)
+    }
+
     fn unknown(&mut self, what: &str, name: &str, span: Span, valid: &[&str]) {
         self.errors.push(SemaError::UnknownOption {
             what: what.to_string(),

@@ -4,13 +4,18 @@
 //! most once, and of the right kind; `data` and `loss` are present; the
 //! result has every default of LANGUAGE.md section 8 applied.
 
+use super::workflow::WORKFLOW_KEYS;
 use super::{opt, req, suggest, Arg, Bound, CVal, Kind, OptionChecker, Spanned};
 use crate::sema::error::SemaError;
 use crate::sema::spec::*;
 use crate::source::Span;
 
-/// Every key a `train` block accepts.
-pub const TRAIN_KEYS: &[&str] = &[
+/// Every key a `train` block accepts: this file's, then the workflow keys.
+pub const TRAIN_KEYS: &[&str] =
+    &concat_keys::<{ OWN_KEYS.len() + WORKFLOW_KEYS.len() }>(OWN_KEYS, WORKFLOW_KEYS);
+
+/// The keys this file reads itself.
+const OWN_KEYS: &[&str] = &[
     "data",
     "loss",
     "optimizer",
@@ -23,13 +28,18 @@ pub const TRAIN_KEYS: &[&str] = &[
     "threads",
     "freeze",
     "adversarial",
-    "valid",
-    "eval_every",
-    "eval_samples",
-    "early_stopping",
-    "pretrain",
-    "eval_solver",
 ];
+
+/// `a` then `b`, in a constant (`N` is their total length).
+const fn concat_keys<const N: usize>(a: &[&'static str], b: &[&'static str]) -> [&'static str; N] {
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = if i < a.len() { a[i] } else { b[i - a.len()] };
+        i += 1;
+    }
+    out
+}
 
 /// Every schedule of `schedule = ...`.
 pub const SCHEDULES: &[&str] = &[
@@ -138,7 +148,7 @@ impl OptionChecker<'_> {
                 "threads" => self.threads(v).map(|n| cfg.threads = Some(n)),
                 "freeze" => self.freeze(v).map(|f| cfg.freeze = f),
                 "adversarial" => self.adversarial(v).map(|a| cfg.adversarial = Some(a)),
-                k if super::workflow::WORKFLOW_KEYS.contains(&k) => {
+                k if WORKFLOW_KEYS.contains(&k) => {
                     self.workflow_key(k, v, &mut cfg.workflow, &mut workflow_spans)
                 }
                 _ => self.positive(key, v).map(|c| cfg.clip_grad = Some(c)),
@@ -420,16 +430,12 @@ impl OptionChecker<'_> {
     }
 
     fn jacobian(&mut self, v: &Spanned) -> Option<JacobianReg> {
-        let (name, args) = self.call_parts(v, "regularizer", &["jacobian"])?;
-        if name != "jacobian" {
-            self.unknown("regularizer", name, v.span, &["jacobian"]);
-            return None;
-        }
+        let args = self.call_of(v, "regularizer", "jacobian")?;
         let schema = [
             req("weight", Kind::NonNegFloat),
             opt("freq", Kind::Fraction, CVal::Float(1.0)),
         ];
-        let b = self.bind(name, &schema, args, v.span)?;
+        let b = self.bind("jacobian", &schema, args, v.span)?;
         Some(JacobianReg {
             weight: b.float("weight"),
             freq: b.float("freq"),

@@ -13,7 +13,7 @@ use crate::sema::error::SemaError;
 use crate::sema::spec::*;
 use crate::source::Span;
 
-/// The keys this file owns (also listed in `TRAIN_KEYS`).
+/// The keys this file owns (`TRAIN_KEYS` ends with them).
 pub const WORKFLOW_KEYS: &[&str] = &[
     "valid",
     "eval_every",
@@ -90,16 +90,12 @@ impl OptionChecker<'_> {
 
     /// `patience(epochs = 3, metric = "loss")`.
     fn early_stopping(&mut self, v: &Spanned) -> Option<EarlyStopping> {
-        let (name, args) = self.call_parts(v, "stopping rule", &["patience"])?;
-        if name != "patience" {
-            self.unknown("stopping rule", name, v.span, &["patience"]);
-            return None;
-        }
+        let args = self.call_of(v, "stopping rule", "patience")?;
         let schema = [
             opt("epochs", Kind::Int(1), CVal::Int(3)),
             opt("metric", Kind::Str(METRICS), CVal::Str("loss".into())),
         ];
-        let b = self.bind(name, &schema, args, v.span)?;
+        let b = self.bind("patience", &schema, args, v.span)?;
         let metric = match b.str("metric").as_str() {
             "accuracy" => StopMetric::Accuracy,
             "perplexity" => StopMetric::Perplexity,
@@ -113,13 +109,9 @@ impl OptionChecker<'_> {
 
     /// `unrolled(steps = N, depth = K)`.
     fn pretrain(&mut self, v: &Spanned) -> Option<Pretrain> {
-        let (name, args) = self.call_parts(v, "pretraining", &["unrolled"])?;
-        if name != "unrolled" {
-            self.unknown("pretraining", name, v.span, &["unrolled"]);
-            return None;
-        }
+        let args = self.call_of(v, "pretraining", "unrolled")?;
         let schema = [req("steps", Kind::Int(1)), req("depth", Kind::Int(1))];
-        let b = self.bind(name, &schema, args, v.span)?;
+        let b = self.bind("unrolled", &schema, args, v.span)?;
         Some(Pretrain {
             steps: b.uint("steps"),
             depth: b.uint("depth"),
