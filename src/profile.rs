@@ -193,6 +193,7 @@ impl Category {
             | Op::UpsampleNearest2d { .. }
             | Op::Embedding
             | Op::DropoutMask { .. }
+            | Op::Probe { .. }
             | Op::Cast { .. }
             | Op::Equilibrium(_)
             | Op::Project(_)

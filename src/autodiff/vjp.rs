@@ -50,6 +50,7 @@ pub fn vjp(b: &mut Builder, node: NodeId, g: NodeId, needed: &[bool]) -> Result<
         | Op::Arange { .. }
         | Op::CausalMask { .. }
         | Op::DropoutMask { .. }
+        | Op::Probe { .. }
         | Op::Count { .. }
         | Op::Compare(_) => return Ok(out),
         Op::Equilibrium(_) | Op::Project(_) => {

@@ -15,7 +15,10 @@ use super::{for_each_body, Pass};
 pub struct Cse;
 
 fn mergeable(op: &Op) -> bool {
-    !matches!(op, Op::DropoutMask { .. } | Op::Equilibrium(_))
+    !matches!(
+        op,
+        Op::DropoutMask { .. } | Op::Probe { .. } | Op::Equilibrium(_)
+    )
 }
 
 fn cse(g: &mut Graph) -> Result<bool, IrError> {

@@ -129,6 +129,7 @@ pub fn role(op: &Op) -> Role {
         | Op::UpsampleNearest2d { .. }
         | Op::Embedding
         | Op::DropoutMask { .. }
+        | Op::Probe { .. }
         | Op::Equilibrium(_)
         | Op::Project(_)
         | Op::SumTo { .. }

@@ -527,6 +527,30 @@ pub enum SemaError {
         setting: Option<SourceSpan>,
     },
 
+    #[error("`{op}` cannot differentiate {what}")]
+    #[diagnostic(code(deq::sema::not_differentiable))]
+    NotDifferentiable {
+        op: String,
+        what: String,
+        #[label("{label}")]
+        span: SourceSpan,
+        label: String,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("the vector of `{op}` must be {expected}, found {found}")]
+    #[diagnostic(code(deq::sema::product_vector))]
+    ProductVector {
+        op: String,
+        expected: String,
+        found: String,
+        #[label("this is {found}")]
+        span: SourceSpan,
+        #[help]
+        help: Option<String>,
+    },
+
     #[error("`{name}` is never used")]
     #[diagnostic(code(deq::sema::unused), severity(Warning))]
     Unused {

@@ -19,6 +19,7 @@ use crate::sema::error::SemaError;
 use crate::sema::hir::*;
 use crate::source::Span;
 
+mod jacobian;
 mod network;
 mod shape_ops;
 
@@ -95,6 +96,9 @@ builtins! {
     Dropout = "dropout",
     CausalMask = "causal_mask",
     Cast = "cast",
+    Vjp = "vjp",
+    Jvp = "jvp",
+    Probe = "probe",
 }
 
 /// Every built-in function name (generated with [`Builtin`]).
@@ -156,6 +160,9 @@ impl Builtin {
             Dropout => &[("x", Required), ("p", Required)],
             CausalMask => &[("t", Required)],
             Cast => &[("x", Required), ("dtype", Required)],
+            Vjp => &[("f", Required), ("x", Required), ("v", Required)],
+            Jvp => &[("f", Required), ("x", Required), ("u", Required)],
+            Probe => &[("shape", Required), ("kind", Absent)],
         }
     }
 }
@@ -324,6 +331,9 @@ impl Elab<'_> {
                 self.emit1(InstKind::Prim(Prim::Dropout { p }, vec![x]), ty, span)
             }
             Builtin::Cast => self.cast(&a, span),
+            Builtin::Vjp => self.jacobian_product(jacobian::Product::Vjp, &a, span),
+            Builtin::Jvp => self.jacobian_product(jacobian::Product::Jvp, &a, span),
+            Builtin::Probe => self.probe(&a, span),
         }
     }
 
