@@ -68,6 +68,9 @@ pub const BUILTIN_DOCS: &[(&str, &str)] = &[
     ("dropout", "dropout(x, p): zero each element with probability p while training (one mask per solve inside an equilibrium)"),
     ("causal_mask", "causal_mask(T): [T, T] mask, 1 where a position may attend (j <= i)"),
     ("cast", "cast(x, dtype): x converted to another element type"),
+    ("vjp", "vjp(f, x, v): the row vector v^T J_f(x) (x's type) of a fn, layer instance or built-in f; v has f(x)'s type; differentiable again"),
+    ("jvp", "jvp(f, x, u): the product J_f(x) u (f(x)'s type); u has x's type; differentiable again"),
+    ("probe", "probe(shape, kind = \"gaussian\"): random f32 probe vectors (\"gaussian\" or \"rademacher\"), fixed within a training step"),
 ];
 
 /// The text for `name`, if it is one.

@@ -54,6 +54,17 @@ fn same_type(a: &Type, b: &Type) -> bool {
 }
 
 impl Elab<'_> {
+    /// How a diagnostic names the function of a product.
+    fn callee_name(&self, f: &Value) -> String {
+        match f {
+            Value::Item(r) => match self.modules.item(*r) {
+                crate::syntax::ast::Item::Fn(def) => format!("the fn `{}`", def.name.name),
+                _ => f.describe(&self.m),
+            },
+            _ => f.describe(&self.m),
+        }
+    }
+
     /// `vjp(f, x, v)` or `jvp(f, x, u)`: arguments 0, 1, 2 of `a`.
     pub(super) fn jacobian_product(&mut self, product: Product, a: &Args, span: Span) -> Value {
         let op = product.name();
@@ -98,7 +109,7 @@ impl Elab<'_> {
             Value::Unknown => return Value::Unknown,
             other => {
                 let found = other.describe(&self.m);
-                let callee = f.describe(&self.m);
+                let callee = self.callee_name(&f);
                 return self.report(
                     a.span(0),
                     SemaError::NotDifferentiable {
@@ -116,7 +127,7 @@ impl Elab<'_> {
         };
         let out_ty = self.ty(out).clone();
         if !out_ty.dtype.is_float() {
-            let callee = f.describe(&self.m);
+            let callee = self.callee_name(&f);
             return self.report(
                 a.span(0),
                 SemaError::NotDifferentiable {
