@@ -1,0 +1,97 @@
+//! Inversion by equilibrium: a residual flow trained briefly by `deqc run`
+//! (tests/models/flow_inverse.deq), its features computed by one model and
+//! inverted by another that declares the same layer instances, so both read
+//! the trained parameters by checkpoint path. In f32 the reconstruction
+//! error is at most 1e-4, and the inverse's solves are recorded like any
+//! equilibrium's.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use candle_core::{Device, Tensor};
+use deqc::deq::SolverRunner;
+use deqc::exec::Executor;
+use deqc::ir::{lower::lower_model, Graph};
+use deqc::train::checkpoint::read_tensors;
+
+const FILE: &str = "tests/models/flow_inverse.deq";
+
+fn lower_named(name: &str) -> Graph {
+    let c = deqc::compile_path(std::path::Path::new(FILE)).expect("readable");
+    let p = match c.program {
+        Some(p) => p,
+        None => panic!("{}", c.render_plain(100)),
+    };
+    lower_model(p.model(name).expect("model")).expect("lowers")
+}
+
+/// The graph's parameters, read from the checkpoint by path.
+fn params_by_path(g: &Graph, tensors: &[(String, Tensor)]) -> Vec<Tensor> {
+    g.params
+        .iter()
+        .map(|p| {
+            tensors
+                .iter()
+                .find(|(k, _)| *k == p.path)
+                .unwrap_or_else(|| panic!("no `{}` in the checkpoint", p.path))
+                .1
+                .clone()
+        })
+        .collect()
+}
+
+#[test]
+fn a_trained_flow_is_inverted_by_its_equilibria() {
+    let out: PathBuf =
+        std::env::temp_dir().join(format!("deqc-flow-inverse-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = Command::new(env!("CARGO_BIN_EXE_deqc"))
+        .args(["run", FILE, "--max-steps", "30", "--out"])
+        .arg(&out)
+        .output()
+        .expect("deqc runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let (tensors, _) =
+        read_tensors(&out.join("model.safetensors"), &Device::Cpu).expect("checkpoint");
+
+    let features = lower_named("Features");
+    let inverse = lower_named("Inverse");
+    let x = Tensor::rand(0f32, 1f32, (16, 784), &Device::Cpu).expect("pixels");
+    let exec = Executor::new(Device::Cpu);
+    let y = exec
+        .run(&features, &params_by_path(&features, &tensors), &[x.clone()])
+        .expect("features")
+        .outputs[0]
+        .clone();
+    let runner = SolverRunner::new();
+    let exec = Executor::new(Device::Cpu).with_runner(Box::new(runner.clone()));
+    let back = exec
+        .run(&inverse, &params_by_path(&inverse, &tensors), &[y.clone()])
+        .expect("inverse")
+        .outputs[0]
+        .clone();
+    let err = (back - &x)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.max_all())
+        .and_then(|m| m.to_scalar::<f32>())
+        .expect("error");
+    let moved = (y - &x)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.max_all())
+        .and_then(|m| m.to_scalar::<f32>())
+        .expect("moved");
+    eprintln!("reconstruction max error {err:e}; the flow moved pixels by up to {moved}");
+    assert!(moved > 0.05, "the flow is nearly the identity ({moved})");
+    assert!(err <= 1e-4, "reconstruction max error {err:e}");
+    let records = runner.take_records();
+    assert_eq!(records.len(), 2, "one solve per block");
+    for r in &records {
+        assert!(r.stats.converged, "{:?}", r.stats.residual);
+        assert!(r.stats.iterations > 1);
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
