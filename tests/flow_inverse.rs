@@ -79,7 +79,7 @@ fn a_trained_flow_is_inverted_by_its_equilibria() {
         .and_then(|d| d.max_all())
         .and_then(|m| m.to_scalar::<f32>())
         .expect("error");
-    let moved = (y - &x)
+    let moved = (&y - &x)
         .and_then(|d| d.abs())
         .and_then(|d| d.max_all())
         .and_then(|m| m.to_scalar::<f32>())
@@ -93,5 +93,33 @@ fn a_trained_flow_is_inverted_by_its_equilibria() {
         assert!(r.stats.converged, "{:?}", r.stats.residual);
         assert!(r.stats.iterations > 1);
     }
+
+    // `deqc grad` of the inverse reads the trained model's checkpoint (its
+    // head's tensors are left out) and differentiates through both solves.
+    let batch = out.join("batch.safetensors");
+    let target = Tensor::zeros(16, candle_core::DType::I64, &Device::Cpu).expect("target");
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("y".to_string(), y), ("target".to_string(), target)]),
+        &batch,
+    )
+    .expect("batch written");
+    let grads = out.join("grads.safetensors");
+    let run = Command::new(env!("CARGO_BIN_EXE_deqc"))
+        .args(["grad", FILE, "--model", "Inverse", "--weights"])
+        .arg(&out)
+        .arg("--batch")
+        .arg(&batch)
+        .arg("--out")
+        .arg(&grads)
+        .output()
+        .expect("deqc grad runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let (written, _) = read_tensors(&grads, &Device::Cpu).expect("gradients");
+    let names: Vec<&str> = written.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(names.contains(&"g1.a.w") && !names.contains(&"head.w"), "{names:?}");
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -166,7 +166,10 @@ pub fn param_shapes(graph: &Graph) -> Vec<(String, Vec<usize>)> {
 }
 
 /// Load a checkpoint's parameters for `graph`, from a folder or a
-/// `model.safetensors` file.
+/// `model.safetensors` file. Every parameter of `graph` must be there, with
+/// its shape; tensors that `graph` does not use are left out, so a model
+/// that shares some layer instances with the trained one (a flow's inverse,
+/// without the classifier head) reads its parameters by checkpoint path.
 pub fn load_weights(
     graph: &Graph,
     path: &Path,
@@ -178,6 +181,18 @@ pub fn load_weights(
     } else {
         path.to_path_buf()
     };
-    let (tensors, _) = checkpoint::load_tensors(&file, &shapes, device)?;
-    Ok(tensors)
+    let (mut tensors, _) = checkpoint::read_tensors(&file, device)?;
+    tensors.retain(|(k, _)| shapes.iter().any(|(n, _)| n == k));
+    let found: Vec<(String, Vec<usize>)> = tensors
+        .iter()
+        .map(|(k, t)| (k.clone(), t.dims().to_vec()))
+        .collect();
+    checkpoint::check_keys(&file, &found, &shapes)?;
+    let mut ordered = Vec::with_capacity(shapes.len());
+    for (k, _) in &shapes {
+        if let Some(i) = tensors.iter().position(|(n, _)| n == k) {
+            ordered.push(tensors.swap_remove(i));
+        }
+    }
+    Ok(ordered)
 }
