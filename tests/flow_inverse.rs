@@ -63,14 +63,22 @@ fn a_trained_flow_is_inverted_by_its_equilibria() {
     let x = Tensor::rand(0f32, 1f32, (16, 784), &Device::Cpu).expect("pixels");
     let exec = Executor::new(Device::Cpu);
     let y = exec
-        .run(&features, &params_by_path(&features, &tensors), &[x.clone()])
+        .run(
+            &features,
+            &params_by_path(&features, &tensors),
+            std::slice::from_ref(&x),
+        )
         .expect("features")
         .outputs[0]
         .clone();
     let runner = SolverRunner::new();
     let exec = Executor::new(Device::Cpu).with_runner(Box::new(runner.clone()));
     let back = exec
-        .run(&inverse, &params_by_path(&inverse, &tensors), &[y.clone()])
+        .run(
+            &inverse,
+            &params_by_path(&inverse, &tensors),
+            std::slice::from_ref(&y),
+        )
         .expect("inverse")
         .outputs[0]
         .clone();
@@ -120,6 +128,9 @@ fn a_trained_flow_is_inverted_by_its_equilibria() {
     );
     let (written, _) = read_tensors(&grads, &Device::Cpu).expect("gradients");
     let names: Vec<&str> = written.iter().map(|(k, _)| k.as_str()).collect();
-    assert!(names.contains(&"g1.a.w") && !names.contains(&"head.w"), "{names:?}");
+    assert!(
+        names.contains(&"g1.a.w") && !names.contains(&"head.w"),
+        "{names:?}"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -41,7 +41,10 @@ fn lower_named(src: &str, name: &str) -> Graph {
     let c = deqc::compile_source("flow.deq", src);
     let p = match c.program {
         Some(p) => p,
-        None => panic!("{}", deqc::compile_source("flow.deq", src).render_plain(100)),
+        None => panic!(
+            "{}",
+            deqc::compile_source("flow.deq", src).render_plain(100)
+        ),
     };
     lower_model(p.model(name).expect("model")).expect("lowers")
 }
@@ -100,10 +103,11 @@ fn log_abs_det(mut a: Vec<Vec<f64>>) -> f64 {
             .expect("rows");
         a.swap(c, p);
         sum += a[c][c].abs().ln();
-        for r in c + 1..n {
-            let f = a[r][c] / a[c][c];
-            for k in c..n {
-                a[r][k] -= f * a[c][k];
+        let pivot = a[c].clone();
+        for row in a.iter_mut().skip(c + 1) {
+            let f = row[c] / pivot[c];
+            for (x, p) in row.iter_mut().zip(&pivot).skip(c) {
+                *x -= f * p;
             }
         }
     }
@@ -181,7 +185,7 @@ fn hutchinson_with_rademacher_probes_is_within_two_percent() {
     let g = lower_named(&SRC.replace("TERMS", "1"), "Hutchinson");
     let mut estimates = Vec::new();
     for seed in [1, 2, 3] {
-        let est = run(&g, &params, &[x.clone()], seed)[0];
+        let est = run(&g, &params, std::slice::from_ref(&x), seed)[0];
         let rel = (est - exact).abs() / exact.abs();
         assert!(
             rel <= 0.02,

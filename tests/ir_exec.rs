@@ -465,7 +465,10 @@ fn probes_have_their_distribution_and_depend_on_the_seed_only() {
     let mean = gauss.iter().sum::<f64>() / 4000.0;
     let var = gauss.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 4000.0;
     // Standard errors: 1/sqrt(4000) = 0.016 for the mean, ~0.022 for the variance.
-    assert!(mean.abs() < 0.08 && (var - 1.0).abs() < 0.12, "{mean} {var}");
+    assert!(
+        mean.abs() < 0.08 && (var - 1.0).abs() < 0.12,
+        "{mean} {var}"
+    );
     assert!(signs.iter().all(|s| *s == 1.0 || *s == -1.0));
     let plus = signs.iter().filter(|s| **s > 0.0).count();
     assert!((1800..2200).contains(&plus), "{plus} of 4000 are +1");

@@ -108,7 +108,7 @@ fn vjp_and_jvp_match_the_jacobian_built_column_by_column() {
     let params = cell_params();
     let x = randn(&[2, 3], 3);
     let apply = lower_named(CELL, "Apply");
-    let jac = jacobian_by_columns(|x| run(&apply, &params, &[x.clone()]), &x);
+    let jac = jacobian_by_columns(|x| run(&apply, &params, std::slice::from_ref(x)), &x);
     let (n_in, n_out) = (jac.len(), jac[0].len());
     assert_eq!((n_in, n_out), (6, 8));
 
@@ -210,15 +210,13 @@ fn a_vjp_inside_an_equilibrium_body_is_solved_and_differentiated() {
     // column by column at z*.
     let z = t(&zstar, &[2, 3]);
     let apply = lower_named(IN_BODY, "Apply");
-    let jac = jacobian_by_columns(|z| run(&apply, &params, &[z.clone()]), &z);
+    let jac = jacobian_by_columns(|z| run(&apply, &params, std::slice::from_ref(z)), &z);
     let vv = values(&v);
     let vjp: Vec<f64> = (0..6)
         .map(|j| (0..6).map(|i| vv[i] * jac[j][i]).sum())
         .collect();
     let xx = values(&x);
-    let mapped: Vec<f64> = (0..6)
-        .map(|k| (vjp[k] * zstar[k] + xx[k]).tanh())
-        .collect();
+    let mapped: Vec<f64> = (0..6).map(|k| (vjp[k] * zstar[k] + xx[k]).tanh()).collect();
     let e = rel_err(&zstar, &mapped);
     assert!(e <= 1e-6, "z* is not a fixed point: {e:e}");
     // The map itself, evaluated by the compiled VJP, agrees.
@@ -228,9 +226,8 @@ fn a_vjp_inside_an_equilibrium_body_is_solved_and_differentiated() {
     // Differentiated again through the implicit adjoint: gradcheck.
     let g = lower_named(IN_BODY, "Deq");
     let inputs = [x, randn(&[2, 3], 14)];
-    let report =
-        deqc::autodiff::check::check_graph(&g, &params, &inputs, &exec(), 1e-6, 3, None)
-            .expect("gradcheck runs");
+    let report = deqc::autodiff::check::check_graph(&g, &params, &inputs, &exec(), 1e-6, 3, None)
+        .expect("gradcheck runs");
     for r in &report {
         assert!(r.max_rel_error <= 1e-6, "{}: {:e}", r.name, r.max_rel_error);
     }

@@ -46,8 +46,7 @@ impl Product {
 fn same_type(a: &Type, b: &Type) -> bool {
     a.dtype == b.dtype
         && a.rank() == b.rank()
-        && a
-            .shape
+        && a.shape
             .iter()
             .zip(&b.shape)
             .all(|(x, y)| x.compare(y) != DimCmp::Different)
