@@ -97,6 +97,23 @@ fn a_trained_flow_is_inverted_by_its_equilibria() {
     assert!(err <= 1e-4, "reconstruction max error {err:e}");
     let records = runner.take_records();
     assert_eq!(records.len(), 2, "one solve per block");
+    // The stdlib's `flow::residual_inverse` writes the same equilibria.
+    let by_stdlib = lower_named("InverseByStdlib");
+    let again = Executor::new(Device::Cpu)
+        .run(
+            &by_stdlib,
+            &params_by_path(&by_stdlib, &tensors),
+            std::slice::from_ref(&y),
+        )
+        .expect("inverse by stdlib")
+        .outputs[0]
+        .clone();
+    let err2 = (again - &x)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.max_all())
+        .and_then(|m| m.to_scalar::<f32>())
+        .expect("error");
+    assert!(err2 <= 1e-4, "flow::residual_inverse: max error {err2:e}");
     for r in &records {
         assert!(r.stats.converged, "{:?}", r.stats.residual);
         assert!(r.stats.iterations > 1);

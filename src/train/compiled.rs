@@ -182,12 +182,18 @@ pub fn load_weights(
         path.to_path_buf()
     };
     let (mut tensors, _) = checkpoint::read_tensors(&file, device)?;
+    let found = |ts: &[(String, Tensor)]| -> Vec<(String, Vec<usize>)> {
+        ts.iter()
+            .map(|(k, t)| (k.clone(), t.dims().to_vec()))
+            .collect()
+    };
+    let all = found(&tensors);
     tensors.retain(|(k, _)| shapes.iter().any(|(n, _)| n == k));
-    let found: Vec<(String, Vec<usize>)> = tensors
-        .iter()
-        .map(|(k, t)| (k.clone(), t.dims().to_vec()))
-        .collect();
-    checkpoint::check_keys(&file, &found, &shapes)?;
+    if checkpoint::check_keys(&file, &found(&tensors), &shapes).is_err() {
+        // Not this model's parameters: list every difference, extra
+        // tensors included, so that the mismatch is plain.
+        checkpoint::check_keys(&file, &all, &shapes)?;
+    }
     let mut ordered = Vec::with_capacity(shapes.len());
     for (k, _) in &shapes {
         if let Some(i) = tensors.iter().position(|(n, _)| n == k) {
