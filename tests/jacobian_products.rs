@@ -1,7 +1,8 @@
 //! `vjp(f, x, v)` and `jvp(f, x, u)` in the language, in f64: against the
 //! full Jacobian built column by column from central differences of `f`,
 //! inside an equilibrium body, and differentiated again (their gradients
-//! against finite differences of the first-order result).
+//! against finite differences of the first-order result), and through a
+//! function that holds an equilibrium (its implicit adjoint).
 
 mod common;
 
@@ -231,4 +232,54 @@ fn a_vjp_inside_an_equilibrium_body_is_solved_and_differentiated() {
     for r in &report {
         assert!(r.max_rel_error <= 1e-6, "{}: {:e}", r.name, r.max_rel_error);
     }
+}
+
+/// A function that holds an equilibrium: its VJP goes through the implicit
+/// adjoint (the reverse sweep's rule for equilibria).
+const OF_A_DEQ: &str = r#"
+layer Solve[d: int](x: f64[B, d]) -> f64[B, d] {
+    param w: f64[d, d] = zeros;
+    equilibrium z: f64[B, d] = tanh(z @ w + x)
+        with solver = anderson(tol = 1e-13, max_iter = 300, stop = "abs"),
+             backward = implicit(tol = 1e-13, max_iter = 300);
+    z * z
+}
+model Apply(x: f64[B, 3]) -> f64[B, 3] {
+    let s = Solve[3];
+    s(x)
+}
+model Vjp(x: f64[B, 3], v: f64[B, 3]) -> f64[B, 3] {
+    let s = Solve[3];
+    vjp(s, x, v)
+}
+model Jvp(x: f64[B, 3], u: f64[B, 3]) -> f64[B, 3] {
+    let s = Solve[3];
+    jvp(s, x, u)
+}
+"#;
+
+#[test]
+fn products_of_a_function_holding_an_equilibrium_use_its_adjoint() {
+    let params = vec![(randn(&[3, 3], 21) * 0.4).expect("scale")];
+    let x = randn(&[2, 3], 22);
+    let apply = lower_named(OF_A_DEQ, "Apply");
+    let jac = jacobian_by_columns(|x| run(&apply, &params, std::slice::from_ref(x)), &x);
+    let v = randn(&[2, 3], 23);
+    let vv = values(&v);
+    let expected_vjp: Vec<f64> = (0..6)
+        .map(|j| (0..6).map(|i| vv[i] * jac[j][i]).sum())
+        .collect();
+    let got = run(
+        &lower_named(OF_A_DEQ, "Vjp"),
+        &params,
+        &[x.clone(), v.clone()],
+    );
+    let e = rel_err(&got, &expected_vjp);
+    assert!(e <= 1e-6, "vjp through an equilibrium: error {e:e}");
+    let expected_jvp: Vec<f64> = (0..6)
+        .map(|i| (0..6).map(|j| jac[j][i] * vv[j]).sum())
+        .collect();
+    let got = run(&lower_named(OF_A_DEQ, "Jvp"), &params, &[x, v]);
+    let e = rel_err(&got, &expected_jvp);
+    assert!(e <= 1e-6, "jvp through an equilibrium: error {e:e}");
 }
