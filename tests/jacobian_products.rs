@@ -283,3 +283,33 @@ fn products_of_a_function_holding_an_equilibrium_use_its_adjoint() {
     let e = rel_err(&got, &expected_jvp);
     assert!(e <= 1e-6, "jvp through an equilibrium: error {e:e}");
 }
+
+#[test]
+fn a_probe_in_an_equilibrium_body_is_the_same_in_the_adjoint() {
+    // The implicit adjoint re-runs the body; were the probe drawn again
+    // there, the gradient would not match finite differences.
+    let src = r#"
+model P(x: f64[B, 3]) -> f64[B, 3] {
+    param w: f64[3, 3] = zeros;
+    equilibrium z: f64[B, 3] = tanh(z @ w * cast(probe([B, 3], "rademacher"), "f64") + x)
+        with solver = anderson(tol = 1e-13, max_iter = 300, stop = "abs"),
+             backward = implicit(tol = 1e-13, max_iter = 300);
+    z
+}
+"#;
+    let g = lower_named(src, "P");
+    let params = vec![(randn(&[3, 3], 31) * 0.4).expect("scale")];
+    let report = deqc::autodiff::check::check_graph(
+        &g,
+        &params,
+        &[randn(&[2, 3], 32)],
+        &exec(),
+        1e-6,
+        3,
+        None,
+    )
+    .expect("gradcheck runs");
+    for r in &report {
+        assert!(r.max_rel_error <= 1e-6, "{}: {:e}", r.name, r.max_rel_error);
+    }
+}
