@@ -20,7 +20,7 @@ fn model(solver: &str, backward: &str) -> deqc::ir::Graph {
 /// Peak live bytes and seconds of one forward + backward step.
 fn step(solver: &str, backward: &str) -> (usize, f64) {
     let g = model(solver, backward);
-    let mut step = step_graph(&g, deqc::sema::spec::Loss::CrossEntropy).expect("step graph");
+    let mut step = step_graph(&g, &deqc::sema::spec::Loss::CROSS_ENTROPY).expect("step graph");
     deqc::passes::Pipeline::default()
         .run(&mut step.graph)
         .expect("passes");

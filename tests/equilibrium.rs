@@ -609,9 +609,9 @@ fn optimized_training_step_computes_the_same_values() {
         std::fs::read_to_string("tests/models/mdeq_small.deq").unwrap(),
     ] {
         let model = lower(&src);
-        let plain = deqc::train::program::step_graph(&model, deqc::sema::spec::Loss::Mse).unwrap();
+        let plain = deqc::train::program::step_graph(&model, &deqc::sema::spec::Loss::Mse).unwrap();
         let mut opt =
-            deqc::train::program::step_graph(&model, deqc::sema::spec::Loss::Mse).unwrap();
+            deqc::train::program::step_graph(&model, &deqc::sema::spec::Loss::Mse).unwrap();
         let before = opt.graph.node_count();
         deqc::passes::Pipeline::default()
             .run(&mut opt.graph)

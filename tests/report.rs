@@ -260,6 +260,16 @@ fn deqc_run_writes_the_facts_and_the_report() {
     assert!(facts["wall_seconds"].as_f64().unwrap() > 0.0);
     assert!(facts["equilibria"][0]["tol"].as_f64().unwrap() > 0.0);
     assert!(facts["command_line"].to_string().contains("--max-steps"));
+    // The example standardizes its pixels (`normalize = true`): the
+    // statistics are printed and saved with the run.
+    let std = facts["standardization"]["std"].as_f64().unwrap();
+    let mean = facts["standardization"]["mean"].as_f64().unwrap();
+    assert!(
+        (0.25..0.35).contains(&std) && (0.1..0.16).contains(&mean),
+        "{facts}"
+    );
+    assert_eq!(facts["standardization"]["samples"], 8000);
+    assert!(err.contains("x standardized with mean 0.1"), "{err}");
     let page = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(figure(&page, "fwd_residual").contains("<svg"));
     let other = dir.join("other.html");

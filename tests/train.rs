@@ -309,7 +309,7 @@ model Tiny(x: f64[B, 3]) -> f64[B, 2] {
     let model = c.program.unwrap().models[0].clone();
     let graph = deqc::ir::lower::lower_model(&model).unwrap();
     let eval =
-        deqc::train::program::eval_graph(&graph, deqc::sema::spec::Loss::CrossEntropy).unwrap();
+        deqc::train::program::eval_graph(&graph, &deqc::sema::spec::Loss::CROSS_ENTROPY).unwrap();
     let exec =
         deqc::exec::Executor::cpu_f64().with_runner(Box::new(deqc::deq::SolverRunner::new()));
     let loss = |ps: &[Tensor]| -> f64 {

@@ -18,7 +18,7 @@ fn two_eq() -> deqc::ir::Graph {
 #[test]
 fn each_fixed_point_and_probe_goes_to_its_own_input() {
     let model = two_eq();
-    let step = step_graph(&model, Loss::CrossEntropy).expect("step graph");
+    let step = step_graph(&model, &Loss::CROSS_ENTROPY).expect("step graph");
     let jac = jacobian_step(&model)
         .expect("builds")
         .expect("has equilibria");

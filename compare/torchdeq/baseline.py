@@ -2,11 +2,13 @@
 
 Same architecture (Linear 784->256 injection, tanh(cell(z) + u) equilibrium,
 Linear 256->10 head, PyTorch's default initializers), same data (the bundled
-8,000 training and 2,000 test digits, pixels in 0..1) and the same train
+8,000 training and 2,000 test digits, standardized with the training split's
+mean and standard deviation as `normalize = true` does; `raw` keeps pixels
+in 0..1) and the same train
 block: Anderson (m = 5, tol 1e-4, max_iter 40) forward, implicit backward
 (tol 1e-6, max_iter 40), Adam lr 1e-3, batch 128, 4 epochs.
 
-    python baseline.py SEED [abs|rel]    # run from the repository root
+    python baseline.py SEED [abs|rel] [raw]    # run from the repository root
 """
 import gzip
 import sys
@@ -38,6 +40,11 @@ def labels(name):
 
 xtr, ytr = images("train-images-idx3-ubyte.gz"), labels("train-labels-idx1-ubyte.gz")
 xte, yte = images("t10k-images-idx3-ubyte.gz"), labels("t10k-labels-idx1-ubyte.gz")
+if "raw" not in sys.argv[3:]:
+    # One mean and one std over every training pixel, in float64, like deqc.
+    mean, std = xtr.double().mean().item(), xtr.double().std(unbiased=False).item()
+    print(f"standardized with mean {mean:.6f}, std {std:.6f}", flush=True)
+    xtr, xte = (xtr - mean) / std, (xte - mean) / std
 
 
 class DeqMlp(nn.Module):

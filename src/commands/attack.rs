@@ -28,6 +28,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::deq::SolverRunner;
 use crate::exec::Executor;
+use crate::train::data::normalize::Standardization;
 use crate::train::data::{Dataset, HostData};
 use crate::train::TrainError;
 use engine::{host, per_sample, AttackGraph, AttackSpec, Attacker, GradientMode, Method, Norm};
@@ -189,8 +190,12 @@ pub struct AttackSummary {
     pub adversarial_residual: f64,
     pub clean_failed: usize,
     pub adversarial_failed: usize,
-    /// Valid range of each attacked input, by name.
+    /// Valid range of each attacked input, by name, in the data's units.
     pub ranges: Vec<(String, (f64, f64))>,
+    /// How the model's inputs were standardized (`normalize = true`);
+    /// eps, ranges, distances and written examples are in the data's own
+    /// units regardless.
+    pub standardization: Option<Standardization>,
 }
 
 fn mean<T: Copy + Into<f64>>(v: &[T]) -> f64 {
@@ -206,9 +211,9 @@ pub fn attack(
     spec: &AttackSpec,
     device: &Device,
 ) -> Result<AttackSummary, TrainError> {
-    if cfg.loss != crate::sema::spec::Loss::CrossEntropy {
+    if !cfg.loss.takes_class_ids() {
         return Err(TrainError::Usage(
-            "deqc attack measures classification accuracy: the train block's loss must be cross_entropy".into(),
+            "deqc attack measures classification accuracy: the train block's loss must take class ids (cross_entropy, nll, or a fn with class-id targets)".into(),
         ));
     }
     let lowered = crate::ir::lower::lower_model(model)?;
@@ -217,10 +222,10 @@ pub fn attack(
         .map(|p| p.1)
         .collect();
     let pipeline = crate::passes::Pipeline::default();
-    let mut eval = crate::train::program::eval_graph(&lowered, cfg.loss)?.graph;
+    let mut eval = crate::train::program::eval_graph(&lowered, &cfg.loss)?.graph;
     pipeline.run(&mut eval)?;
     let mut grad =
-        engine::attack_graph(&engine::with_gradient_mode(&lowered, o.gradient), cfg.loss)?;
+        engine::attack_graph(&engine::with_gradient_mode(&lowered, o.gradient), &cfg.loss)?;
     pipeline.run(&mut grad.graph)?;
     if grad.attacked.is_empty() {
         return Err(TrainError::Usage(format!(
@@ -245,6 +250,20 @@ pub fn attack(
         })
         .collect();
     let bounds: Vec<(f64, f64)> = ranges.iter().map(|r| r.1).collect();
+    // The attacker works in the model's (standardized) units; eps and alpha
+    // are given in the data's own, so they scale by 1 / std.
+    let standardization = splits.standardization;
+    let scale = standardization.map_or(1.0, |st| st.std);
+    let to_data = |v: f64| standardization.map_or(v, |st| st.invert(v));
+    let ranges: Vec<(String, (f64, f64))> = ranges
+        .into_iter()
+        .map(|(name, (lo, hi))| (name, (to_data(lo), to_data(hi))))
+        .collect();
+    let model_spec = AttackSpec {
+        eps: spec.eps / scale,
+        alpha: spec.alpha / scale,
+        ..spec.clone()
+    };
     let runner = SolverRunner::new();
     let exec = Executor::new(device.clone()).with_runner(Box::new(runner.clone()));
     let attacker = Attacker {
@@ -253,7 +272,7 @@ pub fn attack(
         eval: &eval,
         params: &params,
         ranges: &bounds,
-        spec,
+        spec: &model_spec,
     };
     let batch_size = o.batch_size.unwrap_or(cfg.batch_size).max(1);
     let total = o.limit.unwrap_or(usize::MAX).min(test.len());
@@ -300,9 +319,10 @@ pub fn attack(
             .iter()
             .map(|&i| host(&x[i]))
             .collect::<Result<_, _>>()?;
-        distances.extend(engine::perturbation(&x0, &xa, spec.norm, take));
+        let distances_in_model_units = engine::perturbation(&x0, &xa, spec.norm, take);
+        distances.extend(distances_in_model_units.into_iter().map(|d| d * scale));
         for (all, values) in adversarial.iter_mut().zip(xa) {
-            all.extend(values);
+            all.extend(values.into_iter().map(to_data));
         }
         if let Some(t) = inputs.last() {
             targets.extend(host(t)?.into_iter().map(|v| v as i64));
@@ -340,6 +360,7 @@ pub fn attack(
         clean_failed: clean.failed.iter().filter(|f| **f).count(),
         adversarial_failed: adv.failed.iter().filter(|f| **f).count(),
         ranges,
+        standardization,
     };
     if let Some(dir) = &o.out {
         let shapes: Vec<Vec<usize>> = grad
@@ -519,6 +540,9 @@ fn print_report(model: &str, s: &AttackSummary, spec: &AttackSpec, o: &Options) 
     );
     for (name, (lo, hi)) in &s.ranges {
         outln!("  `{name}` kept in [{lo}, {hi}] (its range in the training and test splits)");
+    }
+    if let Some(st) = &s.standardization {
+        outln!("  the model sees inputs standardized with {st}; eps, ranges and the written examples are in the data's own units");
     }
     outln!(
         "  clean accuracy  {:6.2}%   robust accuracy {:6.2}%",

@@ -157,7 +157,10 @@ pub const TRAIN_KEY_DOCS: &[(&str, &str)] = &[
         "data",
         "The data source: mnist(path, ...), text(path, ...) or csv(path, target = ...); mnist and csv take classes = [..] and per_class = n for a labelled subset. Required.",
     ),
-    ("loss", "The loss: cross_entropy, mse, ... Required."),
+    (
+        "loss",
+        "The loss: cross_entropy (label_smoothing = e), nll (on log-probabilities), bce_with_logits, mse, or the name of a fn(scores, target) of the file returning a float scalar. Required.",
+    ),
     (
         "optimizer",
         "sgd(lr, ...), adam(lr, ...) or adamw(...); default adam(lr = 1e-3).",

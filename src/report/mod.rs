@@ -170,6 +170,17 @@ pub fn start_run(
     }
 }
 
+/// Add one fact to the run's `run.json` (after [`start_run`]), e.g. the
+/// data's standardization statistics.
+pub fn add_fact(out: &Path, key: &str, value: Value) {
+    if let Some(mut facts) = read_facts(out) {
+        facts.insert(key.into(), value);
+        if let Err(e) = write_facts(out, &facts) {
+            eprintln!("warning: {e}");
+        }
+    }
+}
+
 /// Called by `deqc run` after each epoch: stamp the wall time so far into
 /// `run.json` and rewrite `report.html`.
 pub fn after_epoch(out: &Path, elapsed: std::time::Duration) {

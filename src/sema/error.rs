@@ -551,6 +551,21 @@ pub enum SemaError {
         help: Option<String>,
     },
 
+    #[error("`{name}` cannot be the loss: {detail}")]
+    #[diagnostic(code(deq::sema::bad_loss))]
+    BadLoss {
+        name: String,
+        detail: String,
+        #[label("{label}")]
+        span: SourceSpan,
+        label: String,
+        /// The `loss = ...` entry, when it is not where `span` is.
+        #[label("given as the loss here")]
+        used: Option<SourceSpan>,
+        #[help]
+        help: Option<String>,
+    },
+
     #[error("`{name}` is never used")]
     #[diagnostic(code(deq::sema::unused), severity(Warning))]
     Unused {

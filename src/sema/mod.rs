@@ -178,8 +178,9 @@ fn check_train(elab: &mut Elab, t: &ast::TrainItem, program: &Program) -> Option
     for e in errs {
         elab.report(t.span, e);
     }
-    let cfg = cfg.filter(|_| complete)?;
+    let mut cfg = cfg.filter(|_| complete)?;
     if let Some(model) = program.model(&t.model.name) {
+        cfg = elab.resolve_loss(cfg, &model.output_types)?;
         let data_span = t
             .entries
             .iter()
@@ -422,8 +423,9 @@ fn check_data_fits(
     } else {
         2
     };
-    match cfg.loss {
-        Loss::CrossEntropy => {
+    let loss_name = cfg.loss.to_string();
+    match &cfg.loss {
+        Loss::CrossEntropy { .. } | Loss::Nll => {
             let last = out.shape.last().and_then(|d| d.as_const());
             if out.rank() != want_rank || !out.dtype.is_float() {
                 let want = if want_rank == 3 {
@@ -434,7 +436,7 @@ fn check_data_fits(
                 return mismatch(
                     elab,
                     loss_span,
-                    format!("cross_entropy needs {want}, but the model gives {out}"),
+                    format!("{loss_name} needs {want}, but the model gives {out}"),
                     None,
                 );
             }
@@ -456,14 +458,16 @@ fn check_data_fits(
                 }
             }
         }
-        Loss::Mse => {
+        Loss::Mse | Loss::BceWithLogits => {
             return mismatch(
                 elab,
                 loss_span,
-                "mse needs float targets, but this data source gives class ids".into(),
+                format!("{loss_name} needs float targets, but this data source gives class ids"),
                 Some("use `loss = cross_entropy;`".into()),
             );
         }
+        // Its arguments were checked against the fn when it was elaborated.
+        Loss::Custom(_) => {}
     }
     Some(())
 }

@@ -127,6 +127,8 @@ pub enum DataSpec {
     Mnist {
         path: String,
         flatten: bool,
+        /// Standardize `x` with the training split's mean and std.
+        normalize: bool,
         subset: Subset,
     },
     Text {
@@ -173,10 +175,80 @@ impl fmt::Display for Subset {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The loss of a `train` block: a built-in, or a `fn` of the file.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Loss {
-    CrossEntropy,
+    /// Softmax cross-entropy against class ids; the target distribution is
+    /// `(1 - label_smoothing) * one_hot + label_smoothing / C`.
+    CrossEntropy {
+        label_smoothing: f64,
+    },
+    /// Negative log-likelihood of class ids, on log-probabilities.
+    Nll,
+    /// Binary cross-entropy on logits against float targets of the scores'
+    /// shape, averaged over every element.
+    BceWithLogits,
     Mse,
+    /// `loss = my_loss;` with `fn my_loss(scores, target)`.
+    Custom(CustomLoss),
+}
+
+impl Loss {
+    /// `cross_entropy` without label smoothing (the default loss).
+    pub const CROSS_ENTROPY: Loss = Loss::CrossEntropy {
+        label_smoothing: 0.0,
+    };
+
+    /// Whether the targets are class ids, so that accuracy is a metric.
+    pub fn takes_class_ids(&self) -> bool {
+        match self {
+            Loss::CrossEntropy { .. } | Loss::Nll => true,
+            Loss::BceWithLogits | Loss::Mse => false,
+            Loss::Custom(c) => c.target.dtype == crate::types::DType::I64,
+        }
+    }
+}
+
+/// A loss written in the language: the `fn`, elaborated with the model's
+/// outputs then the target as its arguments (in that order, so that a model
+/// with several outputs can hand them all to its loss).
+#[derive(Debug, Clone)]
+pub struct CustomLoss {
+    /// The fn's name.
+    pub name: String,
+    /// Where `loss = name` is written.
+    pub span: crate::source::Span,
+    /// The type of the target the data gives (the fn's last argument).
+    pub target: crate::types::Type,
+    /// The fn inlined as a parameterless model: inputs are the model's
+    /// outputs then the target; one output, a float scalar. `None` until
+    /// sema has elaborated it.
+    pub body: Option<std::sync::Arc<crate::sema::hir::Model>>,
+}
+
+impl PartialEq for CustomLoss {
+    /// Two custom losses agree when they name the same fn with the same
+    /// target type (the body follows from them and the model).
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.target == other.target
+    }
+}
+
+impl fmt::Display for Loss {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Loss::CrossEntropy { label_smoothing } if *label_smoothing > 0.0 => write!(
+                f,
+                "cross_entropy(label_smoothing = {})",
+                num(*label_smoothing)
+            ),
+            Loss::CrossEntropy { .. } => f.write_str("cross_entropy"),
+            Loss::Nll => f.write_str("nll"),
+            Loss::BceWithLogits => f.write_str("bce_with_logits"),
+            Loss::Mse => f.write_str("mse"),
+            Loss::Custom(c) => f.write_str(&c.name),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -342,9 +414,11 @@ impl fmt::Display for DataSpec {
             DataSpec::Mnist {
                 path,
                 flatten,
+                normalize,
                 subset,
             } => {
-                write!(f, "mnist({path:?}, flatten = {flatten}{subset})")
+                let normalize = if *normalize { ", normalize = true" } else { "" };
+                write!(f, "mnist({path:?}, flatten = {flatten}{normalize}{subset})")
             }
             DataSpec::Text {
                 path,
@@ -447,11 +521,7 @@ impl fmt::Display for TrainConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "train {} {{", self.model)?;
         writeln!(f, "    data = {};", self.data)?;
-        let loss = match self.loss {
-            Loss::CrossEntropy => "cross_entropy",
-            Loss::Mse => "mse",
-        };
-        writeln!(f, "    loss = {loss};")?;
+        writeln!(f, "    loss = {};", self.loss)?;
         writeln!(f, "    optimizer = {};", self.optimizer)?;
         writeln!(f, "    schedule = {};", self.schedule)?;
         writeln!(f, "    epochs = {};", self.epochs)?;

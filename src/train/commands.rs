@@ -312,7 +312,7 @@ pub fn eval(
             test,
             batch_size.unwrap_or(cfg.batch_size),
             &device,
-            cfg.loss == crate::sema::spec::Loss::CrossEntropy,
+            cfg.loss.takes_class_ids(),
             None,
         )?;
         Ok((l, a, test.len()))
@@ -351,11 +351,11 @@ pub fn grad(
     }
     let loss = train
         .as_ref()
-        .map_or(crate::sema::spec::Loss::CrossEntropy, |t| t.loss);
+        .map_or(crate::sema::spec::Loss::CROSS_ENTROPY, |t| t.loss.clone());
     let result = (|| -> Result<Vec<(String, Tensor)>, TrainError> {
         let device = Device::Cpu;
         let graph = crate::ir::lower::lower_model(&m)?;
-        let step = super::program::step_graph(&graph, loss)?;
+        let step = super::program::step_graph(&graph, &loss)?;
         let params = trainer::load_weights(&graph, weights, &device)?;
         let (tensors, _) = super::checkpoint::read_tensors(batch, &device)?;
         let mut inputs = Vec::new();

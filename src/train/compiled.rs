@@ -85,8 +85,8 @@ fn stability_graph(graph: &Graph) -> Graph {
 pub fn compile(model: &Model, cfg: &TrainConfig) -> Result<Compiled, TrainError> {
     let graph = lower_model(model)?;
     let frozen = frozen_mask(&graph, cfg);
-    let mut step = step_graph_frozen(&graph, cfg.loss, &frozen)?;
-    let mut eval = eval_graph(&graph, cfg.loss)?;
+    let mut step = step_graph_frozen(&graph, &cfg.loss, &frozen)?;
+    let mut eval = eval_graph(&graph, &cfg.loss)?;
     let mut jacobian = match cfg.jacobian_reg {
         Some(_) => jacobian_step_frozen(&graph, &frozen)?,
         None => None,

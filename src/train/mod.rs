@@ -20,6 +20,7 @@ pub mod evaluate;
 pub mod guard;
 pub mod init;
 pub mod layout;
+pub mod loss;
 pub mod metrics;
 pub mod optim;
 pub mod program;

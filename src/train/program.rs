@@ -8,21 +8,21 @@
 //! comes with its typed layout ([`super::layout`]): callers find results
 //! and place inputs through it, never by position.
 //!
-//! Guarantees: the loss is built from IR ops (cross-entropy as
-//! `-sum(log_softmax(scores) * one_hot(target)) / count`, the one-hot being
-//! `embedding(target, eye(C))`), so its gradient is derived like any other;
-//! every gradient is taken with the equilibrium rule of `crate::deq`.
+//! Guarantees: the loss is built from IR ops ([`super::loss`]), so its
+//! gradient is derived like any other; every gradient is taken with the
+//! equilibrium rule of `crate::deq`.
 
 use crate::autodiff::builder::Builder;
 use crate::autodiff::{grad_with, AdError};
 use crate::deq::jacobian::{jacobian_graph, top_level_equilibria};
 use crate::deq::DeqVjp;
-use crate::ir::{Graph, GraphInput, NodeId, Op, ReduceOp};
+use crate::ir::{Graph, NodeId, Op};
 use crate::sema::spec::Loss;
 use crate::types::dim::Dim;
-use crate::types::{DType, Type};
+use crate::types::Type;
 
 use super::layout::{JacobianLayout, StepLayout};
+use super::loss::append_loss;
 
 /// A step or evaluation graph with the layout of its outputs.
 pub struct StepGraph {
@@ -36,80 +36,7 @@ pub struct JacobianStep {
     pub layout: JacobianLayout,
 }
 
-/// What the target of the loss looks like for a model output.
-pub fn target_type(loss: Loss, scores: &Type) -> Type {
-    match loss {
-        // Class ids: the scores without their last (class) dimension.
-        Loss::CrossEntropy => Type::new(
-            DType::I64,
-            scores.shape[..scores.rank().saturating_sub(1)].to_vec(),
-        ),
-        Loss::Mse => scores.clone(),
-    }
-}
-
-fn reduce_all(b: &mut Builder, x: NodeId, op: ReduceOp) -> Result<NodeId, AdError> {
-    let axes: Vec<usize> = (0..b.ty(x).rank()).collect();
-    b.op(
-        Op::Reduce {
-            op,
-            axes,
-            keepdim: false,
-        },
-        &[x],
-    )
-}
-
-/// Append the target input and the loss to a model graph; returns
-/// `(loss, scores)`.
-fn add_loss(g: &mut Graph, loss: Loss) -> Result<(NodeId, NodeId), AdError> {
-    let scores = *g
-        .outputs()
-        .first()
-        .ok_or_else(|| AdError::Internal("the model has no output".into()))?;
-    let sty = g.ty(scores).clone();
-    let tty = target_type(loss, &sty);
-    g.inputs.push(GraphInput {
-        name: "target".into(),
-        ty: tty.clone(),
-    });
-    let target = g.add(Op::Input(g.inputs.len() - 1), tty.clone(), &[], None);
-    let span = g.span(scores);
-    let mut b = Builder { g, span };
-    let value = match loss {
-        Loss::CrossEntropy => {
-            let classes = sty
-                .shape
-                .last()
-                .cloned()
-                .ok_or_else(|| AdError::Internal("cross_entropy of a scalar".into()))?;
-            let logp = b.op(
-                Op::LogSoftmax {
-                    axis: sty.rank() - 1,
-                },
-                &[scores],
-            )?;
-            let eye = b.g.add(
-                Op::Eye { n: classes.clone() },
-                Type::new(sty.dtype, vec![classes.clone(), classes]),
-                &[],
-                span,
-            );
-            let one_hot = b.op(Op::Embedding, &[target, eye])?;
-            let picked = b.mul(logp, one_hot)?;
-            let total = reduce_all(&mut b, picked, ReduceOp::Sum)?;
-            let count = b.count(tty.shape.clone(), sty.dtype);
-            let mean = b.div(total, count)?;
-            b.neg(mean)?
-        }
-        Loss::Mse => {
-            let d = b.sub(scores, target)?;
-            let sq = b.mul(d, d)?;
-            reduce_all(&mut b, sq, ReduceOp::Mean)?
-        }
-    };
-    Ok((value, scores))
-}
+pub use super::loss::target_type;
 
 fn param_nodes(g: &Graph) -> Vec<Option<NodeId>> {
     let mut out = vec![None; g.params.len()];
@@ -159,18 +86,22 @@ fn param_grads(g: &mut Graph, value: NodeId, frozen: &[bool]) -> Result<Vec<Node
 }
 
 /// The training step graph of a lowered model.
-pub fn step_graph(model: &Graph, loss: Loss) -> Result<StepGraph, AdError> {
+pub fn step_graph(model: &Graph, loss: &Loss) -> Result<StepGraph, AdError> {
     step_graph_frozen(model, loss, &[])
 }
 
 /// The training step graph with the parameters marked in `frozen` left out
 /// of differentiation: their gradient outputs are constant zeros and no
 /// node computes anything toward them.
-pub fn step_graph_frozen(model: &Graph, loss: Loss, frozen: &[bool]) -> Result<StepGraph, AdError> {
+pub fn step_graph_frozen(
+    model: &Graph,
+    loss: &Loss,
+    frozen: &[bool],
+) -> Result<StepGraph, AdError> {
     let mut g = model.clone();
     // Before differentiating: the adjoint solves are equilibria too.
     let zstar_nodes = zstar_nodes(&mut g);
-    let (value, scores) = add_loss(&mut g, loss)?;
+    let (value, scores) = append_loss(&mut g, loss)?;
     let grads = param_grads(&mut g, value, frozen)?;
     let mut outputs = vec![value, scores];
     let grads_at = outputs.len()..outputs.len() + grads.len();
@@ -189,9 +120,9 @@ pub fn step_graph_frozen(model: &Graph, loss: Loss, frozen: &[bool]) -> Result<S
 }
 
 /// The evaluation graph: loss and scores.
-pub fn eval_graph(model: &Graph, loss: Loss) -> Result<StepGraph, AdError> {
+pub fn eval_graph(model: &Graph, loss: &Loss) -> Result<StepGraph, AdError> {
     let mut g = model.clone();
-    let (value, scores) = add_loss(&mut g, loss)?;
+    let (value, scores) = append_loss(&mut g, loss)?;
     g.set_outputs(vec![value, scores]);
     let layout = StepLayout {
         loss: 0,

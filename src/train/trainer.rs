@@ -40,7 +40,7 @@ use crate::deq::{SolveRecord, SolverRunner};
 use crate::exec::{ExecOptions, Executor};
 use crate::ir::Graph;
 use crate::sema::hir::Model;
-use crate::sema::spec::{DataSpec, Loss, Optimizer, TrainConfig};
+use crate::sema::spec::{DataSpec, Optimizer, TrainConfig};
 use crate::source::SourceMap;
 
 pub use super::compiled::{
@@ -161,7 +161,7 @@ pub(crate) fn probe(
 }
 
 fn is_classification(cfg: &TrainConfig) -> bool {
-    cfg.loss == Loss::CrossEntropy
+    cfg.loss.takes_class_ids()
 }
 
 fn default_out(model: &str) -> PathBuf {
@@ -302,6 +302,13 @@ impl<'a> Trainer<'a> {
             source,
         })?;
         crate::report::start_run(&out, model, cfg, sources, &device, opts.resume);
+        if let Some(st) = &splits.standardization {
+            if !opts.quiet {
+                eprintln!("data: x standardized with {st}");
+            }
+            let facts = serde_json::json!({"mean": st.mean, "std": st.std, "samples": st.samples});
+            crate::report::add_fact(&out, "standardization", facts);
+        }
         let runner = SolverRunner::new().with_lenient_adjoint(true);
         let train_options = ExecOptions {
             float: CDType::F32,

@@ -16,7 +16,7 @@ model DeqMlp(x: [B, 784]) -> [B, 10] {
 }
 
 train DeqMlp {
-    data       = mnist("data/mnist-10k", flatten = true);
+    data       = mnist("data/mnist-10k", flatten = true, normalize = true);
     loss       = cross_entropy;
     optimizer  = adam(lr = 1e-3);
     epochs     = 4;

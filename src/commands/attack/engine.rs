@@ -144,7 +144,7 @@ impl AttackGraph {
 
 /// Build the input-gradient graph of a lowered model (backward rules
 /// already chosen, see [`with_gradient_mode`]).
-pub fn attack_graph(model: &Graph, loss: Loss) -> Result<AttackGraph, AdError> {
+pub fn attack_graph(model: &Graph, loss: &Loss) -> Result<AttackGraph, AdError> {
     let step = eval_graph(model, loss)?;
     let mut g = step.graph;
     let outputs = g.outputs().to_vec();

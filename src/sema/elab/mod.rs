@@ -10,6 +10,7 @@
 
 pub mod expr;
 mod layer;
+mod loss;
 mod stmt;
 
 use std::collections::HashMap;

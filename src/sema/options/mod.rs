@@ -722,5 +722,7 @@ impl OptionChecker<'_> {
     }
 }
 
+pub mod loss;
 pub mod train;
+pub use loss::LOSSES;
 pub use train::{TrainValue, SCHEDULES, TRAIN_KEYS};

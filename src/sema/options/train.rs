@@ -74,7 +74,7 @@ impl OptionChecker<'_> {
                 target: String::new(),
                 subset: Subset::default(),
             },
-            loss: Loss::CrossEntropy,
+            loss: Loss::CROSS_ENTROPY,
             optimizer: Optimizer::Adam {
                 lr: 1e-3,
                 betas: (0.9, 0.999),
@@ -174,6 +174,7 @@ impl OptionChecker<'_> {
                     &[
                         path,
                         opt("flatten", Kind::Bool, CVal::Bool(false)),
+                        opt("normalize", Kind::Bool, CVal::Bool(false)),
                         classes,
                         per_class,
                     ],
@@ -183,6 +184,7 @@ impl OptionChecker<'_> {
                 Some(DataSpec::Mnist {
                     path: b.str("path"),
                     flatten: b.bool("flatten"),
+                    normalize: b.bool("normalize"),
                     subset: subset_of(&b),
                 })
             }
@@ -225,30 +227,6 @@ impl OptionChecker<'_> {
                 None
             }
         }
-    }
-
-    fn loss(&mut self, v: &Spanned) -> Option<Loss> {
-        const LOSSES: &[&str] = &["cross_entropy", "mse"];
-        let (name, args) = self.call_parts(v, "loss", LOSSES)?;
-        let loss = match name {
-            "cross_entropy" => Loss::CrossEntropy,
-            "mse" => Loss::Mse,
-            _ => {
-                // Also reached by `loss = my_loss;` with `my_loss` a fn.
-                self.errors.push(SemaError::UnknownOption {
-                    what: "loss".into(),
-                    name: name.to_string(),
-                    span: v.span.into(),
-                    help: Some(format!(
-                        "{}; a `fn` cannot be given as the loss yet",
-                        suggest(name, LOSSES).unwrap_or_default()
-                    )),
-                });
-                return None;
-            }
-        };
-        self.bind(name, &[], args, v.span)?;
-        Some(loss)
     }
 
     fn optimizer(&mut self, v: &Spanned) -> Option<Optimizer> {

@@ -71,6 +71,7 @@ pub fn csv(path: impl AsRef<Path>, target: &str) -> Result<Splits, DataError> {
         valid: valid.map(|t| to_dataset(t, integral)).transpose()?,
         test: test.map(|t| to_dataset(t, integral)).transpose()?,
         vocab: None,
+        standardization: None,
     })
 }
 

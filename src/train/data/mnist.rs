@@ -34,6 +34,7 @@ pub fn mnist(path: impl AsRef<Path>, flatten: bool) -> Result<Splits, DataError>
         valid: None,
         test: Some(test),
         vocab: None,
+        standardization: None,
     })
 }
 

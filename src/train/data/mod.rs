@@ -20,6 +20,7 @@
 mod csv;
 mod io;
 mod mnist;
+pub mod normalize;
 pub mod subset;
 mod text;
 
@@ -207,6 +208,14 @@ impl Dataset {
         self.fields.iter().find(|(n, _)| n == name).map(|(_, a)| a)
     }
 
+    /// Mutable access to one field's values (its shape is fixed).
+    pub(crate) fn field_mut(&mut self, name: &str) -> Option<&mut HostArray> {
+        self.fields
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| a)
+    }
+
     /// Number of samples.
     pub fn len(&self) -> usize {
         self.fields.first().map_or(0, |(_, a)| a.len())
@@ -375,22 +384,41 @@ pub struct Splits {
     pub test: Option<Dataset>,
     /// The vocabulary of a text data set (to save with a checkpoint).
     pub vocab: Option<Vocab>,
+    /// How `x` was standardized (`normalize = true`), if it was.
+    pub standardization: Option<normalize::Standardization>,
 }
 
 /// Load the data set of a `train` block, with its `classes`/`per_class`
-/// subset drawn from `seed`.
+/// subset drawn from `seed`, standardized (`normalize = true`) with the
+/// statistics of that subset's training split.
 pub fn load_seeded(spec: &DataSpec, seed: u64) -> Result<Splits, DataError> {
-    let splits = load(spec)?;
-    match spec {
+    let splits = load_raw(spec)?;
+    let splits = match spec {
         DataSpec::Mnist { subset, .. } | DataSpec::Csv { subset, .. } => {
-            subset::apply(splits, subset, seed)
+            subset::apply(splits, subset, seed)?
         }
-        DataSpec::Text { .. } => Ok(splits),
+        DataSpec::Text { .. } => splits,
+    };
+    standardize_if_asked(spec, splits)
+}
+
+/// Load the data set of a `train` block (every sample), standardized
+/// (`normalize = true`) with the whole training split's statistics.
+pub fn load(spec: &DataSpec) -> Result<Splits, DataError> {
+    standardize_if_asked(spec, load_raw(spec)?)
+}
+
+fn standardize_if_asked(spec: &DataSpec, splits: Splits) -> Result<Splits, DataError> {
+    match spec {
+        DataSpec::Mnist {
+            normalize: true, ..
+        } => normalize::standardize(splits),
+        DataSpec::Mnist { .. } | DataSpec::Csv { .. } | DataSpec::Text { .. } => Ok(splits),
     }
 }
 
-/// Load the data set of a `train` block (every sample).
-pub fn load(spec: &DataSpec) -> Result<Splits, DataError> {
+/// The files as they are: every sample, no standardization.
+fn load_raw(spec: &DataSpec) -> Result<Splits, DataError> {
     match spec {
         DataSpec::Mnist { path, flatten, .. } => mnist(path, *flatten),
         DataSpec::Text {

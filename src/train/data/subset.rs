@@ -116,5 +116,6 @@ pub fn apply(splits: Splits, subset: &Subset, seed: u64) -> Result<Splits, DataE
         valid: filter(splits.valid, "validation split")?,
         test: filter(splits.test, "test split")?,
         vocab: splits.vocab,
+        standardization: splits.standardization,
     })
 }

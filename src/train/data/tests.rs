@@ -482,9 +482,91 @@ fn load_dispatches_on_the_spec() {
     let s = load(&crate::sema::spec::DataSpec::Mnist {
         path: dir.display().to_string(),
         flatten: true,
+        normalize: false,
         subset: Default::default(),
     })
     .unwrap();
     assert_eq!(s.train.field("x").unwrap().shape, [3, 4]);
+    assert_eq!(s.standardization, None);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn x_of(d: &Dataset) -> Vec<f32> {
+    match &d.field("x").unwrap().data {
+        HostData::F32(v) => v.clone(),
+        HostData::I64(_) => panic!("x is float"),
+    }
+}
+
+/// `normalize = true`: the statistics are the training split's (after the
+/// class subset), in closed form for pixels 17·i/255, and the test split is
+/// standardized with them, never with its own.
+#[test]
+fn normalize_standardizes_with_training_statistics() {
+    use crate::sema::spec::{DataSpec, Subset};
+    let dir = tiny_mnist("normalize", false);
+    let spec = |classes: Vec<i64>| DataSpec::Mnist {
+        path: dir.display().to_string(),
+        flatten: true,
+        normalize: true,
+        subset: Subset {
+            classes,
+            per_class: None,
+        },
+    };
+    let unit = 17.0 / 255.0;
+    // Train pixels are 17·i/255 for i = 0..12: mean 5.5 units, variance
+    // (12² − 1)/12 units².
+    let all = load(&spec(vec![])).unwrap();
+    let st = all.standardization.unwrap();
+    assert!((st.mean - 5.5 * unit).abs() < 1e-7, "{st}");
+    assert!(
+        (st.std - unit * (143.0f64 / 12.0).sqrt()).abs() < 1e-7,
+        "{st}"
+    );
+    assert_eq!(st.samples, 3);
+    let x = x_of(&all.train);
+    for (i, v) in x.iter().enumerate() {
+        let want = (i as f64 * unit - st.mean) / st.std;
+        assert!(
+            (f64::from(*v) - want).abs() < 1e-6,
+            "pixel {i}: {v} vs {want}"
+        );
+    }
+    let mean: f64 = x.iter().map(|v| f64::from(*v)).sum::<f64>() / x.len() as f64;
+    assert!(mean.abs() < 1e-6);
+    // Test pixels are all 1.0: standardized with the train statistics.
+    let t = x_of(all.test.as_ref().unwrap());
+    let want = (1.0 - st.mean) / st.std;
+    assert!(t.iter().all(|v| (f64::from(*v) - want).abs() < 1e-6));
+    // With classes 9 and 4 the training split is images 1 and 2 (i = 4..12):
+    // the statistics change with it.
+    let sub = load_seeded(&spec(vec![9, 4]), 0).unwrap();
+    let st = sub.standardization.unwrap();
+    assert!((st.mean - 7.5 * unit).abs() < 1e-7, "{st}");
+    assert!(
+        (st.std - unit * (63.0f64 / 12.0).sqrt()).abs() < 1e-7,
+        "{st}"
+    );
+    assert_eq!(st.samples, 2);
+    // Raw loading is untouched.
+    let raw = mnist(&dir, true).unwrap();
+    assert_eq!(x_of(&raw.train)[1], 17.0 / 255.0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn normalize_rejects_a_constant_training_split() {
+    let dir = tiny_mnist("normalize-constant", false);
+    std::fs::write(dir.join("train-images-idx3-ubyte"), images(3, 2, 2, |_| 7)).unwrap();
+    let err = load(&crate::sema::spec::DataSpec::Mnist {
+        path: dir.display().to_string(),
+        flatten: false,
+        normalize: true,
+        subset: Default::default(),
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("standard deviation 0"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -268,5 +268,6 @@ pub fn text(
         valid,
         test: Some(test),
         vocab: Some(vocab),
+        standardization: None,
     })
 }
