@@ -191,6 +191,7 @@ fn check_train(elab: &mut Elab, t: &ast::TrainItem, program: &Program) -> Option
             .iter()
             .find(|e| e.key.name == "loss")
             .map_or(t.span, |e| e.value.span);
+        check_every_output_has_a_loss(elab, &cfg, model, loss_span)?;
         check_data_fits(elab, &cfg, model, data_span, loss_span)?;
         check_fixed_dims(elab, &cfg, model, data_span)?;
         check_freeze(elab, &cfg, model)?;
@@ -345,6 +346,40 @@ fn check_fixed_dims(
         }
     }
     Some(())
+}
+
+/// A model with several outputs needs a loss that reads them all: a
+/// built-in loss would read the first and silently leave the others out of
+/// training.
+fn check_every_output_has_a_loss(
+    elab: &mut elab::Elab,
+    cfg: &TrainConfig,
+    model: &hir::Model,
+    loss_span: Span,
+) -> Option<()> {
+    let n = model.output_types.len();
+    if n <= 1 || matches!(cfg.loss, Loss::Custom(_)) {
+        return Some(());
+    }
+    let outputs: Vec<String> = model.output_types.iter().map(|t| t.to_string()).collect();
+    elab.report(
+        loss_span,
+        SemaError::BadLoss {
+            name: cfg.loss.to_string(),
+            detail: format!(
+                "`{}` returns {n} outputs ({}) and a built-in loss reads only the first",
+                model.name,
+                outputs.join(", ")
+            ),
+            span: loss_span.into(),
+            label: format!("one loss for {n} outputs"),
+            used: None,
+            help: Some(
+                "write the loss as a fn of every output, then the target: `fn my_loss(scores, logp, target) = ...;` and `loss = my_loss;`".into(),
+            ),
+        },
+    );
+    None
 }
 
 /// Does the data source feed the model's inputs, and its target the loss?
