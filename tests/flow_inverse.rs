@@ -3,7 +3,8 @@
 //! inverted by another that declares the same layer instances, so both read
 //! the trained parameters by checkpoint path. In f32 the reconstruction
 //! error is at most 1e-4, and the inverse's solves are recorded like any
-//! equilibrium's.
+//! equilibrium's. And a hybrid model (tests/models/hybrid_flow.deq:
+//! scores and log p(x), a fn loss combining them) trains.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -149,5 +150,38 @@ fn a_trained_flow_is_inverted_by_its_equilibria() {
         names.contains(&"g1.a.w") && !names.contains(&"head.w"),
         "{names:?}"
     );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn a_hybrid_model_trains_on_its_scores_and_its_log_density() {
+    // Two outputs (scores, log p(x) from the log-det series with probes
+    // drawn per step) and a fn loss combining them.
+    let out: PathBuf = std::env::temp_dir().join(format!("deqc-hybrid-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = Command::new(env!("CARGO_BIN_EXE_deqc"))
+        .args([
+            "run",
+            "tests/models/hybrid_flow.deq",
+            "--max-steps",
+            "40",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .expect("deqc runs");
+    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let accuracy: f64 = stdout
+        .split("test accuracy ")
+        .nth(1)
+        .and_then(|s| s.split('%').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no test accuracy in {stdout}"));
+    assert!(accuracy > 70.0, "{stdout}");
     let _ = std::fs::remove_dir_all(&out);
 }
