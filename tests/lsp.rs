@@ -328,7 +328,7 @@ fn hover_shows_shapes_signatures_and_documentation() {
     let lin = c.at("textDocument/hover", &uri, l, col + 2)["contents"]["value"].clone();
     let lin = lin.as_str().unwrap_or("");
     assert!(
-        lin.contains("layer Linear[i: int, o: int, bias: bool = true](x: [*, i]) -> [*, o]"),
+        lin.contains("layer Linear[i: int, o: int, bias: bool = true, norm = \"none\", coeff: float = 1.0](x: [*, i]) -> [*, o]"),
         "{lin}"
     );
     assert!(lin.contains("y = x @ w + b"), "{lin}");

@@ -194,10 +194,12 @@ pub fn check_graph(
     for inp in &fwd.inputs[graph.inputs.len()..] {
         all_inputs.push(random_tensor(&inp.ty, &dims, &mut rng, 1.0, 1)?);
     }
-    // What to differentiate: every used parameter and float input.
+    // What to differentiate: every used trainable parameter (state such as
+    // spectral normalization's vector gets no gradient) and float input.
     let mut targets: Vec<(String, NodeId, bool, usize)> = Vec::new();
     for id in fwd.node_ids() {
         match fwd.op(id) {
+            Op::Param(i) if fwd.params[*i].role.is_state() => {}
             Op::Param(i) => targets.push((format!("param {}", fwd.params[*i].path), id, true, *i)),
             Op::Input(i) if *i < graph.inputs.len() && fwd.ty(id).dtype.is_float() => {
                 targets.push((format!("input {}", fwd.inputs[*i].name), id, false, *i))

@@ -18,6 +18,7 @@ use petgraph::stable_graph::{NodeIndex, StableGraph};
 use petgraph::visit::{EdgeRef, NodeIndexable};
 use petgraph::Direction;
 
+use crate::sema::hir::ParamRole;
 use crate::sema::spec::Init;
 use crate::source::Span;
 use crate::types::Type;
@@ -58,13 +59,15 @@ pub struct GraphInput {
     pub ty: Type,
 }
 
-/// A trainable parameter of the graph's signature.
+/// A parameter of the graph's signature (trained, or non-trainable state).
 #[derive(Debug, Clone)]
 pub struct GraphParam {
     /// Checkpoint key, e.g. `cell.w`.
     pub path: String,
     pub ty: Type,
     pub init: Init,
+    /// Trained, or non-trainable state (see [`ParamRole`]).
+    pub role: ParamRole,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -78,6 +78,7 @@ pub fn lower_model(model: &Model) -> Result<Graph, IrError> {
             path: p.path.clone(),
             ty: p.ty.clone(),
             init: p.init.clone(),
+            role: p.role,
         })
         .collect();
     let mut l = Lowerer {

@@ -97,7 +97,11 @@ pub fn to_text(g: &Graph) -> String {
         .collect();
     let _ = writeln!(out, "graph {}({}) {{", g.name, inputs.join(", "));
     for p in &g.params {
-        let _ = writeln!(out, "    param {}: {} = {}", p.path, p.ty, p.init);
+        let note = p
+            .role
+            .note(|i| g.params.get(i).map(|q| q.path.clone()).unwrap_or_default());
+        let note = note.map(|n| format!("  // {n}")).unwrap_or_default();
+        let _ = writeln!(out, "    param {}: {} = {}{note}", p.path, p.ty, p.init);
     }
     body_text(&mut out, g, 4);
     let _ = writeln!(out, "}}");

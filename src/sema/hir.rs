@@ -107,6 +107,60 @@ pub struct Param {
     pub ty: Type,
     pub init: Init,
     pub span: Span,
+    /// What the parameter is to training (trained, or non-trainable state).
+    pub role: ParamRole,
+}
+
+/// What a parameter is to training. Made by `weight_norm` and
+/// `spectral_norm` (`src/sema/builtins/normalize.rs`) for the tensors they
+/// add beside a weight; every `param` statement is [`ParamRole::Plain`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamRole {
+    /// Trained, initialized by its `init`.
+    Plain,
+    /// Weight normalization's gain: trained, initialized to the norms of
+    /// parameter `weight` over every axis but `axis` (so the normalized
+    /// weight starts equal to the plain one).
+    NormGain { weight: usize, axis: usize },
+    /// Spectral normalization's power-iteration vector (one entry per index
+    /// of `weight`'s `axis`): non-trainable state. It starts as a seeded unit
+    /// vector refined by power iterations on the initial weight, advances one
+    /// power iteration per training step, is saved in checkpoints, and gets
+    /// no gradient and no optimizer update.
+    PowerVector { weight: usize, axis: usize },
+}
+
+impl ParamRole {
+    /// Non-trainable state (no gradient, no optimizer update).
+    pub fn is_state(self) -> bool {
+        matches!(self, ParamRole::PowerVector { .. })
+    }
+
+    /// The parameter this one is derived from, if any.
+    pub fn weight(self) -> Option<usize> {
+        match self {
+            ParamRole::Plain => None,
+            ParamRole::NormGain { weight, .. } | ParamRole::PowerVector { weight, .. } => {
+                Some(weight)
+            }
+        }
+    }
+
+    /// A note for printers, e.g. `state: power-iteration vector of cell.w`
+    /// (`None` for a plain parameter); `path_of` names a parameter index.
+    pub fn note(self, path_of: impl Fn(usize) -> String) -> Option<String> {
+        match self {
+            ParamRole::Plain => None,
+            ParamRole::NormGain { weight, axis } => Some(format!(
+                "weight-norm gain of {} (axis {axis})",
+                path_of(weight)
+            )),
+            ParamRole::PowerVector { weight, axis } => Some(format!(
+                "state: power-iteration vector of {} (axis {axis})",
+                path_of(weight)
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -132,8 +186,13 @@ impl Model {
         &self.values[v.0 as usize].ty
     }
 
+    /// Trainable scalars (non-trainable state is not counted).
     pub fn param_count(&self) -> i64 {
-        self.params.iter().filter_map(|p| p.ty.numel()).sum()
+        self.params
+            .iter()
+            .filter(|p| !p.role.is_state())
+            .filter_map(|p| p.ty.numel())
+            .sum()
     }
 
     /// Every equilibrium instruction, outer ones first.

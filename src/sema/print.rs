@@ -125,7 +125,11 @@ pub fn print_program(p: &Program) -> String {
     for m in &p.models {
         let _ = writeln!(out, "{} {{", signature(m));
         for p in &m.params {
-            let _ = writeln!(out, "    param {}: {} = {}", p.path, p.ty, p.init);
+            let note = p
+                .role
+                .note(|i| m.params.get(i).map(|q| q.path.clone()).unwrap_or_default());
+            let note = note.map(|n| format!("  // {n}")).unwrap_or_default();
+            let _ = writeln!(out, "    param {}: {} = {}{note}", p.path, p.ty, p.init);
         }
         block(&mut out, m, &m.body, 4);
         let _ = writeln!(out, "    return {}\n}}", ids(&m.outputs));
@@ -144,13 +148,23 @@ pub fn summary(p: &Program) -> String {
         let width = m.params.iter().map(|p| p.path.len()).max().unwrap_or(0);
         let _ = writeln!(out, "  parameters:");
         for p in &m.params {
-            let _ = writeln!(out, "    {:width$}  {}", p.path, p.ty, width = width);
+            let note = p
+                .role
+                .note(|i| m.params.get(i).map(|q| q.path.clone()).unwrap_or_default());
+            let note = note.map(|n| format!("  ({n})")).unwrap_or_default();
+            let _ = writeln!(out, "    {:width$}  {}{note}", p.path, p.ty, width = width);
         }
+        let states = m.params.iter().filter(|p| p.role.is_state()).count();
         let _ = writeln!(
             out,
-            "  total: {} parameters in {} tensors",
+            "  total: {} parameters in {} tensors{}",
             group_digits(m.param_count()),
-            m.params.len()
+            m.params.len() - states,
+            if states > 0 {
+                format!(", and {states} state tensors (not trained)")
+            } else {
+                String::new()
+            }
         );
         let eqs = m.equilibria();
         if eqs.is_empty() {

@@ -382,8 +382,11 @@ pub fn grad(
         let r = exec.run(&step.graph, &values, &inputs)?;
         let results = step.layout.read(&r.outputs)?;
         let mut out = vec![("loss".to_string(), results.loss().reshape(1)?)];
-        for ((path, _), g) in params.iter().zip(results.grads()) {
-            out.push((path.clone(), g.clone()));
+        for (((path, _), g), p) in params.iter().zip(results.grads()).zip(&graph.params) {
+            // Non-trainable state has no gradient to report.
+            if !p.role.is_state() {
+                out.push((path.clone(), g.clone()));
+            }
         }
         Ok(out)
     })();

@@ -32,7 +32,8 @@ pub struct Compiled {
     /// The model with each top-level equilibrium's fixed points and
     /// captures as outputs, for spectral-radius estimates in the logs.
     pub stability: Graph,
-    /// `frozen[i]`: parameter `i` is covered by `freeze` and never updated.
+    /// `frozen[i]`: parameter `i` is covered by `freeze`, or is
+    /// non-trainable state: no gradient, never updated by the optimizer.
     pub frozen: Vec<bool>,
 }
 
@@ -110,21 +111,36 @@ pub fn compile(model: &Model, cfg: &TrainConfig) -> Result<Compiled, TrainError>
 }
 
 /// `true` for each parameter of `graph` that a `freeze` entry of `cfg`
-/// covers (same order as `graph.params`).
+/// covers, and for each non-trainable state tensor (same order as
+/// `graph.params`).
 pub fn frozen_mask(graph: &Graph, cfg: &TrainConfig) -> Vec<bool> {
     graph
         .params
         .iter()
         .map(|p| {
-            cfg.freeze
-                .iter()
-                .any(|(entry, _)| crate::sema::freeze_covers(entry, &p.path))
+            p.role.is_state()
+                || cfg
+                    .freeze
+                    .iter()
+                    .any(|(entry, _)| crate::sema::freeze_covers(entry, &p.path))
         })
         .collect()
 }
 
-/// Initial parameters from the program's initializers, seeded.
+/// Initial parameters from the program's initializers, seeded; the
+/// tensors of `weight_norm` and `spectral_norm` derived from their weights'
+/// initial values (`train/normalize.rs`).
 pub fn init_params(
+    graph: &Graph,
+    seed: u64,
+    device: &Device,
+) -> Result<Vec<(String, Tensor)>, TrainError> {
+    let mut params = seeded_params(graph, seed, device)?;
+    super::normalize::init_derived(graph, &mut params, &[])?;
+    Ok(params)
+}
+
+fn seeded_params(
     graph: &Graph,
     seed: u64,
     device: &Device,

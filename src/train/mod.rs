@@ -2,7 +2,9 @@
 //!
 //! Owns data sets and their batches ([`data`]), optimizers and gradient
 //! clipping ([`optim`]), learning-rate schedules ([`schedule`]), parameter
-//! initializers ([`init`]), checkpoints ([`checkpoint`]), metrics
+//! initializers ([`init`]), the tensors of weight and spectral
+//! normalization and the per-step update of the latter's state
+//! ([`normalize`]), checkpoints ([`checkpoint`]), metrics
 //! ([`metrics`]), per-equilibrium solver reports ([`solve_report`]), the
 //! failed-solve guard ([`guard`]), the compiled training step ([`program`]:
 //! loss and derived gradients) with the typed layout of each graph's inputs
@@ -22,6 +24,7 @@ pub mod init;
 pub mod layout;
 pub mod loss;
 pub mod metrics;
+pub mod normalize;
 pub mod optim;
 pub mod program;
 pub mod schedule;

@@ -50,13 +50,15 @@ fn param_nodes(g: &Graph) -> Vec<Option<NodeId>> {
     out
 }
 
-/// The parameter nodes that get a gradient: frozen ones are left out, so
-/// that the reverse pass never builds their adjoints (`frozen[i]` for
-/// parameter `i`; a short mask freezes nothing beyond its end).
+/// The parameter nodes that get a gradient: frozen ones and non-trainable
+/// state are left out, so that the reverse pass never builds their
+/// adjoints (`frozen[i]` for parameter `i`; a short mask freezes nothing
+/// beyond its end).
 fn trainable_nodes(g: &Graph, frozen: &[bool]) -> Vec<Option<NodeId>> {
     let mut nodes = param_nodes(g);
     for (i, n) in nodes.iter_mut().enumerate() {
-        if frozen.get(i).copied().unwrap_or(false) {
+        let state = g.params.get(i).is_some_and(|p| p.role.is_state());
+        if state || frozen.get(i).copied().unwrap_or(false) {
             *n = None;
         }
     }

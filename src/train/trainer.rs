@@ -32,6 +32,7 @@ use super::epoch::Epoch;
 use super::evaluate::{feeds, fit_target};
 use super::guard::{stall_warning, SolveGuard, StallWatch};
 use super::metrics::{self, MetricsWriter, Record};
+use super::normalize;
 use super::optim::{clip_grad_norm, Optim};
 use super::schedule::LrSchedule;
 use super::solve_report::{mark_nested, EqName, SolveReport};
@@ -353,7 +354,8 @@ impl<'a> Trainer<'a> {
         if !self.opts.resume {
             self.params = init_params(&self.compiled.graph, self.cfg.seed, &self.device)?;
             if let Some(from) = &self.opts.init_from {
-                let report = super::transfer::load_into(&mut self.params, from, &self.device)?;
+                let mut report = super::transfer::load_into(&mut self.params, from, &self.device)?;
+                normalize::after_init_from(&self.compiled.graph, &mut self.params, &mut report)?;
                 if !self.opts.quiet {
                     eprintln!("--init-from {}:\n{report}", from.path.display());
                 }
@@ -448,6 +450,8 @@ impl<'a> Trainer<'a> {
         let verdict = self.guard.judge(&records);
         let skipped_update =
             self.opts.skip_failed_solves && self.guard_disabled.is_none() && verdict.failed;
+        // Spectral normalization's state advances from what this step ran with.
+        let advanced = normalize::advance(&self.compiled.graph, &self.params)?;
         if !skipped_update {
             update(
                 &mut self.optim,
@@ -456,6 +460,9 @@ impl<'a> Trainer<'a> {
                 &grads,
                 lr,
             )?;
+        }
+        for (i, u) in advanced {
+            self.params[i].1 = u;
         }
         let correct = match (self.classification, inputs.last()) {
             (true, Some(target)) => Some(metrics::count_correct(results.scores(), target)?),

@@ -21,6 +21,7 @@ use crate::source::Span;
 
 mod jacobian;
 mod network;
+pub mod normalize;
 mod shape_ops;
 
 /// Defines [`Builtin`] with its [`Builtin::ALL`] table and names from one
@@ -99,6 +100,9 @@ builtins! {
     Vjp = "vjp",
     Jvp = "jvp",
     Probe = "probe",
+    WeightNorm = "weight_norm",
+    SpectralNorm = "spectral_norm",
+    NormalizeWeight = "normalize_weight",
 }
 
 /// Every built-in function name (generated with [`Builtin`]).
@@ -163,6 +167,14 @@ impl Builtin {
             Vjp => &[("f", Required), ("x", Required), ("v", Required)],
             Jvp => &[("f", Required), ("x", Required), ("u", Required)],
             Probe => &[("shape", Required), ("kind", Absent)],
+            WeightNorm => &[("w", Required), ("axis", Required)],
+            SpectralNorm => &[("w", Required), ("axis", Required), ("coeff", Float(1.0))],
+            NormalizeWeight => &[
+                ("w", Required),
+                ("axis", Required),
+                ("norm", Required),
+                ("coeff", Float(1.0)),
+            ],
         }
     }
 }
@@ -334,6 +346,9 @@ impl Elab<'_> {
             Builtin::Vjp => self.jacobian_product(jacobian::Product::Vjp, &a, span),
             Builtin::Jvp => self.jacobian_product(jacobian::Product::Jvp, &a, span),
             Builtin::Probe => self.probe(&a, span),
+            Builtin::WeightNorm => self.weight_norm(&a, name, span),
+            Builtin::SpectralNorm => self.spectral_norm(&a, 2, name, span),
+            Builtin::NormalizeWeight => self.normalize_weight(&a, name, span),
         }
     }
 

@@ -201,6 +201,7 @@ impl Elab<'_> {
                     ty: ty.clone(),
                     init,
                     span,
+                    role: crate::sema::hir::ParamRole::Plain,
                 });
                 self.m.param_index.insert(path, self.m.params.len() - 1);
                 self.m.params.len() - 1
