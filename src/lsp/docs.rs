@@ -191,6 +191,10 @@ pub const TRAIN_KEY_DOCS: &[(&str, &str)] = &[
         "freeze",
         "Parameters (paths or path prefixes) that training leaves unchanged, e.g. [inject, \"cell.w\"]; their gradients are not computed.",
     ),
+    (
+        "outputs",
+        "The role of each model output, e.g. [scores, log_density]: accuracy and cross-entropy of class scores, nll and bits per dimension of a log-density (`scores`, `log_density`, `other`).",
+    ),
 ];
 
 /// Every schedule of `schedule = ...`; each also takes `warmup = steps`, a

@@ -566,6 +566,18 @@ pub enum SemaError {
         help: Option<String>,
     },
 
+    #[error("`outputs` does not fit `{model}`: {detail}")]
+    #[diagnostic(code(deq::sema::bad_outputs))]
+    BadOutputs {
+        model: String,
+        detail: String,
+        #[label("{label}")]
+        span: SourceSpan,
+        label: String,
+        #[help]
+        help: Option<String>,
+    },
+
     #[error("`{name}` is never used")]
     #[diagnostic(code(deq::sema::unused), severity(Warning))]
     Unused {

@@ -18,6 +18,7 @@ pub mod options;
 pub mod print;
 pub mod shape;
 pub mod spec;
+pub mod train_outputs;
 
 use std::collections::HashSet;
 
@@ -195,6 +196,12 @@ fn check_train(elab: &mut Elab, t: &ast::TrainItem, program: &Program) -> Option
         check_data_fits(elab, &cfg, model, data_span, loss_span)?;
         check_fixed_dims(elab, &cfg, model, data_span)?;
         check_freeze(elab, &cfg, model)?;
+        let outputs_span = t
+            .entries
+            .iter()
+            .find(|e| e.key.name == "outputs")
+            .map_or(t.span, |e| e.value.span);
+        train_outputs::check_outputs(elab, &cfg, model, outputs_span)?;
     }
     Some(cfg)
 }
@@ -205,7 +212,7 @@ fn path_list(key: &str, value: &ast::Expr) -> Option<options::Spanned> {
     let ast::ExprKind::List(items) = &value.kind else {
         return None;
     };
-    if key != "freeze" {
+    if key != "freeze" && key != "outputs" {
         return None;
     }
     let mut out = Vec::new();
@@ -264,7 +271,14 @@ pub fn freeze_covers(entry: &str, param: &str) -> bool {
 /// definition that happens to share it, so that a fn given as the loss gets
 /// one "unknown loss" diagnostic listing the losses that exist.
 fn choice_name(key: &str, value: &ast::Expr) -> Option<options::Spanned> {
-    const CHOICE_KEYS: &[&str] = &["data", "loss", "optimizer", "schedule", "jacobian_reg"];
+    const CHOICE_KEYS: &[&str] = &[
+        "data",
+        "loss",
+        "optimizer",
+        "schedule",
+        "jacobian_reg",
+        "outputs",
+    ];
     match &value.kind {
         ast::ExprKind::Path(segs) if segs.len() == 1 && CHOICE_KEYS.contains(&key) => {
             Some(options::Spanned {

@@ -28,8 +28,9 @@ use candle_core::{DType as CDType, Device, Tensor};
 
 use super::checkpoint::{self, TrainState};
 use super::data::{self, Splits};
+use super::density::{self, BitsScale, Figures};
 use super::epoch::Epoch;
-use super::evaluate::{feeds, fit_target};
+use super::evaluate::{evaluate_split, feeds, fit_target, EvalSetup};
 use super::guard::{stall_warning, SolveGuard, StallWatch};
 use super::metrics::{self, MetricsWriter, Record};
 use super::normalize;
@@ -41,7 +42,7 @@ use crate::deq::{SolveRecord, SolverRunner};
 use crate::exec::{ExecOptions, Executor};
 use crate::ir::Graph;
 use crate::sema::hir::Model;
-use crate::sema::spec::{DataSpec, Optimizer, TrainConfig};
+use crate::sema::spec::{DataSpec, Optimizer, OutputRole, TrainConfig};
 use crate::source::SourceMap;
 
 pub use super::compiled::{
@@ -83,6 +84,8 @@ pub struct Summary {
     pub test_accuracy: Option<f64>,
     /// `exp(test_loss)`, for text data.
     pub test_perplexity: Option<f64>,
+    /// Bits per dimension of the log-density output on the test split.
+    pub test_bits_per_dim: Option<f64>,
     pub seconds: f64,
     pub first_loss: Option<f64>,
     pub last_loss: Option<f64>,
@@ -159,10 +162,6 @@ pub(crate) fn probe(
         .map(|_| Distribution::<f32>::sample(&normal, &mut rng))
         .collect();
     Ok(Tensor::from_vec(v, ty_shape, device)?.to_dtype(dtype)?)
-}
-
-fn is_classification(cfg: &TrainConfig) -> bool {
-    cfg.loss.takes_class_ids()
 }
 
 fn default_out(model: &str) -> PathBuf {
@@ -245,6 +244,8 @@ pub struct StepOutcome {
     pub samples: usize,
     /// `(correct, judged)` predictions, for classification.
     pub correct: Option<(usize, usize)>,
+    /// Accuracy, loss parts and log-density of the batch, by output role.
+    pub figures: Figures,
     pub lr: f64,
     /// The weighted Jacobian term, on the steps that drew it.
     pub jacobian_reg: Option<f64>,
@@ -280,8 +281,15 @@ pub struct Trainer<'a> {
     schedule: LrSchedule,
     batches_per_epoch: usize,
     total_steps: usize,
-    classification: bool,
     text: bool,
+    /// The role of each model output (`outputs = [...]`).
+    roles: Vec<OutputRole>,
+    /// Report the loss parts (the train block names a log-density).
+    parts: bool,
+    /// How bits per dimension are read from the log-density.
+    scale: BitsScale,
+    /// Train batches are dequantized (`mnist(..., dequantize = true)`).
+    dequantize: bool,
     last_checkpoint: Instant,
 }
 
@@ -321,6 +329,23 @@ impl<'a> Trainer<'a> {
         eval_exec.options.seed = cfg.seed;
         let top_level = top_level_equilibria(&compiled.graph);
         let batches_per_epoch = splits.train.num_batches(cfg.batch_size);
+        let roles = cfg.roles(compiled.graph.outputs().len());
+        let dims = splits
+            .train
+            .fields()
+            .first()
+            .map_or(1, |(_, a)| a.sample_size());
+        let std = splits.standardization.as_ref().map(|s| s.std);
+        let scale = BitsScale::for_data(&cfg.data, dims, std);
+        if density::reports_parts(cfg) {
+            let facts = serde_json::json!({
+                "dims": scale.dims,
+                "offset_bits": scale.offset_bits,
+                "bits_per_dim": "-log p(x) / (dims * ln 2) + offset_bits",
+                "dequantize": density::dequantizes(&cfg.data),
+            });
+            crate::report::add_fact(&out, "density", facts);
+        }
         Ok(Trainer {
             model,
             cfg,
@@ -336,8 +361,11 @@ impl<'a> Trainer<'a> {
             schedule: LrSchedule::new(base_lr(&cfg.optimizer), cfg.schedule.clone()),
             batches_per_epoch,
             total_steps: batches_per_epoch * cfg.epochs,
-            classification: is_classification(cfg),
             text: matches!(cfg.data, DataSpec::Text { .. }),
+            parts: density::reports_parts(cfg),
+            dequantize: density::dequantizes(&cfg.data),
+            roles,
+            scale,
             compiled,
             splits,
             out,
@@ -424,7 +452,12 @@ impl<'a> Trainer<'a> {
         let started = Instant::now();
         let cfg = self.cfg;
         let step_graph = &self.compiled.step;
-        let inputs = fit_target(&step_graph.graph, feeds(&self.splits.train, batch)?)?;
+        let mut inputs = fit_target(&step_graph.graph, feeds(&self.splits.train, batch)?)?;
+        if self.dequantize {
+            if let Some(x) = inputs.first_mut() {
+                *x = density::dequantize(x, |r| density::train_key(cfg.seed, step, r))?;
+            }
+        }
         let step_exec = Executor::new(self.device.clone())
             .with_runner(Box::new(self.runner.clone()))
             .with_options(ExecOptions {
@@ -464,14 +497,16 @@ impl<'a> Trainer<'a> {
         for (i, u) in advanced {
             self.params[i].1 = u;
         }
-        let correct = match (self.classification, inputs.last()) {
-            (true, Some(target)) => Some(metrics::count_correct(results.scores(), target)?),
-            _ => None,
-        };
+        let mut figures = Figures::default();
+        if let Some(target) = inputs.last() {
+            figures.add(results.model_outputs(), &self.roles, target, self.parts)?;
+        }
+        let correct = (figures.judged > 0).then_some((figures.correct, figures.judged));
         Ok(StepOutcome {
             loss,
             samples: inputs[0].dims().first().copied().unwrap_or(1),
             correct,
+            figures,
             lr,
             jacobian_reg,
             skipped_update,
@@ -555,6 +590,11 @@ impl<'a> Trainer<'a> {
         if self.text {
             rec.perplexity = Some(metrics::perplexity(outcome.loss));
         }
+        rec.extra.extend(outcome.figures.extra(&self.scale));
+        epoch.nll.add(
+            outcome.figures.nll.mean(),
+            outcome.figures.nll.weight(),
+        );
         set_solve_fields(&mut rec, &this_step);
         rec.seconds = outcome.started.elapsed().as_secs_f64();
         rec.lr = Some(outcome.lr);
@@ -620,16 +660,18 @@ impl<'a> Trainer<'a> {
         let (cfg, sources) = (self.cfg, self.sources);
         let values = self.param_values();
         let t0 = Instant::now();
-        let (tl, ta) = evaluate(
-            &self.eval_exec,
-            &self.compiled.eval,
-            &values,
-            test,
-            cfg.batch_size,
-            &self.device,
-            self.classification,
-            self.opts.max_eval_batches,
-        )?;
+        let setup = EvalSetup {
+            batch_size: cfg.batch_size,
+            device: &self.device,
+            roles: self.roles.clone(),
+            parts: self.parts,
+            dequantize: self.dequantize.then_some(cfg.seed),
+            max_batches: self.opts.max_eval_batches,
+            keep_log_densities: false,
+        };
+        let figures = evaluate_split(&self.eval_exec, &self.compiled.eval, &values, test, &setup)?;
+        let (tl, ta) = (figures.loss, figures.figures.accuracy());
+        let extra = figures.figures.extra(&self.scale);
         let mut records = self.runner.take_records();
         mark_nested(&mut records, &self.top_level);
         let mut ts = SolveReport::new();
@@ -640,6 +682,7 @@ impl<'a> Trainer<'a> {
         if self.text {
             rec.perplexity = Some(metrics::perplexity(tl));
         }
+        rec.extra.extend(extra.iter().cloned());
         rec.seconds = t0.elapsed().as_secs_f64();
         // Stability of the equilibria on the first test batch.
         if let Some(batch) = test.batches(cfg.batch_size, &self.device).next() {
@@ -659,12 +702,32 @@ impl<'a> Trainer<'a> {
         summary.test_loss = Some(tl);
         summary.test_accuracy = ta;
         summary.test_perplexity = self.text.then(|| metrics::perplexity(tl));
+        summary.test_bits_per_dim = extra
+            .iter()
+            .find(|(k, _)| k == "bits_per_dim")
+            .map(|(_, v)| *v);
+        if self.parts {
+            let mut facts = serde_json::Map::new();
+            facts.insert("epoch".into(), epoch.into());
+            facts.insert("step".into(), step.into());
+            facts.insert("loss".into(), serde_json::json!(tl));
+            if let Some(a) = ta {
+                facts.insert("accuracy".into(), serde_json::json!(a));
+            }
+            for (k, v) in &extra {
+                facts.insert(k.clone(), serde_json::json!(v));
+            }
+            crate::report::add_fact(&self.out, "test", serde_json::Value::Object(facts));
+        }
         let mut line = format!(", test loss {tl:.4}");
         if let Some(p) = summary.test_perplexity {
             line.push_str(&format!(" perplexity {p:.2}"));
         }
         if let Some(a) = ta {
             line.push_str(&format!(" accuracy {:.2}%", 100.0 * a));
+        }
+        if let Some(b) = summary.test_bits_per_dim {
+            line.push_str(&format!(" bits/dim {b:.4}"));
         }
         Ok(Some((line, ts)))
     }
@@ -689,6 +752,7 @@ impl<'a> Trainer<'a> {
             test_loss: None,
             test_accuracy: None,
             test_perplexity: None,
+            test_bits_per_dim: None,
             seconds: 0.0,
             first_loss: None,
             last_loss: None,
@@ -759,12 +823,23 @@ impl<'a> Trainer<'a> {
             crate::report::after_epoch(&self.out, started.elapsed());
             if !opts.quiet {
                 let (test_line, test_solves) = match &test {
-                    Some((line, solves)) => (line.as_str(), Some(solves)),
-                    None => ("", None),
+                    Some((line, solves)) => (line.clone(), Some(solves)),
+                    None => (String::new(), None),
+                };
+                let train_bits = if epoch.nll.weight() > 0.0 {
+                    format!(" bits/dim {:.4}", self.scale.bits_per_dim(epoch.nll.mean()))
+                } else {
+                    String::new()
                 };
                 eprintln!(
                     "{}",
-                    epoch.summary_line(cfg.epochs, self.text, test_line, test_solves, train_secs)
+                    epoch.summary_line(
+                        cfg.epochs,
+                        self.text,
+                        &format!("{train_bits}{test_line}"),
+                        test_solves,
+                        train_secs
+                    )
                 );
             }
             if stopped {
