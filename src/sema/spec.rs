@@ -480,7 +480,11 @@ impl fmt::Display for DataSpec {
                 subset,
             } => {
                 let normalize = if *normalize { ", normalize = true" } else { "" };
-                let dequantize = if *dequantize { ", dequantize = true" } else { "" };
+                let dequantize = if *dequantize {
+                    ", dequantize = true"
+                } else {
+                    ""
+                };
                 write!(
                     f,
                     "mnist({path:?}, flatten = {flatten}{normalize}{dequantize}{subset})"

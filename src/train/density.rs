@@ -115,8 +115,16 @@ impl BitsScale {
 pub fn cross_entropy(scores: &Tensor, target: &Tensor) -> candle_core::Result<f64> {
     let s = scores.to_dtype(DType::F64)?;
     let max = s.max_keepdim(D::Minus1)?;
-    let lse = (s.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?.log()? + &max)?;
-    let picked = s.gather(&target.to_dtype(DType::I64)?.unsqueeze(D::Minus1)?, D::Minus1)?;
+    let lse = (s
+        .broadcast_sub(&max)?
+        .exp()?
+        .sum_keepdim(D::Minus1)?
+        .log()?
+        + &max)?;
+    let picked = s.gather(
+        &target.to_dtype(DType::I64)?.unsqueeze(D::Minus1)?,
+        D::Minus1,
+    )?;
     (lse - picked)?.mean_all()?.to_scalar::<f64>()
 }
 
@@ -184,7 +192,10 @@ impl Figures {
         }
         if self.nll.weight() > 0.0 {
             out.push(("nll".to_string(), self.nll.mean()));
-            out.push(("bits_per_dim".to_string(), scale.bits_per_dim(self.nll.mean())));
+            out.push((
+                "bits_per_dim".to_string(),
+                scale.bits_per_dim(self.nll.mean()),
+            ));
         }
         out
     }
@@ -197,6 +208,36 @@ impl Figures {
             String::new()
         }
     }
+}
+
+/// `run.json`'s `density`: how bits per dimension are computed.
+pub fn scale_facts(scale: &BitsScale, data: &DataSpec) -> serde_json::Value {
+    serde_json::json!({
+        "dims": scale.dims,
+        "offset_bits": scale.offset_bits,
+        "bits_per_dim": "-log p(x) / (dims * ln 2) + offset_bits",
+        "dequantize": dequantizes(data),
+    })
+}
+
+/// `run.json`'s `test`: the last test figures, at `(epoch, step)`.
+pub fn test_facts(
+    (epoch, step): (usize, u64),
+    loss: f64,
+    accuracy: Option<f64>,
+    extra: &[(String, f64)],
+) -> serde_json::Value {
+    let mut facts = serde_json::Map::new();
+    facts.insert("epoch".into(), epoch.into());
+    facts.insert("step".into(), step.into());
+    facts.insert("loss".into(), serde_json::json!(loss));
+    if let Some(a) = accuracy {
+        facts.insert("accuracy".into(), serde_json::json!(a));
+    }
+    for (k, v) in extra {
+        facts.insert(k.clone(), serde_json::json!(v));
+    }
+    serde_json::Value::Object(facts)
 }
 
 /// Whether the train block reports loss parts (it gives `outputs` and one

@@ -34,7 +34,7 @@ use super::evaluate::{evaluate_split, feeds, fit_target, EvalSetup};
 use super::guard::{stall_warning, SolveGuard, StallWatch};
 use super::metrics::{self, MetricsWriter, Record};
 use super::normalize;
-use super::optim::{clip_grad_norm, Optim};
+use super::optim::{clip_grad_norm, update, Optim};
 use super::schedule::LrSchedule;
 use super::solve_report::{mark_nested, EqName, SolveReport};
 use super::TrainError;
@@ -49,6 +49,7 @@ pub use super::compiled::{
     compile, init_params, load_weights, param_shapes, spectral_radii, Compiled,
 };
 pub use super::evaluate::evaluate;
+pub(crate) use super::rng::{mix, probe};
 
 /// Command-line choices that override or complement the `train` block.
 #[derive(Debug, Clone, Default)]
@@ -139,31 +140,6 @@ fn base_lr(o: &Optimizer) -> f64 {
     }
 }
 
-/// A deterministic 64-bit mix of a seed and a counter.
-pub(crate) fn mix(seed: u64, n: u64) -> u64 {
-    let mut z = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-pub(crate) fn probe(
-    ty_shape: &[usize],
-    seed: u64,
-    device: &Device,
-    dtype: CDType,
-) -> Result<Tensor, TrainError> {
-    use rand::SeedableRng;
-    use rand_distr::Distribution;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let normal = rand_distr::StandardNormal;
-    let n: usize = ty_shape.iter().product();
-    let v: Vec<f32> = (0..n)
-        .map(|_| Distribution::<f32>::sample(&normal, &mut rng))
-        .collect();
-    Ok(Tensor::from_vec(v, ty_shape, device)?.to_dtype(dtype)?)
-}
-
 fn default_out(model: &str) -> PathBuf {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -198,34 +174,6 @@ fn set_solve_fields(rec: &mut Record, report: &SolveReport) {
 /// Has the run taken the `--max-steps` steps it may take?
 fn step_limit_reached(max_steps: Option<usize>, step: u64) -> bool {
     max_steps.is_some_and(|m| step >= m as u64)
-}
-
-/// The optimizer step on every parameter that is not frozen; frozen ones
-/// keep their exact values (no weight decay, no optimizer state).
-fn update(
-    optim: &mut Optim,
-    all: &mut [(String, Tensor)],
-    frozen: &[bool],
-    grads: &[Tensor],
-    lr: f64,
-) -> Result<(), TrainError> {
-    if !frozen.iter().any(|f| *f) {
-        optim.step(all, grads, lr)?;
-        return Ok(());
-    }
-    let moving: Vec<usize> = (0..all.len())
-        .filter(|i| !frozen.get(*i).copied().unwrap_or(false))
-        .collect();
-    let mut params: Vec<(String, Tensor)> = moving.iter().map(|i| all[*i].clone()).collect();
-    let grads: Vec<Tensor> = moving
-        .iter()
-        .filter_map(|i| grads.get(*i).cloned())
-        .collect();
-    optim.step(&mut params, &grads, lr)?;
-    for (i, p) in moving.into_iter().zip(params) {
-        all[i] = p;
-    }
-    Ok(())
 }
 
 /// Where a run stands: steps taken, and the epoch and batch it resumes at.
@@ -338,13 +286,7 @@ impl<'a> Trainer<'a> {
         let std = splits.standardization.as_ref().map(|s| s.std);
         let scale = BitsScale::for_data(&cfg.data, dims, std);
         if density::reports_parts(cfg) {
-            let facts = serde_json::json!({
-                "dims": scale.dims,
-                "offset_bits": scale.offset_bits,
-                "bits_per_dim": "-log p(x) / (dims * ln 2) + offset_bits",
-                "dequantize": density::dequantizes(&cfg.data),
-            });
-            crate::report::add_fact(&out, "density", facts);
+            crate::report::add_fact(&out, "density", density::scale_facts(&scale, &cfg.data));
         }
         Ok(Trainer {
             model,
@@ -591,10 +533,9 @@ impl<'a> Trainer<'a> {
             rec.perplexity = Some(metrics::perplexity(outcome.loss));
         }
         rec.extra.extend(outcome.figures.extra(&self.scale));
-        epoch.nll.add(
-            outcome.figures.nll.mean(),
-            outcome.figures.nll.weight(),
-        );
+        epoch
+            .nll
+            .add(outcome.figures.nll.mean(), outcome.figures.nll.weight());
         set_solve_fields(&mut rec, &this_step);
         rec.seconds = outcome.started.elapsed().as_secs_f64();
         rec.lr = Some(outcome.lr);
@@ -707,17 +648,8 @@ impl<'a> Trainer<'a> {
             .find(|(k, _)| k == "bits_per_dim")
             .map(|(_, v)| *v);
         if self.parts {
-            let mut facts = serde_json::Map::new();
-            facts.insert("epoch".into(), epoch.into());
-            facts.insert("step".into(), step.into());
-            facts.insert("loss".into(), serde_json::json!(tl));
-            if let Some(a) = ta {
-                facts.insert("accuracy".into(), serde_json::json!(a));
-            }
-            for (k, v) in &extra {
-                facts.insert(k.clone(), serde_json::json!(v));
-            }
-            crate::report::add_fact(&self.out, "test", serde_json::Value::Object(facts));
+            let facts = density::test_facts((epoch, step), tl, ta, &extra);
+            crate::report::add_fact(&self.out, "test", facts);
         }
         let mut line = format!(", test loss {tl:.4}");
         if let Some(p) = summary.test_perplexity {

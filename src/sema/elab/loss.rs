@@ -49,7 +49,10 @@ fn scores_for(cfg: &TrainConfig, outputs: &[Type], first: &Type) -> Type {
     }
     let per_sample = |t: &Type| {
         let batch = t.shape.first().cloned().into_iter();
-        Type::new(t.dtype, batch.chain([crate::types::dim::Dim::konst(1)]).collect())
+        Type::new(
+            t.dtype,
+            batch.chain([crate::types::dim::Dim::konst(1)]).collect(),
+        )
     };
     match cfg.outputs.iter().position(|o| o.0 == OutputRole::Scores) {
         // Scores that are not scores are reported by the role check.
