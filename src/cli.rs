@@ -111,6 +111,12 @@ pub enum Command {
         /// Run every op by itself instead of as fused compiled kernels.
         #[arg(long)]
         no_fuse: bool,
+        /// Also report the AUROC of the model's log-density telling the
+        /// test images from corrupted copies: `shuffle` (pixels in a random
+        /// order), `noise` (uniform grey levels); repeat or separate by
+        /// commas. Needs an output marked `log_density`.
+        #[arg(long, value_delimiter = ',')]
+        ood: Vec<String>,
     },
     /// One batch's loss and parameter gradients, as safetensors.
     Grad {
@@ -318,6 +324,7 @@ pub fn main() -> ExitCode {
             device,
             threads,
             no_fuse: _,
+            ood,
         } => crate::train::commands::eval(
             &file,
             model.as_deref(),
@@ -325,6 +332,7 @@ pub fn main() -> ExitCode {
             batch_size,
             &device,
             threads,
+            &ood,
         ),
         Command::Grad {
             file,

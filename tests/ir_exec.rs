@@ -450,3 +450,28 @@ fn a_shape_error_at_run_time_is_in_deqcs_words_with_its_span() {
         "reshape(x, [B, 4, T / 4, 16])"
     );
 }
+
+#[test]
+fn probes_have_their_distribution_and_depend_on_the_seed_only() {
+    let src = "model M(x: [2]) { concat((probe([4000]), probe([4000], \"rademacher\")), 0) }";
+    let g = lower(src);
+    let draw = |seed: u64| {
+        let mut ex = Executor::cpu_f64();
+        ex.options.seed = seed;
+        values(&ex.run(&g, &[], &[t(&[0.0, 0.0], &[2])]).unwrap().outputs[0])
+    };
+    let a = draw(7);
+    let (gauss, signs) = a.split_at(4000);
+    let mean = gauss.iter().sum::<f64>() / 4000.0;
+    let var = gauss.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 4000.0;
+    // Standard errors: 1/sqrt(4000) = 0.016 for the mean, ~0.022 for the variance.
+    assert!(
+        mean.abs() < 0.08 && (var - 1.0).abs() < 0.12,
+        "{mean} {var}"
+    );
+    assert!(signs.iter().all(|s| *s == 1.0 || *s == -1.0));
+    let plus = signs.iter().filter(|s| **s > 0.0).count();
+    assert!((1800..2200).contains(&plus), "{plus} of 4000 are +1");
+    assert_eq!(a, draw(7), "the same seed draws the same probes");
+    assert_ne!(a, draw(8), "another seed (step) draws others");
+}

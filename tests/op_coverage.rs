@@ -79,6 +79,7 @@ variants! {
     Op::UpsampleNearest2d { .. } => "UpsampleNearest2d",
     Op::Embedding => "Embedding",
     Op::DropoutMask { .. } => "DropoutMask",
+    Op::Probe { .. } => "Probe",
     Op::Cast { .. } => "Cast",
     Op::Equilibrium(_) => "Equilibrium",
     Op::Project(_) => "Project",
@@ -191,6 +192,9 @@ const MODELS: &[&str] = &[
     "model M(ids: i64[2, 3]) {
         param table: [5, 4] = normal(std = 1.0);
         dropout(tanh(embedding(ids, table)), 0.5)
+    }",
+    "model M(x: [2, 3]) {
+        x * probe([2, 3]) + tanh(x) * probe([3], \"rademacher\")
     }",
     "model M(x: [2, 3]) {
         param w: [3, 3] = normal(std = 0.2);

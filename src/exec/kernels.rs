@@ -14,7 +14,7 @@
 use candle_core::{DType as CDType, Device, Tensor};
 
 use crate::ir::op_groups::{binary_math_ops, equilibrium_ops, source_ops};
-use crate::ir::{Cmp, Op, ReduceOp};
+use crate::ir::{Cmp, Op, ProbeKind, ReduceOp};
 use crate::source::Span;
 use crate::types::dim::Dim;
 
@@ -266,6 +266,26 @@ fn dropout_mask(p: f64, ctx: &KernelCtx) -> KResult<Tensor> {
     Ok(Tensor::from_vec(v, shape, ctx.device)?.to_dtype(ctx.dtype)?)
 }
 
+/// A probe drawn from the run's seed (per step when training) and the
+/// node, so every evaluation of one graph in one step sees the same values.
+fn probe(kind: ProbeKind, ctx: &KernelCtx) -> KResult<Tensor> {
+    use rand::{Rng, SeedableRng};
+    let seed = (ctx.options.seed ^ 0x5052_4F42_4521)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(ctx.node_index as u64);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let n: usize = ctx.out_shape.iter().product();
+    let v: Vec<f64> = match kind {
+        ProbeKind::Gaussian => (0..n)
+            .map(|_| rand_distr::Distribution::<f64>::sample(&rand_distr::StandardNormal, &mut rng))
+            .collect(),
+        ProbeKind::Rademacher => (0..n)
+            .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
+            .collect(),
+    };
+    Ok(Tensor::from_vec(v, ctx.out_shape, ctx.device)?.to_dtype(ctx.dtype)?)
+}
+
 fn binary(op: &Op, a: &Tensor, b: &Tensor, ctx: &KernelCtx) -> KResult<Tensor> {
     let dt = ctx.dtype;
     Ok(match op {
@@ -376,6 +396,7 @@ fn eval_inner(op: &Op, args: &[&Tensor], ctx: &KernelCtx) -> KResult<Tensor> {
         Op::Embedding => nn::embedding(arg(0)?, arg(1)?, out)?,
         Op::EmbeddingBackward { .. } => nn::embedding_backward(arg(0)?, arg(1)?, out)?,
         Op::DropoutMask { p, .. } => dropout_mask(*p, ctx)?,
+        Op::Probe { kind, .. } => probe(*kind, ctx)?,
         Op::Cast { .. } => arg(0)?.to_dtype(dt)?,
         Op::SumTo { .. } => sum_to(arg(0)?, out)?,
     };

@@ -9,7 +9,10 @@
 //!   the node's results are read through `Project(i)` nodes;
 //! - `split` becomes one `Slice` per part; `dropout(x, p)` becomes
 //!   `x * DropoutMask`, the mask made in the top graph (and captured into
-//!   bodies), so one mask is drawn per solve;
+//!   bodies), so one mask is drawn per solve; a `probe` is made the same
+//!   way;
+//! - `vjp`/`jvp` become the nodes of the reverse sweep (`autodiff`) in the
+//!   current graph: plain IR, differentiable again;
 //! - every node keeps the span of the instruction it came from;
 //! - the result passes the verifier.
 
@@ -238,6 +241,13 @@ impl Lowerer<'_> {
         span: Span,
     ) -> Result<(), IrError> {
         match p {
+            Prim::Op(op @ Op::Probe { .. }) => {
+                let r = Self::one_result(inst)?;
+                let ty = self.model.ty(r).clone();
+                let n = self.root_node(op.clone(), ty, span)?;
+                self.define(r, n);
+                Ok(())
+            }
             Prim::Op(op) => {
                 let r = Self::one_result(inst)?;
                 let ty = self.model.ty(r).clone();
@@ -247,6 +257,8 @@ impl Lowerer<'_> {
             }
             Prim::Split { axis, sizes } => self.split(inst, *axis, sizes, args, span),
             Prim::Dropout { p } => self.dropout(inst, *p, args, span),
+            Prim::Vjp => self.jacobian_product(inst, false, args),
+            Prim::Jvp => self.jacobian_product(inst, true, args),
         }
     }
 
@@ -290,16 +302,56 @@ impl Lowerer<'_> {
             p,
             shape: ty.shape.clone(),
         };
-        let root_mask = self.scopes[0]
-            .graph
-            .add(mask_op, ty.clone(), &[], Some(span));
-        let level = self.level();
-        let mask = if level == 0 {
-            root_mask
-        } else {
-            self.capture(level, CaptureKey::Root(root_mask), ty.clone())?
-        };
+        let mask = self.root_node(mask_op, ty.clone(), span)?;
         let n = self.graph().add(Op::Mul, ty, &[x, mask], Some(span));
+        self.define(r, n);
+        Ok(())
+    }
+
+    /// A random constructor (dropout mask, probe) made in the top graph and
+    /// captured into the current body, so it is drawn once per run of the
+    /// graph and derived bodies (adjoints) see the same values.
+    fn root_node(&mut self, op: Op, ty: Type, span: Span) -> Result<NodeId, IrError> {
+        let root = self.scopes[0].graph.add(op, ty.clone(), &[], Some(span));
+        let level = self.level();
+        if level == 0 {
+            return Ok(root);
+        }
+        self.capture(level, CaptureKey::Root(root), ty)
+    }
+
+    /// `vjp(f, x, v)` (`jvp` false) or `jvp(f, x, u)`, operands
+    /// `[f(x), x, vector]`: the reverse sweep appends the product's nodes to
+    /// the current graph (an equilibrium body included), so it is plain IR
+    /// that later stages optimize and differentiate again. A JVP is the VJP
+    /// of the linear map `w -> J^T w` (taken at `w = 0`) with cotangent `u`.
+    fn jacobian_product(
+        &mut self,
+        inst: &hir::Inst,
+        jvp: bool,
+        args: &[NodeId],
+    ) -> Result<(), IrError> {
+        let r = Self::one_result(inst)?;
+        let &[out, x, vector] = args else {
+            return Err(bad("a Jacobian product without its three operands"));
+        };
+        let g = self.graph();
+        let n = if jvp {
+            let w_ty = g.ty(out).clone();
+            let w = g.add(
+                Op::Fill {
+                    value: 0.0,
+                    shape: w_ty.shape.clone(),
+                },
+                w_ty,
+                &[],
+                Some(inst.span),
+            );
+            let jt_w = cotangent(g, out, x, w)?;
+            cotangent(g, jt_w, w, vector)?
+        } else {
+            cotangent(g, out, x, vector)?
+        };
         self.define(r, n);
         Ok(())
     }
@@ -362,4 +414,29 @@ impl Lowerer<'_> {
         }
         Ok(())
     }
+}
+
+/// The cotangent of `wrt` for the cotangent `seed` of `out` (zeros when
+/// `out` does not depend on `wrt`), appended to `g` by the reverse sweep
+/// with the equilibria's own backward modes.
+fn cotangent(g: &mut Graph, out: NodeId, wrt: NodeId, seed: NodeId) -> Result<NodeId, IrError> {
+    let found = crate::autodiff::vjp_nodes(g, &[(out, seed)], &[wrt], &crate::deq::DeqVjp)
+        .map_err(|e| match e {
+            crate::autodiff::AdError::Ir(e) => e,
+            other => bad(other.to_string()),
+        })?;
+    if let Some(Some(n)) = found.first() {
+        return Ok(*n);
+    }
+    let ty = g.ty(wrt).clone();
+    let span = g.span(out);
+    Ok(g.add(
+        Op::Fill {
+            value: 0.0,
+            shape: ty.shape.clone(),
+        },
+        ty,
+        &[],
+        span,
+    ))
 }

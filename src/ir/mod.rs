@@ -15,7 +15,8 @@ pub mod verify;
 
 pub use graph::{Graph, GraphInput, GraphParam, Node, NodeId, Stamp};
 pub use op::{
-    Arity, Cmp, ConvAttrs, EqInitKind, EqNode, GradFlow, Op, OpClass, OpInfo, ReduceOp, SolveRole,
+    Arity, Cmp, ConvAttrs, EqInitKind, EqNode, GradFlow, Op, OpClass, OpInfo, ProbeKind, ReduceOp,
+    SolveRole,
 };
 
 /// A broken IR invariant. Always a compiler bug (lowering a checked program

@@ -20,6 +20,24 @@ use crate::types::{DType, SliceAxis, Type};
 use super::graph::Graph;
 use super::op_groups::{binary_math_ops, unary_math_ops};
 
+/// The distribution of a random probe vector (`probe(shape, kind)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProbeKind {
+    /// Standard normal entries.
+    Gaussian,
+    /// Entries +1 or -1 with equal probability.
+    Rademacher,
+}
+
+impl ProbeKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeKind::Gaussian => "gaussian",
+            ProbeKind::Rademacher => "rademacher",
+        }
+    }
+}
+
 /// Comparison of two tensors, yielding a 0/1 mask of the operands' dtype.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Cmp {
@@ -295,6 +313,15 @@ pub enum Op {
         p: f64,
         shape: Vec<Dim>,
     },
+    /// A random probe (Hutchinson's estimators): drawn from the run's seed
+    /// and step (`ExecOptions::seed`) and the node, so it is the same in
+    /// every evaluation of one step's graph. No operands: lowering makes it
+    /// in the top graph and captures it into bodies, so an adjoint body sees
+    /// the forward body's probe.
+    Probe {
+        kind: ProbeKind,
+        shape: Vec<Dim>,
+    },
     Cast {
         to: DType,
     },
@@ -473,6 +500,7 @@ impl Op {
             Op::Arange { .. } => row("arange", 0, Constructor, NO),
             Op::CausalMask { .. } => row("causal_mask", 0, Constructor, NO),
             Op::DropoutMask { .. } => row("dropout_mask", 0, Constructor, NO),
+            Op::Probe { .. } => row("probe", 0, Constructor, NO),
             Op::MatMul => gemm(row("matmul", 2, Network, All)),
             Op::Conv(a) if a.spatial == 1 => gemm(row("conv1d", 2, Network, All)),
             Op::Conv(_) => gemm(row("conv2d", 2, Network, All)),
@@ -566,6 +594,7 @@ impl Op {
             | Op::MaxPool2dSelect { kernel, stride } => format!("{kernel}, stride = {stride}"),
             Op::UpsampleNearest2d { scale } => scale.to_string(),
             Op::DropoutMask { p, shape } => format!("p = {p:?}, {}", dims(shape)),
+            Op::Probe { kind, shape } => format!("{}, {}", kind.name(), dims(shape)),
             Op::Cast { to } => to.name().to_string(),
             Op::SliceBackward { axes, shape } => format!("{} of {}", slice(axes), dims(shape)),
             Op::ConvInputGrad { attrs, shape } | Op::ConvWeightGrad { attrs, shape } => {

@@ -86,6 +86,7 @@ macro_rules! constructor_ops {
             | $crate::ir::Op::Arange { .. }
             | $crate::ir::Op::CausalMask { .. }
             | $crate::ir::Op::DropoutMask { .. }
+            | $crate::ir::Op::Probe { .. }
     };
 }
 

@@ -140,7 +140,8 @@ pub fn infer(op: &Op, args: &[&Type]) -> Result<Option<Type>, String> {
         | Op::Count { .. }
         | Op::Eye { .. }
         | Op::CausalMask { .. }
-        | Op::DropoutMask { .. } => return Ok(None),
+        | Op::DropoutMask { .. }
+        | Op::Probe { .. } => return Ok(None),
         Op::Arange { n } => Type::new(DType::I64, vec![n.clone()]),
         Op::Neg | Op::Abs | Op::Relu => t(0).clone(),
         Op::Exp

@@ -186,6 +186,11 @@ fn verify_node(g: &Graph, id: NodeId, ctx: &Context) -> Result<(), String> {
             return Err("bad dropout mask".into());
         }
     }
+    if let Op::Probe { shape, .. } = op {
+        if !ty.dtype.is_float() || !same_shape(shape, &ty.shape) {
+            return Err("bad probe".into());
+        }
+    }
     // Only a Project may read an equilibrium's (tuple) result.
     for o in &operands {
         if matches!(g.op(*o), Op::Equilibrium(_)) && !matches!(op, Op::Project(_)) {

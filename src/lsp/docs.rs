@@ -68,6 +68,9 @@ pub const BUILTIN_DOCS: &[(&str, &str)] = &[
     ("dropout", "dropout(x, p): zero each element with probability p while training (one mask per solve inside an equilibrium)"),
     ("causal_mask", "causal_mask(T): [T, T] mask, 1 where a position may attend (j <= i)"),
     ("cast", "cast(x, dtype): x converted to another element type"),
+    ("vjp", "vjp(f, x, v): the row vector v^T J_f(x) (x's type) of a fn, layer instance or built-in f; v has f(x)'s type; differentiable again"),
+    ("jvp", "jvp(f, x, u): the product J_f(x) u (f(x)'s type); u has x's type; differentiable again"),
+    ("probe", "probe(shape, kind = \"gaussian\"): random f32 probe vectors (\"gaussian\" or \"rademacher\"), fixed within a training step"),
     ("weight_norm", "weight_norm(w, axis): w * g / ||w|| per index of the output axis; adds the trained gain `<w>_g`, starting at ||w||"),
     ("normalize_weight", "normalize_weight(w, axis, norm, coeff = 1.0): w for norm = \"none\", else weight_norm or spectral_norm (norm = \"weight\" | \"spectral\")"),
     ("spectral_norm", "spectral_norm(w, axis, coeff = 1.0): w * coeff / sigma(w), sigma by one power iteration per training step on the state vector `<w>_u`"),
@@ -215,6 +218,10 @@ pub const TRAIN_KEY_DOCS: &[(&str, &str)] = &[
     (
         "eval_solver",
         "The forward solver of every equilibrium when evaluating (validation, test, deqc eval), e.g. anderson(max_iter = 60).",
+    ),
+    (
+        "outputs",
+        "The role of each model output, e.g. [scores, log_density]: accuracy and cross-entropy of class scores, nll and bits per dimension of a log-density (`scores`, `log_density`, `other`).",
     ),
 ];
 

@@ -15,7 +15,10 @@ use super::{fn_pass, for_each_body};
 fn_pass!(Cse, "cse", cse);
 
 fn mergeable(op: &Op) -> bool {
-    !matches!(op, Op::DropoutMask { .. } | Op::Equilibrium(_))
+    !matches!(
+        op,
+        Op::DropoutMask { .. } | Op::Probe { .. } | Op::Equilibrium(_)
+    )
 }
 
 fn cse(g: &mut Graph) -> Result<bool, IrError> {

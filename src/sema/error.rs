@@ -527,6 +527,30 @@ pub enum SemaError {
         setting: Option<SourceSpan>,
     },
 
+    #[error("`{op}` cannot differentiate {what}")]
+    #[diagnostic(code(deq::sema::not_differentiable))]
+    NotDifferentiable {
+        op: String,
+        what: String,
+        #[label("{label}")]
+        span: SourceSpan,
+        label: String,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("the vector of `{op}` must be {expected}, found {found}")]
+    #[diagnostic(code(deq::sema::product_vector))]
+    ProductVector {
+        op: String,
+        expected: String,
+        found: String,
+        #[label("this is {found}")]
+        span: SourceSpan,
+        #[help]
+        help: Option<String>,
+    },
+
     #[error("`{name}` cannot be the loss: {detail}")]
     #[diagnostic(code(deq::sema::bad_loss))]
     BadLoss {
@@ -559,6 +583,18 @@ pub enum SemaError {
         args: String,
         #[label("the loss")]
         span: SourceSpan,
+    },
+
+    #[error("`outputs` does not fit `{model}`: {detail}")]
+    #[diagnostic(code(deq::sema::bad_outputs))]
+    BadOutputs {
+        model: String,
+        detail: String,
+        #[label("{label}")]
+        span: SourceSpan,
+        label: String,
+        #[help]
+        help: Option<String>,
     },
 
     #[error("`{name}` is never used")]

@@ -45,6 +45,13 @@ pub enum Prim {
     Dropout {
         p: f64,
     },
+    /// `vjp(f, x, v)`, operands `[f(x), x, v]`: the row vector `v^T J_f(x)`
+    /// (of `x`'s type). Lowering builds it with the reverse sweep, so it is
+    /// ordinary IR and can be differentiated again.
+    Vjp,
+    /// `jvp(f, x, u)`, operands `[f(x), x, u]`: `J_f(x) u` (of `f(x)`'s
+    /// type), built at lowering as the VJP of a VJP.
+    Jvp,
 }
 
 #[derive(Debug, Clone)]

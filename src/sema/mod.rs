@@ -18,6 +18,7 @@ pub mod options;
 pub mod print;
 pub mod shape;
 pub mod spec;
+pub mod train_outputs;
 
 use std::collections::HashSet;
 
@@ -191,9 +192,16 @@ fn check_train(elab: &mut Elab, t: &ast::TrainItem, program: &Program) -> Option
             .iter()
             .find(|e| e.key.name == "loss")
             .map_or(t.span, |e| e.value.span);
+        check_every_output_has_a_loss(elab, &cfg, model, loss_span)?;
         check_data_fits(elab, &cfg, model, data_span, loss_span)?;
         check_fixed_dims(elab, &cfg, model, data_span)?;
         check_freeze(elab, &cfg, model)?;
+        let outputs_span = t
+            .entries
+            .iter()
+            .find(|e| e.key.name == "outputs")
+            .map_or(t.span, |e| e.value.span);
+        train_outputs::check_outputs(elab, &cfg, model, outputs_span)?;
     }
     Some(cfg)
 }
@@ -204,7 +212,7 @@ fn path_list(key: &str, value: &ast::Expr) -> Option<options::Spanned> {
     let ast::ExprKind::List(items) = &value.kind else {
         return None;
     };
-    if key != "freeze" {
+    if key != "freeze" && key != "outputs" {
         return None;
     }
     let mut out = Vec::new();
@@ -263,7 +271,14 @@ pub fn freeze_covers(entry: &str, param: &str) -> bool {
 /// definition that happens to share it, so that a fn given as the loss gets
 /// one "unknown loss" diagnostic listing the losses that exist.
 fn choice_name(key: &str, value: &ast::Expr) -> Option<options::Spanned> {
-    const CHOICE_KEYS: &[&str] = &["data", "loss", "optimizer", "schedule", "jacobian_reg"];
+    const CHOICE_KEYS: &[&str] = &[
+        "data",
+        "loss",
+        "optimizer",
+        "schedule",
+        "jacobian_reg",
+        "outputs",
+    ];
     match &value.kind {
         ast::ExprKind::Path(segs) if segs.len() == 1 && CHOICE_KEYS.contains(&key) => {
             Some(options::Spanned {
@@ -345,6 +360,40 @@ fn check_fixed_dims(
         }
     }
     Some(())
+}
+
+/// A model with several outputs needs a loss that reads them all: a
+/// built-in loss would read the first and silently leave the others out of
+/// training.
+fn check_every_output_has_a_loss(
+    elab: &mut elab::Elab,
+    cfg: &TrainConfig,
+    model: &hir::Model,
+    loss_span: Span,
+) -> Option<()> {
+    let n = model.output_types.len();
+    if n <= 1 || matches!(cfg.loss, Loss::Custom(_)) {
+        return Some(());
+    }
+    let outputs: Vec<String> = model.output_types.iter().map(|t| t.to_string()).collect();
+    elab.report(
+        loss_span,
+        SemaError::BadLoss {
+            name: cfg.loss.to_string(),
+            detail: format!(
+                "`{}` returns {n} outputs ({}) and a built-in loss reads only the first",
+                model.name,
+                outputs.join(", ")
+            ),
+            span: loss_span.into(),
+            label: format!("one loss for {n} outputs"),
+            used: None,
+            help: Some(
+                "write the loss as a fn of every output, then the target: `fn my_loss(scores, logp, target) = ...;` and `loss = my_loss;`".into(),
+            ),
+        },
+    );
+    None
 }
 
 /// Does the data source feed the model's inputs, and its target the loss?

@@ -16,7 +16,10 @@ use crate::source::{FileId, SourceMap, Span};
 use crate::syntax::ast;
 
 /// The stdlib modules, embedded at build time.
-pub const STDLIB: &[(&str, &str)] = &[("nn", include_str!("../../stdlib/nn.deq"))];
+pub const STDLIB: &[(&str, &str)] = &[
+    ("nn", include_str!("../../stdlib/nn.deq")),
+    ("flow", include_str!("../../stdlib/flow.deq")),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ModuleId(pub usize);

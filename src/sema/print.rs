@@ -63,6 +63,8 @@ fn prim(p: &Prim) -> String {
         }
         Prim::Split { axis, sizes } => format!("split[axis = {axis}, sizes = {}]", dims(sizes)),
         Prim::Dropout { p } => format!("dropout[p = {p:?}]"),
+        Prim::Vjp => "vjp".into(),
+        Prim::Jvp => "jvp".into(),
     }
 }
 

@@ -145,6 +145,9 @@ pub enum DataSpec {
         flatten: bool,
         /// Standardize `x` with the training split's mean and std.
         normalize: bool,
+        /// Pixels `(k + u) / 256` with `u` uniform in `[0, 1)` (grey level
+        /// `k`), drawn afresh per training step (see `train::density`).
+        dequantize: bool,
         subset: Subset,
     },
     Text {
@@ -188,6 +191,42 @@ impl fmt::Display for Subset {
             write!(f, ", per_class = {n}")?;
         }
         Ok(())
+    }
+}
+
+/// What one output of a model is, as `outputs = [scores, log_density]`
+/// says: it decides the metrics (accuracy and cross-entropy of class
+/// scores; negative log-likelihood and bits per dimension of a
+/// log-density), never the loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputRole {
+    /// Class scores `[B, C]` (or `[B, T, V]`) against the class-id target.
+    Scores,
+    /// `log p(x)` per sample, `[B]`, in nats.
+    LogDensity,
+    /// Any other output: no metric.
+    Other,
+}
+
+impl OutputRole {
+    /// The names written in `outputs = [...]`.
+    pub const NAMES: &'static [&'static str] = &["scores", "log_density", "other"];
+
+    pub fn from_name(name: &str) -> Option<OutputRole> {
+        match name {
+            "scores" => Some(OutputRole::Scores),
+            "log_density" => Some(OutputRole::LogDensity),
+            "other" => Some(OutputRole::Other),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputRole::Scores => "scores",
+            OutputRole::LogDensity => "log_density",
+            OutputRole::Other => "other",
+        }
     }
 }
 
@@ -442,6 +481,28 @@ pub struct TrainConfig {
     pub adversarial: Option<Adversarial>,
     /// Validation, early stopping, pretraining, the evaluation solver.
     pub workflow: Workflow,
+    /// `outputs = [scores, log_density]`: the role of each model output,
+    /// each with its span; empty when not given (see [`TrainConfig::roles`]).
+    pub outputs: Vec<(OutputRole, crate::source::Span)>,
+}
+
+impl TrainConfig {
+    /// The role of each of a model's `n` outputs: as `outputs` says, else
+    /// the first output is the scores when the target is class ids.
+    pub fn roles(&self, n: usize) -> Vec<OutputRole> {
+        if !self.outputs.is_empty() {
+            return self.outputs.iter().map(|o| o.0).collect();
+        }
+        (0..n)
+            .map(|i| {
+                if i == 0 && self.loss.takes_class_ids() {
+                    OutputRole::Scores
+                } else {
+                    OutputRole::Other
+                }
+            })
+            .collect()
+    }
 }
 
 /// Floats printed so that they read back as the same value.
@@ -518,10 +579,19 @@ impl fmt::Display for DataSpec {
                 path,
                 flatten,
                 normalize,
+                dequantize,
                 subset,
             } => {
                 let normalize = if *normalize { ", normalize = true" } else { "" };
-                write!(f, "mnist({path:?}, flatten = {flatten}{normalize}{subset})")
+                let dequantize = if *dequantize {
+                    ", dequantize = true"
+                } else {
+                    ""
+                };
+                write!(
+                    f,
+                    "mnist({path:?}, flatten = {flatten}{normalize}{dequantize}{subset})"
+                )
             }
             DataSpec::Text {
                 path,
@@ -671,6 +741,10 @@ impl fmt::Display for TrainConfig {
         }
         if let Some(a) = &self.adversarial {
             writeln!(f, "    adversarial = {a};")?;
+        }
+        if !self.outputs.is_empty() {
+            let roles: Vec<&str> = self.outputs.iter().map(|o| o.0.name()).collect();
+            writeln!(f, "    outputs = [{}];", roles.join(", "))?;
         }
         write!(f, "{}", self.workflow)?;
         write!(f, "}}")

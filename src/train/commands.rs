@@ -11,12 +11,14 @@ use std::process::ExitCode;
 use candle_core::{DType as CDType, Device, Tensor};
 use miette::Diagnostic;
 
+use super::evaluate::{evaluate_split, EvalSetup};
+use super::ood::Corruption;
 use super::trainer::{self, RunOptions};
 use super::TrainError;
 use crate::exec::Executor;
 use crate::sema::hir::{Model, Program};
 use crate::sema::options::suggest;
-use crate::sema::spec::{Optimizer, TrainConfig};
+use crate::sema::spec::{Optimizer, OutputRole, TrainConfig};
 use crate::source::SourceMap;
 
 /// A run-time failure, shown at the source line it comes from.
@@ -283,10 +285,18 @@ pub fn run(
                     "test perplexity {p:.2} (loss {l:.4}, accuracy {:.2}%)",
                     100.0 * a
                 ),
-                (None, Some(a), Some(l)) => {
-                    format!("test accuracy {:.2}% (loss {l:.4})", 100.0 * a)
-                }
+                (None, Some(a), Some(l)) => match s.test_bits_per_dim {
+                    Some(b) => format!(
+                        "test accuracy {:.2}%, bits/dim {b:.4} (loss {l:.4})",
+                        100.0 * a
+                    ),
+                    None => format!("test accuracy {:.2}% (loss {l:.4})", 100.0 * a),
+                },
                 (Some(p), None, Some(l)) => format!("test perplexity {p:.2} (loss {l:.4})"),
+                (None, None, Some(l)) if s.test_bits_per_dim.is_some() => format!(
+                    "test bits/dim {:.4} (loss {l:.4})",
+                    s.test_bits_per_dim.unwrap_or(f64::NAN)
+                ),
                 (_, _, Some(l)) => format!("test loss {l:.4}"),
                 _ if s.epochs_run > 0 => "no test split".into(),
                 _ => "not evaluated (no epoch ran)".into(),
@@ -304,6 +314,45 @@ pub fn run(
     }
 }
 
+/// What `deqc eval` measured: the test figures, and per corruption the
+/// AUROC of the log-density.
+struct EvalReport {
+    figures: super::evaluate::EvalFigures,
+    scale: super::density::BitsScale,
+    ood: Vec<(Corruption, f64)>,
+}
+
+impl EvalReport {
+    /// The line `deqc eval` prints.
+    fn line(&self, model: &str) -> String {
+        let f = &self.figures;
+        let mut line = format!("{model}: test loss {:.4}", f.loss);
+        if let Some(a) = f.figures.accuracy() {
+            line.push_str(&format!(", accuracy {:.2}%", 100.0 * a));
+        }
+        let extra = f.figures.extra(&self.scale);
+        if let Some((_, b)) = extra.iter().find(|(k, _)| k == "bits_per_dim") {
+            line.push_str(&format!(", bits/dim {b:.4}"));
+        }
+        let parts: Vec<String> = extra
+            .iter()
+            .filter(|(k, _)| k != "bits_per_dim")
+            .map(|(k, v)| format!("{k} {v:.4}"))
+            .collect();
+        if !parts.is_empty() {
+            line.push_str(&format!(" ({})", parts.join(", ")));
+        }
+        line.push_str(&format!(" on {} samples", f.samples));
+        for (c, a) in &self.ood {
+            line.push_str(&format!(
+                "\n{model}: AUROC of log p(x), test images vs {}: {a:.4}",
+                c.describe()
+            ));
+        }
+        line
+    }
+}
+
 pub fn eval(
     file: &Path,
     model: Option<&str>,
@@ -311,13 +360,33 @@ pub fn eval(
     batch_size: Option<usize>,
     device_name: &str,
     threads: Option<usize>,
+    ood: &[String],
 ) -> ExitCode {
     let (sources, m, cfg, device) =
         match load_with_data(file, model, "evaluation", threads, device_name) {
             Ok(x) => x,
             Err(code) => return code,
         };
-    let result = (|| -> Result<(f64, Option<f64>, usize), TrainError> {
+    let corruptions = match ood
+        .iter()
+        .map(|c| Corruption::parse(c.trim()))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let roles = cfg.roles(m.output_types.len());
+    if !corruptions.is_empty() && !roles.contains(&OutputRole::LogDensity) {
+        eprintln!(
+            "error: --ood needs a log-density: mark one output of `{}` as `log_density` in its train block (`outputs = [scores, log_density];`)",
+            m.name
+        );
+        return ExitCode::from(2);
+    }
+    let result = (|| -> Result<EvalReport, TrainError> {
         let compiled = trainer::compile(&m, &cfg)?;
         let params = trainer::load_weights(&compiled.graph, weights, &device)?;
         let splits = super::validation::load_splits(&cfg)?;
@@ -329,28 +398,34 @@ pub fn eval(
         let runner = crate::deq::SolverRunner::new();
         let exec = Executor::new(device.clone()).with_runner(Box::new(runner));
         let values: Vec<Tensor> = params.into_iter().map(|p| p.1).collect();
-        let (l, a) = trainer::evaluate(
-            &exec,
-            &compiled.eval,
-            &values,
-            test,
-            batch_size.unwrap_or(cfg.batch_size),
-            &device,
-            cfg.loss.takes_class_ids(),
-            None,
-        )?;
-        Ok((l, a, test.len()))
+        let dims = test.fields().first().map_or(1, |(_, a)| a.sample_size());
+        let std = splits.standardization.as_ref().map(|s| s.std);
+        let setup = EvalSetup {
+            batch_size: batch_size.unwrap_or(cfg.batch_size),
+            device: &device,
+            roles,
+            parts: super::density::reports_parts(&cfg),
+            dequantize: super::density::dequantizes(&cfg.data).then_some(cfg.seed),
+            max_batches: None,
+            keep_log_densities: !corruptions.is_empty(),
+        };
+        let figures = evaluate_split(&exec, &compiled.eval, &values, test, &setup)?;
+        let mut ood = Vec::new();
+        for c in corruptions {
+            let bad = super::ood::corrupt(test, c, cfg.seed).map_err(TrainError::Usage)?;
+            let other = evaluate_split(&exec, &compiled.eval, &values, &bad, &setup)?;
+            let a = super::ood::auroc(&figures.log_densities, &other.log_densities);
+            ood.push((c, a));
+        }
+        Ok(EvalReport {
+            figures,
+            scale: super::density::BitsScale::for_data(&cfg.data, dims, std),
+            ood,
+        })
     })();
     match result {
-        Ok((l, a, n)) => {
-            match a {
-                Some(a) => outln!(
-                    "{}: test loss {l:.4}, accuracy {:.2}% on {n} samples",
-                    m.name,
-                    100.0 * a
-                ),
-                None => outln!("{}: test loss {l:.4} on {n} samples", m.name),
-            }
+        Ok(r) => {
+            outln!("{}", r.line(&m.name));
             ExitCode::SUCCESS
         }
         Err(e) => report(e, &sources),

@@ -203,7 +203,10 @@ pub fn param_shapes(graph: &Graph) -> Vec<(String, Vec<usize>)> {
 }
 
 /// Load a checkpoint's parameters for `graph`, from a folder or a
-/// `model.safetensors` file.
+/// `model.safetensors` file. Every parameter of `graph` must be there, with
+/// its shape; tensors that `graph` does not use are left out, so a model
+/// that shares some layer instances with the trained one (a flow's inverse,
+/// without the classifier head) reads its parameters by checkpoint path.
 pub fn load_weights(
     graph: &Graph,
     path: &Path,
@@ -215,6 +218,24 @@ pub fn load_weights(
     } else {
         path.to_path_buf()
     };
-    let (tensors, _) = checkpoint::load_tensors(&file, &shapes, device)?;
-    Ok(tensors)
+    let (mut tensors, _) = checkpoint::read_tensors(&file, device)?;
+    let found = |ts: &[(String, Tensor)]| -> Vec<(String, Vec<usize>)> {
+        ts.iter()
+            .map(|(k, t)| (k.clone(), t.dims().to_vec()))
+            .collect()
+    };
+    let all = found(&tensors);
+    tensors.retain(|(k, _)| shapes.iter().any(|(n, _)| n == k));
+    if checkpoint::check_keys(&file, &found(&tensors), &shapes).is_err() {
+        // Not this model's parameters: list every difference, extra
+        // tensors included, so that the mismatch is plain.
+        checkpoint::check_keys(&file, &all, &shapes)?;
+    }
+    let mut ordered = Vec::with_capacity(shapes.len());
+    for (k, _) in &shapes {
+        if let Some(i) = tensors.iter().position(|(n, _)| n == k) {
+            ordered.push(tensors.swap_remove(i));
+        }
+    }
+    Ok(ordered)
 }

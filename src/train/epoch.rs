@@ -25,6 +25,8 @@ pub struct Epoch {
     /// Updates the failed-solve guard skipped.
     pub skipped: usize,
     pub loss: Mean,
+    /// Mean `-log p(x)` of a log-density output (nats per sample).
+    pub nll: Mean,
     pub correct: usize,
     /// Samples whose prediction was judged (classification only).
     pub seen: usize,
@@ -69,6 +71,7 @@ impl Epoch {
             solves: SolveReport::new(),
             skipped: 0,
             loss: Mean::new(),
+            nll: Mean::new(),
             correct: 0,
             seen: 0,
             samples: 0,

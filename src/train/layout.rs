@@ -22,7 +22,10 @@ use super::TrainError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepLayout {
     pub loss: usize,
+    /// The model's first output.
     pub scores: usize,
+    /// Every output of the model, in order (the first is `scores`).
+    pub model_outputs: Range<usize>,
     /// One gradient per parameter, in parameter order; empty for an
     /// evaluation graph.
     pub grads: Range<usize>,
@@ -76,6 +79,11 @@ impl StepResults<'_> {
 
     pub fn scores(&self) -> &Tensor {
         &self.outputs[self.layout.scores]
+    }
+
+    /// Every output of the model, in order.
+    pub fn model_outputs(&self) -> &[Tensor] {
+        &self.outputs[self.layout.model_outputs.clone()]
     }
 
     /// The gradient of every parameter, in parameter order.
@@ -246,6 +254,7 @@ mod tests {
         let layout = StepLayout {
             loss: 0,
             scores: 1,
+            model_outputs: 1..2,
             grads: 2..4,
             zstars: 4..5,
             outputs: 5,

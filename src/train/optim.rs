@@ -338,5 +338,33 @@ pub fn grad_norm(grads: &[Tensor]) -> Result<f64> {
     Ok(sq.sqrt())
 }
 
+/// The optimizer step on every parameter that is not frozen; frozen ones
+/// keep their exact values (no weight decay, no optimizer state).
+pub(crate) fn update(
+    optim: &mut Optim,
+    all: &mut [(String, Tensor)],
+    frozen: &[bool],
+    grads: &[Tensor],
+    lr: f64,
+) -> Result<()> {
+    if !frozen.iter().any(|f| *f) {
+        optim.step(all, grads, lr)?;
+        return Ok(());
+    }
+    let moving: Vec<usize> = (0..all.len())
+        .filter(|i| !frozen.get(*i).copied().unwrap_or(false))
+        .collect();
+    let mut params: Vec<(String, Tensor)> = moving.iter().map(|i| all[*i].clone()).collect();
+    let grads: Vec<Tensor> = moving
+        .iter()
+        .filter_map(|i| grads.get(*i).cloned())
+        .collect();
+    optim.step(&mut params, &grads, lr)?;
+    for (i, p) in moving.into_iter().zip(params) {
+        all[i] = p;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests;

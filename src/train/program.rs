@@ -1,9 +1,10 @@
 //! The compiled training step: model graph + loss + derived gradients.
 //!
 //! Owns the graphs that one training run executes: the step graph (inputs
-//! then the target; outputs the loss, the scores, the gradient of every
+//! then the target; outputs the loss, the model's outputs (the first is
+//! the scores), the gradient of every
 //! parameter, and the fixed point of each top-level equilibrium), the
-//! evaluation graph (loss and scores only), and, when the `train` block asks
+//! evaluation graph (loss and the model's outputs only), and, when the `train` block asks
 //! for it, the Jacobian-regularization graph with its own gradients. Each
 //! comes with its typed layout ([`super::layout`]): callers find results
 //! and place inputs through it, never by position.
@@ -103,9 +104,12 @@ pub fn step_graph_frozen(
     let mut g = model.clone();
     // Before differentiating: the adjoint solves are equilibria too.
     let zstar_nodes = zstar_nodes(&mut g);
-    let (value, scores) = append_loss(&mut g, loss)?;
+    let model_outputs = g.outputs().to_vec();
+    let (value, _) = append_loss(&mut g, loss)?;
     let grads = param_grads(&mut g, value, frozen)?;
-    let mut outputs = vec![value, scores];
+    let mut outputs = vec![value];
+    let model_at = 1..1 + model_outputs.len();
+    outputs.extend(model_outputs);
     let grads_at = outputs.len()..outputs.len() + grads.len();
     outputs.extend(grads);
     let zstars = outputs.len()..outputs.len() + zstar_nodes.len();
@@ -113,6 +117,7 @@ pub fn step_graph_frozen(
     let layout = StepLayout {
         loss: 0,
         scores: 1,
+        model_outputs: model_at,
         grads: grads_at,
         zstars,
         outputs: outputs.len(),
@@ -121,17 +126,23 @@ pub fn step_graph_frozen(
     Ok(StepGraph { graph: g, layout })
 }
 
-/// The evaluation graph: loss and scores.
+/// The evaluation graph: the loss, then every output of the model (the
+/// first being the scores).
 pub fn eval_graph(model: &Graph, loss: &Loss) -> Result<StepGraph, AdError> {
     let mut g = model.clone();
-    let (value, scores) = append_loss(&mut g, loss)?;
-    g.set_outputs(vec![value, scores]);
+    let model_outputs = g.outputs().to_vec();
+    let n = 1 + model_outputs.len();
+    let (value, _) = append_loss(&mut g, loss)?;
+    let mut outputs = vec![value];
+    outputs.extend(model_outputs);
+    g.set_outputs(outputs);
     let layout = StepLayout {
         loss: 0,
         scores: 1,
-        grads: 2..2,
-        zstars: 2..2,
-        outputs: 2,
+        model_outputs: 1..n,
+        grads: n..n,
+        zstars: n..n,
+        outputs: n,
     };
     Ok(StepGraph { graph: g, layout })
 }

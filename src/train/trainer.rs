@@ -32,12 +32,13 @@ use candle_core::{DType as CDType, Device, Tensor};
 use super::adversarial::{attacked, record_losses, Adversary};
 use super::checkpoint;
 use super::data::{self, Splits};
+use super::density::{self, BitsScale, Figures};
 use super::epoch::Epoch;
 use super::evaluate::{feeds, fit_target};
 use super::guard::{stall_warning, SolveGuard, StallWatch};
 use super::metrics::{self, MetricsWriter, Record};
 use super::normalize;
-use super::optim::{clip_grad_norm, Optim};
+use super::optim::{clip_grad_norm, update, Optim};
 use super::pretrain::Phase;
 use super::run_state::{save_checkpoint, train_state, GUARD_KEY};
 use super::schedule::LrSchedule;
@@ -48,7 +49,7 @@ use crate::deq::{SolveRecord, SolverRunner};
 use crate::exec::{ExecOptions, Executor};
 use crate::ir::Graph;
 use crate::sema::hir::Model;
-use crate::sema::spec::{DataSpec, Optimizer, TrainConfig};
+use crate::sema::spec::{DataSpec, Optimizer, OutputRole, TrainConfig};
 use crate::source::SourceMap;
 
 pub use super::compiled::{
@@ -56,6 +57,7 @@ pub use super::compiled::{
 };
 pub use super::evaluate::evaluate;
 pub use super::validation::BEST_FILE;
+pub(crate) use super::rng::{mix, probe};
 
 /// Command-line choices that override or complement the `train` block.
 #[derive(Debug, Clone, Default)]
@@ -94,6 +96,8 @@ pub struct Summary {
     pub test_accuracy: Option<f64>,
     /// `exp(test_loss)`, for text data.
     pub test_perplexity: Option<f64>,
+    /// Bits per dimension of the log-density output on the test split.
+    pub test_bits_per_dim: Option<f64>,
     pub seconds: f64,
     pub first_loss: Option<f64>,
     pub last_loss: Option<f64>,
@@ -111,35 +115,6 @@ fn base_lr(o: &Optimizer) -> f64 {
     match o {
         Optimizer::Sgd { lr, .. } | Optimizer::Adam { lr, .. } | Optimizer::AdamW { lr, .. } => *lr,
     }
-}
-
-/// A deterministic 64-bit mix of a seed and a counter.
-pub(crate) fn mix(seed: u64, n: u64) -> u64 {
-    let mut z = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-pub(crate) fn probe(
-    ty_shape: &[usize],
-    seed: u64,
-    device: &Device,
-    dtype: CDType,
-) -> Result<Tensor, TrainError> {
-    use rand::SeedableRng;
-    use rand_distr::Distribution;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let normal = rand_distr::StandardNormal;
-    let n: usize = ty_shape.iter().product();
-    let v: Vec<f32> = (0..n)
-        .map(|_| Distribution::<f32>::sample(&normal, &mut rng))
-        .collect();
-    Ok(Tensor::from_vec(v, ty_shape, device)?.to_dtype(dtype)?)
-}
-
-fn is_classification(cfg: &TrainConfig) -> bool {
-    cfg.loss.takes_class_ids()
 }
 
 fn default_out(model: &str) -> PathBuf {
@@ -178,34 +153,6 @@ fn step_limit_reached(max_steps: Option<usize>, step: u64) -> bool {
     max_steps.is_some_and(|m| step >= m as u64)
 }
 
-/// The optimizer step on every parameter that is not frozen; frozen ones
-/// keep their exact values (no weight decay, no optimizer state).
-fn update(
-    optim: &mut Optim,
-    all: &mut [(String, Tensor)],
-    frozen: &[bool],
-    grads: &[Tensor],
-    lr: f64,
-) -> Result<(), TrainError> {
-    if !frozen.iter().any(|f| *f) {
-        optim.step(all, grads, lr)?;
-        return Ok(());
-    }
-    let moving: Vec<usize> = (0..all.len())
-        .filter(|i| !frozen.get(*i).copied().unwrap_or(false))
-        .collect();
-    let mut params: Vec<(String, Tensor)> = moving.iter().map(|i| all[*i].clone()).collect();
-    let grads: Vec<Tensor> = moving
-        .iter()
-        .filter_map(|i| grads.get(*i).cloned())
-        .collect();
-    optim.step(&mut params, &grads, lr)?;
-    for (i, p) in moving.into_iter().zip(params) {
-        all[i] = p;
-    }
-    Ok(())
-}
-
 /// Where a run stands: steps taken, and the epoch and batch it resumes at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position {
@@ -225,6 +172,8 @@ pub struct StepOutcome {
     pub samples: usize,
     /// `(correct, judged)` predictions, for classification.
     pub correct: Option<(usize, usize)>,
+    /// Accuracy, loss parts and log-density of the batch, by output role.
+    pub figures: Figures,
     pub lr: f64,
     /// The weighted Jacobian term, on the steps that drew it.
     pub jacobian_reg: Option<f64>,
@@ -260,7 +209,6 @@ pub struct Trainer<'a> {
     pub(super) schedule: LrSchedule,
     pub(super) batches_per_epoch: usize,
     pub(super) total_steps: usize,
-    pub(super) classification: bool,
     pub(super) text: bool,
     pub(super) last_checkpoint: Instant,
     /// The graphs of the pretraining phase (`pretrain = unrolled(..)`).
@@ -269,6 +217,14 @@ pub struct Trainer<'a> {
     pub(super) program_changes: Vec<String>,
     /// `adversarial = ...`: the attack each batch meets first.
     pub(super) adversary: Option<Adversary>,
+    /// The role of each model output (`outputs = [...]`).
+    pub(super) roles: Vec<OutputRole>,
+    /// Report the loss parts (the train block names a log-density).
+    pub(super) parts: bool,
+    /// How bits per dimension are read from the log-density.
+    pub(super) scale: BitsScale,
+    /// Train batches are dequantized (`mnist(..., dequantize = true)`).
+    pub(super) dequantize: bool,
 }
 
 impl<'a> Trainer<'a> {
@@ -325,6 +281,17 @@ impl<'a> Trainer<'a> {
         let top_level = top_level_equilibria(&compiled.graph);
         let batches_per_epoch = splits.train.num_batches(cfg.batch_size);
         let adversary = Adversary::of_run(cfg, &compiled.graph, &splits, &device)?;
+        let roles = cfg.roles(compiled.graph.outputs().len());
+        let dims = splits
+            .train
+            .fields()
+            .first()
+            .map_or(1, |(_, a)| a.sample_size());
+        let std = splits.standardization.as_ref().map(|s| s.std);
+        let scale = BitsScale::for_data(&cfg.data, dims, std);
+        if density::reports_parts(cfg) {
+            crate::report::add_fact(&out, "density", density::scale_facts(&scale, &cfg.data));
+        }
         Ok(Trainer {
             model,
             cfg,
@@ -340,8 +307,11 @@ impl<'a> Trainer<'a> {
             schedule: LrSchedule::new(base_lr(&cfg.optimizer), cfg.schedule.clone()),
             batches_per_epoch,
             total_steps: batches_per_epoch * cfg.epochs,
-            classification: is_classification(cfg),
             text: matches!(cfg.data, DataSpec::Text { .. }),
+            parts: density::reports_parts(cfg),
+            dequantize: density::dequantizes(&cfg.data),
+            roles,
+            scale,
             compiled,
             splits,
             out,
@@ -441,7 +411,12 @@ impl<'a> Trainer<'a> {
         let cfg = self.cfg;
         let step_graph = &super::pretrain::in_phase(&self.compiled, &self.pretrain, cfg, step).step;
         let values = self.param_values();
-        let inputs = fit_target(&step_graph.graph, feeds(&self.splits.train, batch)?)?;
+        let mut inputs = fit_target(&step_graph.graph, feeds(&self.splits.train, batch)?)?;
+        if self.dequantize {
+            if let Some(x) = inputs.first_mut() {
+                *x = density::dequantize(x, |r| density::train_key(cfg.seed, step, r))?;
+            }
+        }
         let (inputs, clean_loss) = attacked(self.adversary.as_ref(), &values, inputs, step)?;
         let step_exec = Executor::new(self.device.clone())
             .with_runner(Box::new(self.runner.clone()))
@@ -481,15 +456,17 @@ impl<'a> Trainer<'a> {
         for (i, u) in advanced {
             self.params[i].1 = u;
         }
-        let correct = match (self.classification, inputs.last()) {
-            (true, Some(target)) => Some(metrics::count_correct(results.scores(), target)?),
-            _ => None,
-        };
+        let mut figures = Figures::default();
+        if let Some(target) = inputs.last() {
+            figures.add(results.model_outputs(), &self.roles, target, self.parts)?;
+        }
+        let correct = (figures.judged > 0).then_some((figures.correct, figures.judged));
         Ok(StepOutcome {
             loss,
             clean_loss,
             samples: inputs[0].dims().first().copied().unwrap_or(1),
             correct,
+            figures,
             lr,
             jacobian_reg,
             skipped_update,
@@ -574,6 +551,10 @@ impl<'a> Trainer<'a> {
         if self.text {
             rec.perplexity = Some(metrics::perplexity(outcome.loss));
         }
+        rec.extra.extend(outcome.figures.extra(&self.scale));
+        epoch
+            .nll
+            .add(outcome.figures.nll.mean(), outcome.figures.nll.weight());
         set_solve_fields(&mut rec, &this_step);
         rec.seconds = outcome.started.elapsed().as_secs_f64();
         rec.lr = Some(outcome.lr);
@@ -647,6 +628,7 @@ impl<'a> Trainer<'a> {
             test_loss: None,
             test_accuracy: None,
             test_perplexity: None,
+            test_bits_per_dim: None,
             seconds: 0.0,
             first_loss: None,
             last_loss: None,
@@ -739,12 +721,23 @@ impl<'a> Trainer<'a> {
             crate::report::after_epoch(&self.out, started.elapsed());
             if !opts.quiet {
                 let (test_line, test_solves) = match &valid {
-                    Some((line, solves)) => (line.as_str(), Some(solves)),
-                    None => ("", None),
+                    Some((line, solves)) => (line.clone(), Some(solves)),
+                    None => (String::new(), None),
+                };
+                let train_bits = if epoch.nll.weight() > 0.0 {
+                    format!(" bits/dim {:.4}", self.scale.bits_per_dim(epoch.nll.mean()))
+                } else {
+                    String::new()
                 };
                 eprintln!(
                     "{}",
-                    epoch.summary_line(cfg.epochs, self.text, test_line, test_solves, train_secs)
+                    epoch.summary_line(
+                        cfg.epochs,
+                        self.text,
+                        &format!("{train_bits}{test_line}"),
+                        test_solves,
+                        train_secs
+                    )
                 );
             }
             if let Some(message) = stop_early {

@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use super::checkpoint;
 use super::data::{self, Dataset, Splits};
-use super::evaluate::{evaluate, feeds};
+use super::evaluate::{evaluate_split, feeds, EvalSetup};
 use super::metrics::{self, MetricsWriter, Record};
 use super::solve_report::{mark_nested, SolveReport};
 use super::trainer::{spectral_radii, Summary, Trainer};
@@ -201,6 +201,8 @@ struct Figures {
     loss: f64,
     accuracy: Option<f64>,
     perplexity: Option<f64>,
+    /// Of a log-density output (`outputs = [.., log_density]`).
+    bits_per_dim: Option<f64>,
     solves: SolveReport,
 }
 
@@ -218,6 +220,9 @@ impl Figures {
         }
         if let Some(a) = self.accuracy {
             line.push_str(&format!(" accuracy {:.2}%", 100.0 * a));
+        }
+        if let Some(b) = self.bits_per_dim {
+            line.push_str(&format!(" bits/dim {b:.4}"));
         }
         line
     }
@@ -237,16 +242,22 @@ impl Trainer<'_> {
         let values = self.param_values();
         let t0 = Instant::now();
         let compiled = self.compiled_at(step);
-        let (loss, accuracy) = evaluate(
-            &self.eval_exec,
-            &compiled.eval,
-            &values,
-            ds,
-            cfg.batch_size,
-            &self.device,
-            self.classification,
-            self.opts.max_eval_batches,
-        )?;
+        let setup = EvalSetup {
+            batch_size: cfg.batch_size,
+            device: &self.device,
+            roles: self.roles.clone(),
+            parts: self.parts,
+            dequantize: self.dequantize.then_some(cfg.seed),
+            max_batches: self.opts.max_eval_batches,
+            keep_log_densities: false,
+        };
+        let measured = evaluate_split(&self.eval_exec, &compiled.eval, &values, ds, &setup)?;
+        let (loss, accuracy) = (measured.loss, measured.figures.accuracy());
+        let extra = measured.figures.extra(&self.scale);
+        let bits_per_dim = extra
+            .iter()
+            .find(|(k, _)| k == "bits_per_dim")
+            .map(|(_, v)| *v);
         let mut records = self.runner.take_records();
         mark_nested(&mut records, &self.top_level);
         let mut solves = SolveReport::new();
@@ -256,6 +267,7 @@ impl Trainer<'_> {
         rec.loss = loss;
         rec.accuracy = accuracy;
         rec.perplexity = perplexity;
+        rec.extra.extend(extra);
         rec.seconds = t0.elapsed().as_secs_f64();
         // Stability of the equilibria on the first batch.
         if let Some(batch) = ds.batches(cfg.batch_size, &self.device).next() {
@@ -275,6 +287,7 @@ impl Trainer<'_> {
             loss,
             accuracy,
             perplexity,
+            bits_per_dim,
             solves,
         };
         Ok((figures, rec))
@@ -346,6 +359,12 @@ impl Trainer<'_> {
         summary.test_loss = Some(figures.loss);
         summary.test_accuracy = figures.accuracy;
         summary.test_perplexity = figures.perplexity;
+        summary.test_bits_per_dim = figures.bits_per_dim;
+        if self.parts {
+            let facts =
+                super::density::test_facts((epoch, step), figures.loss, figures.accuracy, &rec.extra);
+            crate::report::add_fact(&self.out, "test", facts);
+        }
         Ok(Some(format!("after {step} steps: {}", figures.text())))
     }
 }

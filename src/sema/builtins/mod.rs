@@ -19,6 +19,7 @@ use crate::sema::error::SemaError;
 use crate::sema::hir::*;
 use crate::source::Span;
 
+mod jacobian;
 mod network;
 pub mod normalize;
 mod shape_ops;
@@ -96,6 +97,9 @@ builtins! {
     Dropout = "dropout",
     CausalMask = "causal_mask",
     Cast = "cast",
+    Vjp = "vjp",
+    Jvp = "jvp",
+    Probe = "probe",
     WeightNorm = "weight_norm",
     SpectralNorm = "spectral_norm",
     NormalizeWeight = "normalize_weight",
@@ -160,6 +164,9 @@ impl Builtin {
             Dropout => &[("x", Required), ("p", Required)],
             CausalMask => &[("t", Required)],
             Cast => &[("x", Required), ("dtype", Required)],
+            Vjp => &[("f", Required), ("x", Required), ("v", Required)],
+            Jvp => &[("f", Required), ("x", Required), ("u", Required)],
+            Probe => &[("shape", Required), ("kind", Absent)],
             WeightNorm => &[("w", Required), ("axis", Required)],
             SpectralNorm => &[("w", Required), ("axis", Required), ("coeff", Float(1.0))],
             NormalizeWeight => &[
@@ -336,6 +343,9 @@ impl Elab<'_> {
                 self.emit1(InstKind::Prim(Prim::Dropout { p }, vec![x]), ty, span)
             }
             Builtin::Cast => self.cast(&a, span),
+            Builtin::Vjp => self.jacobian_product(jacobian::Product::Vjp, &a, span),
+            Builtin::Jvp => self.jacobian_product(jacobian::Product::Jvp, &a, span),
+            Builtin::Probe => self.probe(&a, span),
             Builtin::WeightNorm => self.weight_norm(&a, name, span),
             Builtin::SpectralNorm => self.spectral_norm(&a, 2, name, span),
             Builtin::NormalizeWeight => self.normalize_weight(&a, name, span),

@@ -93,7 +93,10 @@ impl Elab<'_> {
         let Some(coeff) = self.float(a, coeff_at) else {
             return Value::Unknown;
         };
-        if !(coeff > 0.0 && coeff.is_finite()) {
+        // A float hyper-parameter not known in generic checking reads as 0:
+        // only a known coeff can be wrong.
+        let known = !matches!(a.get(coeff_at), Value::Float(None));
+        if known && !(coeff > 0.0 && coeff.is_finite()) {
             return self.bad_setting(
                 a.span(coeff_at),
                 name,

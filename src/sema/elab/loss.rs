@@ -38,6 +38,33 @@ fn target_for(data: &DataSpec, scores: &Type, declared: Option<DType>) -> Type {
     }
 }
 
+/// The output the target's class ids go with: the one `outputs = [...]`
+/// marks `scores`, else the first; a model with a role list but no scores
+/// (a density alone), or whose `scores` are not of rank 2 or more, takes
+/// one id per sample, as if that output were `[B, 1]` scores.
+fn scores_for(cfg: &TrainConfig, outputs: &[Type], first: &Type) -> Type {
+    use crate::sema::spec::OutputRole;
+    if cfg.outputs.is_empty() {
+        return first.clone();
+    }
+    let per_sample = |t: &Type| {
+        let batch = t.shape.first().cloned().into_iter();
+        Type::new(
+            t.dtype,
+            batch.chain([crate::types::dim::Dim::konst(1)]).collect(),
+        )
+    };
+    match cfg.outputs.iter().position(|o| o.0 == OutputRole::Scores) {
+        // Scores that are not scores are reported by the role check.
+        Some(i) => match outputs.get(i) {
+            Some(t) if t.rank() >= 2 => t.clone(),
+            Some(t) => per_sample(t),
+            None => first.clone(),
+        },
+        None => per_sample(first),
+    }
+}
+
 fn declared_dtype(p: &ast::FnParam) -> Option<DType> {
     match &p.ty {
         Some(ast::ParamType::Tensor(t)) => Some(match t.dtype {
@@ -121,7 +148,7 @@ impl Elab<'_> {
             return None;
         }
         let declared = f.params.last().and_then(declared_dtype);
-        let target = target_for(&cfg.data, scores, declared);
+        let target = target_for(&cfg.data, &scores_for(&cfg, outputs, scores), declared);
         let mut types = outputs.to_vec();
         types.push(target.clone());
         let body = self.loss_body(f, r, &types, span, &bad)?;

@@ -28,6 +28,7 @@ const OWN_KEYS: &[&str] = &[
     "threads",
     "freeze",
     "adversarial",
+    "outputs",
 ];
 
 /// `a` then `b`, in a constant (`N` is their total length).
@@ -107,6 +108,7 @@ impl OptionChecker<'_> {
             freeze: Vec::new(),
             adversarial: None,
             workflow: Workflow::default(),
+            outputs: Vec::new(),
         };
         let mut workflow_spans = super::workflow::WorkflowSpans::default();
         let mut schedule_span = block_span;
@@ -151,6 +153,7 @@ impl OptionChecker<'_> {
                 k if WORKFLOW_KEYS.contains(&k) => {
                     self.workflow_key(k, v, &mut cfg.workflow, &mut workflow_spans)
                 }
+                "outputs" => self.outputs(v).map(|o| cfg.outputs = o),
                 _ => self.positive(key, v).map(|c| cfg.clip_grad = Some(c)),
             };
             ok &= applied.is_some();
@@ -203,16 +206,31 @@ impl OptionChecker<'_> {
                         path,
                         opt("flatten", Kind::Bool, CVal::Bool(false)),
                         opt("normalize", Kind::Bool, CVal::Bool(false)),
+                        opt("dequantize", Kind::Bool, CVal::Bool(false)),
                         classes,
                         per_class,
                     ],
                     args,
                     v.span,
                 )?;
+                let (normalize, dequantize) = (b.bool("normalize"), b.bool("dequantize"));
+                if normalize && dequantize {
+                    self.errors.push(SemaError::InvalidValue {
+                        message: "`normalize` and `dequantize` cannot both be on".into(),
+                        span: v.span.into(),
+                        label: "a density of dequantized pixels is taken in [0, 1]".into(),
+                        help: Some(
+                            "drop `normalize = true`: dequantized pixels are (k + u) / 256, and bits per dimension are measured on that scale"
+                                .into(),
+                        ),
+                    });
+                    return None;
+                }
                 Some(DataSpec::Mnist {
                     path: b.str("path"),
                     flatten: b.bool("flatten"),
-                    normalize: b.bool("normalize"),
+                    normalize,
+                    dequantize,
                     subset: subset_of(&b),
                 })
             }
@@ -412,6 +430,43 @@ impl OptionChecker<'_> {
             help: None,
         });
         None
+    }
+
+    /// `outputs = [scores, log_density]`: one role per model output (bare
+    /// names or strings); whether they fit the model is checked against
+    /// it afterwards.
+    fn outputs(&mut self, v: &Spanned) -> Option<Vec<(OutputRole, Span)>> {
+        let items = match &v.value {
+            CVal::Tuple(items) if !items.is_empty() => items.as_slice(),
+            _ => {
+                self.errors.push(SemaError::ArgumentType {
+                    callee: "train".into(),
+                    name: "outputs".into(),
+                    expected: "a list of output roles, e.g. `[scores, log_density]`".into(),
+                    found: v.value.describe(),
+                    span: v.span.into(),
+                    help: None,
+                });
+                return None;
+            }
+        };
+        let mut roles = Vec::new();
+        for i in items {
+            let role = match &i.value {
+                CVal::Name(n) | CVal::Str(n) => OutputRole::from_name(n).ok_or(n.clone()),
+                other => Err(other.describe()),
+            };
+            match role {
+                Ok(r) => roles.push((r, i.span)),
+                Err(name) => self.errors.push(SemaError::UnknownOption {
+                    what: "output role".into(),
+                    name: name.clone(),
+                    span: i.span.into(),
+                    help: suggest(&name, OutputRole::NAMES),
+                }),
+            }
+        }
+        (roles.len() == items.len()).then_some(roles)
     }
 
     /// `threads = N`: a positive count of at most [`MAX_THREADS`].

@@ -480,6 +480,7 @@ fn load_dispatches_on_the_spec() {
         path: dir.display().to_string(),
         flatten: true,
         normalize: false,
+        dequantize: false,
         subset: Default::default(),
     })
     .unwrap();
@@ -506,6 +507,7 @@ fn normalize_standardizes_with_training_statistics() {
         path: dir.display().to_string(),
         flatten: true,
         normalize: true,
+        dequantize: false,
         subset: Subset {
             classes,
             per_class: None,
@@ -560,6 +562,7 @@ fn normalize_rejects_a_constant_training_split() {
         path: dir.display().to_string(),
         flatten: false,
         normalize: true,
+        dequantize: false,
         subset: Default::default(),
     })
     .unwrap_err()
