@@ -56,8 +56,8 @@ pub use super::compiled::{
     compile, init_params, load_weights, param_shapes, spectral_radii, Compiled,
 };
 pub use super::evaluate::evaluate;
-pub use super::validation::BEST_FILE;
 pub(crate) use super::rng::{mix, probe};
+pub use super::validation::BEST_FILE;
 
 /// Command-line choices that override or complement the `train` block.
 #[derive(Debug, Clone, Default)]

@@ -361,8 +361,12 @@ impl Trainer<'_> {
         summary.test_perplexity = figures.perplexity;
         summary.test_bits_per_dim = figures.bits_per_dim;
         if self.parts {
-            let facts =
-                super::density::test_facts((epoch, step), figures.loss, figures.accuracy, &rec.extra);
+            let facts = super::density::test_facts(
+                (epoch, step),
+                figures.loss,
+                figures.accuracy,
+                &rec.extra,
+            );
             crate::report::add_fact(&self.out, "test", facts);
         }
         Ok(Some(format!("after {step} steps: {}", figures.text())))
