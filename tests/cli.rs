@@ -111,7 +111,7 @@ fn max_time_stops_a_run_and_tests_it() {
         .filter(|l| l.contains("\"split\":\"test\""))
         .count();
     assert!(
-        train_steps >= 1 && train_steps < 250,
+        (1..250).contains(&train_steps),
         "{train_steps} steps\n{stdout}"
     );
     assert_eq!(tests, 1, "{metrics}");
