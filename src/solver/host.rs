@@ -9,8 +9,32 @@
 //! dtype, and the caller then takes the generic path. Results agree with it
 //! up to summation order: sums accumulate in f64 (the generic path sums in
 //! the tensor's dtype), weighted sums in the tensor's dtype in slot order.
+//! Large tensors are split by sample across the thread pool; each sample's
+//! sums are computed exactly as on one thread, so the bits do not depend
+//! on the number of threads.
 
 use candle_core::{DType, Device, Storage, Tensor, WithDType};
+use rayon::prelude::*;
+
+/// From this many elements per tensor on, samples are spread over the
+/// thread pool: below it the work (tens of microseconds) does not pay for
+/// waking the threads.
+const PARALLEL_MIN: usize = 1 << 18;
+
+/// Whether `b` samples of `n` elements are worth splitting across threads.
+fn split_rows(b: usize, n: usize) -> bool {
+    b > 1 && b * n >= PARALLEL_MIN && rayon::current_num_threads() > 1
+}
+
+/// `f(r)` for each sample `r` in `0..b`, in order, on the pool when
+/// [`split_rows`] says so.
+fn per_row<R: Send>(b: usize, n: usize, f: impl Fn(usize) -> R + Sync + Send) -> Vec<R> {
+    if split_rows(b, n) {
+        (0..b).into_par_iter().map(f).collect()
+    } else {
+        (0..b).map(f).collect()
+    }
+}
 
 /// Run `f` on the element slices of `ts` (all `[B, N]`, contiguous, CPU, of
 /// type `T`), with `(B, N)`.
@@ -160,9 +184,9 @@ fn residual_lanes<T: WithDType>(z: &[T], f: &[T]) -> [f64; 3] {
 /// NaN or infinity else 0]`, in f64.
 pub(crate) fn residual_sums(z: &Tensor, fz: &Tensor) -> Option<Vec<[f64; 3]>> {
     fn go<T: WithDType>(s: &[&[T]], (b, n): (usize, usize)) -> Vec<[f64; 3]> {
-        (0..b)
-            .map(|r| residual_row(&s[0][r * n..(r + 1) * n], &s[1][r * n..(r + 1) * n]))
-            .collect()
+        per_row(b, n, |r| {
+            residual_row(&s[0][r * n..(r + 1) * n], &s[1][r * n..(r + 1) * n])
+        })
     }
     by_dtype!(&[z, fz], |s, dims| go(s, dims))
 }
@@ -171,12 +195,18 @@ pub(crate) fn residual_sums(z: &Tensor, fz: &Tensor) -> Option<Vec<[f64; 3]>> {
 /// one buffer: sample `r`, other `j` at `r * k + j` (no vector per sample).
 pub(crate) fn row_dots(a: &Tensor, others: &[&Tensor]) -> Option<Vec<f64>> {
     fn go<T: WithDType>(s: &[&[T]], (b, n): (usize, usize)) -> Vec<f64> {
-        let mut out = Vec::with_capacity(b * (s.len() - 1));
-        for r in 0..b {
+        let k = s.len() - 1;
+        let mut out = vec![0.0; b * k];
+        let fill = |(r, row): (usize, &mut [f64])| {
             let a = &s[0][r * n..(r + 1) * n];
-            for o in &s[1..] {
-                out.push(dot(a, &o[r * n..(r + 1) * n]));
+            for (slot, o) in row.iter_mut().zip(&s[1..]) {
+                *slot = dot(a, &o[r * n..(r + 1) * n]);
             }
+        };
+        if split_rows(b, n) {
+            out.par_chunks_mut(k.max(1)).enumerate().for_each(fill);
+        } else {
+            out.chunks_mut(k.max(1)).enumerate().for_each(fill);
         }
         out
     }
@@ -196,7 +226,7 @@ pub(crate) fn weighted_sum(ts: &[&Tensor], coefs: &[f64]) -> Option<Tensor> {
             return None;
         }
         let mut out = vec![T::from_f64(0.0); b * n];
-        for (r, row) in out.chunks_mut(n.max(1)).enumerate().take(b) {
+        let mix_row = |(r, row): (usize, &mut [T])| {
             for (j, t) in s.iter().enumerate() {
                 let c = T::from_f64(coefs[r * k + j]);
                 let src = &t[r * n..(r + 1) * n];
@@ -210,6 +240,17 @@ pub(crate) fn weighted_sum(ts: &[&Tensor], coefs: &[f64]) -> Option<Tensor> {
                     }
                 }
             }
+        };
+        if split_rows(b, n) {
+            out.par_chunks_mut(n.max(1))
+                .enumerate()
+                .take(b)
+                .for_each(mix_row);
+        } else {
+            out.chunks_mut(n.max(1))
+                .enumerate()
+                .take(b)
+                .for_each(mix_row);
         }
         Some(out)
     }
@@ -235,6 +276,46 @@ mod tests {
         Tensor::from_vec(v.to_vec(), (2, v.len() / 2), &Device::Cpu)
             .and_then(|t| t.to_dtype(dtype))
             .expect("tensor")
+    }
+
+    /// Large enough to be split across threads: the same bits on a pool of
+    /// two threads as on one.
+    #[test]
+    fn split_samples_give_the_bits_of_one_thread() {
+        let (b, n) = (8, PARALLEL_MIN / 4);
+        let vals = |seed: f64| -> Vec<f64> {
+            (0..b * n)
+                .map(|i| ((i as f64 * 0.618 + seed).sin() * 3.0).tanh())
+                .collect()
+        };
+        let mk = |v: Vec<f64>| Tensor::from_vec(v, (b, n), &Device::Cpu).expect("tensor");
+        let (z, fz, h) = (mk(vals(0.0)), mk(vals(1.0)), mk(vals(2.0)));
+        let coefs: Vec<f64> = (0..b * 3).map(|i| 0.1 * i as f64 - 0.7).collect();
+        let run = || {
+            let sums = residual_sums(&z, &fz).expect("cpu");
+            let dots = row_dots(&z, &[&fz, &h]).expect("cpu");
+            let mix: Vec<f64> = weighted_sum(&[&z, &fz, &h], &coefs)
+                .expect("cpu")
+                .flatten_all()
+                .and_then(|t| t.to_vec1())
+                .expect("values");
+            (sums, dots, mix)
+        };
+        let pool = |k| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(k)
+                .build()
+                .expect("pool")
+        };
+        let one = pool(1).install(|| {
+            assert!(!split_rows(b, n));
+            run()
+        });
+        let two = pool(2).install(|| {
+            assert!(split_rows(b, n));
+            run()
+        });
+        assert_eq!(one, two);
     }
 
     #[test]
