@@ -53,12 +53,7 @@ train Small {{
 }
 
 fn program(src: &str) -> (deqc::sema::hir::Program, deqc::source::SourceMap) {
-    let c = deqc::compile_source("adversarial_test.deq", src);
-    let sources = c.sources.clone();
-    match c.program {
-        Some(p) => (p, sources),
-        None => panic!("does not check:\n{}", c.render_plain(100)),
-    }
+    common::checked("adversarial_test.deq", src)
 }
 
 fn subset(name: &str) -> PathBuf {

@@ -28,14 +28,7 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn program(src: &str) -> deqc::sema::hir::Program {
-    let c = deqc::compile_source("attack_test.deq", src);
-    match c.program {
-        Some(p) => p,
-        None => panic!(
-            "{}",
-            deqc::compile_source("attack_test.deq", src).render_plain(100)
-        ),
-    }
+    common::checked("attack_test.deq", src).0
 }
 
 /// Every solve converged far below the differences' own error.

@@ -15,13 +15,7 @@ use deqc::sema::spec::Loss;
 use deqc::train::program::{eval_graph, step_graph};
 
 fn program(src: &str) -> deqc::sema::hir::Program {
-    match deqc::compile_source("losses.deq", src).program {
-        Some(p) => p,
-        None => panic!(
-            "does not check:\n{}",
-            deqc::compile_source("losses.deq", src).render_plain(100)
-        ),
-    }
+    common::checked("losses.deq", src).0
 }
 
 /// The loss alone, as the only output.

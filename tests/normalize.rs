@@ -147,15 +147,7 @@ fn the_graph_divides_by_the_estimate_from_the_state() {
 }
 
 fn program(src: &str) -> (deqc::sema::hir::Program, deqc::source::SourceMap) {
-    let c = deqc::compile_source("normalize_test.deq", src);
-    let sources = c.sources.clone();
-    match c.program {
-        Some(p) => (p, sources),
-        None => panic!(
-            "{}",
-            deqc::compile_source("normalize_test.deq", src).render_plain(100)
-        ),
-    }
+    common::checked("normalize_test.deq", src)
 }
 
 fn mlp(norm: &str, data: &Path) -> String {

@@ -8,13 +8,7 @@ mod common;
 use deqc::exec::Executor;
 
 fn program(src: &str) -> deqc::sema::hir::Program {
-    match deqc::compile_source("repeat.deq", src).program {
-        Some(p) => p,
-        None => panic!(
-            "does not check:\n{}",
-            deqc::compile_source("repeat.deq", src).render_plain(100)
-        ),
-    }
+    common::checked("repeat.deq", src).0
 }
 
 fn repeated() -> String {

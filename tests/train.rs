@@ -27,15 +27,7 @@ fn mnist_subset(name: &str) -> PathBuf {
 }
 
 fn program(src: &str) -> (deqc::sema::hir::Program, deqc::source::SourceMap) {
-    let c = deqc::compile_source("train_test.deq", src);
-    let sources = c.sources.clone();
-    match c.program {
-        Some(p) => (p, sources),
-        None => panic!(
-            "{}",
-            deqc::compile_source("train_test.deq", src).render_plain(100)
-        ),
-    }
+    common::checked("train_test.deq", src)
 }
 
 fn mnist_mlp(data: &Path) -> String {

@@ -4,14 +4,14 @@
 //! metrics, and across `--resume`), `eval_solver` at evaluation, and the
 //! warning for a resume with a changed program.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use deqc::train::checkpoint;
-use deqc::train::data::{self, HostData};
 use deqc::train::trainer::{self, RunOptions};
 use serde_json::Value;
+
+mod common;
 
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("deqc-workflow-{name}-{}", std::process::id()));
@@ -20,39 +20,10 @@ fn temp_dir(name: &str) -> PathBuf {
     d
 }
 
-/// The first `n` samples of an MNIST split as plain IDX files.
-fn write_idx(dir: &Path, prefix: &str, ds: &data::Dataset, n: usize) {
-    let (Some(x), Some(y)) = (ds.field("x"), ds.field("y")) else {
-        panic!("mnist fields")
-    };
-    let (HostData::F32(px), HostData::I64(labels)) = (&x.data, &y.data) else {
-        panic!("mnist field types")
-    };
-    let mut images = Vec::new();
-    for v in [2051u32, n as u32, 28, 28] {
-        images.extend(v.to_be_bytes());
-    }
-    images.extend(px[..n * 784].iter().map(|p| (p * 255.0).round() as u8));
-    let mut labs = Vec::new();
-    for v in [2049u32, n as u32] {
-        labs.extend(v.to_be_bytes());
-    }
-    labs.extend(labels[..n].iter().map(|l| *l as u8));
-    for (file, bytes) in [("images-idx3-ubyte", images), ("labels-idx1-ubyte", labs)] {
-        std::fs::File::create(dir.join(format!("{prefix}-{file}")))
-            .unwrap()
-            .write_all(&bytes)
-            .unwrap();
-    }
-}
-
 /// A 512/128-sample MNIST subset in a temporary folder.
 fn mnist_subset(name: &str) -> PathBuf {
     let dir = temp_dir(name).join("mnist");
-    std::fs::create_dir_all(&dir).unwrap();
-    let full = data::mnist("data/mnist-10k", true).expect("bundled MNIST");
-    write_idx(&dir, "train", &full.train, 512);
-    write_idx(&dir, "t10k", full.test.as_ref().unwrap(), 128);
+    common::mnist::write_subset(&dir, 512, 128);
     dir
 }
 
@@ -68,12 +39,7 @@ fn source(data: &Path, extra: &str) -> String {
 }
 
 fn program(src: &str) -> (deqc::sema::hir::Program, deqc::source::SourceMap) {
-    let c = deqc::compile_source("workflow.deq", src);
-    let sources = c.sources.clone();
-    match c.program {
-        Some(p) => (p, sources),
-        None => panic!("{}", c.render_plain(100)),
-    }
+    common::checked("workflow.deq", src)
 }
 
 fn quiet(out: &Path) -> RunOptions {

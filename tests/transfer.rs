@@ -11,6 +11,8 @@ use deqc::train::compiled::{compile, init_params};
 use deqc::train::trainer::{self, RunOptions};
 use deqc::train::transfer::{load_into, InitFrom};
 
+mod common;
+
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("deqc-transfer-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -44,12 +46,7 @@ train Small {{
 }
 
 fn program(src: &str) -> (deqc::sema::hir::Program, deqc::source::SourceMap) {
-    let c = deqc::compile_source("transfer_test.deq", src);
-    let sources = c.sources.clone();
-    match c.program {
-        Some(p) => (p, sources),
-        None => panic!("{}", c.render_plain(100)),
-    }
+    common::checked("transfer_test.deq", src)
 }
 
 fn quiet(out: &Path, steps: usize) -> RunOptions {

@@ -9,6 +9,17 @@ use deqc::exec::{DimEnv, Executor};
 use deqc::ir::{lower::lower_model, Graph};
 use rand::SeedableRng;
 
+/// Check a source text (named `name` in diagnostics): its program and
+/// sources, or a panic showing the diagnostics.
+pub fn checked(name: &str, src: &str) -> (deqc::sema::hir::Program, deqc::source::SourceMap) {
+    let c = deqc::compile_source(name, src);
+    let sources = c.sources.clone();
+    match c.program {
+        Some(p) => (p, sources),
+        None => panic!("does not check:\n{}", c.render_plain(100)),
+    }
+}
+
 /// Compile a source text and lower its first model.
 pub fn lower(src: &str) -> Graph {
     let compiled = deqc::compile_source("test.deq", src);
