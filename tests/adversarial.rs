@@ -13,10 +13,7 @@ use deqc::train::trainer::{self, RunOptions};
 mod common;
 
 fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("deqc-adv-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::fresh_dir(&format!("adv-{name}"))
 }
 
 /// A small DEQ on a 128-sample MNIST subset, with `adversarial` (a whole

@@ -21,10 +21,7 @@ use rand::{Rng, SeedableRng};
 mod common;
 
 fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("deqc-attack-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::fresh_dir(&format!("attack-{name}"))
 }
 
 fn program(src: &str) -> deqc::sema::hir::Program {

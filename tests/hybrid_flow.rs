@@ -12,11 +12,10 @@ use deqc::train::density::{self, BitsScale, LEVELS};
 use deqc::train::trainer::{self, RunOptions};
 use serde_json::Value;
 
+mod common;
+
 fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("deqc-hybrid-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::fresh_dir(&format!("hybrid-{name}"))
 }
 
 fn records(out: &Path) -> Vec<Value> {

@@ -191,10 +191,7 @@ fn weight_norm_starts_where_the_plain_layer_does() {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("deqc-normalize-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::fresh_dir(&format!("normalize-{name}"))
 }
 
 fn quiet(out: &Path) -> RunOptions {

@@ -11,6 +11,8 @@ use deqc::report::charts::{self, Chart, Series};
 use deqc::report::{render, Run};
 use serde_json::json;
 
+mod common;
+
 const CHARTS: [&str; 9] = [
     "loss",
     "accuracy",
@@ -24,10 +26,7 @@ const CHARTS: [&str; 9] = [
 ];
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("deqc-report-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::fresh_dir(&format!("report-{name}"))
 }
 
 /// A run folder with 40 steps over two epochs: the forward residual stays

@@ -14,10 +14,7 @@ use serde_json::Value;
 mod common;
 
 fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("deqc-workflow-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::fresh_dir(&format!("workflow-{name}"))
 }
 
 /// A 512/128-sample MNIST subset in a temporary folder.

@@ -14,10 +14,7 @@ use deqc::train::transfer::{load_into, InitFrom};
 mod common;
 
 fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("deqc-transfer-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::fresh_dir(&format!("transfer-{name}"))
 }
 
 /// A small DEQ on the bundled MNIST, with `extra` added to its train block.

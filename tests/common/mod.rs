@@ -9,6 +9,15 @@ use deqc::exec::{DimEnv, Executor};
 use deqc::ir::{lower::lower_model, Graph};
 use rand::SeedableRng;
 
+/// An empty folder `deqc-<label>-<process id>` in the system's temporary
+/// folder (emptied first if an earlier run left it).
+pub fn fresh_dir(label: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("deqc-{label}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
 /// Check a source text (named `name` in diagnostics): its program and
 /// sources, or a panic showing the diagnostics.
 pub fn checked(name: &str, src: &str) -> (deqc::sema::hir::Program, deqc::source::SourceMap) {

@@ -104,56 +104,22 @@ fn apply(text: &str, edits: &[Edit]) -> String {
     chars.into_iter().collect()
 }
 
-const TOKENS: &[&str] = &[
-    "use",
-    "const",
-    "fn",
-    "layer",
-    "model",
-    "train",
-    "let",
-    "param",
-    "equilibrium",
-    "with",
-    "return",
-    "true",
-    "false",
-    "if",
-    "else",
-    "int",
-    "f32",
-    "i64",
-    "x",
-    "nn",
-    "::",
-    "(",
-    ")",
-    "[",
-    "]",
-    "{",
-    "}",
-    ";",
-    ",",
-    ":",
-    "=",
-    "==",
-    "->",
-    "..",
-    "*",
-    "+",
-    "-",
-    "^",
-    "@",
-    "<=",
-    "1",
-    "2.5",
-    "1e-4",
-    "\"s\"",
-    "//c\n",
-    "/*c*/",
-    " ",
+/// Besides the keywords (`deqc::syntax::KEYWORDS`): names, types,
+/// punctuation, literals, comments and blanks.
+const OTHER_TOKENS: &[&str] = &[
+    "int", "f32", "i64", "x", "nn", "::", "(", ")", "[", "]", "{", "}", ";", ",", ":", "=", "==",
+    "->", "..", "*", "+", "-", "^", "@", "<=", "1", "2.5", "1e-4", "\"s\"", "//c\n", "/*c*/", " ",
     "\n",
 ];
+
+/// Every token the soup is made of.
+fn tokens() -> Vec<&'static str> {
+    deqc::syntax::KEYWORDS
+        .iter()
+        .chain(OTHER_TOKENS)
+        .copied()
+        .collect()
+}
 
 proptest! {
     #[test]
@@ -168,7 +134,7 @@ proptest! {
 
     #[test]
     fn token_soup_never_panics(
-        toks in proptest::collection::vec(proptest::sample::select(TOKENS), 0..120)
+        toks in proptest::collection::vec(proptest::sample::select(tokens()), 0..120)
     ) {
         check(&toks.concat());
     }
