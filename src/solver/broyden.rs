@@ -164,10 +164,14 @@ impl Broyden {
             ok.push(good);
             inv.push(if good { 1.0 / den } else { 0.0 });
         }
-        let zeros = dx.zeros_like()?;
         let u = (dx - hdg)?.broadcast_mul(&column(&inv, tr.dtype(), tr.device())?)?;
-        let u = select(&ok, &u, &zeros)?;
-        let vt = select(&ok, &vt, &zeros)?;
+        // Zero the pairs of skipped samples (usually none: then no copies).
+        let (u, vt) = if ok.iter().all(|o| *o) {
+            (u, vt)
+        } else {
+            let zeros = dx.zeros_like()?;
+            (select(&ok, &u, &zeros)?, select(&ok, &vt, &zeros)?)
+        };
         mem.push(u, vt, self.memory);
         Ok(())
     }
