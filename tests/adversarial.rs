@@ -70,10 +70,8 @@ fn train(src: &str, out: &Path, steps: usize) -> Vec<serde_json::Value> {
         ..RunOptions::default()
     };
     trainer::train(p.model("Small").unwrap(), &p.trains[0], &sources, &opts).expect("trains");
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    common::records(out)
+        .into_iter()
         .filter(|v| v["split"] == "train")
         .collect()
 }

@@ -19,11 +19,7 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn records(out: &Path) -> Vec<Value> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    common::records(out)
 }
 
 #[test]

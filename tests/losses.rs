@@ -261,13 +261,7 @@ fn training_with_a_custom_loss_follows_the_builtin() {
         };
         deqc::train::trainer::train(p.model("Cls").unwrap(), &p.trains[0], &c.sources, &opts)
             .expect("trains");
-        std::fs::read_to_string(out.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|v| v["split"] == "train")
-            .map(|v| v["loss"].as_f64().unwrap())
-            .collect()
+        common::train_losses(&out)
     };
     let builtin = run("cross_entropy");
     let custom = run("my_ce");

@@ -196,10 +196,8 @@ fn temp_dir(name: &str) -> PathBuf {
 
 fn quiet(out: &Path) -> RunOptions {
     RunOptions {
-        out: Some(out.to_path_buf()),
-        quiet: true,
         max_eval_batches: Some(1),
-        ..RunOptions::default()
+        ..common::quiet_run(out)
     }
 }
 

@@ -39,21 +39,13 @@ fn mnist_mlp(data: &Path) -> String {
 
 fn quiet(out: &Path) -> RunOptions {
     RunOptions {
-        out: Some(out.to_path_buf()),
-        quiet: true,
         max_eval_batches: Some(2),
-        ..RunOptions::default()
+        ..common::quiet_run(out)
     }
 }
 
 fn losses(out: &Path) -> Vec<f64> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["split"] == "train")
-        .map(|v| v["loss"].as_f64().unwrap())
-        .collect()
+    common::train_losses(out)
 }
 
 #[test]
@@ -483,11 +475,7 @@ fn unrolled_backward_never_counts_as_a_failed_solve() {
 }
 
 fn records(out: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    common::records(out)
 }
 
 #[test]

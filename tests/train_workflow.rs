@@ -40,19 +40,11 @@ fn program(src: &str) -> (deqc::sema::hir::Program, deqc::source::SourceMap) {
 }
 
 fn quiet(out: &Path) -> RunOptions {
-    RunOptions {
-        out: Some(out.to_path_buf()),
-        quiet: true,
-        ..RunOptions::default()
-    }
+    common::quiet_run(out)
 }
 
 fn records(out: &Path) -> Vec<Value> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    common::records(out)
 }
 
 fn of_split<'a>(recs: &'a [Value], split: &str) -> Vec<&'a Value> {

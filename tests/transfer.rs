@@ -48,11 +48,9 @@ fn program(src: &str) -> (deqc::sema::hir::Program, deqc::source::SourceMap) {
 
 fn quiet(out: &Path, steps: usize) -> RunOptions {
     RunOptions {
-        out: Some(out.to_path_buf()),
-        quiet: true,
         max_eval_batches: Some(1),
         max_steps: Some(steps),
-        ..RunOptions::default()
+        ..common::quiet_run(out)
     }
 }
 

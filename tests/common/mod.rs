@@ -18,6 +18,34 @@ pub fn fresh_dir(label: &str) -> std::path::PathBuf {
     d
 }
 
+/// Run options that write to `out` and print nothing.
+pub fn quiet_run(out: &std::path::Path) -> deqc::train::trainer::RunOptions {
+    deqc::train::trainer::RunOptions {
+        out: Some(out.to_path_buf()),
+        quiet: true,
+        ..Default::default()
+    }
+}
+
+/// Every record of a run's `metrics.jsonl`, in order (none when the run
+/// wrote no file).
+pub fn records(out: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The loss of every train record of a run, in order.
+pub fn train_losses(out: &std::path::Path) -> Vec<f64> {
+    records(out)
+        .iter()
+        .filter(|v| v["split"] == "train")
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect()
+}
+
 /// Check a source text (named `name` in diagnostics): its program and
 /// sources, or a panic showing the diagnostics.
 pub fn checked(name: &str, src: &str) -> (deqc::sema::hir::Program, deqc::source::SourceMap) {
