@@ -231,10 +231,7 @@ pub fn vjp(b: &mut Builder, node: NodeId, g: NodeId, needed: &[bool]) -> Result<
                 out[0] = Some(b.sum_to(q, &s)?);
             }
             if need(1) {
-                let s = b.shape(x(1));
-                let at = b.transpose_last(x(0))?;
-                let q = b.op(Op::MatMul, &[at, g])?;
-                out[1] = Some(b.sum_to(q, &s)?);
+                out[1] = Some(matmul_rhs_grad(b, x(0), x(1), g)?);
             }
         }
         Op::Reshape { .. } => {
@@ -379,6 +376,34 @@ pub fn vjp(b: &mut Builder, node: NodeId, g: NodeId, needed: &[bool]) -> Result<
         }
     }
     Ok(out)
+}
+
+/// The gradient of `a @ b` with respect to `b`. A weight (`b` of rank 2)
+/// under a batched `a` (`[.., m, k]`) gets one product over all rows,
+/// `reshape(a, [N, k])^T @ reshape(g, [N, n])`, instead of one product per
+/// batch entry summed afterwards: the same sum, one large gemm.
+fn matmul_rhs_grad(b: &mut Builder, a: NodeId, w: NodeId, g: NodeId) -> Result<NodeId, AdError> {
+    let (a_shape, w_shape, g_shape) = (b.shape(a), b.shape(w), b.shape(g));
+    let rows = a_shape[..a_shape.len() - 1]
+        .iter()
+        .try_fold(Dim::konst(1), |acc, d| acc.mul(d));
+    let flat = match rows {
+        Some(rows) if w_shape.len() == 2 && a_shape.len() > 2 && g_shape.len() == a_shape.len() => {
+            let k = a_shape[a_shape.len() - 1].clone();
+            let n = g_shape[g_shape.len() - 1].clone();
+            Some((rows, k, n))
+        }
+        _ => None,
+    };
+    if let Some((rows, k, n)) = flat {
+        let a2 = b.reshape(a, &[rows.clone(), k])?;
+        let g2 = b.reshape(g, &[rows, n])?;
+        let at = b.transpose_last(a2)?;
+        return b.op(Op::MatMul, &[at, g2]);
+    }
+    let at = b.transpose_last(a)?;
+    let q = b.op(Op::MatMul, &[at, g])?;
+    b.sum_to(q, &w_shape)
 }
 
 fn conv_input_grad(

@@ -2,7 +2,9 @@
 //!
 //! Owns the numerical definition of every op on concrete tensors.
 //! Guarantees: the result has the node's resolved shape and dtype; only
-//! device-generic candle APIs are used (the same code runs on CUDA); every
+//! device-generic candle APIs are used (the same code runs on CUDA), except
+//! the CPU fast paths for matrix products ([`matmul`]) and convolutions,
+//! which fall back to candle for anything else; every
 //! candle failure becomes an [`ExecError::KernelLibrary`] (operand and
 //! result shapes in deqc's words, candle's message as a detail) with the
 //! node's span;
@@ -20,6 +22,7 @@ use crate::types::dim::Dim;
 
 use super::{DimEnv, ExecError, ExecOptions};
 
+mod matmul;
 mod nn;
 mod simd;
 
@@ -357,7 +360,10 @@ fn eval_inner(op: &Op, args: &[&Tensor], ctx: &KernelCtx) -> KResult<Tensor> {
         Op::Reduce { op, axes, .. } => reduce(*op, arg(0)?, axes, out)?,
         Op::Softmax { axis } => softmax(arg(0)?, *axis, false)?,
         Op::LogSoftmax { axis } => softmax(arg(0)?, *axis, true)?,
-        Op::MatMul => matmul_operand(arg(0)?)?.broadcast_matmul(&matmul_operand(arg(1)?)?)?,
+        Op::MatMul => match matmul::matmul(arg(0)?, arg(1)?, out)? {
+            Some(t) => t,
+            None => matmul_operand(arg(0)?)?.broadcast_matmul(&matmul_operand(arg(1)?)?)?,
+        },
         Op::Reshape { .. } => arg(0)?.reshape(out)?,
         Op::Permute { axes } => arg(0)?.permute(axes.clone())?,
         Op::Concat { axis } => Tensor::cat(args, *axis)?,

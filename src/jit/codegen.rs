@@ -2,9 +2,13 @@
 //!
 //! Owns the translation of the kernel IR into one native function
 //! `f(row_pointers, len)`. The row is strip-mined: each pass over the row
-//! walks it in strips of [`STRIP_BYTES`], and every instruction of the pass
-//! is a small loop over the strip (128-bit vectors, `F32X4`/`F64X2`, then a
-//! scalar tail) between scratch buffers on the stack that stay in L1.
+//! walks it in strips of [`STRIP_BYTES`]. Within a strip, each run of
+//! arithmetic between transcendental calls is one loop (128-bit vectors,
+//! `F32X4`/`F64X2`, then a scalar tail) that keeps its values in registers
+//! ([`segment`]); values handed to a strip function or to a later run go
+//! through scratch buffers on the stack that stay in L1. Per-row values
+//! (reductions and what depends only on them) are pinned in stack slots and
+//! loaded where used, never re-derived inside a loop.
 //! Reductions accumulate during the pass in which their operand is ready;
 //! their consumers run in a later pass (softmax takes three: max, sum of
 //! exponentials, quotient). Values needed again in a later pass are
@@ -29,8 +33,11 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 
+mod segment;
+
+use self::segment::{float_cc, operands, units_of, Unit};
 use super::strip::{self, Func};
-use super::{Binary, Cmp, InputKind, Inst, KType, Kernel, KernelFn, Level, RowReduce, Unary};
+use super::{Binary, InputKind, Inst, KType, Kernel, KernelFn, Level, RowReduce, Unary};
 
 /// Bytes of one strip (per scratch buffer).
 const STRIP_BYTES: i64 = 512;
@@ -158,9 +165,14 @@ pub fn compile(kernel: &Kernel) -> Result<KernelFn, String> {
 enum Src {
     /// Consecutive elements from this address (the strip's start).
     Mem(Value),
-    /// The same value everywhere.
-    Splat(Value),
+    /// The same value everywhere: the address of a 16-byte stack slot
+    /// holding it in every lane (see [`Gen::pin_row`]).
+    Pinned(Value),
 }
+
+/// Stack-slot keys of pinned per-row values start here (instruction `i`
+/// has key `PINNED_SLOTS + i`); smaller keys are strip scratch buffers.
+const PINNED_SLOTS: usize = usize::MAX / 2;
 
 /// What one pass over the row computes.
 struct Pass<'a> {
@@ -211,6 +223,17 @@ impl Gen<'_, '_> {
         self.b.ins().stack_addr(self.ptr_ty, slot, 0)
     }
 
+    /// Store per-row value `i` splatted into its own stack slot. Loops read
+    /// it from there: a load per step is cheaper than what cranelift does
+    /// with a register value live across the strip functions' calls (it
+    /// re-derived such values, reductions' lane combines included, inside
+    /// every vector step).
+    fn pin_row(&mut self, i: usize, v: Value) {
+        let splat = self.b.ins().splat(self.vty, v);
+        let addr = self.slot_addr(PINNED_SLOTS + i, 16);
+        self.b.ins().store(self.mf, splat, addr, 0);
+    }
+
     fn emit(&mut self) -> Result<(), String> {
         let k = self.k;
         let levels = k.levels();
@@ -250,6 +273,7 @@ impl Gen<'_, '_> {
                 }
                 let v = self.row_inst(inst, &row_val, &row_ptr)?;
                 row_val[i] = Some(v);
+                self.pin_row(i, v);
                 for o in outputs_of.get(&i).into_iter().flatten() {
                     self.b.ins().store(self.mf, v, row_ptr[*o], 0);
                 }
@@ -307,6 +331,7 @@ impl Gen<'_, '_> {
             let finals = self.strip_pass(&pass, &row_val)?;
             for (r, v) in finals {
                 row_val[r] = Some(v);
+                self.pin_row(r, v);
                 for o in outputs_of.get(&r).into_iter().flatten() {
                     self.b.ins().store(self.mf, v, row_ptr[*o], 0);
                 }
@@ -372,8 +397,9 @@ impl Gen<'_, '_> {
         let mut loc: HashMap<usize, Src> = HashMap::new();
         for (i, inst) in k.insts.iter().enumerate() {
             if levels[i] == Level::Row {
-                if let Some(v) = row_val[i] {
-                    loc.insert(i, Src::Splat(v));
+                if row_val[i].is_some() {
+                    let addr = self.slot_addr(PINNED_SLOTS + i, 16);
+                    loc.insert(i, Src::Pinned(addr));
                 }
                 continue;
             }
@@ -385,55 +411,95 @@ impl Gen<'_, '_> {
                 loc.insert(i, Src::Mem(a));
             }
         }
-        for (i, inst) in k.insts.iter().enumerate() {
+        let units = units_of(k, needed);
+        let mut unit_of: HashMap<usize, usize> = HashMap::new();
+        for (u, unit) in units.iter().enumerate() {
+            for i in unit.insts() {
+                unit_of.insert(i, u);
+            }
+        }
+        // Values that must be in memory: this pass's outputs, and values
+        // read by another unit (a strip function reads only memory).
+        let mut stored = vec![false; k.insts.len()];
+        for (u, unit) in units.iter().enumerate() {
+            for j in unit.insts() {
+                for a in operands(&k.insts[j]) {
+                    if unit_of.get(&a).is_some_and(|ua| *ua != u) {
+                        stored[a] = true;
+                    }
+                }
+            }
+        }
+        // Reductions of a value computed in a segment accumulate in its loop.
+        let mut folded: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut separate = Vec::new();
+        for (x, (_, _, a, _, _)) in accs.iter().enumerate() {
+            match unit_of.get(a).map(|u| &units[*u]) {
+                Some(Unit::Segment(_)) => folded.entry(unit_of[a]).or_default().push(x),
+                _ => {
+                    stored[*a] = true;
+                    separate.push(x);
+                }
+            }
+        }
+        // Each stored value's addresses (at the strip's start): its outputs
+        // when this pass produces them, else a scratch buffer.
+        let mut dsts: HashMap<usize, Vec<Value>> = HashMap::new();
+        for i in 0..k.insts.len() {
             if !needed[i] {
                 continue;
             }
             let outs = outputs_of.get(&i).cloned().unwrap_or_default();
-            let dst = match outs.first() {
-                Some(o) if ready[i] == p => self.b.ins().iadd(row_ptr[*o], byte_off),
-                _ => self.slot_addr(i, STRIP_BYTES),
-            };
-            let src = |v: usize| -> Result<Src, String> {
-                loc.get(&v)
-                    .copied()
-                    .ok_or_else(|| format!("value {v} is not available for {i}"))
-            };
-            match inst {
-                Inst::Unary(u, a) => {
-                    let a = src(*a)?;
-                    self.full_unary(*u, a, dst, n)?;
+            let mut at = Vec::new();
+            if ready[i] == p && !outs.is_empty() {
+                for o in &outs {
+                    at.push(self.b.ins().iadd(row_ptr[*o], byte_off));
                 }
-                Inst::Binary(op, a, b) => {
-                    let (a, b) = (src(*a)?, src(*b)?);
-                    self.full_binary(*op, a, b, dst, n);
-                }
-                Inst::Select(m, a, b) => {
-                    let ops = [src(*m)?, src(*a)?, src(*b)?];
-                    self.map_loop(&ops, dst, n, false, &|g, x, _| {
-                        let z = g.fconst(0.0);
-                        let c = g.b.ins().fcmp(FloatCC::NotEqual, x[0], z);
-                        g.b.ins().select(c, x[1], x[2])
-                    });
-                }
-                Inst::Input(_) | Inst::Const(_) | Inst::Reduce(..) => {
-                    return Err(format!("instruction {i} is not a full-row computation"))
-                }
+            } else if stored[i] || matches!(units[unit_of[&i]], Unit::Strip(_)) {
+                at.push(self.slot_addr(i, STRIP_BYTES));
             }
-            if ready[i] == p {
-                for extra in outs.iter().skip(1) {
-                    let d = self.b.ins().iadd(row_ptr[*extra], byte_off);
-                    self.map_loop(&[Src::Mem(dst)], d, n, true, &|_, x, _| x[0]);
-                }
+            if let Some(first) = at.first() {
+                loc.insert(i, Src::Mem(*first));
             }
-            loc.insert(i, Src::Mem(dst));
+            dsts.insert(i, at);
         }
-        // Accumulate the reductions over the strip.
-        for (_, op, a, av, as_) in &accs {
-            let Some(Src::Mem(addr)) = loc.get(a).copied() else {
+        for (u, unit) in units.iter().enumerate() {
+            match unit {
+                Unit::Strip(i) => {
+                    let i = *i;
+                    let src = |v: usize| -> Result<Src, String> {
+                        loc.get(&v)
+                            .copied()
+                            .ok_or_else(|| format!("value {v} is not available for {i}"))
+                    };
+                    let at = dsts[&i].clone();
+                    let dst = at[0];
+                    self.strip_call(&k.insts[i], src, dst, n)?;
+                    for extra in at.iter().skip(1) {
+                        self.map_loop(&[Src::Mem(dst)], *extra, n, true, &|_, x, _| x[0]);
+                    }
+                }
+                Unit::Segment(members) => {
+                    let reduce: Vec<(RowReduce, usize, Variable, Variable)> = folded
+                        .get(&u)
+                        .into_iter()
+                        .flatten()
+                        .map(|x| {
+                            let (_, op, a, av, as_) = accs[*x];
+                            (op, a, av, as_)
+                        })
+                        .collect();
+                    self.segment_loop(members, &loc, &dsts, &reduce, n)?;
+                }
+            }
+        }
+        // Reductions of values read from memory.
+        for x in separate {
+            let (_, op, a, av, as_) = accs[x];
+            let Some(Src::Mem(addr)) = loc.get(&a).copied() else {
                 return Err(format!("reduced value {a} is not in memory"));
             };
-            self.reduce_loop(*op, addr, n, *av, *as_);
+            self.reduce_loop(op, addr, n, av, as_);
         }
         let o = self.b.use_var(off);
         let next = self.b.ins().iadd(o, n);
@@ -547,26 +613,17 @@ impl Gen<'_, '_> {
         vector: bool,
         f: &dyn Fn(&mut Self, &[Value], bool) -> Value,
     ) {
-        // Splats of the vector steps are made once, before the loop.
-        let splats: Vec<Option<Value>> = ops
-            .iter()
-            .map(|s| match s {
-                Src::Splat(v) if vector => Some(self.b.ins().splat(self.vty, *v)),
-                _ => None,
-            })
-            .collect();
         self.element_loop(n, vector, &mut |g, byte_off, is_vector| {
             let ty = if is_vector { g.vty } else { g.ty };
             let xs: Vec<Value> = ops
                 .iter()
-                .zip(&splats)
-                .map(|(s, made)| match (s, made) {
-                    (Src::Mem(a), _) => {
+                .map(|s| match s {
+                    Src::Mem(a) => {
                         let a = g.b.ins().iadd(*a, byte_off);
                         g.b.ins().load(ty, g.mf, a, 0)
                     }
-                    (Src::Splat(_), Some(splat)) if is_vector => *splat,
-                    (Src::Splat(v), _) => *v,
+                    // Lane 0 of the pinned vector is the scalar.
+                    Src::Pinned(a) => g.b.ins().load(ty, g.mf, *a, 0),
                 })
                 .collect();
             let y = f(g, &xs, is_vector);
@@ -614,20 +671,6 @@ impl Gen<'_, '_> {
         }
     }
 
-    fn full_unary(&mut self, u: Unary, a: Src, dst: Value, n: Value) -> Result<(), String> {
-        match u.strip() {
-            Some(f) => {
-                let Src::Mem(src) = a else {
-                    return Err("a strip function of a per-row value".into());
-                };
-                let fr = self.funcs[&Some(f)];
-                self.b.ins().call(fr, &[src, dst, n]);
-            }
-            None => self.map_loop(&[a], dst, n, true, &|g, x, v| g.arith_unary(u, x[0], v)),
-        }
-        Ok(())
-    }
-
     fn arith_binary(&mut self, op: Binary, a: Value, b: Value) -> Value {
         match op {
             Binary::Add => self.b.ins().fadd(a, b),
@@ -637,15 +680,7 @@ impl Gen<'_, '_> {
             Binary::Max => self.b.ins().fmax(a, b),
             Binary::Min => self.b.ins().fmin(a, b),
             Binary::Cmp(c) => {
-                let cc = match c {
-                    Cmp::Lt => FloatCC::LessThan,
-                    Cmp::Le => FloatCC::LessThanOrEqual,
-                    Cmp::Gt => FloatCC::GreaterThan,
-                    Cmp::Ge => FloatCC::GreaterThanOrEqual,
-                    Cmp::Eq => FloatCC::Equal,
-                    Cmp::Ne => FloatCC::NotEqual,
-                };
-                let c = self.b.ins().fcmp(cc, a, b);
+                let c = self.b.ins().fcmp(float_cc(c), a, b);
                 let (one, zero) = (self.fconst(1.0), self.fconst(0.0));
                 self.b.ins().select(c, one, zero)
             }
@@ -655,36 +690,46 @@ impl Gen<'_, '_> {
     }
 
     /// Memory holding a per-row value (stride 0) or the strip itself.
-    fn as_memory(&mut self, s: Src, key: usize) -> (Value, Value) {
+    fn as_memory(&mut self, s: Src) -> (Value, Value) {
         match s {
             Src::Mem(a) => (a, self.b.ins().iconst(types::I64, 1)),
-            Src::Splat(v) => {
-                let a = self.slot_addr(key, 16);
-                self.b.ins().store(self.mf, v, a, 0);
-                (a, self.b.ins().iconst(types::I64, 0))
-            }
+            Src::Pinned(a) => (a, self.b.ins().iconst(types::I64, 0)),
         }
     }
 
-    fn full_binary(&mut self, op: Binary, a: Src, b: Src, dst: Value, n: Value) {
-        match op {
-            Binary::Pow => {
-                let (pa, sa) = self.as_memory(a, usize::MAX - 1);
-                let (pb, sb) = self.as_memory(b, usize::MAX - 2);
+    /// A scalar stored at the start of stack slot `key`, as an operand.
+    fn scalar_in_slot(&mut self, v: Value, key: usize) -> Src {
+        let a = self.slot_addr(key, 16);
+        self.b.ins().store(self.mf, v, a, 0);
+        Src::Pinned(a)
+    }
+
+    /// A strip unit: one call of the instruction's strip function over the
+    /// strip, from memory into `dst`.
+    fn strip_call(
+        &mut self,
+        inst: &Inst,
+        src: impl Fn(usize) -> Result<Src, String>,
+        dst: Value,
+        n: Value,
+    ) -> Result<(), String> {
+        match inst {
+            Inst::Unary(u, a) => {
+                let (Some(f), Src::Mem(from)) = (u.strip(), src(*a)?) else {
+                    return Err("a strip function of a per-row value".into());
+                };
+                let fr = self.funcs[&Some(f)];
+                self.b.ins().call(fr, &[from, dst, n]);
+            }
+            Inst::Binary(Binary::Pow, a, b) => {
+                let (pa, sa) = self.as_memory(src(*a)?);
+                let (pb, sb) = self.as_memory(src(*b)?);
                 let fr = self.funcs[&None];
                 self.b.ins().call(fr, &[pa, sa, pb, sb, dst, n]);
             }
-            Binary::Cmp(_) => {
-                self.map_loop(&[a, b], dst, n, false, &|g, x, _| {
-                    g.arith_binary(op, x[0], x[1])
-                });
-            }
-            Binary::Add | Binary::Sub | Binary::Mul | Binary::Div | Binary::Max | Binary::Min => {
-                self.map_loop(&[a, b], dst, n, true, &|g, x, _| {
-                    g.arith_binary(op, x[0], x[1])
-                });
-            }
+            _ => return Err("not a strip function".into()),
         }
+        Ok(())
     }
 
     /// A per-row instruction (scalar code).
@@ -722,8 +767,10 @@ impl Gen<'_, '_> {
                 let (x, y) = (get(*a)?, get(*b)?);
                 match op {
                     Binary::Pow => {
-                        let (pa, sa) = self.as_memory(Src::Splat(x), usize::MAX - 1);
-                        let (pb, sb) = self.as_memory(Src::Splat(y), usize::MAX - 2);
+                        let a = self.scalar_in_slot(x, usize::MAX - 1);
+                        let b = self.scalar_in_slot(y, usize::MAX - 2);
+                        let (pa, sa) = self.as_memory(a);
+                        let (pb, sb) = self.as_memory(b);
                         let dst = self.slot_addr(usize::MAX - 4, 16);
                         let one = self.b.ins().iconst(types::I64, 1);
                         let fr = self.funcs[&None];

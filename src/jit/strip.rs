@@ -70,13 +70,13 @@ unsafe fn map32(f: Func, src: *const u8, dst: *mut u8, n: i64) {
     let out = std::slice::from_raw_parts_mut(dst as *mut MaybeUninit<f32>, n);
     match f {
         Func::Exp => {
-            let _ = rten_vecmath::Exp {}.map(src, out);
+            exp_f32(src, out);
         }
         Func::Tanh => {
             let _ = rten_vecmath::Tanh {}.map(src, out);
         }
         Func::Sigmoid => {
-            let _ = rten_vecmath::Sigmoid {}.map(src, out);
+            sigmoid_f32(src, out);
         }
         Func::Gelu => {
             let _ = rten_vecmath::ApproxGelu {}.map(src, out);
@@ -98,6 +98,48 @@ unsafe fn map32(f: Func, src: *const u8, dst: *mut u8, n: i64) {
             }
         }
     }
+}
+
+/// Inputs beyond this magnitude give `exp` 0 or infinity and `sigmoid` 0
+/// or 1 in f32 already; clamping them there changes no result.
+const EXP_INPUT_BOUND: f32 = 150.0;
+
+/// rten-vecmath's `exp` (and `sigmoid`, through it) takes a path about ten
+/// times slower per element for huge inputs, such as the `-1e9` that masks
+/// an attention score; clamped to [`EXP_INPUT_BOUND`] they take the fast
+/// path with the same results (NaN stays NaN).
+fn map_bounded<'a>(
+    src: &[f32],
+    out: &'a mut [MaybeUninit<f32>],
+    map: impl Fn(&[f32], &mut [MaybeUninit<f32>]),
+) -> &'a [f32] {
+    assert!(out.len() >= src.len(), "output shorter than input");
+    const CHUNK: usize = 256;
+    let mut tmp = [0f32; CHUNK];
+    for (s, o) in src.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
+        for (t, x) in tmp.iter_mut().zip(s) {
+            // `clamp` passes NaN through.
+            *t = x.clamp(-EXP_INPUT_BOUND, EXP_INPUT_BOUND);
+        }
+        map(&tmp[..s.len()], o);
+    }
+    // SAFETY: every chunk of the first `src.len()` outputs was written by
+    // rten-vecmath's map, which initializes all of its output.
+    unsafe { std::slice::from_raw_parts(out.as_ptr().cast::<f32>(), src.len()) }
+}
+
+/// f32 `exp` with rten-vecmath, huge inputs clamped (see [`map_bounded`]).
+pub fn exp_f32<'a>(src: &[f32], out: &'a mut [MaybeUninit<f32>]) -> &'a [f32] {
+    map_bounded(src, out, |s, o| {
+        let _ = rten_vecmath::Exp {}.map(s, o);
+    })
+}
+
+/// f32 `sigmoid` with rten-vecmath, huge inputs clamped.
+pub fn sigmoid_f32<'a>(src: &[f32], out: &'a mut [MaybeUninit<f32>]) -> &'a [f32] {
+    map_bounded(src, out, |s, o| {
+        let _ = rten_vecmath::Sigmoid {}.map(s, o);
+    })
 }
 
 /// # Safety
@@ -211,5 +253,69 @@ pub fn reference_binary(b: Binary, x: f64, y: f64) -> f64 {
             Cmp::Eq => x == y,
             Cmp::Ne => x != y,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Clamping huge inputs changes no bit of `exp` or `sigmoid`, NaN and
+    /// infinities included, over a range that straddles the bound.
+    #[test]
+    fn bounded_inputs_give_rtens_own_results() {
+        let mut xs: Vec<f32> = (-2000..=2000).map(|i| i as f32 * 0.1).collect();
+        xs.extend([
+            -1e9,
+            1e9,
+            -1e30,
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+            f32::NAN,
+            -150.0,
+            -150.5,
+            149.9,
+            f32::MIN,
+            f32::MAX,
+        ]);
+        type Map = dyn Fn(&[f32], &mut [MaybeUninit<f32>]);
+        let run = |f: &Map| {
+            let mut out = vec![MaybeUninit::<f32>::uninit(); xs.len()];
+            f(&xs, &mut out);
+            // SAFETY: both maps initialize every output.
+            out.iter()
+                .map(|v| unsafe { v.assume_init() }.to_bits())
+                .collect::<Vec<u32>>()
+        };
+        let pairs: [(&Map, &Map); 2] = [
+            (
+                &|s, o| {
+                    exp_f32(s, o);
+                },
+                &|s, o| {
+                    rten_vecmath::Exp {}.map(s, o);
+                },
+            ),
+            (
+                &|s, o| {
+                    sigmoid_f32(s, o);
+                },
+                &|s, o| {
+                    rten_vecmath::Sigmoid {}.map(s, o);
+                },
+            ),
+        ];
+        for (bounded, plain) in pairs {
+            let (a, b) = (run(bounded), run(plain));
+            for ((x, p), q) in xs.iter().zip(&a).zip(&b) {
+                let same = p == q || (f32::from_bits(*p).is_nan() && f32::from_bits(*q).is_nan());
+                assert!(
+                    same,
+                    "x = {x}: {} vs {}",
+                    f32::from_bits(*p),
+                    f32::from_bits(*q)
+                );
+            }
+        }
     }
 }

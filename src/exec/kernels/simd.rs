@@ -41,8 +41,8 @@ impl Func {
         let mut out = Vec::with_capacity(src.len());
         out.extend_init(|dest| match self {
             Func::Tanh => rten_vecmath::Tanh {}.map(src, dest),
-            Func::Exp => rten_vecmath::Exp {}.map(src, dest),
-            Func::Sigmoid => rten_vecmath::Sigmoid {}.map(src, dest),
+            Func::Exp => crate::jit::strip::exp_f32(src, dest),
+            Func::Sigmoid => crate::jit::strip::sigmoid_f32(src, dest),
             Func::Gelu => rten_vecmath::ApproxGelu {}.map(src, dest),
         });
         out

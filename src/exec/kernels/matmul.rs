@@ -1,0 +1,435 @@
+//! Matrix products of f32/f64 CPU tensors straight onto the `gemm` crate.
+//!
+//! candle's CPU `matmul` wants each operand contiguous (or a plain
+//! transposed matrix), materializes a broadcast weight once per batch entry,
+//! and runs one threaded gemm per batch entry: for the `[B, T, d] @ [d, o]`
+//! products of a transformer that is B small products, each too small to pay
+//! for its threads, plus copies of every permuted attention operand. Here:
+//! - operands are read in place through their strides (permuted, transposed
+//!   and broadcast views need no copy; gemm packs them anyway);
+//! - a product whose right operand has no batch (a weight) and whose left
+//!   operand's batch and row axes form one strided axis is one gemm of
+//!   `B·T` rows, threaded by gemm over the pool;
+//! - any other batched product runs its batch entries in parallel over
+//!   fixed blocks, each entry one single-threaded gemm;
+//! - a product with a long summed axis and a small result (a weight's
+//!   gradient over `B·T` rows) is cut along the summed axis into fixed
+//!   pieces computed in parallel and added in order.
+//!
+//! Guarantees: the same numbers as one gemm per batch entry up to gemm's
+//! blocking and the fixed pieces (f64 within 1e-12 relative of candle's,
+//! f32 within 1e-5; tested); results do not depend on the thread count (gemm
+//! splits rows and columns, never the summed axis, and the pieces are chosen
+//! by shape alone; tested bit for bit); only f32/f64 CPU operands of one dtype
+//! whose every addressed element lies inside their storage are taken,
+//! anything else returns `None` and stays on candle (CUDA included).
+
+use candle_core::{CpuStorage, DType, Device, Storage, Tensor, WithDType};
+use rayon::prelude::*;
+
+/// Below this many multiply-adds a product runs on one thread: waking the
+/// pool costs more than it saves.
+const THREADED_MACS: usize = 1 << 18;
+
+/// Length of the pieces a long summed axis is cut into (see [`split_k`]).
+const SPLIT_K_CHUNK: usize = 512;
+
+/// One operand seen as a batch of strided matrices.
+struct Operand<'a, T> {
+    data: &'a [T],
+    /// Offset of every batch entry's first element, in output batch order.
+    offsets: Vec<usize>,
+    /// Row and column strides.
+    rs: usize,
+    cs: usize,
+}
+
+/// `a @ b` with numpy broadcasting over the batch axes; `out` is the
+/// result's shape. `None` when the fast path does not apply.
+pub(super) fn matmul(a: &Tensor, b: &Tensor, out: &[usize]) -> candle_core::Result<Option<Tensor>> {
+    let dt = a.dtype();
+    let cpu = matches!(a.device(), Device::Cpu) && matches!(b.device(), Device::Cpu);
+    if !cpu || b.dtype() != dt || a.rank() < 2 || b.rank() < 2 || out.len() < 2 {
+        return Ok(None);
+    }
+    let r = out.len();
+    let (m, n) = (out[r - 2], out[r - 1]);
+    let k = a.dims()[a.rank() - 1];
+    if b.dims()[b.rank() - 2] != k || a.dims()[a.rank() - 2] != m || b.dims()[b.rank() - 1] != n {
+        return Ok(None);
+    }
+    let batch = &out[..r - 2];
+    let mut a_shape = batch.to_vec();
+    a_shape.extend([m, k]);
+    let mut b_shape = batch.to_vec();
+    b_shape.extend([k, n]);
+    // Views with stride 0 along broadcast axes; nothing is copied.
+    let (a, b) = (a.broadcast_as(a_shape)?, b.broadcast_as(b_shape)?);
+    let v = match dt {
+        DType::F32 => typed::<f32>(&a, &b, batch, m, k, n).map(CpuStorage::F32),
+        DType::F64 => typed::<f64>(&a, &b, batch, m, k, n).map(CpuStorage::F64),
+        _ => None,
+    };
+    match v {
+        Some(CpuStorage::F32(v)) => Tensor::from_vec(v, out, &Device::Cpu).map(Some),
+        Some(CpuStorage::F64(v)) => Tensor::from_vec(v, out, &Device::Cpu).map(Some),
+        _ => Ok(None),
+    }
+}
+
+fn typed<T: WithDType>(
+    a: &Tensor,
+    b: &Tensor,
+    batch: &[usize],
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Option<Vec<T>> {
+    let (sa, la) = a.storage_and_layout();
+    let (sb, lb) = b.storage_and_layout();
+    let (Storage::Cpu(ca), Storage::Cpu(cb)) = (&*sa, &*sb) else {
+        return None;
+    };
+    let (da, db) = (
+        T::cpu_storage_as_slice(ca).ok()?,
+        T::cpu_storage_as_slice(cb).ok()?,
+    );
+    let entries: usize = batch.iter().product();
+    let len = entries.checked_mul(m)?.checked_mul(n)?;
+    if len == 0 || k == 0 {
+        return Some(vec![T::from_f64(0.0); len]);
+    }
+    let lhs = operand(da, la.start_offset(), la.dims(), la.stride(), batch)?;
+    let rhs = operand(db, lb.start_offset(), lb.dims(), lb.stride(), batch)?;
+    let threads = rayon::current_num_threads().max(1);
+    let threaded = threads > 1 && len.saturating_mul(k) >= THREADED_MACS;
+    if let Some(rs) = rows_as_one_axis(la.dims(), la.stride(), &rhs) {
+        let lhs = Operand {
+            offsets: vec![lhs.offsets[0]],
+            rs,
+            ..lhs
+        };
+        let rhs = Operand {
+            offsets: vec![rhs.offsets[0]],
+            ..rhs
+        };
+        let rows = entries * m;
+        // Decided by the shapes alone, so the sums do not depend on the pool.
+        if len.saturating_mul(k) >= THREADED_MACS && k >= SPLIT_K_CHUNK * 2 && k >= 4 * rows.max(n)
+        {
+            return Some(split_k(&lhs, &rhs, rows, k, n));
+        }
+        return Some(fill(len, |dst| {
+            // SAFETY: `operand` checked every addressed element of both
+            // inputs; `dst` holds `rows * n` elements.
+            unsafe {
+                gemm_into(
+                    dst,
+                    rows,
+                    (0, k),
+                    n,
+                    &lhs,
+                    &rhs,
+                    0,
+                    threaded.then_some(threads),
+                )
+            }
+        }));
+    }
+    let per_entry = m * n;
+    if entries < threads {
+        return Some(fill(len, |dst: *mut T| {
+            for e in 0..entries {
+                // SAFETY: as above, one batch entry at a time.
+                let d = unsafe { dst.add(e * per_entry) };
+                unsafe { gemm_into(d, m, (0, k), n, &lhs, &rhs, e, threaded.then_some(threads)) }
+            }
+        }));
+    }
+    let per_block = entries.div_ceil(threads);
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(per_block * per_entry)
+        .enumerate()
+        .for_each(|(blk, chunk)| {
+            for (i, c) in chunk.chunks_mut(per_entry).enumerate() {
+                let d = c.as_mut_ptr().cast::<T>();
+                // SAFETY: as above; blocks write disjoint parts of `out`.
+                unsafe { gemm_into(d, m, (0, k), n, &lhs, &rhs, blk * per_block + i, None) }
+            }
+        });
+    // SAFETY: the blocks cover all `len` elements and gemm wrote each one
+    // (it never reads the destination when `read_dst` is false).
+    unsafe { out.set_len(len) };
+    Some(out)
+}
+
+/// A vector of `len` elements written entirely by `write` (through a raw
+/// pointer, so no zero fill precedes gemm's own writes).
+fn fill<T>(len: usize, write: impl FnOnce(*mut T)) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    write(out.as_mut_ptr());
+    // SAFETY: the callers' gemm writes all `len` elements (it never reads
+    // the destination when `read_dst` is false).
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// One product whose summed axis is long and whose result is small (a
+/// weight gradient over all rows of a batch): gemm threads over rows and
+/// columns only, so here the summed axis is cut into fixed chunks computed
+/// in parallel and added in order; the chunks do not depend on the pool.
+fn split_k<T: WithDType>(
+    lhs: &Operand<T>,
+    rhs: &Operand<T>,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Vec<T> {
+    let chunks = k.div_ceil(SPLIT_K_CHUNK);
+    let mut parts = vec![T::from_f64(0.0); chunks * m * n];
+    parts
+        .par_chunks_mut(m * n)
+        .enumerate()
+        .for_each(|(c, part)| {
+            let range = (c * SPLIT_K_CHUNK, ((c + 1) * SPLIT_K_CHUNK).min(k));
+            // SAFETY: `operand` checked both inputs over the whole summed axis;
+            // `part` holds `m * n` elements.
+            unsafe { gemm_into(part.as_mut_ptr(), m, range, n, lhs, rhs, 0, None) }
+        });
+    let mut out = parts[..m * n].to_vec();
+    for part in parts[m * n..].chunks(m * n) {
+        for (o, p) in out.iter_mut().zip(part) {
+            *o += *p;
+        }
+    }
+    out
+}
+
+/// The batch offsets and matrix strides of a `[batch.., rows, cols]` view,
+/// after checking that every element it addresses lies inside `data`.
+fn operand<'a, T>(
+    data: &'a [T],
+    start: usize,
+    dims: &[usize],
+    stride: &[usize],
+    batch: &[usize],
+) -> Option<Operand<'a, T>> {
+    let r = dims.len();
+    let mut last = start;
+    for (d, s) in dims.iter().zip(stride) {
+        last = last.checked_add(d.checked_sub(1)?.checked_mul(*s)?)?;
+    }
+    if last >= data.len() {
+        return None;
+    }
+    let mut offsets = vec![start];
+    for (d, s) in batch.iter().zip(stride) {
+        offsets = offsets
+            .iter()
+            .flat_map(|o| (0..*d).map(move |i| o + i * s))
+            .collect();
+    }
+    Some(Operand {
+        data,
+        offsets,
+        rs: stride[r - 2],
+        cs: stride[r - 1],
+    })
+}
+
+/// When the right operand is one matrix for every batch entry and the left
+/// operand's batch and row axes step through memory as one axis, that
+/// axis's stride: the whole product is then one gemm.
+fn rows_as_one_axis<T>(dims: &[usize], stride: &[usize], rhs: &Operand<T>) -> Option<usize> {
+    if rhs.offsets.iter().any(|o| *o != rhs.offsets[0]) {
+        return None;
+    }
+    let r = dims.len();
+    let row_stride = stride[r - 2];
+    let mut expected = row_stride.checked_mul(dims[r - 2])?;
+    for ax in (0..r - 2).rev() {
+        if dims[ax] != 1 && stride[ax] != expected {
+            return None;
+        }
+        expected = expected.checked_mul(dims[ax])?;
+    }
+    Some(row_stride)
+}
+
+/// `dst = lhs[e] @ rhs[e]` over the summed range `k0..k1`, for `m × k`
+/// left matrices and `k × n` right ones; `threads` runs gemm on the pool.
+///
+/// # Safety
+/// Every element addressed must lie inside the operands (checked by
+/// [`operand`]); `dst` must be valid for `m * n` writes.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_into<T: WithDType>(
+    dst: *mut T,
+    m: usize,
+    (k0, k1): (usize, usize),
+    n: usize,
+    lhs: &Operand<T>,
+    rhs: &Operand<T>,
+    e: usize,
+    threads: Option<usize>,
+) {
+    let parallelism = match threads {
+        Some(t) => gemm::Parallelism::Rayon(t),
+        None => gemm::Parallelism::None,
+    };
+    gemm::gemm(
+        m,
+        n,
+        k1 - k0,
+        dst,
+        1,
+        n as isize,
+        false,
+        lhs.data.as_ptr().add(lhs.offsets[e] + k0 * lhs.cs),
+        lhs.cs as isize,
+        lhs.rs as isize,
+        rhs.data.as_ptr().add(rhs.offsets[e] + k0 * rhs.rs),
+        rhs.cs as isize,
+        rhs.rs as isize,
+        T::from_f64(0.0),
+        T::from_f64(1.0),
+        false,
+        false,
+        false,
+        parallelism,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(shape: &[usize], seed: f64) -> Tensor {
+        let n: usize = shape.iter().product();
+        Tensor::arange(0f64, n as f64, &Device::Cpu)
+            .and_then(|t| (((t * 0.731)? + seed)?.sin()? * 2.0)?.reshape(shape))
+            .expect("sample")
+    }
+
+    fn max_rel(a: &Tensor, b: &Tensor) -> f64 {
+        let (a, b) = (
+            a.flatten_all().and_then(|t| t.to_vec1::<f64>()).expect("a"),
+            b.flatten_all().and_then(|t| t.to_vec1::<f64>()).expect("b"),
+        );
+        assert_eq!(a.len(), b.len());
+        let scale = a.iter().fold(1e-300f64, |m, x| m.max(x.abs()));
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs() / scale)
+            .fold(0.0, f64::max)
+    }
+
+    /// Every layout the executor produces: weights, broadcast batches,
+    /// permuted and transposed views, and a product whose batch is smaller
+    /// than the pool.
+    #[test]
+    fn strided_and_broadcast_products_match_candle() {
+        let x = sample(&[3, 5, 4], 0.1);
+        let w = sample(&[4, 6], 0.2);
+        let q = sample(&[2, 5, 3, 4], 0.3).permute([0, 2, 1, 3]).expect("q");
+        let kt = sample(&[2, 5, 3, 4], 0.4)
+            .permute([0, 2, 3, 1])
+            .expect("kt");
+        let wt = sample(&[6, 4], 0.5).t().expect("wt");
+        let xt = sample(&[4, 15], 0.6).t().expect("xt");
+        let one = sample(&[1, 5, 4], 0.7);
+        let cases: Vec<(Tensor, Tensor)> = vec![
+            (x.clone(), w.clone()),
+            (x.clone(), wt),
+            (xt, w.clone()),
+            (q, kt),
+            (one, sample(&[3, 4, 2], 0.8)),
+            (x.permute([1, 0, 2]).expect("perm"), w),
+            (sample(&[1, 7], 0.9), sample(&[7, 1], 1.0)),
+        ];
+        for (a, b) in cases {
+            let reference = a
+                .contiguous()
+                .and_then(|a| a.broadcast_matmul(&b.contiguous()?))
+                .expect("candle");
+            let got = matmul(&a, &b, reference.dims())
+                .expect("matmul")
+                .expect("fast path taken");
+            assert!(
+                max_rel(&reference, &got) < 1e-12,
+                "{:?} @ {:?}",
+                a.dims(),
+                b.dims()
+            );
+            let (a32, b32) = (
+                a.to_dtype(DType::F32).expect("a"),
+                b.to_dtype(DType::F32).expect("b"),
+            );
+            let got32 = matmul(&a32, &b32, reference.dims())
+                .expect("f32")
+                .expect("taken");
+            let got32 = got32.to_dtype(DType::F64).expect("up");
+            assert!(
+                max_rel(&reference, &got32) < 1e-5,
+                "f32 {:?} @ {:?}",
+                a.dims(),
+                b.dims()
+            );
+        }
+    }
+
+    /// A weight gradient's shape (long summed axis, small result) is cut
+    /// into pieces; it and every other path give the same bits on pools of
+    /// one and two threads.
+    #[test]
+    fn long_sums_and_thread_counts() {
+        let x = sample(&[2048, 32], 1.1).t().expect("xt");
+        let g = sample(&[2048, 24], 1.2);
+        let q = sample(&[4, 3, 64, 32], 1.3);
+        let kt = sample(&[4, 3, 64, 32], 1.4).transpose(2, 3).expect("kt");
+        let big = sample(&[16, 64, 96], 1.5);
+        let w = sample(&[96, 80], 1.6);
+        for (a, b) in [(x, g), (q, kt), (big, w)] {
+            let reference = a
+                .contiguous()
+                .and_then(|a| a.broadcast_matmul(&b.contiguous()?))
+                .expect("candle");
+            let on = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .expect("pool");
+                pool.install(|| matmul(&a, &b, reference.dims()))
+                    .expect("matmul")
+                    .expect("taken")
+                    .flatten_all()
+                    .and_then(|t| t.to_vec1::<f64>())
+                    .expect("values")
+            };
+            let (one, two) = (on(1), on(2));
+            assert_eq!(one, two, "{:?} @ {:?}", a.dims(), b.dims());
+            let got = Tensor::from_vec(two, reference.dims(), &Device::Cpu).expect("t");
+            assert!(
+                max_rel(&reference, &got) < 1e-12,
+                "{:?} @ {:?}",
+                a.dims(),
+                b.dims()
+            );
+        }
+    }
+
+    /// An empty summed axis gives zeros; mismatched shapes are not taken.
+    #[test]
+    fn degenerate_products() {
+        let a = Tensor::zeros((2, 3, 0), DType::F32, &Device::Cpu).expect("a");
+        let b = Tensor::zeros((0, 4), DType::F32, &Device::Cpu).expect("b");
+        let y = matmul(&a, &b, &[2, 3, 4]).expect("ok").expect("taken");
+        assert_eq!(
+            y.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("v"),
+            vec![0.0; 24]
+        );
+        let c = Tensor::zeros((5, 4), DType::F32, &Device::Cpu).expect("c");
+        assert!(matmul(&a, &c, &[2, 3, 4]).expect("ok").is_none());
+    }
+}
