@@ -5,5 +5,6 @@
 static ALLOCATOR: deqc::profile::CountingAlloc = deqc::profile::CountingAlloc;
 
 fn main() -> std::process::ExitCode {
+    deqc::profile::tune_heap();
     deqc::cli::main()
 }

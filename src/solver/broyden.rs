@@ -21,6 +21,7 @@ use std::collections::VecDeque;
 
 use candle_core::{DType, Tensor};
 
+use super::host;
 use super::track::{column, select, Step, Tracker};
 use super::{Control, Map, Solution, Solver, SolverError};
 
@@ -60,12 +61,23 @@ impl Solver for Broyden {
                 break;
             }
             let gx_new = (fx_new - &x_new)?;
-            if self.memory > 0 {
-                self.update(&mut mem, &update, &(&gx_new - &gx)?, &tr)?;
-            }
+            let dg = (&gx_new - &gx)?;
+            let fused = if self.memory > 0 {
+                self.update_and_step(&mut mem, &update, &dg, &gx_new, &tr)?
+            } else {
+                None
+            };
             x = x_new;
             gx = gx_new;
-            update = safe_step(&mem, &gx)?;
+            update = match fused {
+                Some(step) => step,
+                None => {
+                    if self.memory > 0 {
+                        self.update(&mut mem, &update, &dg, &tr)?;
+                    }
+                    safe_step(&mem, &gx)?
+                }
+            };
         }
         Ok(tr.finish_best())
     }
@@ -112,7 +124,7 @@ fn low_rank(
 ) -> candle_core::Result<Tensor> {
     // On the CPU: the dot products in one pass each, the sum in one pass.
     let ds: Vec<&Tensor> = dotted.iter().collect();
-    if let Some(coefs) = super::host::row_dots(x, &ds) {
+    if let Some(coefs) = host::row_dots(x, &ds) {
         let mut ts = vec![x];
         ts.extend(scaled.iter());
         // Per sample: -1 for `x`, then its dot products (row-major `[B, k]`).
@@ -123,7 +135,7 @@ fn low_rank(
             rows.push(-1.0);
             rows.extend_from_slice(coefs.get(r * k..(r + 1) * k).unwrap_or_default());
         }
-        if let Some(t) = super::host::weighted_sum(&ts, &rows) {
+        if let Some(t) = host::weighted_sum(&ts, &rows) {
             return Ok(t);
         }
     }
@@ -175,6 +187,102 @@ impl Broyden {
         mem.push(u, vt, self.memory);
         Ok(())
     }
+
+    /// [`Self::update`] followed by [`safe_step`], with the same bits, but
+    /// reading the history from memory four times instead of six (it is
+    /// `memory` vectors the size of the state, far beyond the caches on an
+    /// MDEQ): one read of `V` for both `dg . v_i` and `g . v_i`, one of `U`
+    /// for `dx . u_i`, one of `U` for both `H dg` and `H g` (`H` before the
+    /// update, without the pair it will drop), one of `V` for `dx^T H`; the
+    /// new pair's share of `H g` is added last, as the slot order puts it.
+    /// `None` when the operands are not CPU f32/f64 `[B, N]` tensors (the
+    /// caller then takes the two calls).
+    fn update_and_step(
+        &self,
+        mem: &mut Memory,
+        dx: &Tensor,
+        dg: &Tensor,
+        g: &Tensor,
+        tr: &Tracker,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let us: Vec<&Tensor> = mem.us.iter().collect();
+        let vs: Vec<&Tensor> = mem.vs.iter().collect();
+        let k = us.len();
+        let Some(v_dots) = host::row_dots_many(&[dg, g], &vs) else {
+            return Ok(None);
+        };
+        let Some(u_dots) = host::row_dots(dx, &us) else {
+            return Ok(None);
+        };
+        let batch = dx.dim(0)?;
+        // The oldest pairs the push will drop take no part in `H g`.
+        let drop = (k + 1).saturating_sub(self.memory).min(k);
+        let head_then = |dots: &[f64], skip: usize| -> Vec<f64> {
+            let mut rows = Vec::with_capacity(batch * (1 + k - skip));
+            for r in 0..batch {
+                rows.push(-1.0);
+                rows.extend_from_slice(dots.get(r * k + skip..(r + 1) * k).unwrap_or_default());
+            }
+            rows
+        };
+        let (hdg_coefs, hg_coefs) = (head_then(&v_dots[0], 0), head_then(&v_dots[1], drop));
+        let hdg_mix = host::Mix {
+            head: dg,
+            skip: 0,
+            coefs: &hdg_coefs,
+        };
+        let hg_mix = host::Mix {
+            head: g,
+            skip: drop,
+            coefs: &hg_coefs,
+        };
+        let Some((hdg, hg_old)) = host::weighted_sum_pair(&us, hdg_mix, hg_mix) else {
+            return Ok(None);
+        };
+        let mut with_dx = vec![dx];
+        with_dx.extend(vs.iter().copied());
+        let Some(vt) = host::weighted_sum(&with_dx, &head_then(&u_dots, 0)) else {
+            return Ok(None);
+        };
+        let (Some(vt_dots), Some(dg_dg)) = (
+            host::row_dots(&vt, &[dg, &vt, g]),
+            host::row_dots(dg, &[dg]),
+        ) else {
+            return Ok(None);
+        };
+        let eps = if tr.dtype() == DType::F64 {
+            1e-12
+        } else {
+            1e-6
+        };
+        let mut ok = Vec::with_capacity(batch);
+        let mut inv = Vec::with_capacity(batch);
+        let mut g_share = Vec::with_capacity(batch * 2);
+        for r in 0..batch {
+            let (den, nv, ng) = (vt_dots[3 * r], vt_dots[3 * r + 1], dg_dg[r]);
+            let good = den.is_finite()
+                && nv.is_finite()
+                && ng.is_finite()
+                && den.abs() > eps * (nv * ng).sqrt()
+                && den != 0.0;
+            ok.push(good);
+            inv.push(if good { 1.0 / den } else { 0.0 });
+            // `H g` so far, then the new pair (zero for a skipped sample).
+            g_share.extend([1.0, if good { vt_dots[3 * r + 2] } else { 0.0 }]);
+        }
+        let u = (dx - hdg)?.broadcast_mul(&column(&inv, tr.dtype(), tr.device())?)?;
+        let (u, vt) = if ok.iter().all(|o| *o) {
+            (u, vt)
+        } else {
+            let zeros = dx.zeros_like()?;
+            (select(&ok, &u, &zeros)?, select(&ok, &vt, &zeros)?)
+        };
+        let Some(hg) = host::weighted_sum(&[&hg_old, &u], &g_share) else {
+            return Ok(None);
+        };
+        mem.push(u, vt, self.memory);
+        checked_step(hg.neg()?, g).map(Some)
+    }
 }
 
 /// `-H g` per sample, or the fixed-point step `g` where that is non-finite
@@ -183,7 +291,11 @@ fn safe_step(mem: &Memory, g: &Tensor) -> candle_core::Result<Tensor> {
     if mem.us.is_empty() {
         return Ok(g.clone());
     }
-    let step = mem.apply(g)?.neg()?;
+    checked_step(mem.apply(g)?.neg()?, g)
+}
+
+/// `step` per sample, or `g` where `step` is non-finite or vanishes.
+fn checked_step(step: Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
     let sums = row_sums(&[(&step, &step), (g, g)])?;
     let ok: Vec<bool> = sums
         .iter()
@@ -204,7 +316,7 @@ fn row_sums(pairs: &[(&Tensor, &Tensor)]) -> candle_core::Result<Vec<[f64; 3]>> 
     }
     let host: Option<Vec<Vec<f64>>> = pairs
         .iter()
-        .map(|(a, b)| super::host::row_dots(a, &[*b]))
+        .map(|(a, b)| host::row_dots(a, &[*b]))
         .collect();
     if let Some(per_pair) = host {
         // [pair][B] -> [B][pair]
@@ -236,4 +348,79 @@ fn row_sums(pairs: &[(&Tensor, &Tensor)]) -> candle_core::Result<Vec<[f64; 3]>> 
             row
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+    use crate::solver::Control;
+
+    fn rows(b: usize, n: usize, seed: f64, dtype: DType) -> Tensor {
+        let v: Vec<f64> = (0..b * n)
+            .map(|i| ((i as f64 * 0.731 + seed).sin() * 1.7).tanh())
+            .collect();
+        Tensor::from_vec(v, (b, n), &Device::Cpu)
+            .and_then(|t| t.to_dtype(dtype))
+            .expect("rows")
+    }
+
+    fn bits(t: &Tensor) -> Vec<u64> {
+        t.to_dtype(DType::F64)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f64>())
+            .expect("values")
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    }
+
+    /// The fused iteration gives the update and the step of the two calls
+    /// to the bit: empty history, history below its limit, and full history
+    /// (the oldest pair dropped), in f32 and f64.
+    #[test]
+    fn fused_iteration_matches_update_then_step() {
+        for dtype in [DType::F32, DType::F64] {
+            for (pairs, limit) in [(0, 3), (2, 4), (3, 3)] {
+                let (b, n) = (3, 37);
+                let mut mem = Memory::default();
+                for p in 0..pairs {
+                    let (u, v) = (
+                        rows(b, n, p as f64, dtype),
+                        rows(b, n, 10.0 + p as f64, dtype),
+                    );
+                    mem.push((u * 0.3).expect("u"), v, limit);
+                }
+                let mut copy = Memory::default();
+                for (u, v) in mem.us.iter().zip(&mem.vs) {
+                    copy.push(u.clone(), v.clone(), limit);
+                }
+                let (dx, dg, g) = (
+                    rows(b, n, 20.0, dtype),
+                    rows(b, n, 21.0, dtype),
+                    rows(b, n, 22.0, dtype),
+                );
+                let solver = Broyden { memory: limit };
+                let ctl = Control::default();
+                let tr = Tracker::new("broyden", &ctl, &dx).expect("tracker");
+                let fused = solver
+                    .update_and_step(&mut mem, &dx, &dg, &g, &tr)
+                    .expect("runs")
+                    .expect("CPU path");
+                solver.update(&mut copy, &dx, &dg, &tr).expect("update");
+                let plain = safe_step(&copy, &g).expect("step");
+                assert_eq!(bits(&fused), bits(&plain), "{dtype:?} {pairs}/{limit}");
+                assert_eq!(mem.us.len(), copy.us.len());
+                for (a, c) in mem
+                    .us
+                    .iter()
+                    .zip(&copy.us)
+                    .chain(mem.vs.iter().zip(&copy.vs))
+                {
+                    assert_eq!(bits(a), bits(c), "{dtype:?} {pairs}/{limit}: history");
+                }
+            }
+        }
+    }
 }

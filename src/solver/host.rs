@@ -268,6 +268,125 @@ pub(crate) fn weighted_sum(ts: &[&Tensor], coefs: &[f64]) -> Option<Tensor> {
     }
 }
 
+/// Per sample, the dot products of each of `xs` with each of `others`:
+/// `out[i][r * k + j] = xs[i][r] . others[j][r]`, each `others` row read
+/// from memory once for all of `xs` (the same sums as [`row_dots`]).
+pub(crate) fn row_dots_many(xs: &[&Tensor], others: &[&Tensor]) -> Option<Vec<Vec<f64>>> {
+    fn go<T: WithDType>(s: &[&[T]], (b, n): (usize, usize), m: usize) -> Vec<Vec<f64>> {
+        let k = s.len() - m;
+        let rows = per_row(b, n, |r| {
+            let span = r * n..(r + 1) * n;
+            let mut d = vec![0.0; m * k];
+            for j in 0..k {
+                let o = &s[m + j][span.clone()];
+                for i in 0..m {
+                    d[i * k + j] = dot(&s[i][span.clone()], o);
+                }
+            }
+            d
+        });
+        (0..m)
+            .map(|i| {
+                rows.iter()
+                    .flat_map(|d| d[i * k..(i + 1) * k].iter().copied())
+                    .collect()
+            })
+            .collect()
+    }
+    let mut all = xs.to_vec();
+    all.extend_from_slice(others);
+    let m = xs.len();
+    by_dtype!(&all, |s, dims| go(s, dims, m))
+}
+
+/// One output of [`weighted_sum_pair`]: per sample `r`,
+/// `head[r] * coefs[r * w] + sum_j coefs[r * w + 1 + j] * shared[skip + j][r]`
+/// with `w = 1 + shared.len() - skip`, in that order.
+pub(crate) struct Mix<'a> {
+    pub head: &'a Tensor,
+    pub skip: usize,
+    pub coefs: &'a [f64],
+}
+
+/// Two weighted sums over the same tensors with one read of them from
+/// memory; each output has the bits [`weighted_sum`] gives it alone.
+pub(crate) fn weighted_sum_pair(shared: &[&Tensor], a: Mix, b: Mix) -> Option<(Tensor, Tensor)> {
+    fn go<T: WithDType>(
+        s: &[&[T]],
+        (rows, n): (usize, usize),
+        skips: [usize; 2],
+        coefs: [&[f64]; 2],
+    ) -> Option<(Vec<T>, Vec<T>)> {
+        let k = s.len() - 2;
+        let widths = skips.map(|skip| 1 + k.saturating_sub(skip));
+        if skips.iter().any(|skip| *skip > k) || (0..2).any(|m| coefs[m].len() != rows * widths[m])
+        {
+            return None;
+        }
+        let mut out = (
+            vec![T::from_f64(0.0); rows * n],
+            vec![T::from_f64(0.0); rows * n],
+        );
+        let mix = |r: usize, o0: &mut [T], o1: &mut [T]| {
+            let c = |m: usize, slot: usize| T::from_f64(coefs[m][r * widths[m] + slot]);
+            for (m, o) in [(0, &mut *o0), (1, &mut *o1)] {
+                let c0 = c(m, 0);
+                for (y, x) in o.iter_mut().zip(&s[m][r * n..(r + 1) * n]) {
+                    *y = *x * c0;
+                }
+            }
+            for j in 0..k {
+                let src = &s[2 + j][r * n..(r + 1) * n];
+                for (m, o) in [(0, &mut *o0), (1, &mut *o1)] {
+                    if j < skips[m] {
+                        continue;
+                    }
+                    let cj = c(m, 1 + j - skips[m]);
+                    for (y, x) in o.iter_mut().zip(src) {
+                        *y += *x * cj;
+                    }
+                }
+            }
+        };
+        let (o0, o1) = (&mut out.0, &mut out.1);
+        if split_rows(rows, n) {
+            o0.par_chunks_mut(n.max(1))
+                .zip(o1.par_chunks_mut(n.max(1)))
+                .enumerate()
+                .take(rows)
+                .for_each(|(r, (x, y))| mix(r, x, y));
+        } else {
+            o0.chunks_mut(n.max(1))
+                .zip(o1.chunks_mut(n.max(1)))
+                .enumerate()
+                .take(rows)
+                .for_each(|(r, (x, y))| mix(r, x, y));
+        }
+        Some(out)
+    }
+    let mut all = vec![a.head, b.head];
+    all.extend_from_slice(shared);
+    let dims = a.head.dims().to_vec();
+    let (skips, coefs) = ([a.skip, b.skip], [a.coefs, b.coefs]);
+    match a.head.dtype() {
+        DType::F32 => {
+            let (x, y) = with_slices::<f32, _>(&all, |s, d| go(s, d, skips, coefs))??;
+            Some((
+                Tensor::from_vec(x, dims.as_slice(), &Device::Cpu).ok()?,
+                Tensor::from_vec(y, dims.as_slice(), &Device::Cpu).ok()?,
+            ))
+        }
+        DType::F64 => {
+            let (x, y) = with_slices::<f64, _>(&all, |s, d| go(s, d, skips, coefs))??;
+            Some((
+                Tensor::from_vec(x, dims.as_slice(), &Device::Cpu).ok()?,
+                Tensor::from_vec(y, dims.as_slice(), &Device::Cpu).ok()?,
+            ))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,7 +418,31 @@ mod tests {
                 .flatten_all()
                 .and_then(|t| t.to_vec1())
                 .expect("values");
-            (sums, dots, mix)
+            let many = row_dots_many(&[&z, &h], &[&fz, &h]).expect("cpu");
+            let pair_coefs: Vec<f64> = (0..b * 2).map(|i| 0.3 * i as f64 - 1.1).collect();
+            let (p, q) = weighted_sum_pair(
+                &[&fz, &h],
+                Mix {
+                    head: &z,
+                    skip: 0,
+                    coefs: &coefs,
+                },
+                Mix {
+                    head: &h,
+                    skip: 1,
+                    coefs: &pair_coefs,
+                },
+            )
+            .expect("cpu");
+            let flat = |t: Tensor| -> Vec<f64> {
+                t.flatten_all().and_then(|t| t.to_vec1()).expect("values")
+            };
+            // The fused forms are the single ones, read together.
+            assert_eq!(many[0], dots);
+            assert_eq!(flat(p.clone()), mix);
+            let single = weighted_sum(&[&h, &h], &pair_coefs).expect("cpu");
+            assert_eq!(flat(q.clone()), flat(single));
+            (sums, dots, mix, many, flat(p), flat(q))
         };
         let pool = |k| {
             rayon::ThreadPoolBuilder::new()
