@@ -8,8 +8,12 @@ in 0..1) and the same train
 block: Anderson (m = 5, tol 1e-4, max_iter 40) forward, implicit backward
 (tol 1e-6, max_iter 40), Adam lr 1e-3, batch 128, 4 epochs.
 
-    python baseline.py SEED [abs|rel] [raw]    # run from the repository root
+    python baseline.py SEED [abs|rel] [raw] [fixed]    # from the repository root
+
+The adjoint is solved with Anderson (m = 5, as deqc's implicit backward
+does); `fixed` uses TorchDEQ's default backward solver instead.
 """
+import functools
 import gzip
 import sys
 import time
@@ -18,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 from torchdeq import get_deq
+from torchdeq.solver import register_solver
+from torchdeq.solver.anderson import anderson_solver
 
 seed = int(sys.argv[1]) if len(sys.argv) > 1 else 0
 stop = sys.argv[2] if len(sys.argv) > 2 else "abs"
@@ -47,14 +53,27 @@ if "raw" not in sys.argv[3:]:
     xtr, xte = (xtr - mean) / std, (xte - mean) / std
 
 
+# `fixed` on the command line keeps TorchDEQ's default backward solver
+# (fixed-point iteration), as the figures before 1 December 2026 did.
+if "fixed" in sys.argv[3:]:
+    BACKWARD = "fixed_point_iter"
+else:
+    BACKWARD = "anderson_m5"
+    register_solver(BACKWARD, functools.partial(anderson_solver, m=5))
+
+
 class DeqMlp(nn.Module):
     def __init__(self):
         super().__init__()
         self.inject = nn.Linear(784, 256)
         self.cell = nn.Linear(256, 256)
         self.head = nn.Linear(256, 10)
+        # deqc's implicit backward solves the adjoint with the forward
+        # solver's kind (Anderson, m = 5); TorchDEQ's default b_solver is
+        # plain fixed-point iteration, and get_deq passes no `m` to it.
         self.deq = get_deq(f_solver="anderson", f_max_iter=40, f_tol=1e-4, f_stop_mode=stop,
-                           b_max_iter=40, b_tol=1e-6, b_stop_mode=stop, ift=True)
+                           b_solver=BACKWARD, b_max_iter=40, b_tol=1e-6, b_stop_mode=stop,
+                           ift=True)
 
     def forward(self, x):
         u = self.inject(x)
