@@ -578,7 +578,10 @@ mod tests {
             let a: Vec<f64> = (0..n).map(|i| (i as f64 * 0.37).sin()).collect();
             let b: Vec<f64> = (0..n).map(|i| (i as f64 * 0.11).cos()).collect();
             let plain: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-            assert!((dot(&a, &b) - plain).abs() <= 1e-12 * plain.abs().max(1.0), "{n}");
+            assert!(
+                (dot(&a, &b) - plain).abs() <= 1e-12 * plain.abs().max(1.0),
+                "{n}"
+            );
             // The AVX2 forms (taken on this CPU when it has it) give the
             // portable lanes' results to the bit.
             assert_eq!(dot(&a, &b).to_bits(), dot_lanes(&a, &b).to_bits(), "{n}");
@@ -588,7 +591,10 @@ mod tests {
             assert_eq!(residual_row(&af, &bf), residual_lanes(&af, &bf));
             let r = residual_row(&a, &b);
             let d2: f64 = a.iter().zip(&b).map(|(x, y)| (y - x) * (y - x)).sum();
-            assert!((r[0] - d2).abs() <= 1e-12 * d2.max(1.0) && r[2] == 0.0, "{n}");
+            assert!(
+                (r[0] - d2).abs() <= 1e-12 * d2.max(1.0) && r[2] == 0.0,
+                "{n}"
+            );
             let mut bad32 = bf.clone();
             bad32[n - 1] = f32::NAN;
             assert_eq!(residual_row(&af, &bad32)[2], 1.0, "{n}");
