@@ -6,5 +6,6 @@ static ALLOCATOR: deqc::profile::CountingAlloc = deqc::profile::CountingAlloc;
 
 fn main() -> std::process::ExitCode {
     deqc::profile::tune_heap();
+    deqc::threads::one_pool();
     deqc::cli::main()
 }

@@ -55,13 +55,22 @@ impl Solver for Broyden {
         // H0 = -I: the first step is the fixed-point step.
         let mut update = gx.clone();
         while tr.has_budget(ctl.max_iter) {
-            let x_new = (&x + &update)?;
+            let x_new = match host::sum(&x, &update) {
+                Some(t) => t,
+                None => (&x + &update)?,
+            };
             let (fx_new, step) = tr.eval(f, &x_new)?;
             if step != Step::Continue {
                 break;
             }
-            let gx_new = (fx_new - &x_new)?;
-            let dg = (&gx_new - &gx)?;
+            let (gx_new, dg) = match host::residual_and_change(&fx_new, &x_new, &gx) {
+                Some(pair) => pair,
+                None => {
+                    let gx_new = (fx_new - &x_new)?;
+                    let dg = (&gx_new - &gx)?;
+                    (gx_new, dg)
+                }
+            };
             let fused = if self.memory > 0 {
                 self.update_and_step(&mut mem, &update, &dg, &gx_new, &tr)?
             } else {
@@ -267,21 +276,27 @@ impl Broyden {
                 && den != 0.0;
             ok.push(good);
             inv.push(if good { 1.0 / den } else { 0.0 });
-            // `H g` so far, then the new pair (zero for a skipped sample).
-            g_share.extend([1.0, if good { vt_dots[3 * r + 2] } else { 0.0 }]);
+            // `-H g`: minus (`H g` so far, then the new pair, zero for a
+            // skipped sample); negating each term gives the value of
+            // `-(a + b)` (rounding is symmetric; at most a zero's sign
+            // differs).
+            g_share.extend([-1.0, if good { -vt_dots[3 * r + 2] } else { 0.0 }]);
         }
-        let u = (dx - hdg)?.broadcast_mul(&column(&inv, tr.dtype(), tr.device())?)?;
+        let u = match host::scaled_difference(dx, &hdg, &inv) {
+            Some(u) => u,
+            None => (dx - hdg)?.broadcast_mul(&column(&inv, tr.dtype(), tr.device())?)?,
+        };
         let (u, vt) = if ok.iter().all(|o| *o) {
             (u, vt)
         } else {
             let zeros = dx.zeros_like()?;
             (select(&ok, &u, &zeros)?, select(&ok, &vt, &zeros)?)
         };
-        let Some(hg) = host::weighted_sum(&[&hg_old, &u], &g_share) else {
+        let Some(step) = host::weighted_sum(&[&hg_old, &u], &g_share) else {
             return Ok(None);
         };
         mem.push(u, vt, self.memory);
-        checked_step(hg.neg()?, g).map(Some)
+        checked_step(step, g).map(Some)
     }
 }
 
