@@ -13,6 +13,8 @@
 //! sums are computed exactly as on one thread, so the bits do not depend
 //! on the number of threads.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{DType, Device, Storage, Tensor, WithDType};
 use rayon::prelude::*;
 
@@ -312,34 +314,36 @@ pub(crate) fn weighted_sum(ts: &[&Tensor], coefs: &[f64]) -> Option<Tensor> {
         if coefs.len() != b * k {
             return None;
         }
-        let mut out = vec![T::from_f64(0.0); b * n];
-        let mix_row = |(r, row): (usize, &mut [T])| {
+        let mix_row = |(r, row): (usize, &mut [MaybeUninit<T>])| {
             for (j, t) in s.iter().enumerate() {
                 let c = T::from_f64(coefs[r * k + j]);
                 let src = &t[r * n..(r + 1) * n];
                 if j == 0 {
                     for (o, x) in row.iter_mut().zip(src) {
-                        *o = *x * c;
+                        o.write(*x * c);
                     }
                 } else {
                     for (o, x) in row.iter_mut().zip(src) {
-                        *o += *x * c;
+                        // SAFETY: slot 0 wrote every element of the row.
+                        unsafe { add_to(o, *x * c) };
                     }
                 }
             }
         };
-        if split_rows(b, n) {
-            out.par_chunks_mut(n.max(1))
-                .enumerate()
-                .take(b)
-                .for_each(mix_row);
-        } else {
-            out.chunks_mut(n.max(1))
-                .enumerate()
-                .take(b)
-                .for_each(mix_row);
-        }
-        Some(out)
+        // `k >= 1` (the caller's first tensor), so slot 0 writes each row.
+        Some(written(b * n, |out| {
+            if split_rows(b, n) {
+                out.par_chunks_mut(n.max(1))
+                    .enumerate()
+                    .take(b)
+                    .for_each(mix_row);
+            } else {
+                out.chunks_mut(n.max(1))
+                    .enumerate()
+                    .take(b)
+                    .for_each(mix_row);
+            }
+        }))
     }
     let dims = ts.first()?.dims().to_vec();
     match ts.first()?.dtype() {
@@ -364,30 +368,30 @@ pub(crate) fn residual_and_change(
     g_prev: &Tensor,
 ) -> Option<(Tensor, Tensor)> {
     fn go<T: WithDType>(s: &[&[T]], (b, n): (usize, usize)) -> (Vec<T>, Vec<T>) {
-        let mut out = (vec![T::from_f64(0.0); b * n], vec![T::from_f64(0.0); b * n]);
-        let fill = |(r, (g, dg)): (usize, (&mut [T], &mut [T]))| {
+        type Rows<'a, T> = (&'a mut [MaybeUninit<T>], &'a mut [MaybeUninit<T>]);
+        let fill = |(r, (g, dg)): (usize, Rows<T>)| {
             let span = r * n..(r + 1) * n;
             let (fz, z, gp) = (&s[0][span.clone()], &s[1][span.clone()], &s[2][span]);
             for i in 0..g.len() {
-                g[i] = fz[i] - z[i];
-                dg[i] = g[i] - gp[i];
+                let gi = fz[i] - z[i];
+                g[i].write(gi);
+                dg[i].write(gi - gp[i]);
             }
         };
         let chunk = n.max(1);
-        if split_rows(b, n) {
-            out.0
-                .par_chunks_mut(chunk)
-                .zip(out.1.par_chunks_mut(chunk))
-                .enumerate()
-                .for_each(fill);
-        } else {
-            out.0
-                .chunks_mut(chunk)
-                .zip(out.1.chunks_mut(chunk))
-                .enumerate()
-                .for_each(fill);
-        }
-        out
+        written2(b * n, |g, dg| {
+            if split_rows(b, n) {
+                g.par_chunks_mut(chunk)
+                    .zip(dg.par_chunks_mut(chunk))
+                    .enumerate()
+                    .for_each(fill);
+            } else {
+                g.chunks_mut(chunk)
+                    .zip(dg.chunks_mut(chunk))
+                    .enumerate()
+                    .for_each(fill);
+            }
+        })
     }
     let dims = z.dims();
     match z.dtype() {
@@ -406,19 +410,19 @@ pub(crate) fn residual_and_change(
 /// Per element `a + b`, in the tensors' dtype (an iterate plus its step).
 pub(crate) fn sum(a: &Tensor, b: &Tensor) -> Option<Tensor> {
     fn go<T: WithDType>(s: &[&[T]], (rows, n): (usize, usize)) -> Vec<T> {
-        let mut out = vec![T::from_f64(0.0); rows * n];
-        let fill = |(r, o): (usize, &mut [T])| {
+        let fill = |(r, o): (usize, &mut [MaybeUninit<T>])| {
             let span = r * n..(r + 1) * n;
             for ((y, x), z) in o.iter_mut().zip(&s[0][span.clone()]).zip(&s[1][span]) {
-                *y = *x + *z;
+                y.write(*x + *z);
             }
         };
-        if split_rows(rows, n) {
-            out.par_chunks_mut(n.max(1)).enumerate().for_each(fill);
-        } else {
-            out.chunks_mut(n.max(1)).enumerate().for_each(fill);
-        }
-        out
+        written(rows * n, |out| {
+            if split_rows(rows, n) {
+                out.par_chunks_mut(n.max(1)).enumerate().for_each(fill);
+            } else {
+                out.chunks_mut(n.max(1)).enumerate().for_each(fill);
+            }
+        })
     }
     let dims = a.dims();
     match a.dtype() {
@@ -435,20 +439,20 @@ pub(crate) fn scaled_difference(a: &Tensor, b: &Tensor, coefs: &[f64]) -> Option
         if coefs.len() != rows {
             return None;
         }
-        let mut out = vec![T::from_f64(0.0); rows * n];
-        let fill = |(r, o): (usize, &mut [T])| {
+        let fill = |(r, o): (usize, &mut [MaybeUninit<T>])| {
             let c = T::from_f64(coefs[r]);
             let span = r * n..(r + 1) * n;
             for ((y, x), z) in o.iter_mut().zip(&s[0][span.clone()]).zip(&s[1][span]) {
-                *y = (*x - *z) * c;
+                y.write((*x - *z) * c);
             }
         };
-        if split_rows(rows, n) {
-            out.par_chunks_mut(n.max(1)).enumerate().for_each(fill);
-        } else {
-            out.chunks_mut(n.max(1)).enumerate().for_each(fill);
-        }
-        Some(out)
+        Some(written(rows * n, |out| {
+            if split_rows(rows, n) {
+                out.par_chunks_mut(n.max(1)).enumerate().for_each(fill);
+            } else {
+                out.chunks_mut(n.max(1)).enumerate().for_each(fill);
+            }
+        }))
     }
     let dims = a.dims();
     match a.dtype() {
@@ -462,6 +466,37 @@ pub(crate) fn scaled_difference(a: &Tensor, b: &Tensor, coefs: &[f64]) -> Option
         ),
         _ => None,
     }
+}
+
+/// A vector of `len` elements that `fill` writes completely through
+/// `MaybeUninit`: no zero fill first, which on a state of megabytes is a
+/// whole extra pass over memory.
+fn written<T>(len: usize, fill: impl FnOnce(&mut [MaybeUninit<T>])) -> Vec<T> {
+    let mut v: Vec<T> = Vec::with_capacity(len);
+    fill(&mut v.spare_capacity_mut()[..len]);
+    // SAFETY: every caller's `fill` writes each of the `len` elements (a
+    // row's first write initializes it; later ones add to it).
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// Two vectors as [`written`], filled together.
+fn written2<T>(
+    len: usize,
+    fill: impl FnOnce(&mut [MaybeUninit<T>], &mut [MaybeUninit<T>]),
+) -> (Vec<T>, Vec<T>) {
+    let mut second = Vec::new();
+    let first = written(len, |a| second = written(len, |b| fill(a, b)));
+    (first, second)
+}
+
+/// `*y += v` on an element already written.
+///
+/// # Safety
+/// `y` must have been initialized.
+#[inline(always)]
+unsafe fn add_to<T: WithDType>(y: &mut MaybeUninit<T>, v: T) {
+    *y.assume_init_mut() += v;
 }
 
 fn tensor_of<T: WithDType>(v: Vec<T>, dims: &[usize]) -> Option<Tensor> {
@@ -523,16 +558,12 @@ pub(crate) fn weighted_sum_pair(shared: &[&Tensor], a: Mix, b: Mix) -> Option<(T
         {
             return None;
         }
-        let mut out = (
-            vec![T::from_f64(0.0); rows * n],
-            vec![T::from_f64(0.0); rows * n],
-        );
-        let mix = |r: usize, o0: &mut [T], o1: &mut [T]| {
+        let mix = |r: usize, o0: &mut [MaybeUninit<T>], o1: &mut [MaybeUninit<T>]| {
             let c = |m: usize, slot: usize| T::from_f64(coefs[m][r * widths[m] + slot]);
             for (m, o) in [(0, &mut *o0), (1, &mut *o1)] {
                 let c0 = c(m, 0);
                 for (y, x) in o.iter_mut().zip(&s[m][r * n..(r + 1) * n]) {
-                    *y = *x * c0;
+                    y.write(*x * c0);
                 }
             }
             for j in 0..k {
@@ -543,25 +574,27 @@ pub(crate) fn weighted_sum_pair(shared: &[&Tensor], a: Mix, b: Mix) -> Option<(T
                     }
                     let cj = c(m, 1 + j - skips[m]);
                     for (y, x) in o.iter_mut().zip(src) {
-                        *y += *x * cj;
+                        // SAFETY: the head wrote every element of the row.
+                        unsafe { add_to(y, *x * cj) };
                     }
                 }
             }
         };
-        let (o0, o1) = (&mut out.0, &mut out.1);
-        if split_rows(rows, n) {
-            o0.par_chunks_mut(n.max(1))
-                .zip(o1.par_chunks_mut(n.max(1)))
-                .enumerate()
-                .take(rows)
-                .for_each(|(r, (x, y))| mix(r, x, y));
-        } else {
-            o0.chunks_mut(n.max(1))
-                .zip(o1.chunks_mut(n.max(1)))
-                .enumerate()
-                .take(rows)
-                .for_each(|(r, (x, y))| mix(r, x, y));
-        }
+        let out = written2(rows * n, |o0, o1| {
+            if split_rows(rows, n) {
+                o0.par_chunks_mut(n.max(1))
+                    .zip(o1.par_chunks_mut(n.max(1)))
+                    .enumerate()
+                    .take(rows)
+                    .for_each(|(r, (x, y))| mix(r, x, y));
+            } else {
+                o0.chunks_mut(n.max(1))
+                    .zip(o1.chunks_mut(n.max(1)))
+                    .enumerate()
+                    .take(rows)
+                    .for_each(|(r, (x, y))| mix(r, x, y));
+            }
+        });
         Some(out)
     }
     let mut all = vec![a.head, b.head];
