@@ -168,20 +168,12 @@ impl Broyden {
         let hdg = mem.apply(dg)?;
         let vt = mem.apply_t(dx)?;
         let sums = row_sums(&[(&vt, dg), (&vt, &vt), (dg, dg)])?;
-        let eps = if tr.dtype() == DType::F64 {
-            1e-12
-        } else {
-            1e-6
-        };
+        let eps = degeneracy_eps(tr.dtype());
         let mut ok = Vec::with_capacity(sums.len());
         let mut inv = Vec::with_capacity(sums.len());
         for s in &sums {
             let (den, nv, ng) = (s[0], s[1], s[2]);
-            let good = den.is_finite()
-                && nv.is_finite()
-                && ng.is_finite()
-                && den.abs() > eps * (nv * ng).sqrt()
-                && den != 0.0;
+            let good = sound_pair(den, nv, ng, eps);
             ok.push(good);
             inv.push(if good { 1.0 / den } else { 0.0 });
         }
@@ -259,21 +251,13 @@ impl Broyden {
         ) else {
             return Ok(None);
         };
-        let eps = if tr.dtype() == DType::F64 {
-            1e-12
-        } else {
-            1e-6
-        };
+        let eps = degeneracy_eps(tr.dtype());
         let mut ok = Vec::with_capacity(batch);
         let mut inv = Vec::with_capacity(batch);
         let mut g_share = Vec::with_capacity(batch * 2);
         for r in 0..batch {
             let (den, nv, ng) = (vt_dots[3 * r], vt_dots[3 * r + 1], dg_dg[r]);
-            let good = den.is_finite()
-                && nv.is_finite()
-                && ng.is_finite()
-                && den.abs() > eps * (nv * ng).sqrt()
-                && den != 0.0;
+            let good = sound_pair(den, nv, ng, eps);
             ok.push(good);
             inv.push(if good { 1.0 / den } else { 0.0 });
             // `-H g`: minus (`H g` so far, then the new pair, zero for a
@@ -298,6 +282,25 @@ impl Broyden {
         mem.push(u, vt, self.memory);
         checked_step(step, g).map(Some)
     }
+}
+
+/// The `eps` of the degenerate-update test (see the module docs).
+fn degeneracy_eps(dtype: DType) -> f64 {
+    if dtype == DType::F64 {
+        1e-12
+    } else {
+        1e-6
+    }
+}
+
+/// Whether a sample's update is sound: `den = dz^T H dg`, `nv = ||dz^T
+/// H||^2`, `ng = ||dg||^2` finite and `|den| > eps ||dz^T H|| ||dg||`.
+fn sound_pair(den: f64, nv: f64, ng: f64, eps: f64) -> bool {
+    den.is_finite()
+        && nv.is_finite()
+        && ng.is_finite()
+        && den.abs() > eps * (nv * ng).sqrt()
+        && den != 0.0
 }
 
 /// `-H g` per sample, or the fixed-point step `g` where that is non-finite

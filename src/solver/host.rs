@@ -314,7 +314,8 @@ pub(crate) fn weighted_sum(ts: &[&Tensor], coefs: &[f64]) -> Option<Tensor> {
         if coefs.len() != b * k {
             return None;
         }
-        let mix_row = |(r, row): (usize, &mut [MaybeUninit<T>])| {
+        // `k >= 1` (the caller's first tensor), so slot 0 writes each row.
+        Some(rows_written(b, n, |r, row| {
             for (j, t) in s.iter().enumerate() {
                 let c = T::from_f64(coefs[r * k + j]);
                 let src = &t[r * n..(r + 1) * n];
@@ -328,20 +329,6 @@ pub(crate) fn weighted_sum(ts: &[&Tensor], coefs: &[f64]) -> Option<Tensor> {
                         unsafe { add_to(o, *x * c) };
                     }
                 }
-            }
-        };
-        // `k >= 1` (the caller's first tensor), so slot 0 writes each row.
-        Some(written(b * n, |out| {
-            if split_rows(b, n) {
-                out.par_chunks_mut(n.max(1))
-                    .enumerate()
-                    .take(b)
-                    .for_each(mix_row);
-            } else {
-                out.chunks_mut(n.max(1))
-                    .enumerate()
-                    .take(b)
-                    .for_each(mix_row);
             }
         }))
     }
@@ -410,17 +397,10 @@ pub(crate) fn residual_and_change(
 /// Per element `a + b`, in the tensors' dtype (an iterate plus its step).
 pub(crate) fn sum(a: &Tensor, b: &Tensor) -> Option<Tensor> {
     fn go<T: WithDType>(s: &[&[T]], (rows, n): (usize, usize)) -> Vec<T> {
-        let fill = |(r, o): (usize, &mut [MaybeUninit<T>])| {
+        rows_written(rows, n, |r, o| {
             let span = r * n..(r + 1) * n;
             for ((y, x), z) in o.iter_mut().zip(&s[0][span.clone()]).zip(&s[1][span]) {
                 y.write(*x + *z);
-            }
-        };
-        written(rows * n, |out| {
-            if split_rows(rows, n) {
-                out.par_chunks_mut(n.max(1)).enumerate().for_each(fill);
-            } else {
-                out.chunks_mut(n.max(1)).enumerate().for_each(fill);
             }
         })
     }
@@ -439,18 +419,11 @@ pub(crate) fn scaled_difference(a: &Tensor, b: &Tensor, coefs: &[f64]) -> Option
         if coefs.len() != rows {
             return None;
         }
-        let fill = |(r, o): (usize, &mut [MaybeUninit<T>])| {
+        Some(rows_written(rows, n, |r, o| {
             let c = T::from_f64(coefs[r]);
             let span = r * n..(r + 1) * n;
             for ((y, x), z) in o.iter_mut().zip(&s[0][span.clone()]).zip(&s[1][span]) {
                 y.write((*x - *z) * c);
-            }
-        };
-        Some(written(rows * n, |out| {
-            if split_rows(rows, n) {
-                out.par_chunks_mut(n.max(1)).enumerate().for_each(fill);
-            } else {
-                out.chunks_mut(n.max(1)).enumerate().for_each(fill);
             }
         }))
     }
@@ -478,6 +451,29 @@ fn written<T>(len: usize, fill: impl FnOnce(&mut [MaybeUninit<T>])) -> Vec<T> {
     // row's first write initializes it; later ones add to it).
     unsafe { v.set_len(len) };
     v
+}
+
+/// `rows` rows of `n` elements, row `r` written by `fill(r, row)` as in
+/// [`written`], on the pool when [`split_rows`] says so.
+fn rows_written<T: WithDType>(
+    rows: usize,
+    n: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync + Send,
+) -> Vec<T> {
+    written(rows * n, |out| {
+        let each = |(r, row): (usize, &mut [MaybeUninit<T>])| fill(r, row);
+        if split_rows(rows, n) {
+            out.par_chunks_mut(n.max(1))
+                .enumerate()
+                .take(rows)
+                .for_each(each);
+        } else {
+            out.chunks_mut(n.max(1))
+                .enumerate()
+                .take(rows)
+                .for_each(each);
+        }
+    })
 }
 
 /// Two vectors as [`written`], filled together.
