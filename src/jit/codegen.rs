@@ -476,7 +476,7 @@ impl Gen<'_, '_> {
                     let dst = at[0];
                     self.strip_call(&k.insts[i], src, dst, n)?;
                     for extra in at.iter().skip(1) {
-                        self.map_loop(&[Src::Mem(dst)], *extra, n, true, &|_, x, _| x[0]);
+                        self.copy_loop(dst, *extra, n);
                     }
                 }
                 Unit::Segment(members) => {
@@ -602,33 +602,15 @@ impl Gen<'_, '_> {
         self.b.def_var(i, next);
     }
 
-    /// `dst[i] = f(operands[i])` for `i < n`; `f` gets vectors when
-    /// `vector` is set (a vector loop, then a scalar tail), scalars always
-    /// in the tail. The flag passed to `f` says which.
-    fn map_loop(
-        &mut self,
-        ops: &[Src],
-        dst: Value,
-        n: Value,
-        vector: bool,
-        f: &dyn Fn(&mut Self, &[Value], bool) -> Value,
-    ) {
-        self.element_loop(n, vector, &mut |g, byte_off, is_vector| {
+    /// `dst[i] = src[i]` for `i < n` (a strip function's result that is
+    /// also a second output).
+    fn copy_loop(&mut self, src: Value, dst: Value, n: Value) {
+        self.element_loop(n, true, &mut |g, byte_off, is_vector| {
             let ty = if is_vector { g.vty } else { g.ty };
-            let xs: Vec<Value> = ops
-                .iter()
-                .map(|s| match s {
-                    Src::Mem(a) => {
-                        let a = g.b.ins().iadd(*a, byte_off);
-                        g.b.ins().load(ty, g.mf, a, 0)
-                    }
-                    // Lane 0 of the pinned vector is the scalar.
-                    Src::Pinned(a) => g.b.ins().load(ty, g.mf, *a, 0),
-                })
-                .collect();
-            let y = f(g, &xs, is_vector);
-            let d = g.b.ins().iadd(dst, byte_off);
-            g.b.ins().store(g.mf, y, d, 0);
+            let from = g.b.ins().iadd(src, byte_off);
+            let x = g.b.ins().load(ty, g.mf, from, 0);
+            let to = g.b.ins().iadd(dst, byte_off);
+            g.b.ins().store(g.mf, x, to, 0);
         });
     }
 
