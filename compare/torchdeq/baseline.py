@@ -8,13 +8,21 @@ in 0..1) and the same train
 block: Anderson (m = 5, tol 1e-4, max_iter 40) forward, implicit backward
 (tol 1e-6, max_iter 40), Adam lr 1e-3, batch 128, 4 epochs.
 
-    python baseline.py SEED [abs|rel] [raw] [fixed]    # from the repository root
+    python baseline.py SEED [abs|rel] [raw] [fixed] [cosine]    # from the repository root
+
+`save=DIR` writes the trained weights as DIR/model.safetensors in deqc's
+layout (`deqc eval examples/mnist_mlp.deq --weights DIR` scores them);
+`load=FILE` scores a deqc checkpoint with this model instead of training.
+
+`cosine` decays the rate as `schedule = cosine;` does in deqc: at optimizer
+step t of T, lr * (1 + cos(pi * t / T)) / 2.
 
 The adjoint is solved with Anderson (m = 5, as deqc's implicit backward
 does); `fixed` uses TorchDEQ's default backward solver instead.
 """
 import functools
 import gzip
+import math
 import sys
 import time
 
@@ -83,9 +91,37 @@ class DeqMlp(nn.Module):
 
 
 model = DeqMlp()
+options = dict(a.split("=", 1) for a in sys.argv[3:] if "=" in a)
+LAYERS = ("inject", "cell", "head")
+
+
+def evaluate():
+    model.eval()
+    with torch.no_grad():
+        return (model(xte).argmax(1) == yte).float().mean().item()
+
+
+if "load" in options:
+    # deqc stores a Linear's weight as [in, out]; PyTorch as [out, in].
+    from safetensors.torch import load_file
+    weights = load_file(options["load"])
+    with torch.no_grad():
+        for name in LAYERS:
+            layer = getattr(model, name)
+            layer.weight.copy_(weights[name + ".w"].t())
+            layer.bias.copy_(weights[name + ".b"])
+    print(f"{options['load']}: test accuracy {100 * evaluate():.2f}%")
+    sys.exit(0)
 opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xtr, ytr),
                                      batch_size=128, shuffle=True)
+steps_total = 4 * len(loader)
+if "cosine" in sys.argv[3:]:
+    # deqc's `cosine`: the rate at optimizer step t (from 0) of steps_total.
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda t: 0.5 * (1.0 + math.cos(math.pi * min(t / steps_total, 1.0))))
+else:
+    sched = None
 start = time.time()
 for epoch in range(4):
     model.train()
@@ -94,8 +130,19 @@ for epoch in range(4):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    model.eval()
-    with torch.no_grad():
-        acc = (model(xte).argmax(1) == yte).float().mean().item()
+        if sched is not None:
+            sched.step()
+    acc = evaluate()
     print(f"seed {seed} epoch {epoch + 1}: test accuracy {100 * acc:.2f}%, "
           f"{time.time() - start:.1f} s", flush=True)
+
+if "save" in options:
+    import os
+    from safetensors.torch import save_file
+    os.makedirs(options["save"], exist_ok=True)
+    tensors = {}
+    for name in LAYERS:
+        layer = getattr(model, name)
+        tensors[name + ".w"] = layer.weight.detach().t().contiguous()
+        tensors[name + ".b"] = layer.bias.detach().contiguous()
+    save_file(tensors, os.path.join(options["save"], "model.safetensors"))

@@ -12,7 +12,10 @@
 //! Reductions accumulate during the pass in which their operand is ready;
 //! their consumers run in a later pass (softmax takes three: max, sum of
 //! exponentials, quotient). Values needed again in a later pass are
-//! recomputed, except outputs, which are read back from the output buffer.
+//! recomputed, except outputs, which are read back from the output buffer,
+//! and values with a transcendental in them that a later pass's output
+//! alone reads, which are kept in that output's buffer until then
+//! ([`passes::choose_stash`]: softmax's exponentials).
 //! Transcendentals call the registered strip functions of [`super::strip`].
 //! Guarantees: every input row is only read, every output element written
 //! exactly once per pass that produces it; no code depends on the row length
@@ -33,8 +36,10 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 
+pub(super) mod passes;
 mod segment;
 
+use self::passes::{choose_stash, needed_in, ready_passes, roots_of};
 use self::segment::{float_cc, operands, units_of, Unit};
 use super::strip::{self, Func};
 use super::{Binary, InputKind, Inst, KType, Kernel, KernelFn, Level, RowReduce, Unary};
@@ -184,6 +189,9 @@ struct Pass<'a> {
     levels: &'a [Level],
     row_ptr: &'a [Value],
     outputs_of: &'a HashMap<usize, Vec<usize>>,
+    /// Stashed values and the output slot that holds them (see
+    /// [`choose_stash`]).
+    stash: &'a HashMap<usize, usize>,
 }
 
 struct Gen<'a, 'b> {
@@ -248,22 +256,13 @@ impl Gen<'_, '_> {
             let off = (j * self.ptr_ty.bytes() as usize) as i32;
             row_ptr.push(self.b.ins().load(self.ptr_ty, self.mf, ptrs, off));
         }
-        // The pass in which each value becomes available.
-        let mut ready = vec![0usize; k.insts.len()];
-        for (i, inst) in k.insts.iter().enumerate() {
-            ready[i] = match inst {
-                Inst::Input(_) | Inst::Const(_) => 0,
-                Inst::Unary(_, a) => ready[*a],
-                Inst::Binary(_, a, b) => ready[*a].max(ready[*b]),
-                Inst::Select(m, a, b) => ready[*m].max(ready[*a]).max(ready[*b]),
-                Inst::Reduce(_, a) => ready[*a] + 1,
-            };
-        }
+        let ready = ready_passes(k);
         let passes = ready.iter().copied().max().unwrap_or(0);
         let mut outputs_of: HashMap<usize, Vec<usize>> = HashMap::new();
         for (o, v) in k.outputs.iter().enumerate() {
             outputs_of.entry(*v).or_default().push(n_in + o);
         }
+        let stash = choose_stash(k, passes, &ready, &levels, &outputs_of);
         let mut row_val: Vec<Option<Value>> = vec![None; k.insts.len()];
         for p in 0..=passes {
             // Per-row values of this pass, in order.
@@ -283,41 +282,11 @@ impl Gen<'_, '_> {
             let reductions: Vec<usize> = (0..k.insts.len())
                 .filter(|&i| matches!(k.insts[i], Inst::Reduce(..)) && ready[i] == p + 1)
                 .collect();
-            let mut roots: Vec<usize> = (0..k.insts.len())
-                .filter(|&i| {
-                    levels[i] == Level::Full && ready[i] == p && outputs_of.contains_key(&i)
-                })
-                .collect();
-            for r in &reductions {
-                if let Inst::Reduce(_, a) = k.insts[*r] {
-                    roots.push(a);
-                }
-            }
+            let roots = roots_of(k, p, &ready, &levels, &outputs_of);
             if roots.is_empty() {
                 continue;
             }
-            // Values computed in this pass: roots and what they need, minus
-            // inputs and outputs of earlier passes (read from memory).
-            let mut needed = vec![false; k.insts.len()];
-            let mut stack = roots.clone();
-            while let Some(v) = stack.pop() {
-                if needed[v] || levels[v] != Level::Full {
-                    continue;
-                }
-                if matches!(k.insts[v], Inst::Input(_)) {
-                    continue;
-                }
-                if ready[v] < p && outputs_of.contains_key(&v) {
-                    continue;
-                }
-                needed[v] = true;
-                match &k.insts[v] {
-                    Inst::Unary(_, a) => stack.push(*a),
-                    Inst::Binary(_, a, b) => stack.extend([*a, *b]),
-                    Inst::Select(m, a, b) => stack.extend([*m, *a, *b]),
-                    Inst::Input(_) | Inst::Const(_) | Inst::Reduce(..) => {}
-                }
-            }
+            let needed = needed_in(k, p, &roots, &ready, &levels, &outputs_of, &stash);
             let pass = Pass {
                 p,
                 len,
@@ -327,6 +296,7 @@ impl Gen<'_, '_> {
                 levels: &levels,
                 row_ptr: &row_ptr,
                 outputs_of: &outputs_of,
+                stash: &stash,
             };
             let finals = self.strip_pass(&pass, &row_val)?;
             for (r, v) in finals {
@@ -358,6 +328,7 @@ impl Gen<'_, '_> {
             levels,
             row_ptr,
             outputs_of,
+            stash,
         } = *pass;
         let k = self.k;
         // Accumulators.
@@ -409,6 +380,9 @@ impl Gen<'_, '_> {
             } else if ready[i] < p && outputs_of.contains_key(&i) && !needed[i] {
                 let a = self.b.ins().iadd(row_ptr[outputs_of[&i][0]], byte_off);
                 loc.insert(i, Src::Mem(a));
+            } else if let Some(slot) = stash.get(&i).filter(|_| ready[i] < p && !needed[i]) {
+                let a = self.b.ins().iadd(row_ptr[*slot], byte_off);
+                loc.insert(i, Src::Mem(a));
             }
         }
         let units = units_of(k, needed);
@@ -455,6 +429,8 @@ impl Gen<'_, '_> {
                 for o in &outs {
                     at.push(self.b.ins().iadd(row_ptr[*o], byte_off));
                 }
+            } else if let Some(slot) = stash.get(&i).filter(|_| ready[i] == p) {
+                at.push(self.b.ins().iadd(row_ptr[*slot], byte_off));
             } else if stored[i] || matches!(units[unit_of[&i]], Unit::Strip(_)) {
                 at.push(self.slot_addr(i, STRIP_BYTES));
             }

@@ -111,35 +111,29 @@ const EXP_INPUT_BOUND: f32 = 150.0;
 fn map_bounded<'a>(
     src: &[f32],
     out: &'a mut [MaybeUninit<f32>],
-    map: impl Fn(&[f32], &mut [MaybeUninit<f32>]),
+    map_in_place: impl Fn(&mut [f32]),
 ) -> &'a [f32] {
     assert!(out.len() >= src.len(), "output shorter than input");
-    const CHUNK: usize = 256;
-    let mut tmp = [0f32; CHUNK];
-    for (s, o) in src.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
-        for (t, x) in tmp.iter_mut().zip(s) {
-            // `clamp` passes NaN through.
-            *t = x.clamp(-EXP_INPUT_BOUND, EXP_INPUT_BOUND);
-        }
-        map(&tmp[..s.len()], o);
+    let out = &mut out[..src.len()];
+    for (o, x) in out.iter_mut().zip(src) {
+        // `clamp` passes NaN through.
+        o.write(x.clamp(-EXP_INPUT_BOUND, EXP_INPUT_BOUND));
     }
-    // SAFETY: every chunk of the first `src.len()` outputs was written by
-    // rten-vecmath's map, which initializes all of its output.
-    unsafe { std::slice::from_raw_parts(out.as_ptr().cast::<f32>(), src.len()) }
+    // SAFETY: the loop above initialized every element of `out`.
+    let out = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<f32>(), src.len()) };
+    // In place: no staging buffer to fill or zero first.
+    map_in_place(out);
+    out
 }
 
 /// f32 `exp` with rten-vecmath, huge inputs clamped (see [`map_bounded`]).
 pub fn exp_f32<'a>(src: &[f32], out: &'a mut [MaybeUninit<f32>]) -> &'a [f32] {
-    map_bounded(src, out, |s, o| {
-        let _ = rten_vecmath::Exp {}.map(s, o);
-    })
+    map_bounded(src, out, |x| rten_vecmath::Exp {}.map_mut(x))
 }
 
 /// f32 `sigmoid` with rten-vecmath, huge inputs clamped.
 pub fn sigmoid_f32<'a>(src: &[f32], out: &'a mut [MaybeUninit<f32>]) -> &'a [f32] {
-    map_bounded(src, out, |s, o| {
-        let _ = rten_vecmath::Sigmoid {}.map(s, o);
-    })
+    map_bounded(src, out, |x| rten_vecmath::Sigmoid {}.map_mut(x))
 }
 
 /// # Safety

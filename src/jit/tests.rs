@@ -274,3 +274,61 @@ fn malformed_kernels_are_refused() {
     };
     assert!(compile(&k).is_err());
 }
+
+/// Attention's masked softmax: `softmax(where(mask, x / c, -1e9))`, the
+/// exponentials stashed in the output between the sum and the quotient.
+fn masked_softmax(ty: KType, outputs: Vec<KValue>) -> Kernel {
+    Kernel {
+        ty,
+        inputs: vec![InputKind::Row, InputKind::Row],
+        insts: vec![
+            Inst::Input(0),
+            Inst::Input(1),
+            Inst::Const(5.656854),
+            Inst::Binary(Binary::Div, 0, 2),
+            Inst::Const(-1e9),
+            Inst::Const(0.0),
+            Inst::Binary(Binary::Cmp(Cmp::Gt), 1, 5),
+            Inst::Select(6, 3, 4),
+            Inst::Reduce(RowReduce::Max, 7),
+            Inst::Binary(Binary::Sub, 7, 8),
+            Inst::Unary(Unary::Strip(Func::Exp), 9),
+            Inst::Reduce(RowReduce::Sum, 10),
+            Inst::Binary(Binary::Div, 10, 11),
+            Inst::Binary(Binary::Mul, 10, 11),
+            Inst::Unary(Unary::Strip(Func::Log), 12),
+        ],
+        outputs,
+    }
+}
+
+#[test]
+fn stashed_exponentials_match_the_reference() {
+    // The quotient alone; twice (two buffers); beside a second reader of
+    // the exponentials in the last pass; beside a strip call on the output.
+    for outputs in [
+        vec![12],
+        vec![12, 12],
+        vec![12, 13],
+        vec![14, 12],
+        vec![10, 12],
+    ] {
+        both(|ty| masked_softmax(ty, outputs.clone()));
+    }
+}
+
+#[test]
+fn stash_only_where_the_consumer_alone_reads_it() {
+    let stash =
+        |outputs: Vec<KValue>| codegen::passes::stash_of(&masked_softmax(KType::F32, outputs));
+    // `exp` (10) lives in the quotient's (12) buffer, output slot 2 (after
+    // the two inputs).
+    assert_eq!(stash(vec![12]), vec![(10, 2)]);
+    assert_eq!(stash(vec![12, 12]), vec![(10, 2)]);
+    assert_eq!(stash(vec![14, 12]), vec![(10, 3)]);
+    // A second reader in the last pass, or `exp` an output itself: none.
+    assert_eq!(stash(vec![12, 13]), vec![]);
+    assert_eq!(stash(vec![10, 12]), vec![]);
+    // Only the row maximum: nothing to keep.
+    assert_eq!(stash(vec![8]), vec![]);
+}
