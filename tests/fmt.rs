@@ -57,6 +57,7 @@ fn meaning(path: &Path, text: &str) -> String {
 
 fn all_programs() -> Vec<PathBuf> {
     let mut files = deq_files("examples");
+    files.extend(deq_files("examples/transfer"));
     files.extend(deq_files("stdlib"));
     files.extend(deq_files("tests/models"));
     files.extend(deq_files("tests/ui"));
@@ -113,6 +114,7 @@ fn the_repositorys_programs_are_formatted() {
     // tests/ui is left out on purpose: its snapshots point at lines and
     // columns, and its `//~` markers at lines.
     let mut files = deq_files("examples");
+    files.extend(deq_files("examples/transfer"));
     files.extend(deq_files("stdlib"));
     files.extend(deq_files("tests/models"));
     for path in files {
