@@ -206,3 +206,62 @@ fn metrics_record_both_losses_and_eps_zero_trains_as_without_the_option() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With `pretrain = unrolled(..)` the steps of the pretraining phase train
+/// the unrolled network, so their batches are attacked through it: the
+/// pretraining attack is exactly an attack on the unrolled graph, the later
+/// one exactly an attack on the DEQ, and the two differ.
+#[test]
+fn pretraining_steps_are_attacked_through_the_unrolled_network() {
+    use deqc::train::adversarial::Adversaries;
+    use deqc::train::pretrain::Phase;
+    let data = subset("pretrain");
+    let src = source(
+        &data,
+        "adversarial = fgsm(eps = 0.1);\n    pretrain = unrolled(steps = 2, depth = 2);",
+    );
+    let (p, _) = program(&src);
+    let cfg = &p.trains[0];
+    let model = p.model("Small").unwrap();
+    let compiled = trainer::compile(model, cfg).unwrap();
+    let unrolled = deqc::train::compiled::compile_pretrain(model, cfg, 2).unwrap();
+    let device = Device::Cpu;
+    let params: Vec<Tensor> = trainer::init_params(&compiled.graph, 0, &device)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.1)
+        .collect();
+    let splits = data::load(&cfg.data).unwrap();
+    let batch = splits.train.batches(32, &device).next().unwrap().unwrap();
+    let inputs = vec![
+        batch.get("x").unwrap().clone(),
+        batch.get("y").unwrap().clone(),
+    ];
+    let spec = cfg.adversarial.clone().expect("adversarial is set");
+    let single = |graph| {
+        let a = Adversary::new(graph, &cfg.loss, &spec, &splits.train, None, 0, &device);
+        a.unwrap().perturb(&params, &inputs, 0).unwrap()
+    };
+    let pixels = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+    let both = Adversaries::of_run(
+        cfg,
+        &compiled.graph,
+        Some(&unrolled.graph),
+        &splits,
+        &device,
+    )
+    .unwrap();
+    let (pre, pre_loss) = both
+        .attacked(Phase::Pretrain, &params, inputs.clone(), 0)
+        .unwrap();
+    let (deq, deq_loss) = both
+        .attacked(Phase::Deq, &params, inputs.clone(), 0)
+        .unwrap();
+    let (alone_unrolled, unrolled_loss) = single(&unrolled.graph);
+    let (alone_deq, _) = single(&compiled.graph);
+    assert_eq!(pixels(&pre[0]), pixels(&alone_unrolled[0]));
+    assert_eq!(pre_loss, unrolled_loss);
+    assert_eq!(pixels(&deq[0]), pixels(&alone_deq[0]));
+    assert_ne!(pixels(&pre[0]), pixels(&deq[0]));
+    assert_ne!(pre_loss, deq_loss);
+}

@@ -2,7 +2,8 @@
 //! block): each step's batch is attacked against the current parameters
 //! before the step trains on it.
 //!
-//! Owns [`Adversary`], built once per run from the model graph: the loss's
+//! Owns [`Adversary`], built once per run from the model graph (and one
+//! more from the unrolled graph of a `pretrain` phase, [`Adversaries`]): the loss's
 //! gradient with respect to the model's float inputs through each
 //! equilibrium's own backward rule (the gradient the step itself uses), the
 //! valid range of each attacked input (its smallest and largest value in
@@ -19,6 +20,7 @@ use super::attack::{attack_graph, range_of, AttackGraph, AttackSpec, Attacker};
 use super::data::normalize::Standardization;
 use super::data::{Dataset, Splits};
 use super::metrics::Record;
+use super::pretrain::Phase;
 use super::program::eval_graph;
 use super::TrainError;
 use crate::deq::SolverRunner;
@@ -129,17 +131,52 @@ impl Adversary {
     }
 }
 
-/// A step's batch: attacked by `adversary` when there is one (with the
-/// clean loss), else as it is.
-pub fn attacked(
-    adversary: Option<&Adversary>,
-    params: &[Tensor],
-    inputs: Vec<Tensor>,
-    step: u64,
-) -> Result<(Vec<Tensor>, Option<f64>), TrainError> {
-    match adversary {
-        Some(a) => a.perturb(params, &inputs, step),
-        None => Ok((inputs, None)),
+/// The attacks of a run: one against the model, and with `pretrain` one
+/// against the unrolled network its first steps train, so that each step's
+/// batch is attacked through the graph that step differentiates.
+#[derive(Default)]
+pub struct Adversaries {
+    model: Option<Adversary>,
+    pretrain: Option<Adversary>,
+}
+
+impl Adversaries {
+    /// The run's attacks when its train block has `adversarial`: against
+    /// `model`, and against `unrolled` (the pretraining graph) when given.
+    pub fn of_run(
+        cfg: &TrainConfig,
+        model: &Graph,
+        unrolled: Option<&Graph>,
+        splits: &Splits,
+        device: &Device,
+    ) -> Result<Adversaries, TrainError> {
+        let pretrain = match unrolled {
+            Some(g) => Adversary::of_run(cfg, g, splits, device)?,
+            None => None,
+        };
+        Ok(Adversaries {
+            model: Adversary::of_run(cfg, model, splits, device)?,
+            pretrain,
+        })
+    }
+
+    /// A step's batch: attacked through the graph of `phase` when the run
+    /// has an attack (with the clean loss), else as it is.
+    pub fn attacked(
+        &self,
+        phase: Phase,
+        params: &[Tensor],
+        inputs: Vec<Tensor>,
+        step: u64,
+    ) -> Result<(Vec<Tensor>, Option<f64>), TrainError> {
+        let adversary = match (phase, &self.pretrain) {
+            (Phase::Pretrain, Some(unrolled)) => Some(unrolled),
+            _ => self.model.as_ref(),
+        };
+        match adversary {
+            Some(a) => a.perturb(params, &inputs, step),
+            None => Ok((inputs, None)),
+        }
     }
 }
 

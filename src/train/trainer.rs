@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use candle_core::{DType as CDType, Device, Tensor};
 
-use super::adversarial::{attacked, record_losses, Adversary};
+use super::adversarial::{record_losses, Adversaries};
 use super::checkpoint;
 use super::data::{self, Splits};
 use super::density::{self, BitsScale, Figures};
@@ -215,8 +215,9 @@ pub struct Trainer<'a> {
     pub(super) pretrain: Option<Compiled>,
     pub(super) validation: Validation,
     pub(super) program_changes: Vec<String>,
-    /// `adversarial = ...`: the attack each batch meets first.
-    pub(super) adversary: Option<Adversary>,
+    /// `adversarial = ...`: the attacks each batch meets first (through
+    /// the unrolled graph while pretraining).
+    pub(super) adversaries: Adversaries,
     /// The role of each model output (`outputs = [...]`).
     pub(super) roles: Vec<OutputRole>,
     /// Report the loss parts (the train block names a log-density).
@@ -280,7 +281,8 @@ impl<'a> Trainer<'a> {
         eval_exec.options.seed = cfg.seed;
         let top_level = top_level_equilibria(&compiled.graph);
         let batches_per_epoch = splits.train.num_batches(cfg.batch_size);
-        let adversary = Adversary::of_run(cfg, &compiled.graph, &splits, &device)?;
+        let unrolled = pretrain.as_ref().map(|p| &p.graph);
+        let adversaries = Adversaries::of_run(cfg, &compiled.graph, unrolled, &splits, &device)?;
         let roles = cfg.roles(compiled.graph.outputs().len());
         let dims = splits
             .train
@@ -319,7 +321,7 @@ impl<'a> Trainer<'a> {
             train_options,
             eval_exec,
             last_checkpoint: Instant::now(),
-            adversary,
+            adversaries,
             pretrain,
             validation,
             program_changes,
@@ -417,7 +419,8 @@ impl<'a> Trainer<'a> {
                 *x = density::dequantize(x, |r| density::train_key(cfg.seed, step, r))?;
             }
         }
-        let (inputs, clean_loss) = attacked(self.adversary.as_ref(), &values, inputs, step)?;
+        let phase = Phase::at(cfg.workflow.pretrain, step);
+        let (inputs, clean_loss) = self.adversaries.attacked(phase, &values, inputs, step)?;
         let step_exec = Executor::new(self.device.clone())
             .with_runner(Box::new(self.runner.clone()))
             .with_options(ExecOptions {
