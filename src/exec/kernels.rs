@@ -22,6 +22,8 @@ use crate::types::dim::Dim;
 
 use super::{DimEnv, ExecError, ExecOptions};
 
+mod elementwise;
+use elementwise::Arith;
 mod matmul;
 mod nn;
 mod simd;
@@ -291,6 +293,18 @@ fn probe(kind: ProbeKind, ctx: &KernelCtx) -> KResult<Tensor> {
 
 fn binary(op: &Op, a: &Tensor, b: &Tensor, ctx: &KernelCtx) -> KResult<Tensor> {
     let dt = ctx.dtype;
+    let arith = match op {
+        Op::Add => Some(Arith::Add),
+        Op::Sub => Some(Arith::Sub),
+        Op::Mul => Some(Arith::Mul),
+        Op::Div => Some(Arith::Div),
+        _ => None,
+    };
+    if let Some(arith) = arith {
+        if let Some(t) = elementwise::binary(arith, a, b, ctx.out_shape)? {
+            return Ok(t);
+        }
+    }
     Ok(match op {
         Op::Add => a.broadcast_add(b)?,
         Op::Sub => a.broadcast_sub(b)?,
