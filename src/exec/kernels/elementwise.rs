@@ -83,7 +83,7 @@ fn row_length(a: &[usize], b: &[usize], out: &[usize]) -> Option<usize> {
         }
         cols = n;
     }
-    (cols > 0 && total % cols == 0).then_some(cols)
+    (cols > 0 && total.is_multiple_of(cols)).then_some(cols)
 }
 
 /// How an operand of `dims` reaches the output: the same shape, a row of
