@@ -12,7 +12,12 @@ block: Anderson (m = 5, tol 1e-4, max_iter 40) forward, implicit backward
 
 `save=DIR` writes the trained weights as DIR/model.safetensors in deqc's
 layout (`deqc eval examples/mnist_mlp.deq --weights DIR` scores them);
-`load=FILE` scores a deqc checkpoint with this model instead of training.
+`load=FILE` scores a deqc checkpoint with this model instead of training;
+`init=DIR` writes the initial weights there first (for `deqc run
+--init-from DIR`); `batch=N` and `epochs=N` change the train block's;
+`losses` prints every step's training loss. With `batch=8000` (the whole
+training split, so no shuffle matters) both tools take the same steps
+from the same weights and their losses can be compared step by step.
 
 `cosine` decays the rate as `schedule = cosine;` does in deqc: at optimizer
 step t of T, lr * (1 + cos(pi * t / T)) / 2.
@@ -112,10 +117,28 @@ if "load" in options:
             layer.bias.copy_(weights[name + ".b"])
     print(f"{options['load']}: test accuracy {100 * evaluate():.2f}%")
     sys.exit(0)
+
+
+def save(directory):
+    import os
+    from safetensors.torch import save_file
+    os.makedirs(directory, exist_ok=True)
+    tensors = {}
+    for name in LAYERS:
+        layer = getattr(model, name)
+        tensors[name + ".w"] = layer.weight.detach().t().contiguous()
+        tensors[name + ".b"] = layer.bias.detach().contiguous()
+    save_file(tensors, os.path.join(directory, "model.safetensors"))
+
+
+if "init" in options:
+    # The initial weights, for `deqc run --init-from DIR`.
+    save(options["init"])
+EPOCHS = int(options.get("epochs", 4))
 opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xtr, ytr),
-                                     batch_size=128, shuffle=True)
-steps_total = 4 * len(loader)
+                                     batch_size=int(options.get("batch", 128)), shuffle=True)
+steps_total = EPOCHS * len(loader)
 if "cosine" in sys.argv[3:]:
     # deqc's `cosine`: the rate at optimizer step t (from 0) of steps_total.
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -123,10 +146,12 @@ if "cosine" in sys.argv[3:]:
 else:
     sched = None
 start = time.time()
-for epoch in range(4):
+for epoch in range(EPOCHS):
     model.train()
     for x, y in loader:
         loss = nn.functional.cross_entropy(model(x), y)
+        if "losses" in sys.argv[3:]:
+            print(f"step loss {loss.item():.9f}", flush=True)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -137,12 +162,4 @@ for epoch in range(4):
           f"{time.time() - start:.1f} s", flush=True)
 
 if "save" in options:
-    import os
-    from safetensors.torch import save_file
-    os.makedirs(options["save"], exist_ok=True)
-    tensors = {}
-    for name in LAYERS:
-        layer = getattr(model, name)
-        tensors[name + ".w"] = layer.weight.detach().t().contiguous()
-        tensors[name + ".b"] = layer.bias.detach().contiguous()
-    save_file(tensors, os.path.join(options["save"], "model.safetensors"))
+    save(options["save"])
