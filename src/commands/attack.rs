@@ -481,7 +481,7 @@ pub fn run(file: &Path, o: &Options) -> ExitCode {
         Ok(x) => x,
         Err(code) => return code,
     };
-    match attack(&m, &cfg, o, &spec, &device) {
+    match crate::threads::on_pool(|| attack(&m, &cfg, o, &spec, &device)) {
         Ok(s) => {
             print_report(&m.name, &s, &spec, o);
             ExitCode::SUCCESS

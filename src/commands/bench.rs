@@ -230,7 +230,8 @@ pub fn run(file: &Path, opts: &Options) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    match bench(&model, &cfg, opts) {
+    let timed = crate::threads::on_pool(|| bench(&model, &cfg, opts));
+    match timed {
         Ok(reports) => {
             print!("{}", render(&model, &cfg, opts, &reports));
             ExitCode::SUCCESS

@@ -278,7 +278,7 @@ pub fn run(
         cfg.batch_size,
         if pool == 1 { "" } else { "s" }
     );
-    match trainer::train(&m, &cfg, &sources, &opts) {
+    match crate::threads::on_pool(|| trainer::train(&m, &cfg, &sources, &opts)) {
         Ok(s) => {
             let result = match (s.test_perplexity, s.test_accuracy, s.test_loss) {
                 (Some(p), Some(a), Some(l)) => format!(
@@ -386,7 +386,7 @@ pub fn eval(
         );
         return ExitCode::from(2);
     }
-    let result = (|| -> Result<EvalReport, TrainError> {
+    let result = crate::threads::on_pool(|| -> Result<EvalReport, TrainError> {
         let compiled = trainer::compile(&m, &cfg)?;
         let params = trainer::load_weights(&compiled.graph, weights, &device)?;
         let splits = super::validation::load_splits(&cfg)?;
@@ -422,7 +422,7 @@ pub fn eval(
             scale: super::density::BitsScale::for_data(&cfg.data, dims, std),
             ood,
         })
-    })();
+    });
     match result {
         Ok(r) => {
             outln!("{}", r.line(&m.name));
@@ -451,7 +451,7 @@ pub fn grad(
     let loss = train
         .as_ref()
         .map_or(crate::sema::spec::Loss::CROSS_ENTROPY, |t| t.loss.clone());
-    let result = (|| -> Result<Vec<(String, Tensor)>, TrainError> {
+    let result = crate::threads::on_pool(|| -> Result<Vec<(String, Tensor)>, TrainError> {
         let device = Device::Cpu;
         let graph = crate::ir::lower::lower_model(&m)?;
         let step = super::program::step_graph(&graph, &loss)?;
@@ -488,7 +488,7 @@ pub fn grad(
             }
         }
         Ok(out)
-    })();
+    });
     match result {
         Ok(tensors) => {
             if let Err(e) = super::checkpoint::save_tensors(out, &tensors, &BTreeMap::new()) {
