@@ -76,6 +76,24 @@ fn train(src: &str, out: &Path, steps: usize) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The seed-0 initial values of `graph`'s parameters.
+fn initial_params(graph: &deqc::ir::Graph, device: &Device) -> Vec<Tensor> {
+    trainer::init_params(graph, 0, device)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.1)
+        .collect()
+}
+
+/// The first training batch of 32 in order: the images, then the labels.
+fn first_batch(splits: &data::Splits, device: &Device) -> Vec<Tensor> {
+    let batch = splits.train.batches(32, device).next().unwrap().unwrap();
+    vec![
+        batch.get("x").unwrap().clone(),
+        batch.get("y").unwrap().clone(),
+    ]
+}
+
 /// One batch of the 128-sample subset attacked by PGD (eps 0.1, alpha
 /// 0.05 in pixel units) at the initial parameters, inputs standardized
 /// when `normalized`: each pixel before and after, converted back to pixel
@@ -91,18 +109,10 @@ fn attack_one_batch(name: &str, normalized: bool) -> (Vec<f64>, Vec<f64>, f64, f
     let cfg = &p.trains[0];
     let compiled = trainer::compile(p.model("Small").unwrap(), cfg).unwrap();
     let device = Device::Cpu;
-    let params: Vec<Tensor> = trainer::init_params(&compiled.graph, 0, &device)
-        .unwrap()
-        .into_iter()
-        .map(|p| p.1)
-        .collect();
+    let params = initial_params(&compiled.graph, &device);
     let splits = data::load(&cfg.data).unwrap();
     assert_eq!(splits.standardization.is_some(), normalized);
-    let batch = splits.train.batches(32, &device).next().unwrap().unwrap();
-    let inputs = vec![
-        batch.get("x").unwrap().clone(),
-        batch.get("y").unwrap().clone(),
-    ];
+    let inputs = first_batch(&splits, &device);
     let spec = cfg.adversarial.clone().expect("adversarial is set");
     let adversary = Adversary::new(
         &compiled.graph,
@@ -226,17 +236,9 @@ fn pretraining_steps_are_attacked_through_the_unrolled_network() {
     let compiled = trainer::compile(model, cfg).unwrap();
     let unrolled = deqc::train::compiled::compile_pretrain(model, cfg, 2).unwrap();
     let device = Device::Cpu;
-    let params: Vec<Tensor> = trainer::init_params(&compiled.graph, 0, &device)
-        .unwrap()
-        .into_iter()
-        .map(|p| p.1)
-        .collect();
+    let params = initial_params(&compiled.graph, &device);
     let splits = data::load(&cfg.data).unwrap();
-    let batch = splits.train.batches(32, &device).next().unwrap().unwrap();
-    let inputs = vec![
-        batch.get("x").unwrap().clone(),
-        batch.get("y").unwrap().clone(),
-    ];
+    let inputs = first_batch(&splits, &device);
     let spec = cfg.adversarial.clone().expect("adversarial is set");
     let single = |graph| {
         let a = Adversary::new(graph, &cfg.loss, &spec, &splits.train, None, 0, &device);
