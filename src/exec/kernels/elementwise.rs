@@ -19,6 +19,9 @@ use rayon::prelude::*;
 /// Outputs with fewer elements run on candle, on the calling thread.
 const PARALLEL_ELEMENTS: usize = 1 << 15;
 
+/// The unit of work when no operand is a repeated row.
+const PIECE: usize = 1 << 13;
+
 /// The four operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Arith {
@@ -58,9 +61,16 @@ pub(crate) fn binary(
     let (Some(ra), Some(rb)) = (reach(a.dims(), out, cols), reach(b.dims(), out, cols)) else {
         return Ok(None);
     };
+    // Without a repeated row, the output is cut into pieces of `PIECE`
+    // elements (the last one shorter) so that it still splits.
+    let step = if matches!((ra, rb), (Reach::Row, _) | (_, Reach::Row)) {
+        cols
+    } else {
+        PIECE
+    };
     let values = match a.dtype() {
-        DType::F32 => typed::<f32>(op, (a, ra), (b, rb), total, cols).map(CpuStorage::F32),
-        DType::F64 => typed::<f64>(op, (a, ra), (b, rb), total, cols).map(CpuStorage::F64),
+        DType::F32 => typed::<f32>(op, (a, ra), (b, rb), total, step).map(CpuStorage::F32),
+        DType::F64 => typed::<f64>(op, (a, ra), (b, rb), total, step).map(CpuStorage::F64),
         _ => None,
     };
     match values {
@@ -132,7 +142,9 @@ fn typed<T: WithDType>(
     })
 }
 
-/// `f` over the output's rows, in parallel blocks of rows.
+/// `f` over the output in pieces of `cols` elements (its rows, when an
+/// operand is a repeated row; the last piece may be shorter otherwise), in
+/// parallel blocks of pieces.
 fn apply<T: WithDType>(
     va: &[T],
     vb: &[T],
@@ -150,7 +162,7 @@ fn apply<T: WithDType>(
             Reach::One => (0, true),
         }
     };
-    let rows = total / cols;
+    let rows = total.div_ceil(cols);
     let per_task = rows.div_ceil(rayon::current_num_threads() * 4).max(1);
     let mut out: Vec<T> = Vec::with_capacity(total);
     out.spare_capacity_mut()[..total]
@@ -160,21 +172,22 @@ fn apply<T: WithDType>(
             for (i, dst) in block.chunks_mut(cols).enumerate() {
                 let r = task * per_task + i;
                 let ((oa, one_a), (ob, one_b)) = (row(ra, r), row(rb, r));
+                let n = dst.len();
                 match (one_a, one_b) {
                     (false, false) => {
-                        let (x, y) = (&va[oa..oa + cols], &vb[ob..ob + cols]);
+                        let (x, y) = (&va[oa..oa + n], &vb[ob..ob + n]);
                         for ((d, x), y) in dst.iter_mut().zip(x).zip(y) {
                             d.write(f(*x, *y));
                         }
                     }
                     (false, true) => {
-                        let (x, y) = (&va[oa..oa + cols], vb[0]);
+                        let (x, y) = (&va[oa..oa + n], vb[0]);
                         for (d, x) in dst.iter_mut().zip(x) {
                             d.write(f(*x, y));
                         }
                     }
                     (true, false) => {
-                        let (x, y) = (va[0], &vb[ob..ob + cols]);
+                        let (x, y) = (va[0], &vb[ob..ob + n]);
                         for (d, y) in dst.iter_mut().zip(y) {
                             d.write(f(x, *y));
                         }
@@ -227,18 +240,26 @@ mod tests {
 
     #[test]
     fn same_bits_as_candle_for_full_row_and_scalar_operands() {
-        let out = [8, 64, 128];
-        let cases: [(&[usize], &[usize]); 7] = [
-            (&out, &out),
-            (&out, &[128]),
-            (&[128], &out),
-            (&out, &[1, 1, 128]),
-            (&out, &[64, 128]),
-            (&out, &[1]),
-            (&[], &out),
-        ];
+        // The second size is no multiple of a piece (full and scalar
+        // operands are cut into pieces of PIECE elements).
+        for out in [[8, 64, 128], [5, 99, 77]] {
+            let [_, mid, last] = out;
+            let cases: [(&[usize], &[usize]); 7] = [
+                (&out, &out),
+                (&out, &[last]),
+                (&[last], &out),
+                (&out, &[1, 1, last]),
+                (&out, &[mid, last]),
+                (&out, &[1]),
+                (&[], &out),
+            ];
+            same_bits_for(&out, &cases);
+        }
+    }
+
+    fn same_bits_for(out: &[usize], cases: &[(&[usize], &[usize])]) {
         for dtype in [DType::F32, DType::F64] {
-            for (da, db) in cases {
+            for &(da, db) in cases {
                 let (a, b) = (ramp(da, dtype, 0.5), ramp(db, dtype, 3.25));
                 for (op, expected) in [
                     (Arith::Add, a.broadcast_add(&b)),
@@ -250,7 +271,7 @@ mod tests {
                         .num_threads(2)
                         .build()
                         .expect("pool")
-                        .install(|| binary(op, &a, &b, &out))
+                        .install(|| binary(op, &a, &b, out))
                         .expect("runs")
                         .unwrap_or_else(|| panic!("{op:?} {da:?} {db:?} left to candle"));
                     assert_eq!(got.dims(), out);
