@@ -38,7 +38,7 @@ pub fn one_pool() {
 /// the rest to the others; forked from outside (the main thread), every
 /// one of the hundreds per training step was injected into the pool, woke
 /// its workers and put the caller to sleep until they finished. DEQ
-/// transformer step about 13% shorter on 2 cores (`docs/architecture.md`).
+/// transformer step 8–13% shorter on 2 cores (`docs/architecture.md`).
 /// Call it after [`configure`]: it starts the pool.
 pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| work())
