@@ -8,7 +8,10 @@
 //! use `n` threads (none when `n` is 1); a count outside `1..=MAX_THREADS`
 //! or a pool already started with another size is an error, never ignored.
 //! [`one_pool`] keeps candle's own elementwise pool from starting;
-//! [`on_pool`] runs a command's work on a thread of the pool.
+//! [`on_pool`] runs a command's work on a thread of the pool while the
+//! others spin for work; it returns (or panics) when the work does.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::sema::spec::MAX_THREADS;
 
@@ -31,17 +34,67 @@ pub fn one_pool() {
 }
 
 /// Run `work` on a thread of rayon's global pool (starting it, at the size
-/// [`configure`] gave it, if it has not started) and wait for it.
+/// [`configure`] gave it, if it has not started) and wait for it, the
+/// other threads of the pool spinning for work meanwhile.
 ///
 /// Each parallel kernel, matrix product and solver pass forked from
 /// inside the pool runs its first share on the forking thread and hands
 /// the rest to the others; forked from outside (the main thread), every
 /// one of the hundreds per training step was injected into the pool, woke
-/// its workers and put the caller to sleep until they finished. DEQ
-/// transformer step 8–13% shorter on 2 cores (`docs/architecture.md`).
-/// Call it after [`configure`]: it starts the pool.
+/// its workers and put the caller to sleep until they finished (DEQ
+/// transformer step 8–13% shorter on 2 cores).
+///
+/// Between two forks rayon's idle workers go to sleep after a few dozen
+/// rounds of looking for work, and waking one again took about 0.1 ms
+/// here: a third of a small matrix product's time, paid at every fork.
+/// So, as OpenMP's busy-wait policy does, the other workers stay awake
+/// while the command runs: each runs a job that executes any pending work
+/// of the pool and otherwise spins, until `work` returns or panics
+/// (transformer and MDEQ steps 8–9% shorter on 2 cores, `docs/architecture.md`).
+/// The cost is a busy core during the command's serial stretches.
+/// Only the outermost call spins; nested or concurrent calls just run
+/// their work in the pool. Call it after [`configure`]: it starts the pool.
 pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
-    rayon::scope(|_| work())
+    let first = SPINNING
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok();
+    if !first {
+        return rayon::scope(|_| work());
+    }
+    let _release = SetOnDrop(&SPINNING, false);
+    let done = AtomicBool::new(false);
+    rayon::scope(|scope| {
+        // Spawned first, so they are the oldest jobs on this thread's
+        // queue: a thief takes them before any job of `work`, and this
+        // thread never waits for a stolen job while a spinner is still
+        // queued behind it (it would run it and wait for itself).
+        for _ in 1..rayon::current_num_threads() {
+            scope.spawn(|_| spin_until(&done));
+        }
+        let _finish = SetOnDrop(&done, true);
+        work()
+    })
+}
+
+/// Whether an [`on_pool`] call has spinners running.
+static SPINNING: AtomicBool = AtomicBool::new(false);
+
+/// Execute pending jobs of the pool, or spin, until `done` is set.
+fn spin_until(done: &AtomicBool) {
+    while !done.load(Ordering::Acquire) {
+        if !matches!(rayon::yield_now(), Some(rayon::Yield::Executed)) {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Stores its value in its flag when dropped, also while a panic unwinds.
+struct SetOnDrop<'a>(&'a AtomicBool, bool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(self.1, Ordering::Release);
+    }
 }
 
 /// Size the CPU pool to `n` threads; returns the size observed afterwards.
@@ -101,5 +154,47 @@ mod tests {
         // Out of range is refused before anything global changes.
         assert!(configure(0).is_err());
         assert!(configure(MAX_THREADS + 1).is_err());
+    }
+
+    /// Run `f` on another thread; fail instead of hanging.
+    fn within_a_minute<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(f()));
+        rx.recv_timeout(std::time::Duration::from_secs(60))
+            .expect("on_pool hung")
+    }
+
+    /// The work's result comes back, parallel work inside it is complete,
+    /// nested and concurrent calls finish, and a panic in the work reaches
+    /// the caller (the spinners stop) and leaves the pool usable.
+    #[test]
+    fn work_on_the_pool_returns_nests_and_panics_without_hanging() {
+        use rayon::prelude::*;
+        let sum = within_a_minute(|| {
+            on_pool(|| (0..100_000u64).into_par_iter().map(|x| x % 7).sum::<u64>())
+        });
+        assert_eq!(sum, (0..100_000u64).map(|x| x % 7).sum::<u64>());
+        let nested = within_a_minute(|| on_pool(|| on_pool(|| rayon::join(|| 1, || 2))));
+        assert_eq!(nested, (1, 2));
+        let concurrent = within_a_minute(|| {
+            let others: Vec<_> = (0..4u64)
+                .map(|i| {
+                    std::thread::spawn(move || {
+                        on_pool(|| (0..10_000u64).into_par_iter().map(|x| x * i).sum::<u64>())
+                    })
+                })
+                .collect();
+            others
+                .into_iter()
+                .map(|t| t.join().expect("thread"))
+                .sum::<u64>()
+        });
+        assert_eq!(concurrent, 6 * (0..10_000u64).sum::<u64>());
+        let panicked = within_a_minute(|| {
+            std::panic::catch_unwind(|| on_pool(|| -> u32 { panic!("inside the pool") })).is_err()
+        });
+        assert!(panicked);
+        assert!(!SPINNING.load(Ordering::Acquire), "spinners left running");
+        assert_eq!(within_a_minute(|| on_pool(|| 5)), 5);
     }
 }
