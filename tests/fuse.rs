@@ -212,6 +212,49 @@ fn examples_fused_equal_plain_in_f32() {
     compare(CDType::F32, 1e-4);
 }
 
+/// A broadcast made outside a group (LayerNorm's gradient spreads its
+/// per-row sums over the row) is read from its source, not copied to full
+/// size first; the examples above check the values. In the transformer's
+/// step graph no kernel reads a broadcast view, and at least one reads the
+/// source of one.
+#[test]
+fn kernels_read_broadcasts_from_their_sources() {
+    let (_, g, _) = step_graphs()
+        .into_iter()
+        .find(|(name, _, _)| name.ends_with("char_lm.deq:CharDeq"))
+        .expect("the transformer example");
+    let (_, inputs) = feeds(&g, 3);
+    let runner = SolverRunner::new();
+    let env = executor(CDType::F32, true, &runner)
+        .bind_inputs(&g, &inputs)
+        .expect("dims");
+    let bound = BoundPlan::new(&g, &env, CDType::F32);
+    let reads = |n: deqc::ir::NodeId| {
+        bound
+            .groups
+            .iter()
+            .flatten()
+            .any(|grp| grp.input_nodes.contains(&n))
+    };
+    let broadcasts: Vec<_> = g
+        .node_ids()
+        .into_iter()
+        .filter(|n| matches!(g.op(*n), Op::BroadcastTo { .. }))
+        .collect();
+    assert!(
+        !broadcasts.is_empty(),
+        "expected broadcasts in the gradient"
+    );
+    assert!(
+        !broadcasts.iter().any(|b| reads(*b)),
+        "a kernel reads a broadcast view"
+    );
+    assert!(
+        broadcasts.iter().any(|b| reads(g.operands(*b)[0])),
+        "no kernel reads a broadcast's source"
+    );
+}
+
 #[test]
 fn plans_group_elementwise_chains_and_stop_at_library_calls() {
     let g = lower(

@@ -160,6 +160,8 @@ struct Lowering<'a> {
     value: std::collections::HashMap<NodeId, KValue>,
     input_value: std::collections::HashMap<(NodeId, Vec<usize>), KValue>,
     inputs: Vec<(NodeId, Vec<usize>, Level)>,
+    /// Read a broadcast made outside the group from its source.
+    through_broadcasts: bool,
 }
 
 impl Lowering<'_> {
@@ -175,6 +177,15 @@ impl Lowering<'_> {
         }
         if let Op::Const(c) = self.g.op(o) {
             return Ok(self.push(Inst::Const(*c)));
+        }
+        // A broadcast made outside the group is read from its source: the
+        // kernel broadcasts as it reads, where the view would be copied
+        // whole first (one thread, a full-size write and read). Broadcasts
+        // compose, so the source broadcasts to `target` as the view did.
+        if let (true, Op::BroadcastTo { .. }) = (self.through_broadcasts, self.g.op(o)) {
+            if let [source] = self.g.operands(o)[..] {
+                return self.operand(source, target, level);
+            }
         }
         let key = (o, target.to_vec());
         if let Some(v) = self.input_value.get(&key) {
@@ -212,7 +223,20 @@ fn exp_sum(l: &mut Lowering, x: KValue, guard: bool) -> (KValue, KValue, KValue,
     (m, s, d, e)
 }
 
+/// Bind reading broadcasts from their sources, or, where that leaves an
+/// output or a reduction without a value per element (every operand of a
+/// full-shape member was such a source), reading the broadcast views.
 fn bind(g: &Graph, grp: &fuse::Group, dims: &DimEnv, float: CDType) -> Result<BoundGroup, String> {
+    bind_with(g, grp, dims, float, true).or_else(|_| bind_with(g, grp, dims, float, false))
+}
+
+fn bind_with(
+    g: &Graph,
+    grp: &fuse::Group,
+    dims: &DimEnv,
+    float: CDType,
+    through_broadcasts: bool,
+) -> Result<BoundGroup, String> {
     let first = grp.members.first().ok_or("an empty group")?.0;
     let ty = ktype(g, first, float).ok_or("not a float group")?;
     let full = dims.shape(&grp.shape, None).map_err(|e| e.to_string())?;
@@ -228,6 +252,7 @@ fn bind(g: &Graph, grp: &fuse::Group, dims: &DimEnv, float: CDType) -> Result<Bo
         value: Default::default(),
         input_value: Default::default(),
         inputs: Vec::new(),
+        through_broadcasts,
     };
     for (m, level) in &grp.members {
         let ops = g.operands(*m);
@@ -343,6 +368,14 @@ fn bind(g: &Graph, grp: &fuse::Group, dims: &DimEnv, float: CDType) -> Result<Bo
         insts: l.insts,
         outputs: out_values,
     };
+    // A full-shape output must get a value per element (the kernel stores
+    // one per row for a per-row value).
+    let levels = kernel.levels();
+    for (v, (_, _, level)) in kernel.outputs.iter().zip(&outputs) {
+        if *level == Level::Full && levels[*v] != Level::Full {
+            return Err("a full output computed from per-row values only".into());
+        }
+    }
     let compiled = jit::compile(&kernel)?;
     let mut input_nodes: Vec<NodeId> = Vec::new();
     for i in &inputs {
