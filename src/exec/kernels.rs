@@ -40,6 +40,10 @@ pub struct KernelCtx<'a> {
     pub options: &'a ExecOptions,
     /// The node's slot (seeds dropout masks).
     pub node_index: usize,
+    /// The permutation the result's only user applies, when it has one: a
+    /// matrix product then stores its result in that order (see
+    /// `matmul::matmul_laid_out`).
+    pub out_order: Option<&'a [usize]>,
 }
 
 /// A kernel failure before it gets the node's name and span.
@@ -374,7 +378,7 @@ fn eval_inner(op: &Op, args: &[&Tensor], ctx: &KernelCtx) -> KResult<Tensor> {
         Op::Reduce { op, axes, .. } => reduce(*op, arg(0)?, axes, out)?,
         Op::Softmax { axis } => softmax(arg(0)?, *axis, false)?,
         Op::LogSoftmax { axis } => softmax(arg(0)?, *axis, true)?,
-        Op::MatMul => match matmul::matmul(arg(0)?, arg(1)?, out)? {
+        Op::MatMul => match matmul::matmul_laid_out(arg(0)?, arg(1)?, out, ctx.out_order)? {
             Some(t) => t,
             None => matmul_operand(arg(0)?)?.broadcast_matmul(&matmul_operand(arg(1)?)?)?,
         },

@@ -641,6 +641,17 @@ impl Executor {
         }
         let ts: Vec<&Tensor> = (0..args.len()).map(tensors).collect::<Result<_>>()?;
         let out_shape = resolved(shape)?;
+        let users = match node.op {
+            Op::MatMul => graph.users(id),
+            _ => Vec::new(),
+        };
+        let out_order = match (users.as_slice(), graph.outputs().contains(&id)) {
+            ([user], false) => match graph.op(*user) {
+                Op::Permute { axes } => Some(axes.as_slice()),
+                _ => None,
+            },
+            _ => None,
+        };
         let ctx = kernels::KernelCtx {
             device: &self.device,
             dtype: self.dtype(node.ty.dtype),
@@ -649,6 +660,7 @@ impl Executor {
             span,
             options: &self.options,
             node_index: id.index(),
+            out_order,
         };
         let t = kernels::eval(&node.op, &ts, &ctx).map_err(|e| match e {
             ExecError::KernelLibrary(mut f) => {

@@ -51,6 +51,7 @@ fn fold(g: &mut Graph) -> Result<bool, IrError> {
             span: None,
             options: &options,
             node_index: id.index(),
+            out_order: None,
         };
         let Ok(t) = kernels::eval(&node.op, &refs, &ctx) else {
             continue;

@@ -14,7 +14,10 @@
 //!   fixed blocks, each entry one single-threaded gemm;
 //! - a product with a long summed axis and a small result (a weight's
 //!   gradient over `B·T` rows) is cut along the summed axis into fixed
-//!   pieces computed in parallel and added in order.
+//!   pieces computed in parallel and added in order;
+//! - a batched product whose only user permutes it can be stored in that
+//!   order (`matmul_laid_out`): the attention's heads then merge back into
+//!   rows without a copy.
 //!
 //! Guarantees: the same numbers as one gemm per batch entry up to gemm's
 //! blocking and the fixed pieces (f64 within 1e-12 relative of candle's,
@@ -24,7 +27,7 @@
 //! whose every addressed element lies inside their storage are taken,
 //! anything else returns `None` and stays on candle (CUDA included).
 
-use candle_core::{CpuStorage, DType, Device, Storage, Tensor, WithDType};
+use candle_core::{DType, Device, Storage, Tensor, WithDType};
 use rayon::prelude::*;
 
 /// Below this many multiply-adds a product runs on one thread: waking the
@@ -46,7 +49,23 @@ struct Operand<'a, T> {
 
 /// `a @ b` with numpy broadcasting over the batch axes; `out` is the
 /// result's shape. `None` when the fast path does not apply.
+#[cfg(test)]
 pub(super) fn matmul(a: &Tensor, b: &Tensor, out: &[usize]) -> candle_core::Result<Option<Tensor>> {
+    matmul_laid_out(a, b, out, None)
+}
+
+/// [`matmul`], its result laid out in memory so that permuting it by
+/// `order` (a permutation of the batch and row axes that keeps the column
+/// axis last) gives a contiguous tensor: the executor asks for it when the
+/// product's only user is that permutation (the attention heads merged
+/// back into rows), which then needs no copy. Products that run as one
+/// gemm over all rows ignore it. Same values as [`matmul`], bit for bit.
+pub(super) fn matmul_laid_out(
+    a: &Tensor,
+    b: &Tensor,
+    out: &[usize],
+    order: Option<&[usize]>,
+) -> candle_core::Result<Option<Tensor>> {
     let dt = a.dtype();
     let cpu = matches!(a.device(), Device::Cpu) && matches!(b.device(), Device::Cpu);
     if !cpu || b.dtype() != dt || a.rank() < 2 || b.rank() < 2 || out.len() < 2 {
@@ -65,26 +84,95 @@ pub(super) fn matmul(a: &Tensor, b: &Tensor, out: &[usize]) -> candle_core::Resu
     b_shape.extend([k, n]);
     // Views with stride 0 along broadcast axes; nothing is copied.
     let (a, b) = (a.broadcast_as(a_shape)?, b.broadcast_as(b_shape)?);
-    let v = match dt {
-        DType::F32 => typed::<f32>(&a, &b, batch, m, k, n).map(CpuStorage::F32),
-        DType::F64 => typed::<f64>(&a, &b, batch, m, k, n).map(CpuStorage::F64),
+    let layout = order.and_then(|o| OutLayout::permuted(out, o));
+    let layout = layout.as_ref();
+    let stored = match dt {
+        DType::F32 => typed::<f32>(&a, &b, batch, m, k, n, layout)
+            .map(|(v, l)| (Tensor::from_vec(v, out_dims(out, l), &Device::Cpu), l)),
+        DType::F64 => typed::<f64>(&a, &b, batch, m, k, n, layout)
+            .map(|(v, l)| (Tensor::from_vec(v, out_dims(out, l), &Device::Cpu), l)),
         _ => None,
     };
-    match v {
-        Some(CpuStorage::F32(v)) => Tensor::from_vec(v, out, &Device::Cpu).map(Some),
-        Some(CpuStorage::F64(v)) => Tensor::from_vec(v, out, &Device::Cpu).map(Some),
-        _ => Ok(None),
+    match stored {
+        // Stored in the permuted order: viewed in the product's own.
+        Some((t, Some(l))) => t?.permute(l.inverse.clone()).map(Some),
+        Some((t, None)) => t.map(Some),
+        None => Ok(None),
     }
 }
 
-fn typed<T: WithDType>(
+/// The result's shape as stored: permuted by `order` when it was honoured.
+fn out_dims(out: &[usize], layout: Option<&OutLayout>) -> Vec<usize> {
+    match layout {
+        Some(l) => l.order.iter().map(|a| out[*a]).collect(),
+        None => out.to_vec(),
+    }
+}
+
+/// Where each element of a product goes when it is stored in a permuted
+/// order: the element strides of the product's own axes.
+#[derive(Debug, Clone)]
+struct OutLayout {
+    order: Vec<usize>,
+    inverse: Vec<usize>,
+    strides: Vec<usize>,
+}
+
+impl OutLayout {
+    /// `None` unless `order` permutes the axes of `out` and keeps its last.
+    fn permuted(out: &[usize], order: &[usize]) -> Option<OutLayout> {
+        let r = out.len();
+        let mut seen = vec![false; r];
+        for a in order {
+            if *a >= r || std::mem::replace(&mut seen[*a], true) {
+                return None;
+            }
+        }
+        if order.len() != r
+            || order.last() != Some(&(r - 1))
+            || order.iter().enumerate().all(|(i, a)| i == *a)
+        {
+            return None;
+        }
+        let mut inverse = vec![0; r];
+        let mut strides = vec![0; r];
+        let mut acc = 1;
+        for (pos, a) in order.iter().enumerate().rev() {
+            inverse[*a] = pos;
+            strides[*a] = acc;
+            acc *= out[*a];
+        }
+        Some(OutLayout {
+            order: order.to_vec(),
+            inverse,
+            strides,
+        })
+    }
+
+    /// Offset of each batch entry (in the product's batch order) and the
+    /// row stride.
+    fn entries(&self, batch: &[usize]) -> (Vec<usize>, usize) {
+        let mut offsets = vec![0];
+        for (d, s) in batch.iter().zip(&self.strides) {
+            offsets = offsets
+                .iter()
+                .flat_map(|o| (0..*d).map(move |i| o + i * s))
+                .collect();
+        }
+        (offsets, self.strides[batch.len()])
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn typed<'l, T: WithDType>(
     a: &Tensor,
     b: &Tensor,
     batch: &[usize],
     m: usize,
     k: usize,
     n: usize,
-) -> Option<Vec<T>> {
+    layout: Option<&'l OutLayout>,
+) -> Option<(Vec<T>, Option<&'l OutLayout>)> {
     let (sa, la) = a.storage_and_layout();
     let (sb, lb) = b.storage_and_layout();
     let (Storage::Cpu(ca), Storage::Cpu(cb)) = (&*sa, &*sb) else {
@@ -97,7 +185,7 @@ fn typed<T: WithDType>(
     let entries: usize = batch.iter().product();
     let len = entries.checked_mul(m)?.checked_mul(n)?;
     if len == 0 || k == 0 {
-        return Some(vec![T::from_f64(0.0); len]);
+        return Some((vec![T::from_f64(0.0); len], None));
     }
     let lhs = operand(da, la.start_offset(), la.dims(), la.stride(), batch)?;
     let rhs = operand(db, lb.start_offset(), lb.dims(), lb.stride(), batch)?;
@@ -117,14 +205,14 @@ fn typed<T: WithDType>(
         // Decided by the shapes alone, so the sums do not depend on the pool.
         if len.saturating_mul(k) >= THREADED_MACS && k >= SPLIT_K_CHUNK * 2 && k >= 4 * rows.max(n)
         {
-            return Some(split_k(&lhs, &rhs, rows, k, n));
+            return Some((split_k(&lhs, &rhs, rows, k, n), None));
         }
-        return Some(fill(len, |dst| {
+        let v = fill(len, |dst| {
             // SAFETY: `operand` checked every addressed element of both
             // inputs; `dst` holds `rows * n` elements.
             unsafe {
                 gemm_into(
-                    dst,
+                    Dst::at(dst, n),
                     rows,
                     (0, k),
                     n,
@@ -134,34 +222,72 @@ fn typed<T: WithDType>(
                     threaded.then_some(threads),
                 )
             }
-        }));
-    }
-    let per_entry = m * n;
-    if entries < threads {
-        return Some(fill(len, |dst: *mut T| {
-            for e in 0..entries {
-                // SAFETY: as above, one batch entry at a time.
-                let d = unsafe { dst.add(e * per_entry) };
-                unsafe { gemm_into(d, m, (0, k), n, &lhs, &rhs, e, threaded.then_some(threads)) }
-            }
-        }));
-    }
-    let per_block = entries.div_ceil(threads);
-    let mut out: Vec<T> = Vec::with_capacity(len);
-    out.spare_capacity_mut()[..len]
-        .par_chunks_mut(per_block * per_entry)
-        .enumerate()
-        .for_each(|(blk, chunk)| {
-            for (i, c) in chunk.chunks_mut(per_entry).enumerate() {
-                let d = c.as_mut_ptr().cast::<T>();
-                // SAFETY: as above; blocks write disjoint parts of `out`.
-                unsafe { gemm_into(d, m, (0, k), n, &lhs, &rhs, blk * per_block + i, None) }
-            }
         });
-    // SAFETY: the blocks cover all `len` elements and gemm wrote each one
+        return Some((v, None));
+    }
+    // Each batch entry's place in the result: consecutive `m × n` blocks,
+    // or where the permuted layout puts them.
+    let (starts, rs) = match layout {
+        Some(l) => l.entries(batch),
+        None => ((0..entries).map(|e| e * m * n).collect(), n),
+    };
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    let base = SendPtr(out.as_mut_ptr());
+    let entry = |e: usize, threads: Option<usize>| {
+        let base = &base;
+        // SAFETY: as above; every entry writes its own `m × n` elements
+        // (the layout is a permutation of the result's elements).
+        unsafe {
+            gemm_into(
+                Dst::at(base.0.add(starts[e]), rs),
+                m,
+                (0, k),
+                n,
+                &lhs,
+                &rhs,
+                e,
+                threads,
+            )
+        }
+    };
+    if entries < threads {
+        for e in 0..entries {
+            entry(e, threaded.then_some(threads));
+        }
+    } else {
+        let per_block = entries.div_ceil(threads);
+        (0..entries.div_ceil(per_block))
+            .into_par_iter()
+            .for_each(|blk| {
+                for e in blk * per_block..((blk + 1) * per_block).min(entries) {
+                    entry(e, None);
+                }
+            });
+    }
+    // SAFETY: the entries cover all `len` elements and gemm wrote each one
     // (it never reads the destination when `read_dst` is false).
     unsafe { out.set_len(len) };
-    Some(out)
+    Some((out, layout))
+}
+
+/// A raw destination shared by the blocks of one product, which write
+/// disjoint elements.
+struct SendPtr<T>(*mut T);
+// SAFETY: only used for disjoint writes, joined before the vector is read.
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
+
+/// Where gemm writes one `m × n` result: its first element and row stride
+/// (columns are consecutive).
+struct Dst<T> {
+    ptr: *mut T,
+    rs: usize,
+}
+
+impl<T> Dst<T> {
+    fn at(ptr: *mut T, rs: usize) -> Dst<T> {
+        Dst { ptr, rs }
+    }
 }
 
 /// A vector of `len` elements written entirely by `write` (through a raw
@@ -195,7 +321,18 @@ fn split_k<T: WithDType>(
             let range = (c * SPLIT_K_CHUNK, ((c + 1) * SPLIT_K_CHUNK).min(k));
             // SAFETY: `operand` checked both inputs over the whole summed axis;
             // `part` holds `m * n` elements.
-            unsafe { gemm_into(part.as_mut_ptr(), m, range, n, lhs, rhs, 0, None) }
+            unsafe {
+                gemm_into(
+                    Dst::at(part.as_mut_ptr(), n),
+                    m,
+                    range,
+                    n,
+                    lhs,
+                    rhs,
+                    0,
+                    None,
+                )
+            }
         });
     let mut out = parts[..m * n].to_vec();
     for part in parts[m * n..].chunks(m * n) {
@@ -265,7 +402,7 @@ fn rows_as_one_axis<T>(dims: &[usize], stride: &[usize], rhs: &Operand<T>) -> Op
 /// [`operand`]); `dst` must be valid for `m * n` writes.
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_into<T: WithDType>(
-    dst: *mut T,
+    dst: Dst<T>,
     m: usize,
     (k0, k1): (usize, usize),
     n: usize,
@@ -282,9 +419,9 @@ unsafe fn gemm_into<T: WithDType>(
         m,
         n,
         k1 - k0,
-        dst,
+        dst.ptr,
         1,
-        n as isize,
+        dst.rs as isize,
         false,
         lhs.data.as_ptr().add(lhs.offsets[e] + k0 * lhs.cs),
         lhs.cs as isize,
@@ -417,6 +554,63 @@ mod tests {
                 b.dims()
             );
         }
+    }
+
+    /// A product stored in the order its user permutes it to: the same
+    /// bits as the plain product, and the permuted view is contiguous (so
+    /// merging the heads back into rows needs no copy). Orders that are not
+    /// a permutation keeping the last axis, and products run as one gemm
+    /// over all rows, give the plain layout.
+    #[test]
+    fn products_stored_in_their_users_order() {
+        let q = sample(&[2, 5, 3, 4], 2.1).permute([0, 2, 1, 3]).expect("q");
+        let v = sample(&[2, 5, 3, 4], 2.2).permute([0, 2, 1, 3]).expect("v");
+        let scores = matmul(&q, &v.transpose(2, 3).expect("kt"), &[2, 3, 5, 5])
+            .expect("scores")
+            .expect("taken");
+        let plain = matmul(&scores, &v, &[2, 3, 5, 4])
+            .expect("plain")
+            .expect("taken");
+        let bits = |t: &Tensor| {
+            t.flatten_all()
+                .and_then(|t| t.to_vec1::<f64>())
+                .expect("values")
+        };
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool");
+            let laid = pool
+                .install(|| matmul_laid_out(&scores, &v, &[2, 3, 5, 4], Some(&[0, 2, 1, 3])))
+                .expect("laid out")
+                .expect("taken");
+            assert_eq!(laid.dims(), plain.dims());
+            assert!(!laid.is_contiguous());
+            assert_eq!(bits(&laid), bits(&plain), "{threads} threads");
+            let merged = laid.permute([0, 2, 1, 3]).expect("permute");
+            assert!(
+                merged.is_contiguous(),
+                "the user's permutation is contiguous"
+            );
+        }
+        for order in [&[0, 1, 3, 2][..], &[0, 1, 2, 3], &[0, 0, 1, 3], &[1, 0, 2]] {
+            let t = matmul_laid_out(&scores, &v, &[2, 3, 5, 4], Some(order))
+                .expect("ok")
+                .expect("taken");
+            assert!(t.is_contiguous(), "{order:?}");
+            assert_eq!(bits(&t), bits(&plain), "{order:?}");
+        }
+        let x = sample(&[3, 5, 4], 2.3);
+        let w = sample(&[4, 6], 2.4);
+        let rows = matmul_laid_out(&x, &w, &[3, 5, 6], Some(&[1, 0, 2]))
+            .expect("ok")
+            .expect("taken");
+        assert!(rows.is_contiguous());
+        assert_eq!(
+            bits(&rows),
+            bits(&matmul(&x, &w, &[3, 5, 6]).expect("ok").expect("taken"))
+        );
     }
 
     /// An empty summed axis gives zeros; mismatched shapes are not taken.
