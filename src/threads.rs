@@ -79,14 +79,22 @@ pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
 /// Whether an [`on_pool`] call has spinners running.
 static SPINNING: AtomicBool = AtomicBool::new(false);
 
-/// Execute pending jobs of the pool, or spin, until `done` is set.
+/// Execute pending jobs of the pool, or spin, until `done` is set. Between
+/// two looks that found nothing the spinner pauses briefly (a few
+/// microseconds, far below a wake-up), so that many spinners on a large
+/// machine do not crowd the queues they all scan.
 fn spin_until(done: &AtomicBool) {
     while !done.load(Ordering::Acquire) {
         if !matches!(rayon::yield_now(), Some(rayon::Yield::Executed)) {
-            std::hint::spin_loop();
+            for _ in 0..IDLE_PAUSES {
+                std::hint::spin_loop();
+            }
         }
     }
 }
+
+/// Pause instructions between two looks for work.
+const IDLE_PAUSES: usize = 16;
 
 /// Stores its value in its flag when dropped, also while a panic unwinds.
 struct SetOnDrop<'a>(&'a AtomicBool, bool);
