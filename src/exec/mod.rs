@@ -641,15 +641,8 @@ impl Executor {
         }
         let ts: Vec<&Tensor> = (0..args.len()).map(tensors).collect::<Result<_>>()?;
         let out_shape = resolved(shape)?;
-        let users = match node.op {
-            Op::MatMul => graph.users(id),
-            _ => Vec::new(),
-        };
-        let out_order = match (users.as_slice(), graph.outputs().contains(&id)) {
-            ([user], false) => match graph.op(*user) {
-                Op::Permute { axes } => Some(axes.as_slice()),
-                _ => None,
-            },
+        let out_order = match node.op {
+            Op::MatMul => user_permutation(graph, id),
             _ => None,
         };
         let ctx = kernels::KernelCtx {
@@ -660,7 +653,7 @@ impl Executor {
             span,
             options: &self.options,
             node_index: id.index(),
-            out_order,
+            out_order: out_order.as_deref(),
         };
         let t = kernels::eval(&node.op, &ts, &ctx).map_err(|e| match e {
             ExecError::KernelLibrary(mut f) => {
@@ -681,4 +674,31 @@ impl Executor {
         }
         Ok(Slot::One(t))
     }
+}
+
+/// The permutation that `id`'s users apply to it before anything else reads
+/// it: its only user a `Permute`, that permute's only user another, and so
+/// on, composed (`None` when its only user is no permute, or it is a graph
+/// output). A matrix product stores its result in that order.
+fn user_permutation(graph: &Graph, id: NodeId) -> Option<Vec<usize>> {
+    let mut order: Option<Vec<usize>> = None;
+    let mut value = id;
+    while !graph.outputs().contains(&value) {
+        let [user] = graph.users(value)[..] else {
+            break;
+        };
+        let Op::Permute { axes } = graph.op(user) else {
+            break;
+        };
+        // Axis j of the permuted value is axis `axes[j]` of `value`.
+        order = Some(match order {
+            None => axes.clone(),
+            Some(o) => axes
+                .iter()
+                .map(|a| o.get(*a).copied())
+                .collect::<Option<_>>()?,
+        });
+        value = user;
+    }
+    order
 }

@@ -55,10 +55,10 @@ pub(super) fn matmul(a: &Tensor, b: &Tensor, out: &[usize]) -> candle_core::Resu
 }
 
 /// [`matmul`], its result laid out in memory so that permuting it by
-/// `order` (a permutation of the batch and row axes that keeps the column
-/// axis last) gives a contiguous tensor: the executor asks for it when the
-/// product's only user is that permutation (the attention heads merged
-/// back into rows), which then needs no copy. Products that run as one
+/// `order` (a permutation of its axes) gives a contiguous tensor: the
+/// executor asks for it when the product's only user is that permutation,
+/// or a chain of them (the attention heads merged back into rows), which
+/// then needs no copy. Products that run as one
 /// gemm over all rows ignore it. Same values as [`matmul`], bit for bit.
 pub(super) fn matmul_laid_out(
     a: &Tensor,
@@ -119,7 +119,7 @@ struct OutLayout {
 }
 
 impl OutLayout {
-    /// `None` unless `order` permutes the axes of `out` and keeps its last.
+    /// `None` unless `order` permutes the axes of `out` (and is no identity).
     fn permuted(out: &[usize], order: &[usize]) -> Option<OutLayout> {
         let r = out.len();
         let mut seen = vec![false; r];
@@ -128,10 +128,7 @@ impl OutLayout {
                 return None;
             }
         }
-        if order.len() != r
-            || order.last() != Some(&(r - 1))
-            || order.iter().enumerate().all(|(i, a)| i == *a)
-        {
+        if order.len() != r || order.iter().enumerate().all(|(i, a)| i == *a) {
             return None;
         }
         let mut inverse = vec![0; r];
@@ -150,8 +147,8 @@ impl OutLayout {
     }
 
     /// Offset of each batch entry (in the product's batch order) and the
-    /// row stride.
-    fn entries(&self, batch: &[usize]) -> (Vec<usize>, usize) {
+    /// row and column strides.
+    fn entries(&self, batch: &[usize]) -> (Vec<usize>, usize, usize) {
         let mut offsets = vec![0];
         for (d, s) in batch.iter().zip(&self.strides) {
             offsets = offsets
@@ -159,7 +156,11 @@ impl OutLayout {
                 .flat_map(|o| (0..*d).map(move |i| o + i * s))
                 .collect();
         }
-        (offsets, self.strides[batch.len()])
+        (
+            offsets,
+            self.strides[batch.len()],
+            self.strides[batch.len() + 1],
+        )
     }
 }
 
@@ -227,9 +228,9 @@ fn typed<'l, T: WithDType>(
     }
     // Each batch entry's place in the result: consecutive `m × n` blocks,
     // or where the permuted layout puts them.
-    let (starts, rs) = match layout {
+    let (starts, rs, cs) = match layout {
         Some(l) => l.entries(batch),
-        None => ((0..entries).map(|e| e * m * n).collect(), n),
+        None => ((0..entries).map(|e| e * m * n).collect(), n, 1),
     };
     let mut out: Vec<T> = Vec::with_capacity(len);
     let base = SendPtr(out.as_mut_ptr());
@@ -239,7 +240,11 @@ fn typed<'l, T: WithDType>(
         // (the layout is a permutation of the result's elements).
         unsafe {
             gemm_into(
-                Dst::at(base.0.add(starts[e]), rs),
+                Dst {
+                    ptr: base.0.add(starts[e]),
+                    rs,
+                    cs,
+                },
                 m,
                 (0, k),
                 n,
@@ -277,16 +282,18 @@ struct SendPtr<T>(*mut T);
 unsafe impl<T> Send for SendPtr<T> {}
 unsafe impl<T> Sync for SendPtr<T> {}
 
-/// Where gemm writes one `m × n` result: its first element and row stride
-/// (columns are consecutive).
+/// Where gemm writes one `m × n` result: its first element, row and
+/// column strides.
 struct Dst<T> {
     ptr: *mut T,
     rs: usize,
+    cs: usize,
 }
 
 impl<T> Dst<T> {
+    /// Rows of `rs` elements, columns consecutive.
     fn at(ptr: *mut T, rs: usize) -> Dst<T> {
-        Dst { ptr, rs }
+        Dst { ptr, rs, cs: 1 }
     }
 }
 
@@ -420,7 +427,7 @@ unsafe fn gemm_into<T: WithDType>(
         n,
         k1 - k0,
         dst.ptr,
-        1,
+        dst.cs as isize,
         dst.rs as isize,
         false,
         lhs.data.as_ptr().add(lhs.offsets[e] + k0 * lhs.cs),
@@ -558,9 +565,10 @@ mod tests {
 
     /// A product stored in the order its user permutes it to: the same
     /// bits as the plain product, and the permuted view is contiguous (so
-    /// merging the heads back into rows needs no copy). Orders that are not
-    /// a permutation keeping the last axis, and products run as one gemm
-    /// over all rows, give the plain layout.
+    /// merging the heads back into rows needs no copy), also for orders
+    /// that move the column axis. Orders that are no permutation, the
+    /// identity, and products run as one gemm over all rows give the plain
+    /// layout.
     #[test]
     fn products_stored_in_their_users_order() {
         let q = sample(&[2, 5, 3, 4], 2.1).permute([0, 2, 1, 3]).expect("q");
@@ -594,7 +602,15 @@ mod tests {
                 "the user's permutation is contiguous"
             );
         }
-        for order in [&[0, 1, 3, 2][..], &[0, 1, 2, 3], &[0, 0, 1, 3], &[1, 0, 2]] {
+        for order in [&[0, 1, 3, 2][..], &[3, 1, 0, 2]] {
+            let t = matmul_laid_out(&scores, &v, &[2, 3, 5, 4], Some(order))
+                .expect("ok")
+                .expect("taken");
+            assert_eq!(bits(&t), bits(&plain), "{order:?}");
+            let p = t.permute(order.to_vec()).expect("permute");
+            assert!(p.is_contiguous(), "{order:?}");
+        }
+        for order in [&[0, 1, 2, 3][..], &[0, 0, 1, 3], &[1, 0, 2]] {
             let t = matmul_laid_out(&scores, &v, &[2, 3, 5, 4], Some(order))
                 .expect("ok")
                 .expect("taken");
