@@ -12,6 +12,7 @@
 //! others spin for work; it returns (or panics) when the work does.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::sema::spec::MAX_THREADS;
 
@@ -82,16 +83,30 @@ static SPINNING: AtomicBool = AtomicBool::new(false);
 /// Execute pending jobs of the pool, or spin, until `done` is set. Between
 /// two looks that found nothing the spinner pauses briefly (a few
 /// microseconds, far below a wake-up), so that many spinners on a large
-/// machine do not crowd the queues they all scan.
+/// machine do not crowd the queues they all scan. After [`BLOCK_TIME`]
+/// without work (a serial stretch: loading data, writing a checkpoint) it
+/// naps between looks instead, as OpenMP's threads go to sleep after
+/// theirs, so a long serial stretch does not keep every core busy.
 fn spin_until(done: &AtomicBool) {
+    let mut last_work = Instant::now();
     while !done.load(Ordering::Acquire) {
-        if !matches!(rayon::yield_now(), Some(rayon::Yield::Executed)) {
+        if matches!(rayon::yield_now(), Some(rayon::Yield::Executed)) {
+            last_work = Instant::now();
+        } else if last_work.elapsed() < BLOCK_TIME {
             for _ in 0..IDLE_PAUSES {
                 std::hint::spin_loop();
             }
+        } else {
+            std::thread::sleep(NAP);
         }
     }
 }
+
+/// How long a spinner keeps spinning after it last found work.
+const BLOCK_TIME: Duration = Duration::from_millis(5);
+
+/// A spinner's nap between looks after [`BLOCK_TIME`] without work.
+const NAP: Duration = Duration::from_micros(200);
 
 /// Pause instructions between two looks for work.
 const IDLE_PAUSES: usize = 16;
@@ -204,5 +219,17 @@ mod tests {
         assert!(panicked);
         assert!(!SPINNING.load(Ordering::Acquire), "spinners left running");
         assert_eq!(within_a_minute(|| on_pool(|| 5)), 5);
+    }
+
+    /// A spinner that has been idle past its block time (napping) still
+    /// stops when told to.
+    #[test]
+    fn an_idle_spinner_stops_when_done() {
+        let done = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        let spinner = std::thread::spawn(move || spin_until(&flag));
+        std::thread::sleep(BLOCK_TIME * 4);
+        done.store(true, Ordering::Release);
+        within_a_minute(move || spinner.join().expect("spinner"));
     }
 }
