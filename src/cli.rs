@@ -240,6 +240,10 @@ pub enum Command {
         /// (batch_size, seed, lr, clip_grad).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
+        /// Also list the N ops and fused kernels that took the most time
+        /// per step, with their operand shapes.
+        #[arg(long, value_name = "N", value_parser = at_least_one)]
+        ops: Option<usize>,
     },
 }
 
@@ -356,6 +360,7 @@ pub fn main() -> ExitCode {
             threads,
             no_fuse,
             sets,
+            ops,
         } => crate::commands::bench::run(
             &file,
             &crate::commands::bench::Options {
@@ -364,6 +369,7 @@ pub fn main() -> ExitCode {
                 threads,
                 no_fuse,
                 sets,
+                ops,
             },
         ),
         Command::Gradcheck {

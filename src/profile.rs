@@ -1,7 +1,7 @@
 //! Measurement for `deqc bench`: a counting global allocator and cheap
 //! scoped timers by category.
 //!
-//! Owns two things:
+//! Owns three things:
 //! - [`CountingAlloc`], a wrapper of the system allocator that counts
 //!   allocations and live heap bytes (with their peak). The `deqc` binary
 //!   installs it as its `#[global_allocator]`; a program that does not (the
@@ -12,6 +12,10 @@
 //!   one, so a matmul inside a solver's map counts as gemm, not as solver
 //!   bookkeeping. Timers are off unless [`set_timing`] turned them on; off,
 //!   a scope costs one relaxed atomic load.
+//! - Per-op times ([`record_op`], `deqc bench --ops`): the wall time of each
+//!   op and fused kernel the executor runs, added up by a description of
+//!   the op and its operands' shapes. Off unless [`set_op_timing`] turned
+//!   it on (one relaxed atomic load per op then).
 //!
 //! Guarantees: counting never changes what the allocator returns; timers
 //! account on the thread that opens them (the executor and the solvers run
@@ -20,7 +24,9 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::ir::Op;
@@ -176,6 +182,42 @@ impl Category {
 }
 
 static TIMING: AtomicBool = AtomicBool::new(false);
+
+static OP_TIMING: AtomicBool = AtomicBool::new(false);
+
+/// Total time and calls by op description, while [`OP_TIMING`] is on.
+static OP_TIMES: Mutex<BTreeMap<String, (Duration, u64)>> = Mutex::new(BTreeMap::new());
+
+/// Turn the per-op times on or off (off by default).
+pub fn set_op_timing(on: bool) {
+    OP_TIMING.store(on, Relaxed);
+}
+
+/// Whether per-op times are being recorded.
+pub fn op_timing() -> bool {
+    OP_TIMING.load(Relaxed)
+}
+
+/// Add one call of the op described by `what` that took `took`.
+pub fn record_op(what: String, took: Duration) {
+    if let Ok(mut times) = OP_TIMES.lock() {
+        let entry = times.entry(what).or_insert((Duration::ZERO, 0));
+        entry.0 += took;
+        entry.1 += 1;
+    }
+}
+
+/// The per-op times recorded since the last call (description, total
+/// time, calls), longest first; and reset them.
+pub fn take_op_times() -> Vec<(String, Duration, u64)> {
+    let times = OP_TIMES
+        .lock()
+        .map(|mut t| std::mem::take(&mut *t))
+        .unwrap_or_default();
+    let mut v: Vec<_> = times.into_iter().map(|(k, (d, n))| (k, d, n)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v
+}
 
 /// Turn the scoped timers on or off (off by default).
 pub fn set_timing(on: bool) {

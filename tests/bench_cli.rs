@@ -97,6 +97,64 @@ fn bench_reports_steps_median_breakdown_and_allocations() {
     assert!(out.contains("allocations per step: "), "{out}");
 }
 
+/// `--ops N` lists at most N ops and kernels by time per step, longest
+/// first; the DEQ-MLP's products are there with their shapes; `--ops 0` is
+/// a usage error.
+#[test]
+fn bench_lists_the_slowest_ops() {
+    let table = |ops: &str| -> Vec<String> {
+        let (code, out, err) = deqc(&[
+            "bench",
+            "examples/mnist_mlp.deq",
+            "--steps",
+            "2",
+            "--threads",
+            "1",
+            "--ops",
+            ops,
+            "--set",
+            "batch_size=16",
+            "--set",
+            "solver.max_iter=3",
+            "--set",
+            "solver.tol=0",
+            "--set",
+            "backward.max_iter=2",
+            "--set",
+            "backward.tol=0",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        out.lines()
+            .skip_while(|l| !l.starts_with("ops and kernels by time per step"))
+            .skip(2)
+            .map(str::to_string)
+            .collect()
+    };
+    let all = table("100");
+    assert!(all.len() > 3 && all.len() <= 100, "{all:#?}");
+    let per_step: Vec<f64> = all
+        .iter()
+        .map(|l| {
+            l.split_whitespace()
+                .next()
+                .and_then(|w| w.parse().ok())
+                .unwrap_or_else(|| panic!("{l}"))
+        })
+        .collect();
+    assert!(per_step.windows(2).all(|w| w[0] >= w[1]), "{all:#?}");
+    assert!(
+        all.iter()
+            .any(|l| l.contains("matmul [16, 784], [784, 256]")),
+        "{all:#?}"
+    );
+    if cfg!(feature = "jit") {
+        assert!(all.iter().any(|l| l.contains("kernel (tanh)")), "{all:#?}");
+    }
+    assert_eq!(table("2").len(), 2);
+    let (code, _, err) = deqc(&["bench", "examples/mnist_mlp.deq", "--ops", "0"]);
+    assert_eq!(code, 2, "{err}");
+}
+
 #[test]
 fn bench_phantom_steps_and_no_fuse() {
     let (code, out, err) = deqc(&[

@@ -48,6 +48,8 @@ pub struct Options {
     pub no_fuse: bool,
     /// `KEY=VALUE` overrides: [`BENCH_KEYS`] and the train keys of `deqc run`.
     pub sets: Vec<String>,
+    /// List this many ops and kernels, those that took the most time.
+    pub ops: Option<usize>,
 }
 
 /// The solver keys `--set` takes besides `deqc run`'s train keys. They apply
@@ -191,6 +193,8 @@ struct StepReport {
     /// The executor's peak of live tensor bytes in the training graph.
     peak_tensors: usize,
     records: Vec<SolveRecord>,
+    /// Per-op times (description, total, calls) when `--ops` is given.
+    ops: Vec<(String, Duration, u64)>,
 }
 
 fn load(
@@ -213,7 +217,7 @@ fn load(
     Ok((model, cfg, sources))
 }
 
-/// `deqc bench FILE [--steps N] [--threads N] [--no-fuse] [--set KEY=VALUE]`.
+/// `deqc bench FILE [--steps N] [--threads N] [--no-fuse] [--set KEY=VALUE] [--ops N]`.
 pub fn run(file: &Path, opts: &Options) -> ExitCode {
     if let Some(n) = opts.threads {
         // Read by candle (and so by gemm) and by rayon when its pool starts,
@@ -234,6 +238,9 @@ pub fn run(file: &Path, opts: &Options) -> ExitCode {
     match timed {
         Ok(reports) => {
             print!("{}", render(&model, &cfg, opts, &reports));
+            if let Some(n) = opts.ops {
+                print!("{}", render_ops(&reports, n));
+            }
             ExitCode::SUCCESS
         }
         Err(e) => crate::train::commands::report(e, &sources),
@@ -288,11 +295,13 @@ fn bench(model: &Model, cfg: &TrainConfig, opts: &Options) -> Result<Vec<StepRep
     let lr = base_lr(&cfg.optimizer);
     let runner = SolverRunner::new().with_lenient_adjoint(true);
     profile::set_timing(true);
+    profile::set_op_timing(opts.ops.is_some());
     let mut reports = Vec::with_capacity(opts.steps);
     for (step, raw) in batches.into_iter().enumerate() {
         let step = step as u64;
         let inputs = fit_target(&compiled.step.graph, raw)?;
         profile::take_times();
+        profile::take_op_times();
         runner.take_records();
         profile::reset_peak();
         let allocs_before = profile::alloc_snapshot().map(|s| s.allocations);
@@ -349,9 +358,11 @@ fn bench(model: &Model, cfg: &TrainConfig, opts: &Options) -> Result<Vec<StepRep
             peak_heap: after.map(|a| a.peak_bytes),
             peak_tensors,
             records: runner.take_records(),
+            ops: profile::take_op_times(),
         });
     }
     profile::set_timing(false);
+    profile::set_op_timing(false);
     Ok(reports)
 }
 
@@ -479,6 +490,49 @@ fn render(model: &Model, cfg: &TrainConfig, opts: &Options, reports: &[StepRepor
                 "allocations per step: n/a (the counting allocator is not installed)"
             );
         }
+    }
+    out
+}
+
+/// The `n` ops and kernels that took the most time per step (over the
+/// steps the median counts), from `--ops`.
+fn render_ops(reports: &[StepReport], n: usize) -> String {
+    use std::collections::BTreeMap;
+    use std::fmt::Write;
+    let timed = if reports.len() >= 2 {
+        &reports[1..]
+    } else {
+        reports
+    };
+    let mut totals: BTreeMap<&str, (f64, u64)> = BTreeMap::new();
+    for r in timed {
+        for (what, took, calls) in &r.ops {
+            let e = totals.entry(what.as_str()).or_insert((0.0, 0));
+            e.0 += took.as_secs_f64();
+            e.1 += calls;
+        }
+    }
+    let mut rows: Vec<_> = totals.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0).then_with(|| a.0.cmp(b.0)));
+    let steps = timed.len().max(1) as f64;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "ops and kernels by time per step (wall time of each call, its parallel work included):"
+    );
+    let _ = writeln!(
+        out,
+        "{:>9} {:>10} {:>9}  op and operand shapes",
+        "ms/step", "calls/step", "ms/call"
+    );
+    for (what, (seconds, calls)) in rows.into_iter().take(n) {
+        let _ = writeln!(
+            out,
+            "{:>9.2} {:>10.1} {:>9.3}  {what}",
+            seconds * 1e3 / steps,
+            calls as f64 / steps,
+            seconds * 1e3 / (calls.max(1) as f64),
+        );
     }
     out
 }

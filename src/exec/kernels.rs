@@ -67,10 +67,28 @@ impl From<ExecError> for KErr {
 
 pub(crate) type KResult<T> = std::result::Result<T, KErr>;
 
+/// An op and its operands' shapes, for `deqc bench --ops` (`strided` marks
+/// an operand that is a view with gaps or a permuted order).
+fn describe(op: &Op, args: &[&Tensor]) -> String {
+    let operands: Vec<String> = args
+        .iter()
+        .map(|t| {
+            let strided = if t.is_contiguous() { "" } else { " strided" };
+            format!("{:?}{strided}", t.dims())
+        })
+        .collect();
+    format!("{} {}", op.name(), operands.join(", "))
+}
+
 /// Evaluate one op on its operand tensors.
 pub fn eval(op: &Op, args: &[&Tensor], ctx: &KernelCtx) -> Result<Tensor, ExecError> {
     let _timer = crate::profile::scope(crate::profile::Category::of(op));
-    eval_inner(op, args, ctx).map_err(|e| match e {
+    let started = crate::profile::op_timing().then(std::time::Instant::now);
+    let result = eval_inner(op, args, ctx);
+    if let Some(t) = started {
+        crate::profile::record_op(describe(op, args), t.elapsed());
+    }
+    result.map_err(|e| match e {
         KErr::Candle(e) => ExecError::KernelLibrary(Box::new(super::LibraryFailure {
             op: op.name().to_string(),
             operands: args.iter().map(|t| t.dims().to_vec()).collect(),

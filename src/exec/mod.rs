@@ -497,6 +497,7 @@ impl Executor {
                         _ => None,
                     };
                     let _timer = crate::profile::scope(crate::profile::Category::Fused);
+                    let started = crate::profile::op_timing().then(std::time::Instant::now);
                     let outs =
                         g.run(&lookup, &mut arena.arena)
                             .map_err(|message| ExecError::Kernel {
@@ -504,6 +505,9 @@ impl Executor {
                                 message,
                                 span: g.span(graph),
                             })?;
+                    if let Some(t) = started {
+                        crate::profile::record_op(describe_group(graph, g, &sched), t.elapsed());
+                    }
                     stats.nodes_run += g.members;
                     for (n, t) in outs {
                         let slot = Slot::One(t);
@@ -701,4 +705,17 @@ fn user_permutation(graph: &Graph, id: NodeId) -> Option<Vec<usize>> {
         value = user;
     }
     order
+}
+
+/// A fused kernel for `deqc bench --ops`: its outputs' ops and the shape of
+/// the first.
+fn describe_group(graph: &Graph, g: &fused::BoundGroup, sched: &schedule::Schedule) -> String {
+    let outputs = g.output_levels();
+    let names: Vec<&str> = outputs.iter().map(|(n, _)| graph.op(*n).name()).collect();
+    let shape = outputs
+        .first()
+        .and_then(|(n, _)| sched.shapes.get(n.index()).cloned().flatten())
+        .map(|s| format!("{s:?}"))
+        .unwrap_or_default();
+    format!("kernel ({}) {shape}", names.join(", "))
 }
