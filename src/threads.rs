@@ -81,21 +81,21 @@ pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
 static SPINNING: AtomicBool = AtomicBool::new(false);
 
 /// Execute pending jobs of the pool, or spin, until `done` is set. Between
-/// two looks that found nothing the spinner pauses briefly (a few
-/// microseconds, far below a wake-up), so that many spinners on a large
-/// machine do not crowd the queues they all scan. After [`BLOCK_TIME`]
-/// without work (a serial stretch: loading data, writing a checkpoint) it
-/// naps between looks instead, as OpenMP's threads go to sleep after
-/// theirs, so a long serial stretch does not keep every core busy.
+/// two looks that found nothing the spinner yields its core to any other
+/// runnable thread (a system call of about a microsecond when there is
+/// none, far below a wake-up), so that another process's threads on an
+/// oversubscribed machine still run, and many spinners on a large machine
+/// do not crowd the queues they all scan. After [`BLOCK_TIME`] without
+/// work (a serial stretch: loading data, writing a checkpoint) it naps
+/// between looks instead, as OpenMP's threads go to sleep after theirs, so
+/// a long serial stretch does not keep every core busy.
 fn spin_until(done: &AtomicBool) {
     let mut last_work = Instant::now();
     while !done.load(Ordering::Acquire) {
         if matches!(rayon::yield_now(), Some(rayon::Yield::Executed)) {
             last_work = Instant::now();
         } else if last_work.elapsed() < BLOCK_TIME {
-            for _ in 0..IDLE_PAUSES {
-                std::hint::spin_loop();
-            }
+            std::thread::yield_now();
         } else {
             std::thread::sleep(NAP);
         }
@@ -107,9 +107,6 @@ const BLOCK_TIME: Duration = Duration::from_millis(5);
 
 /// A spinner's nap between looks after [`BLOCK_TIME`] without work.
 const NAP: Duration = Duration::from_micros(200);
-
-/// Pause instructions between two looks for work.
-const IDLE_PAUSES: usize = 16;
 
 /// Stores its value in its flag when dropped, also while a panic unwinds.
 struct SetOnDrop<'a>(&'a AtomicBool, bool);
