@@ -15,6 +15,21 @@ fn deqc(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// A DEQ-MLP step small enough for a debug build: 16 samples, 3 forward
+/// and 2 adjoint iterations, each run to the end.
+const SMALL_MLP: &[&str] = &[
+    "--set",
+    "batch_size=16",
+    "--set",
+    "solver.max_iter=3",
+    "--set",
+    "solver.tol=0",
+    "--set",
+    "backward.max_iter=2",
+    "--set",
+    "backward.tol=0",
+];
+
 /// The whitespace-separated fields of the report line of step `n`.
 fn step_line(report: &str, n: usize) -> Vec<String> {
     report
@@ -26,24 +41,20 @@ fn step_line(report: &str, n: usize) -> Vec<String> {
 
 #[test]
 fn bench_reports_steps_median_breakdown_and_allocations() {
-    let (code, out, err) = deqc(&[
-        "bench",
-        "examples/mnist_mlp.deq",
-        "--steps",
-        "3",
-        "--threads",
-        "1",
-        "--set",
-        "batch_size=16",
-        "--set",
-        "solver.max_iter=3",
-        "--set",
-        "solver.tol=0",
-        "--set",
-        "backward.max_iter=2",
-        "--set",
-        "backward.tol=0",
-    ]);
+    let (code, out, err) = deqc(
+        &[
+            &[
+                "bench",
+                "examples/mnist_mlp.deq",
+                "--steps",
+                "3",
+                "--threads",
+                "1",
+            ],
+            SMALL_MLP,
+        ]
+        .concat(),
+    );
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("bench DeqMlp: batch 16, 1 threads, 3 steps"),
@@ -103,26 +114,22 @@ fn bench_reports_steps_median_breakdown_and_allocations() {
 #[test]
 fn bench_lists_the_slowest_ops() {
     let table = |ops: &str| -> Vec<String> {
-        let (code, out, err) = deqc(&[
-            "bench",
-            "examples/mnist_mlp.deq",
-            "--steps",
-            "2",
-            "--threads",
-            "1",
-            "--ops",
-            ops,
-            "--set",
-            "batch_size=16",
-            "--set",
-            "solver.max_iter=3",
-            "--set",
-            "solver.tol=0",
-            "--set",
-            "backward.max_iter=2",
-            "--set",
-            "backward.tol=0",
-        ]);
+        let (code, out, err) = deqc(
+            &[
+                &[
+                    "bench",
+                    "examples/mnist_mlp.deq",
+                    "--steps",
+                    "2",
+                    "--threads",
+                    "1",
+                    "--ops",
+                    ops,
+                ],
+                SMALL_MLP,
+            ]
+            .concat(),
+        );
         assert_eq!(code, 0, "{err}");
         out.lines()
             .skip_while(|l| !l.starts_with("ops and kernels by time per step"))
