@@ -255,6 +255,27 @@ fn kernels_read_broadcasts_from_their_sources() {
     );
 }
 
+/// The transformer's attention output (permuted back into rows) and its
+/// key gradient (through two permutations) are products stored in their
+/// users' order, in the fused and the plain schedule alike; the examples'
+/// fused and plain runs above check that the values are unchanged.
+#[test]
+fn permuted_products_are_stored_in_their_users_order() {
+    let (_, g, _) = step_graphs()
+        .into_iter()
+        .find(|(name, _, _)| name.ends_with("char_lm.deq:CharDeq"))
+        .expect("the transformer example");
+    let (_, inputs) = feeds(&g, 3);
+    let runner = SolverRunner::new();
+    let env = executor(CDType::F32, true, &runner)
+        .bind_inputs(&g, &inputs)
+        .expect("dims");
+    for fuse in [true, false] {
+        let sched = schedule_for(&g, &env, CDType::F32, fuse).expect("schedule");
+        assert!(sched.stored_order_count() >= 2, "fuse {fuse}: {sched:?}");
+    }
+}
+
 #[test]
 fn plans_group_elementwise_chains_and_stop_at_library_calls() {
     let g = lower(

@@ -484,7 +484,8 @@ impl Executor {
                             })
                             .collect::<Result<_>>()?;
                         let shape = sched.shapes.get(id.index()).and_then(|s| s.as_deref());
-                        self.eval_node(graph, *id, &args, feeds, dims, shape)?
+                        let order = sched.out_orders.get(id).map(Vec::as_slice);
+                        self.eval_node(graph, *id, &args, feeds, dims, shape, order)?
                     };
                     stats.nodes_run += 1;
                     live += slot.bytes();
@@ -544,6 +545,9 @@ impl Executor {
             && matches!(self.options.float, CDType::F32 | CDType::F64)
     }
 
+    /// `out_order`: the permutation the node's users apply to its result
+    /// ([`schedule::Schedule`]'s `out_orders`), for a matrix product.
+    #[allow(clippy::too_many_arguments)]
     fn eval_node<'s>(
         &self,
         graph: &Graph,
@@ -552,6 +556,7 @@ impl Executor {
         feeds: &Feeds,
         dims: &DimEnv,
         shape: Option<&'s [usize]>,
+        out_order: Option<&[usize]>,
     ) -> Result<Slot> {
         let node = graph.node(id);
         let span = graph.span(id);
@@ -645,10 +650,6 @@ impl Executor {
         }
         let ts: Vec<&Tensor> = (0..args.len()).map(tensors).collect::<Result<_>>()?;
         let out_shape = resolved(shape)?;
-        let out_order = match node.op {
-            Op::MatMul => user_permutation(graph, id),
-            _ => None,
-        };
         let ctx = kernels::KernelCtx {
             device: &self.device,
             dtype: self.dtype(node.ty.dtype),
@@ -657,7 +658,7 @@ impl Executor {
             span,
             options: &self.options,
             node_index: id.index(),
-            out_order: out_order.as_deref(),
+            out_order,
         };
         let t = kernels::eval(&node.op, &ts, &ctx).map_err(|e| match e {
             ExecError::KernelLibrary(mut f) => {
@@ -678,33 +679,6 @@ impl Executor {
         }
         Ok(Slot::One(t))
     }
-}
-
-/// The permutation that `id`'s users apply to it before anything else reads
-/// it: its only user a `Permute`, that permute's only user another, and so
-/// on, composed (`None` when its only user is no permute, or it is a graph
-/// output). A matrix product stores its result in that order.
-fn user_permutation(graph: &Graph, id: NodeId) -> Option<Vec<usize>> {
-    let mut order: Option<Vec<usize>> = None;
-    let mut value = id;
-    while !graph.outputs().contains(&value) {
-        let [user] = graph.users(value)[..] else {
-            break;
-        };
-        let Op::Permute { axes } = graph.op(user) else {
-            break;
-        };
-        // Axis j of the permuted value is axis `axes[j]` of `value`.
-        order = Some(match order {
-            None => axes.clone(),
-            Some(o) => axes
-                .iter()
-                .map(|a| o.get(*a).copied())
-                .collect::<Option<_>>()?,
-        });
-        value = user;
-    }
-    order
 }
 
 /// A fused kernel for `deqc bench --ops`: its outputs' ops and the shape of

@@ -50,6 +50,10 @@ pub struct Schedule {
     /// bound (the node reports it when it runs).
     pub(super) shapes: Vec<Option<Vec<usize>>>,
     pub(super) fused: Option<BoundPlan>,
+    /// For each matrix product whose only user permutes it (or a chain of
+    /// permutations does), the composed permutation: the product stores its
+    /// result in that order, so the permuted view needs no copy.
+    pub(super) out_orders: HashMap<NodeId, Vec<usize>>,
     /// Buffers of reused kernel outputs: type and element count.
     buffers: Vec<(KType, usize)>,
     /// Arenas not in use by a run.
@@ -154,12 +158,22 @@ impl Schedule {
         for id in graph.node_ids() {
             shapes[id.index()] = dims.shape(&graph.ty(id).shape, None).ok();
         }
+        let out_orders = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Node(id) if matches!(graph.op(*id), Op::MatMul) => {
+                    user_permutation(graph, *id).map(|o| (*id, o))
+                }
+                _ => None,
+            })
+            .collect();
         let mut schedule = Schedule {
             steps,
             reads,
             frees,
             shapes,
             fused,
+            out_orders,
             buffers: Vec::new(),
             idle: Mutex::new(Vec::new()),
         };
@@ -226,6 +240,12 @@ impl Schedule {
         self.buffers.len()
     }
 
+    /// Matrix products that store their result in the order their
+    /// permuting users read it (for tests and reports).
+    pub fn stored_order_count(&self) -> usize {
+        self.out_orders.len()
+    }
+
     /// Fused kernels in the schedule.
     pub fn kernel_count(&self) -> usize {
         self.fused.as_ref().map_or(0, |p| p.kernel_count())
@@ -256,6 +276,33 @@ fn group_of(plan: &Option<BoundPlan>, gi: usize) -> Result<&super::fused::BoundG
         .and_then(|p| p.groups.get(gi))
         .and_then(|g| g.as_ref())
         .ok_or_else(|| ExecError::Internal(format!("fusion group {gi} is not bound")))
+}
+
+/// The permutation that `id`'s users apply to it before anything else reads
+/// it: its only user a `Permute`, that permute's only user another, and so
+/// on, composed (`None` when its only user is no permute, or it is a graph
+/// output). A matrix product stores its result in that order.
+fn user_permutation(graph: &Graph, id: NodeId) -> Option<Vec<usize>> {
+    let mut order: Option<Vec<usize>> = None;
+    let mut value = id;
+    while !graph.outputs().contains(&value) {
+        let [user] = graph.users(value)[..] else {
+            break;
+        };
+        let Op::Permute { axes } = graph.op(user) else {
+            break;
+        };
+        // Axis j of the permuted value is axis `axes[j]` of `value`.
+        order = Some(match order {
+            None => axes.clone(),
+            Some(o) => axes
+                .iter()
+                .map(|a| o.get(*a).copied())
+                .collect::<Option<_>>()?,
+        });
+        value = user;
+    }
+    order
 }
 
 /// The values a step produces.
