@@ -212,13 +212,9 @@ fn examples_fused_equal_plain_in_f32() {
     compare(CDType::F32, 1e-4);
 }
 
-/// A broadcast made outside a group (LayerNorm's gradient spreads its
-/// per-row sums over the row) is read from its source, not copied to full
-/// size first; the examples above check the values. In the transformer's
-/// step graph no kernel reads a broadcast view, and at least one reads the
-/// source of one.
-#[test]
-fn kernels_read_broadcasts_from_their_sources() {
+/// The transformer example's training step graph and its dims for the
+/// small feeds.
+fn transformer_step() -> (Graph, DimEnv) {
     let (_, g, _) = step_graphs()
         .into_iter()
         .find(|(name, _, _)| name.ends_with("char_lm.deq:CharDeq"))
@@ -228,6 +224,17 @@ fn kernels_read_broadcasts_from_their_sources() {
     let env = executor(CDType::F32, true, &runner)
         .bind_inputs(&g, &inputs)
         .expect("dims");
+    (g, env)
+}
+
+/// A broadcast made outside a group (LayerNorm's gradient spreads its
+/// per-row sums over the row) is read from its source, not copied to full
+/// size first; the examples above check the values. In the transformer's
+/// step graph no kernel reads a broadcast view, and at least one reads the
+/// source of one.
+#[test]
+fn kernels_read_broadcasts_from_their_sources() {
+    let (g, env) = transformer_step();
     let bound = BoundPlan::new(&g, &env, CDType::F32);
     let reads = |n: deqc::ir::NodeId| {
         bound
@@ -261,15 +268,7 @@ fn kernels_read_broadcasts_from_their_sources() {
 /// fused and plain runs above check that the values are unchanged.
 #[test]
 fn permuted_products_are_stored_in_their_users_order() {
-    let (_, g, _) = step_graphs()
-        .into_iter()
-        .find(|(name, _, _)| name.ends_with("char_lm.deq:CharDeq"))
-        .expect("the transformer example");
-    let (_, inputs) = feeds(&g, 3);
-    let runner = SolverRunner::new();
-    let env = executor(CDType::F32, true, &runner)
-        .bind_inputs(&g, &inputs)
-        .expect("dims");
+    let (g, env) = transformer_step();
     for fuse in [true, false] {
         let sched = schedule_for(&g, &env, CDType::F32, fuse).expect("schedule");
         assert!(sched.stored_order_count() >= 2, "fuse {fuse}: {sched:?}");
