@@ -208,15 +208,14 @@ pub fn record_op(what: String, took: Duration) {
 }
 
 /// The per-op times recorded since the last call (description, total
-/// time, calls), longest first; and reset them.
+/// time, calls), by description; and reset them. (`deqc bench` adds them
+/// up over its steps and orders them then.)
 pub fn take_op_times() -> Vec<(String, Duration, u64)> {
     let times = OP_TIMES
         .lock()
         .map(|mut t| std::mem::take(&mut *t))
         .unwrap_or_default();
-    let mut v: Vec<_> = times.into_iter().map(|(k, (d, n))| (k, d, n)).collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    v
+    times.into_iter().map(|(k, (d, n))| (k, d, n)).collect()
 }
 
 /// Turn the scoped timers on or off (off by default).

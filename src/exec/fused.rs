@@ -225,8 +225,17 @@ fn exp_sum(l: &mut Lowering, x: KValue, guard: bool) -> (KValue, KValue, KValue,
 
 /// Bind reading broadcasts from their sources, or, where that leaves an
 /// output or a reduction without a value per element (every operand of a
-/// full-shape member was such a source), reading the broadcast views.
+/// full-shape member was such a source), reading the broadcast views. A
+/// group that reads no broadcast binds once.
 fn bind(g: &Graph, grp: &fuse::Group, dims: &DimEnv, float: CDType) -> Result<BoundGroup, String> {
+    let reads_broadcast = grp.members.iter().any(|(m, _)| {
+        g.operands(*m)
+            .iter()
+            .any(|o| matches!(g.op(*o), Op::BroadcastTo { .. }))
+    });
+    if !reads_broadcast {
+        return bind_with(g, grp, dims, float, false);
+    }
     bind_with(g, grp, dims, float, true).or_else(|_| bind_with(g, grp, dims, float, false))
 }
 
