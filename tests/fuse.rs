@@ -434,3 +434,27 @@ fn schedules_are_cached_by_stamp_and_dims() {
     let new = schedule_for(&changed, &env(4), CDType::F32, true).expect("schedule");
     assert!(!std::sync::Arc::ptr_eq(&once, &new));
 }
+
+/// A kernel that computes GELU and its derivative calls one transcendental,
+/// the derivative's `tanh`, which GELU shares; the examples' fused and
+/// plain runs above check the values.
+#[test]
+fn gelu_shares_its_derivatives_tanh() {
+    use deqc::jit::strip::Func;
+    let (g, env) = transformer_step();
+    let bound = BoundPlan::new(&g, &env, CDType::F32);
+    let gelu_groups: Vec<_> = bound
+        .groups
+        .iter()
+        .flatten()
+        .filter(|grp| {
+            grp.output_levels()
+                .iter()
+                .any(|(n, _)| matches!(g.op(*n), Op::Gelu))
+        })
+        .collect();
+    assert!(!gelu_groups.is_empty(), "no kernel computes GELU");
+    for grp in gelu_groups {
+        assert_eq!(grp.strips, vec![Func::Tanh], "{:?}", grp.strips);
+    }
+}

@@ -26,9 +26,11 @@ use super::AdError;
 
 type Grads = Vec<Option<NodeId>>;
 
-/// sqrt(2 / pi) and the cubic coefficient of GELU's tanh form.
-const GELU_C: f64 = 0.797_884_560_802_865_4;
-const GELU_K: f64 = 0.044715;
+/// sqrt(2 / pi) and the cubic coefficient of GELU's tanh form. Fused
+/// kernels compute GELU itself with the same steps as its derivative here
+/// (`exec::fused`), so that the two share one `tanh`.
+pub(crate) const GELU_C: f64 = 0.797_884_560_802_865_4;
+pub(crate) const GELU_K: f64 = 0.044715;
 
 /// The cotangents of `node`'s operands, given the cotangent `g` of its result.
 pub fn vjp(b: &mut Builder, node: NodeId, g: NodeId, needed: &[bool]) -> Result<Grads, AdError> {

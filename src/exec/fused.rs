@@ -19,6 +19,7 @@
 //!   get new storage.
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 
 use candle_core::{CpuStorage, DType as CDType, Device, Layout, Storage, Tensor};
 use rayon::prelude::*;
@@ -63,6 +64,8 @@ pub struct BoundGroup {
     /// Distinct input nodes (for liveness).
     pub input_nodes: Vec<NodeId>,
     pub members: usize,
+    /// The transcendental (strip) functions the kernel calls, in order.
+    pub strips: Vec<Func>,
     /// The arena buffer of each output, when the schedule gave it one.
     buffers: Vec<Option<usize>>,
 }
@@ -162,12 +165,59 @@ struct Lowering<'a> {
     inputs: Vec<(NodeId, Vec<usize>, Level)>,
     /// Read a broadcast made outside the group from its source.
     through_broadcasts: bool,
+    /// Every instruction pushed so far, by its text: an instruction that is
+    /// already there is not computed twice (instructions are pure).
+    pushed: std::collections::HashMap<String, KValue>,
 }
 
 impl Lowering<'_> {
     fn push(&mut self, i: Inst) -> KValue {
+        let key = format!("{i:?}");
+        if let Some(v) = self.pushed.get(&key) {
+            return *v;
+        }
         self.insts.push(i);
-        self.insts.len() - 1
+        let v = self.insts.len() - 1;
+        self.pushed.insert(key, v);
+        v
+    }
+
+    /// Whether every step of [`Self::gelu`] up to its `tanh` is already
+    /// there (the group computes GELU's derivative at `x`).
+    fn gelu_derivative_present(&self, x: KValue) -> bool {
+        use crate::autodiff::vjp::{GELU_C, GELU_K};
+        let find = |i: Inst| self.pushed.get(&format!("{i:?}")).copied();
+        let tanh = || {
+            let x2 = find(Inst::Binary(Binary::Mul, x, x))?;
+            let x3 = find(Inst::Binary(Binary::Mul, x2, x))?;
+            let kx3 = find(Inst::Binary(Binary::Mul, x3, find(Inst::Const(GELU_K))?))?;
+            let inner = find(Inst::Binary(Binary::Add, x, kx3))?;
+            let u = find(Inst::Binary(Binary::Mul, inner, find(Inst::Const(GELU_C))?))?;
+            find(Inst::Unary(jit::Unary::Strip(Func::Tanh), u))
+        };
+        tanh().is_some()
+    }
+
+    /// `0.5 x (1 + tanh(c (x + k x³)))` built with the steps, in the order,
+    /// of GELU's derivative in `autodiff::vjp`: in a kernel that also
+    /// computes the derivative, [`Self::push`] finds every step already
+    /// there, and the kernel calls one transcendental (`tanh`) where it
+    /// called two (`gelu` and `tanh`).
+    fn gelu(&mut self, x: KValue) -> KValue {
+        use crate::autodiff::vjp::{GELU_C, GELU_K};
+        let x2 = self.push(Inst::Binary(Binary::Mul, x, x));
+        let x3 = self.push(Inst::Binary(Binary::Mul, x2, x));
+        let k = self.push(Inst::Const(GELU_K));
+        let kx3 = self.push(Inst::Binary(Binary::Mul, x3, k));
+        let inner = self.push(Inst::Binary(Binary::Add, x, kx3));
+        let c = self.push(Inst::Const(GELU_C));
+        let u = self.push(Inst::Binary(Binary::Mul, inner, c));
+        let t = self.push(Inst::Unary(jit::Unary::Strip(Func::Tanh), u));
+        let one = self.push(Inst::Const(1.0));
+        let one_t = self.push(Inst::Binary(Binary::Add, t, one));
+        let half = self.push(Inst::Const(0.5));
+        let left = self.push(Inst::Binary(Binary::Mul, one_t, half));
+        self.push(Inst::Binary(Binary::Mul, left, x))
     }
 
     /// The value of operand `o` read by a member of shape `target`.
@@ -254,75 +304,101 @@ fn bind_with(
     let len: usize = full[grp.split.unwrap_or(0).min(full.len())..]
         .iter()
         .product();
-    let mut l = Lowering {
-        g,
-        dims,
-        insts: Vec::new(),
-        value: Default::default(),
-        input_value: Default::default(),
-        inputs: Vec::new(),
-        through_broadcasts,
-    };
-    for (m, level) in &grp.members {
-        let ops = g.operands(*m);
-        let shape = l.shape(*m)?;
-        let arg = |l: &mut Lowering, k: usize, lv: Level| -> Result<KValue, String> {
-            let o = *ops.get(k).ok_or("missing operand")?;
-            let target = if lv == Level::Full {
-                full.clone()
-            } else {
-                shape.clone()
-            };
-            l.operand(o, &target, lv)
+    let lower = |expand: &HashSet<NodeId>| -> Result<(Lowering, Vec<(NodeId, KValue)>), String> {
+        let mut l = Lowering {
+            g,
+            dims,
+            insts: Vec::new(),
+            value: Default::default(),
+            input_value: Default::default(),
+            inputs: Vec::new(),
+            through_broadcasts,
+            pushed: Default::default(),
         };
-        let v = match fuse::role(g.op(*m)) {
-            Role::Unary(u) => {
-                let a = arg(&mut l, 0, *level)?;
-                l.push(Inst::Unary(u, a))
-            }
-            Role::Binary(b) => {
-                let a = arg(&mut l, 0, *level)?;
-                let c = arg(&mut l, 1, *level)?;
-                l.push(Inst::Binary(b, a, c))
-            }
-            Role::Select => {
-                let mk = arg(&mut l, 0, *level)?;
-                let a = arg(&mut l, 1, *level)?;
-                let b = arg(&mut l, 2, *level)?;
-                l.push(Inst::Select(mk, a, b))
-            }
-            Role::Cast => arg(&mut l, 0, *level)?,
-            Role::Reduce { op, .. } => {
-                let x = arg(&mut l, 0, Level::Full)?;
-                match op {
-                    ReduceOp::Sum => l.push(Inst::Reduce(RowReduce::Sum, x)),
-                    ReduceOp::Max => l.push(Inst::Reduce(RowReduce::Max, x)),
-                    ReduceOp::Min => l.push(Inst::Reduce(RowReduce::Min, x)),
-                    ReduceOp::Mean => {
-                        let s = l.push(Inst::Reduce(RowReduce::Sum, x));
-                        let c = l.push(Inst::Const(1.0 / len as f64));
-                        l.push(Inst::Binary(Binary::Mul, s, c))
-                    }
-                    ReduceOp::LogSumExp => {
-                        let (m, s, _, _) = exp_sum(&mut l, x, true);
-                        let lg = l.push(Inst::Unary(jit::Unary::Strip(Func::Log), s));
-                        l.push(Inst::Binary(Binary::Add, lg, m))
-                    }
-                }
-            }
-            Role::Softmax { log, .. } => {
-                let x = arg(&mut l, 0, Level::Full)?;
-                let (_, s, d, e) = exp_sum(&mut l, x, false);
-                if log {
-                    let lg = l.push(Inst::Unary(jit::Unary::Strip(Func::Log), s));
-                    l.push(Inst::Binary(Binary::Sub, d, lg))
+        let mut gelu_sites = Vec::new();
+        for (m, level) in &grp.members {
+            let ops = g.operands(*m);
+            let shape = l.shape(*m)?;
+            let arg = |l: &mut Lowering, k: usize, lv: Level| -> Result<KValue, String> {
+                let o = *ops.get(k).ok_or("missing operand")?;
+                let target = if lv == Level::Full {
+                    full.clone()
                 } else {
-                    l.push(Inst::Binary(Binary::Div, e, s))
+                    shape.clone()
+                };
+                l.operand(o, &target, lv)
+            };
+            let v = match fuse::role(g.op(*m)) {
+                Role::Unary(jit::Unary::Strip(Func::Gelu)) if expand.contains(m) => {
+                    let a = arg(&mut l, 0, *level)?;
+                    l.gelu(a)
                 }
-            }
-            Role::Const(_) | Role::Boundary => return Err("not a fusible member".into()),
-        };
-        l.value.insert(*m, v);
+                Role::Unary(jit::Unary::Strip(Func::Gelu)) => {
+                    let a = arg(&mut l, 0, *level)?;
+                    gelu_sites.push((*m, a));
+                    l.push(Inst::Unary(jit::Unary::Strip(Func::Gelu), a))
+                }
+                Role::Unary(u) => {
+                    let a = arg(&mut l, 0, *level)?;
+                    l.push(Inst::Unary(u, a))
+                }
+                Role::Binary(b) => {
+                    let a = arg(&mut l, 0, *level)?;
+                    let c = arg(&mut l, 1, *level)?;
+                    l.push(Inst::Binary(b, a, c))
+                }
+                Role::Select => {
+                    let mk = arg(&mut l, 0, *level)?;
+                    let a = arg(&mut l, 1, *level)?;
+                    let b = arg(&mut l, 2, *level)?;
+                    l.push(Inst::Select(mk, a, b))
+                }
+                Role::Cast => arg(&mut l, 0, *level)?,
+                Role::Reduce { op, .. } => {
+                    let x = arg(&mut l, 0, Level::Full)?;
+                    match op {
+                        ReduceOp::Sum => l.push(Inst::Reduce(RowReduce::Sum, x)),
+                        ReduceOp::Max => l.push(Inst::Reduce(RowReduce::Max, x)),
+                        ReduceOp::Min => l.push(Inst::Reduce(RowReduce::Min, x)),
+                        ReduceOp::Mean => {
+                            let s = l.push(Inst::Reduce(RowReduce::Sum, x));
+                            let c = l.push(Inst::Const(1.0 / len as f64));
+                            l.push(Inst::Binary(Binary::Mul, s, c))
+                        }
+                        ReduceOp::LogSumExp => {
+                            let (m, s, _, _) = exp_sum(&mut l, x, true);
+                            let lg = l.push(Inst::Unary(jit::Unary::Strip(Func::Log), s));
+                            l.push(Inst::Binary(Binary::Add, lg, m))
+                        }
+                    }
+                }
+                Role::Softmax { log, .. } => {
+                    let x = arg(&mut l, 0, Level::Full)?;
+                    let (_, s, d, e) = exp_sum(&mut l, x, false);
+                    if log {
+                        let lg = l.push(Inst::Unary(jit::Unary::Strip(Func::Log), s));
+                        l.push(Inst::Binary(Binary::Sub, d, lg))
+                    } else {
+                        l.push(Inst::Binary(Binary::Div, e, s))
+                    }
+                }
+                Role::Const(_) | Role::Boundary => return Err("not a fusible member".into()),
+            };
+            l.value.insert(*m, v);
+        }
+        Ok((l, gelu_sites))
+    };
+    // GELU whose derivative the group also computes shares its `tanh`
+    // (see `Lowering::gelu`); elsewhere the `gelu` strip is faster than
+    // its tanh form at cranelift's vector width.
+    let (mut l, gelu_sites) = lower(&HashSet::new())?;
+    let shared: HashSet<NodeId> = gelu_sites
+        .iter()
+        .filter(|(_, x)| l.gelu_derivative_present(*x))
+        .map(|(m, _)| *m)
+        .collect();
+    if !shared.is_empty() {
+        l = lower(&shared)?.0;
     }
     let mut outputs = Vec::new();
     let mut out_values = Vec::new();
@@ -385,6 +461,14 @@ fn bind_with(
             return Err("a full output computed from per-row values only".into());
         }
     }
+    let strips = kernel
+        .insts
+        .iter()
+        .filter_map(|i| match i {
+            Inst::Unary(u, _) => u.strip(),
+            _ => None,
+        })
+        .collect();
     let compiled = jit::compile(&kernel)?;
     let mut input_nodes: Vec<NodeId> = Vec::new();
     for i in &inputs {
@@ -401,6 +485,7 @@ fn bind_with(
         outputs,
         input_nodes,
         members: grp.members.len(),
+        strips,
         buffers: vec![None; grp.outputs.len()],
     })
 }

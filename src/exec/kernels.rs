@@ -14,6 +14,7 @@
 //! to its first maximum (row-major order).
 
 use candle_core::{DType as CDType, Device, Tensor};
+use rayon::prelude::*;
 
 use crate::ir::op_groups::{binary_math_ops, equilibrium_ops, source_ops};
 use crate::ir::{Cmp, Op, ProbeKind, ReduceOp};
@@ -229,17 +230,38 @@ pub(crate) fn sum_to(x: &Tensor, target: &[usize]) -> candle_core::Result<Tensor
     r.reshape(target)
 }
 
+/// Rows of one piece of [`sum_leading_rows`]: a bias gradient over the
+/// transformer's 2048 rows reads 1 MB, bound by memory on one core.
+const SUM_PIECE_ROWS: usize = 512;
+
 /// `sum_to` where the summed axes all lead (a bias or broadcast gradient,
 /// `[B, T, D] -> [D]`) on a contiguous f32/f64 CPU tensor: the rows of the
-/// `[R, C]` view added in order, in one pass. candle reduces leading axes
+/// `[R, C]` view added in order, in pieces of [`SUM_PIECE_ROWS`] rows
+/// summed in parallel and then added in order. candle reduces leading axes
 /// element by element through strided indices (a fifth of a transformer
 /// training step); `None` leaves other cases to it.
 fn sum_leading_rows(x: &Tensor, target: &[usize]) -> Option<Tensor> {
     use candle_core::{CpuStorage, Storage, WithDType};
     fn add_rows<T: WithDType>(v: &[T], rows: usize, cols: usize) -> Vec<T> {
-        let mut out = vec![T::from_f64(0.0); cols];
-        for row in v.chunks_exact(cols.max(1)).take(rows) {
-            for (o, x) in out.iter_mut().zip(row) {
+        let add = |rows: &[T]| {
+            let mut out = vec![T::from_f64(0.0); cols];
+            for row in rows.chunks_exact(cols.max(1)) {
+                for (o, x) in out.iter_mut().zip(row) {
+                    *o += *x;
+                }
+            }
+            out
+        };
+        let v = &v[..rows * cols];
+        if rows <= SUM_PIECE_ROWS || cols == 0 {
+            return add(v);
+        }
+        // Pieces of fixed length (so the sums do not depend on the pool),
+        // summed on the pool, then added in order.
+        let pieces: Vec<Vec<T>> = v.par_chunks(SUM_PIECE_ROWS * cols).map(add).collect();
+        let mut out = pieces[0].clone();
+        for piece in &pieces[1..] {
+            for (o, x) in out.iter_mut().zip(piece) {
                 *o += *x;
             }
         }
@@ -481,6 +503,43 @@ mod tests {
             assert!(sum_leading_rows(&x, &[2, 3, 4]).is_none());
             let t = x.transpose(0, 2).expect("view");
             assert!(sum_leading_rows(&t, &[2]).is_none());
+        }
+    }
+
+    /// More rows than one piece: the pieces are summed on the pool, and
+    /// the sums match candle's and do not depend on the pool's size.
+    #[test]
+    fn long_leading_sums_in_pieces() {
+        let rows = 3 * SUM_PIECE_ROWS + 17;
+        let x = Tensor::arange(0f64, (rows * 5) as f64, &Device::Cpu)
+            .and_then(|t| (t * 0.37)?.sin()?.reshape((rows, 1, 5)))
+            .expect("x");
+        for dtype in [CDType::F32, CDType::F64] {
+            let x = x.to_dtype(dtype).expect("cast");
+            let on = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .expect("pool");
+                pool.install(|| sum_leading_rows(&x, &[1, 5]))
+                    .expect("taken")
+                    .to_dtype(CDType::F64)
+                    .and_then(|t| t.flatten_all()?.to_vec1::<f64>())
+                    .expect("values")
+            };
+            let (one, two) = (on(1), on(2));
+            assert_eq!(one, two, "{dtype:?}");
+            let want = x
+                .sum(0)
+                .and_then(|t| t.to_dtype(CDType::F64)?.flatten_all()?.to_vec1::<f64>())
+                .expect("candle");
+            for (a, b) in one.iter().zip(&want) {
+                let tol = if dtype == CDType::F32 { 1e-4 } else { 1e-12 };
+                assert!(
+                    (a - b).abs() <= tol * b.abs().max(1.0),
+                    "{dtype:?}: {a} vs {b}"
+                );
+            }
         }
     }
 }

@@ -27,22 +27,24 @@ use std::sync::OnceLock;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::immediates::{Ieee32, Ieee64};
 use cranelift_codegen::ir::{
-    types, AbiParam, Block, FuncRef, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type,
+    types, AbiParam, FuncRef, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type,
     UserFuncName, Value,
 };
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 
+mod loops;
 pub(super) mod passes;
 mod segment;
 
+use self::loops::Acc;
 use self::passes::{choose_stash, needed_in, ready_passes, roots_of};
 use self::segment::{float_cc, operands, units_of, Unit};
 use super::strip::{self, Func};
-use super::{Binary, InputKind, Inst, KType, Kernel, KernelFn, Level, RowReduce, Unary};
+use super::{Binary, InputKind, Inst, KType, Kernel, KernelFn, Level, Unary};
 
 /// Bytes of one strip (per scratch buffer).
 const STRIP_BYTES: i64 = 512;
@@ -337,17 +339,8 @@ impl Gen<'_, '_> {
             let Inst::Reduce(op, a) = k.insts[*r] else {
                 continue;
             };
-            let init = match op {
-                RowReduce::Sum => 0.0,
-                RowReduce::Max => f64::NEG_INFINITY,
-                RowReduce::Min => f64::INFINITY,
-            };
-            let s = self.fconst(init);
-            let v = self.b.ins().splat(self.vty, s);
-            let (av, as_) = (self.b.declare_var(self.vty), self.b.declare_var(self.ty));
-            self.b.def_var(av, v);
-            self.b.def_var(as_, s);
-            accs.push((*r, op, a, av, as_));
+            let acc = self.new_acc(op);
+            accs.push((*r, a, acc));
         }
         let off = self.b.declare_var(types::I64);
         let zero = self.b.ins().iconst(types::I64, 0);
@@ -407,7 +400,7 @@ impl Gen<'_, '_> {
         // Reductions of a value computed in a segment accumulate in its loop.
         let mut folded: HashMap<usize, Vec<usize>> = HashMap::new();
         let mut separate = Vec::new();
-        for (x, (_, _, a, _, _)) in accs.iter().enumerate() {
+        for (x, (_, a, _)) in accs.iter().enumerate() {
             match unit_of.get(a).map(|u| &units[*u]) {
                 Some(Unit::Segment(_)) => folded.entry(unit_of[a]).or_default().push(x),
                 _ => {
@@ -456,14 +449,11 @@ impl Gen<'_, '_> {
                     }
                 }
                 Unit::Segment(members) => {
-                    let reduce: Vec<(RowReduce, usize, Variable, Variable)> = folded
+                    let reduce: Vec<(usize, Acc)> = folded
                         .get(&u)
                         .into_iter()
                         .flatten()
-                        .map(|x| {
-                            let (_, op, a, av, as_) = accs[*x];
-                            (op, a, av, as_)
-                        })
+                        .map(|x| (accs[*x].1, accs[*x].2.clone()))
                         .collect();
                     self.segment_loop(members, &loc, &dsts, &reduce, n)?;
                 }
@@ -471,11 +461,11 @@ impl Gen<'_, '_> {
         }
         // Reductions of values read from memory.
         for x in separate {
-            let (_, op, a, av, as_) = accs[x];
-            let Some(Src::Mem(addr)) = loc.get(&a).copied() else {
+            let (_, a, acc) = &accs[x];
+            let Some(Src::Mem(addr)) = loc.get(a).copied() else {
                 return Err(format!("reduced value {a} is not in memory"));
             };
-            self.reduce_loop(op, addr, n, av, as_);
+            self.reduce_loop(acc, addr, n);
         }
         let o = self.b.use_var(off);
         let next = self.b.ins().iadd(o, n);
@@ -483,111 +473,11 @@ impl Gen<'_, '_> {
         self.b.ins().jump(header, &[]);
         self.b.switch_to_block(exit);
         let mut finals = Vec::new();
-        for (r, op, _, av, as_) in accs {
-            let v = self.b.use_var(av);
-            let mut acc = self.b.use_var(as_);
-            for lane in 0..self.lanes {
-                let x = self.b.ins().extractlane(v, lane as u8);
-                acc = self.combine(op, acc, x);
-            }
-            finals.push((r, acc));
+        for (r, _, acc) in &accs {
+            let v = self.finish_acc(acc);
+            finals.push((*r, v));
         }
         Ok(finals)
-    }
-
-    fn combine(&mut self, op: RowReduce, a: Value, b: Value) -> Value {
-        match op {
-            RowReduce::Sum => self.b.ins().fadd(a, b),
-            RowReduce::Max => self.b.ins().fmax(a, b),
-            RowReduce::Min => self.b.ins().fmin(a, b),
-        }
-    }
-
-    fn reduce_loop(&mut self, op: RowReduce, addr: Value, n: Value, av: Variable, as_: Variable) {
-        self.element_loop(n, true, &mut |g, byte_off, vector| {
-            let (ty, acc_var) = if vector { (g.vty, av) } else { (g.ty, as_) };
-            let a = g.b.ins().iadd(addr, byte_off);
-            let x = g.b.ins().load(ty, g.mf, a, 0);
-            let acc = g.b.use_var(acc_var);
-            let acc = g.combine(op, acc, x);
-            g.b.def_var(acc_var, acc);
-        });
-    }
-
-    /// The loop over elements `i < n` that every strip instruction runs:
-    /// with `vector`, whole vectors of `lanes` elements while one fits, then
-    /// single elements for the tail. `step` emits the work of one step,
-    /// given the byte offset of element `i` and whether the step is a vector.
-    fn element_loop(
-        &mut self,
-        n: Value,
-        vector: bool,
-        step: &mut dyn FnMut(&mut Self, Value, bool),
-    ) {
-        let i = self.b.declare_var(types::I64);
-        let zero = self.b.ins().iconst(types::I64, 0);
-        self.b.def_var(i, zero);
-        let done = self.b.create_block();
-        if vector {
-            let tail = self.b.create_block();
-            let lanes = self.lanes;
-            let header = self.enter_loop(tail, |g| {
-                let iv = g.b.use_var(i);
-                let end = g.b.ins().iadd_imm_s(iv, lanes);
-                g.b.ins().icmp(IntCC::SignedLessThanOrEqual, end, n)
-            });
-            self.loop_step(i, lanes, true, step);
-            self.b.ins().jump(header, &[]);
-            self.b.switch_to_block(tail);
-        }
-        let header = self.enter_loop(done, |g| {
-            let iv = g.b.use_var(i);
-            g.b.ins().icmp(IntCC::SignedLessThan, iv, n)
-        });
-        self.loop_step(i, 1, false, step);
-        self.b.ins().jump(header, &[]);
-        self.b.switch_to_block(done);
-    }
-
-    /// Ends the current block with a jump to a new loop header, which goes
-    /// on to a new body block while `cond` (emitted in the header) holds and
-    /// to `exit` once it fails. Leaves the builder in the body and returns
-    /// the header, for the body's jump back.
-    fn enter_loop(&mut self, exit: Block, cond: impl FnOnce(&mut Self) -> Value) -> Block {
-        let (header, body) = (self.b.create_block(), self.b.create_block());
-        self.b.ins().jump(header, &[]);
-        self.b.switch_to_block(header);
-        let go = cond(self);
-        self.b.ins().brif(go, body, &[], exit, &[]);
-        self.b.switch_to_block(body);
-        header
-    }
-
-    /// One step of [`Self::element_loop`]: the work, then `i += width`.
-    fn loop_step(
-        &mut self,
-        i: Variable,
-        width: i64,
-        vector: bool,
-        step: &mut dyn FnMut(&mut Self, Value, bool),
-    ) {
-        let iv = self.b.use_var(i);
-        let byte_off = self.b.ins().imul_imm_s(iv, self.size);
-        step(self, byte_off, vector);
-        let next = self.b.ins().iadd_imm_s(iv, width);
-        self.b.def_var(i, next);
-    }
-
-    /// `dst[i] = src[i]` for `i < n` (a strip function's result that is
-    /// also a second output).
-    fn copy_loop(&mut self, src: Value, dst: Value, n: Value) {
-        self.element_loop(n, true, &mut |g, byte_off, is_vector| {
-            let ty = if is_vector { g.vty } else { g.ty };
-            let from = g.b.ins().iadd(src, byte_off);
-            let x = g.b.ins().load(ty, g.mf, from, 0);
-            let to = g.b.ins().iadd(dst, byte_off);
-            g.b.ins().store(g.mf, x, to, 0);
-        });
     }
 
     /// A constant of the right shape (vector or scalar).

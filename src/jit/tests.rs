@@ -332,3 +332,105 @@ fn stash_only_where_the_consumer_alone_reads_it() {
     // Only the row maximum: nothing to keep.
     assert_eq!(stash(vec![8]), vec![]);
 }
+
+/// Run `k` (f32, one row input) on `row`; its per-row outputs.
+fn row_outputs_f32(k: &Kernel, row: &[f32]) -> Vec<f32> {
+    let compiled = compile(k).expect("compiles");
+    let mut input = row.to_vec();
+    let mut outs = vec![f32::NAN; k.outputs.len()];
+    let mut ptrs: Vec<*mut u8> = vec![input.as_mut_ptr() as *mut u8];
+    for o in outs.iter_mut() {
+        ptrs.push(o as *mut f32 as *mut u8);
+    }
+    unsafe { call(&compiled, &ptrs, row.len()) };
+    outs
+}
+
+/// Max and min keep several vector accumulators (an unrolled loop); they
+/// must still give what one accumulator gives: the exact extreme, `+0`
+/// over `-0` for max and `-0` for min wherever the zeros sit, and NaN
+/// from a NaN in any slot, in the single-vector loop or in the tail, of
+/// rows that span one strip or several.
+#[test]
+fn max_and_min_do_not_depend_on_their_accumulators() {
+    let k = Kernel {
+        ty: KType::F32,
+        inputs: vec![InputKind::Row],
+        insts: vec![
+            Inst::Input(0),
+            Inst::Reduce(RowReduce::Max, 0),
+            Inst::Reduce(RowReduce::Min, 0),
+        ],
+        outputs: vec![1, 2],
+    };
+    for len in [1, 5, 16, 23, 64, 77, 128, 300] {
+        let values: Vec<f32> = values(len, 7).iter().map(|v| *v as f32).collect();
+        let got = row_outputs_f32(&k, &values);
+        let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let min = values.iter().copied().fold(f32::INFINITY, f32::min);
+        assert_eq!(got, vec![max, min], "len {len}");
+        for at in 0..len {
+            // Zeros of both signs, one `+0` (or `-0`) at `at`.
+            let mut zeros = vec![-0.0f32; len];
+            zeros[at] = 0.0;
+            let got = row_outputs_f32(&k, &zeros);
+            assert_eq!(
+                got[0].to_bits(),
+                0f32.to_bits(),
+                "max, len {len}, +0 at {at}"
+            );
+            let mut zeros = vec![0.0f32; len];
+            zeros[at] = -0.0;
+            let got = row_outputs_f32(&k, &zeros);
+            assert_eq!(
+                got[1].to_bits(),
+                (-0f32).to_bits(),
+                "min, len {len}, -0 at {at}"
+            );
+            let mut nan = values.clone();
+            nan[at] = f32::NAN;
+            let got = row_outputs_f32(&k, &nan);
+            assert!(got[0].is_nan() && got[1].is_nan(), "len {len}, NaN at {at}");
+        }
+    }
+}
+
+/// A sum accumulates its vectors in element order: with one strip, the
+/// unrolled loop of a max beside it does not change a single bit of it.
+#[test]
+fn a_sum_beside_a_max_keeps_its_order() {
+    let sum_only = Kernel {
+        ty: KType::F32,
+        inputs: vec![InputKind::Row],
+        insts: vec![Inst::Input(0), Inst::Reduce(RowReduce::Sum, 0)],
+        outputs: vec![1],
+    };
+    let with_max = Kernel {
+        ty: KType::F32,
+        inputs: vec![InputKind::Row],
+        insts: vec![
+            Inst::Input(0),
+            Inst::Reduce(RowReduce::Sum, 0),
+            Inst::Reduce(RowReduce::Max, 0),
+        ],
+        outputs: vec![1, 2],
+    };
+    for len in [16, 64, 100, 128] {
+        let row: Vec<f32> = values(len, 11).iter().map(|v| (*v * 1e3) as f32).collect();
+        let alone = row_outputs_f32(&sum_only, &row)[0];
+        let beside = row_outputs_f32(&with_max, &row)[0];
+        assert_eq!(alone.to_bits(), beside.to_bits(), "len {len}");
+        // Four lanes, each added in element order, then the lanes in turn.
+        let mut lanes = [0f32; 4];
+        for v in row.chunks_exact(4) {
+            for (l, x) in lanes.iter_mut().zip(v) {
+                *l += *x;
+            }
+        }
+        let mut want = 0f32;
+        for l in lanes {
+            want += l;
+        }
+        assert_eq!(alone.to_bits(), want.to_bits(), "len {len}");
+    }
+}

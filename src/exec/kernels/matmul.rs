@@ -312,6 +312,8 @@ fn fill<T>(len: usize, write: impl FnOnce(*mut T)) -> Vec<T> {
 /// weight gradient over all rows of a batch): gemm threads over rows and
 /// columns only, so here the summed axis is cut into fixed chunks computed
 /// in parallel and added in order; the chunks do not depend on the pool.
+/// The pieces are written without a zero fill first, and added in
+/// parallel blocks (each element still in piece order).
 fn split_k<T: WithDType>(
     lhs: &Operand<T>,
     rhs: &Operand<T>,
@@ -320,35 +322,40 @@ fn split_k<T: WithDType>(
     n: usize,
 ) -> Vec<T> {
     let chunks = k.div_ceil(SPLIT_K_CHUNK);
-    let mut parts = vec![T::from_f64(0.0); chunks * m * n];
-    parts
-        .par_chunks_mut(m * n)
-        .enumerate()
-        .for_each(|(c, part)| {
+    let size = m * n;
+    let mut parts = fill(chunks * size, |base: *mut T| {
+        let base = SendPtr(base);
+        (0..chunks).into_par_iter().for_each(|c| {
+            let base = &base;
             let range = (c * SPLIT_K_CHUNK, ((c + 1) * SPLIT_K_CHUNK).min(k));
-            // SAFETY: `operand` checked both inputs over the whole summed axis;
-            // `part` holds `m * n` elements.
+            // SAFETY: `operand` checked both inputs over the whole summed
+            // axis; piece `c` owns elements `c * size .. (c + 1) * size`.
             unsafe {
-                gemm_into(
-                    Dst::at(part.as_mut_ptr(), n),
-                    m,
-                    range,
-                    n,
-                    lhs,
-                    rhs,
-                    0,
-                    None,
-                )
+                let ptr = base.0.add(c * size);
+                gemm_into(Dst::at(ptr, n), m, range, n, lhs, rhs, 0, None)
             }
         });
-    let mut out = parts[..m * n].to_vec();
-    for part in parts[m * n..].chunks(m * n) {
-        for (o, p) in out.iter_mut().zip(part) {
-            *o += *p;
-        }
-    }
-    out
+    });
+    // Pieces added in order, element by element, in parallel blocks.
+    let (first, rest) = parts.split_at_mut(size);
+    first
+        .par_chunks_mut(SUM_BLOCK)
+        .enumerate()
+        .for_each(|(blk, out)| {
+            let (lo, len) = (blk * SUM_BLOCK, out.len());
+            for part in rest.chunks(size) {
+                for (o, p) in out.iter_mut().zip(&part[lo..lo + len]) {
+                    *o += *p;
+                }
+            }
+        });
+    parts.truncate(size);
+    parts.shrink_to_fit();
+    parts
 }
+
+/// Elements per parallel block when [`split_k`] adds its pieces.
+const SUM_BLOCK: usize = 1 << 14;
 
 /// The batch offsets and matrix strides of a `[batch.., rows, cols]` view,
 /// after checking that every element it addresses lies inside `data`.

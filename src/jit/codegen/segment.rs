@@ -13,11 +13,11 @@ use std::collections::HashMap;
 
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value};
-use cranelift_frontend::Variable;
 
+use super::loops::Acc;
 use super::{Gen, Src};
 use crate::ir::Cmp;
-use crate::jit::{Binary, Inst, Kernel, RowReduce};
+use crate::jit::{Binary, Inst, Kernel};
 
 /// A pass's computations in order: runs of arithmetic computed together in
 /// one loop, and strip-function calls (which read and write memory).
@@ -87,12 +87,15 @@ impl Gen<'_, '_> {
         members: &[usize],
         loc: &HashMap<usize, Src>,
         dsts: &HashMap<usize, Vec<Value>>,
-        reduce: &[(RowReduce, usize, Variable, Variable)],
+        reduce: &[(usize, Acc)],
         n: Value,
     ) -> Result<(), String> {
         let k = self.k;
         let mut failure = None;
-        self.element_loop(n, true, &mut |g, byte_off, is_vector| {
+        let rows: Vec<Acc> = reduce.iter().map(|(_, acc)| acc.clone()).collect();
+        let local = self.loop_accs(&rows);
+        let unroll = Self::unroll_for(&local);
+        self.element_loop(n, unroll, &mut |g, byte_off, is_vector, slot| {
             let ty = if is_vector { g.vty } else { g.ty };
             let mut reg: HashMap<usize, Value> = HashMap::new();
             for &i in members {
@@ -135,13 +138,11 @@ impl Gen<'_, '_> {
                     g.b.ins().store(g.mf, y, d, 0);
                 }
             }
-            for (op, a, av, as_) in reduce {
-                let acc_var = if is_vector { *av } else { *as_ };
-                let acc = g.b.use_var(acc_var);
-                let acc = g.combine(*op, acc, reg[a]);
-                g.b.def_var(acc_var, acc);
+            for ((a, _), acc) in reduce.iter().zip(&local) {
+                g.accumulate(acc, reg[a], is_vector, slot);
             }
         });
+        self.merge_accs(&rows, &local);
         match failure {
             Some(e) => Err(e),
             None => Ok(()),
