@@ -379,7 +379,12 @@ fn bind_with(
                         let lg = l.push(Inst::Unary(jit::Unary::Strip(Func::Log), s));
                         l.push(Inst::Binary(Binary::Sub, d, lg))
                     } else {
-                        l.push(Inst::Binary(Binary::Div, e, s))
+                        // One division per row, then a product per element:
+                        // the sum is at least 1 (its largest term is
+                        // `exp(0)`), so its reciprocal is a normal number.
+                        let one = l.push(Inst::Const(1.0));
+                        let r = l.push(Inst::Binary(Binary::Div, one, s));
+                        l.push(Inst::Binary(Binary::Mul, e, r))
                     }
                 }
                 Role::Const(_) | Role::Boundary => return Err("not a fusible member".into()),

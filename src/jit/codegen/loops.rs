@@ -3,14 +3,17 @@
 //! Owns [`Gen::element_loop`] (vectors, optionally several per step, then
 //! a scalar tail), the reduction loops and their accumulators ([`Acc`]).
 //! Guarantees:
-//! - a sum accumulates its vectors in element order through one vector
-//!   accumulator, so its rounding does not depend on the unrolling; a row
-//!   longer than one strip adds up one partial sum per strip;
-//! - a max or min keeps [`ORDER_FREE_SLOTS`] independent vector
-//!   accumulators, combined at the end of the row: the result is the same
-//!   (these operations do not depend on order, NaN and signed zeros
-//!   included), but their long loop-carried chains (cranelift's `fmax`
-//!   is eight instructions, for its NaN and zero rules) overlap;
+//! - every reduction keeps [`SLOTS`] independent vector accumulators: the
+//!   vector steps of its loop are unrolled that many times, vector `s` of
+//!   an unrolled step going to accumulator `s`, the single vectors after
+//!   the unrolled part to accumulator 0. Their loop-carried chains then
+//!   overlap (cranelift's `fmax` is eight instructions long, for its NaN
+//!   and signed-zero rules; a vector add takes four cycles);
+//! - a max or min gives exactly what one accumulator gives (these do not
+//!   depend on order, NaN and signed zeros included); a sum is the same
+//!   sum in another order: within a row, each accumulator adds its vectors
+//!   in element order, one partial sum per strip, then the accumulators
+//!   are added in order, then their lanes, then the scalar tail's;
 //! - each loop accumulates into fresh accumulators that start at the
 //!   identity and are combined into the row's after it: the row's own
 //!   accumulators cross the strip functions' calls, and cranelift kept
@@ -24,9 +27,9 @@ use cranelift_frontend::Variable;
 use super::Gen;
 use crate::jit::RowReduce;
 
-/// Vector accumulators of an order-free reduction (max, min): the vector
-/// steps of its loop are unrolled this many times.
-const ORDER_FREE_SLOTS: usize = 4;
+/// Vector accumulators of a reduction: the vector steps of its loop are
+/// unrolled this many times.
+const SLOTS: usize = 4;
 
 /// The accumulators of one reduction.
 #[derive(Clone)]
@@ -46,13 +49,9 @@ impl Gen<'_, '_> {
             RowReduce::Max => f64::NEG_INFINITY,
             RowReduce::Min => f64::INFINITY,
         };
-        let slots = match op {
-            RowReduce::Sum => 1,
-            RowReduce::Max | RowReduce::Min => ORDER_FREE_SLOTS,
-        };
         let s = self.fconst(init);
         let v = self.b.ins().splat(self.vty, s);
-        let vectors = (0..slots)
+        let vectors = (0..SLOTS)
             .map(|_| {
                 let var = self.b.declare_var(self.vty);
                 self.b.def_var(var, v);
