@@ -475,3 +475,50 @@ fn probes_have_their_distribution_and_depend_on_the_seed_only() {
     assert_eq!(a, draw(7), "the same seed draws the same probes");
     assert_ne!(a, draw(8), "another seed (step) draws others");
 }
+
+/// A division by a per-row square root (LayerNorm's) runs in fused kernels
+/// as one reciprocal per row and a product per element: the same values as
+/// the plain path to rounding, and the same zeros, infinities and NaN
+/// (rows of zeros give 0/0, a huge row an infinite norm, a NaN row NaN).
+#[test]
+fn division_by_a_row_norm_keeps_its_special_values() {
+    use deqc::exec::ExecOptions;
+    let src = "model M(x: [4, 3]) { x / sqrt(sum(x * x, axis = 1, keepdim = true)) }";
+    let g = lower(src);
+    let x = [
+        1.0,
+        -2.0,
+        2.0, // norm 3
+        0.0,
+        0.0,
+        0.0, // 0 / 0
+        1e300,
+        1.0,
+        -1.0, // the square overflows: x / inf
+        f64::NAN,
+        1.0,
+        2.0,
+    ];
+    for dtype in [DType::F64, DType::F32] {
+        let input = t(&x, &[4, 3]);
+        let on = |fuse: bool| {
+            let options = ExecOptions {
+                fuse,
+                float: dtype,
+                ..Default::default()
+            };
+            let exec = Executor::new(Device::Cpu).with_options(options);
+            let out = exec.run(&g, &[], &[input.clone()]).expect("runs");
+            values(&out.outputs[0])
+        };
+        let (fused, plain) = (on(true), on(false));
+        for (i, (a, b)) in fused.iter().zip(&plain).enumerate() {
+            let same = (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-6 * b.abs().max(1.0);
+            assert!(same, "{dtype:?} element {i}: fused {a}, plain {b}");
+        }
+        assert!(
+            (plain[0] - 1.0 / 3.0).abs() < 1e-6 && plain[3].is_nan(),
+            "{plain:?}"
+        );
+    }
+}

@@ -345,7 +345,23 @@ fn bind_with(
                 Role::Binary(b) => {
                     let a = arg(&mut l, 0, *level)?;
                     let c = arg(&mut l, 1, *level)?;
-                    l.push(Inst::Binary(b, a, c))
+                    let per_row = |n: NodeId| grp.members.contains(&(n, Level::Row));
+                    match (b, &l.insts[c]) {
+                        // A division by a per-row square root (LayerNorm's
+                        // standard deviation): one division per row, then a
+                        // product per element. The reciprocal of a square
+                        // root is never subnormal nor overflows, so this is
+                        // the quotient to rounding, and 0, inf and NaN come
+                        // out as from the division.
+                        (Binary::Div, Inst::Unary(jit::Unary::Sqrt, _))
+                            if *level == Level::Full && ops.get(1).is_some_and(|n| per_row(*n)) =>
+                        {
+                            let one = l.push(Inst::Const(1.0));
+                            let r = l.push(Inst::Binary(Binary::Div, one, c));
+                            l.push(Inst::Binary(Binary::Mul, a, r))
+                        }
+                        _ => l.push(Inst::Binary(b, a, c)),
+                    }
                 }
                 Role::Select => {
                     let mk = arg(&mut l, 0, *level)?;
