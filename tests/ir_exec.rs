@@ -508,7 +508,9 @@ fn division_by_a_row_norm_keeps_its_special_values() {
                 ..Default::default()
             };
             let exec = Executor::new(Device::Cpu).with_options(options);
-            let out = exec.run(&g, &[], std::slice::from_ref(&input)).expect("runs");
+            let out = exec
+                .run(&g, &[], std::slice::from_ref(&input))
+                .expect("runs");
             values(&out.outputs[0])
         };
         let (fused, plain) = (on(true), on(false));
