@@ -12,7 +12,6 @@ import os
 import sys
 
 import torch
-import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -34,14 +33,7 @@ def main():
     model.train()
 
     def step():
-        x, y = batch()
-        scores, _ = model(x)
-        loss = F.cross_entropy(scores.reshape(-1, scores.shape[-1]), y.reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        if clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        opt.step()
+        step_time.train_step(model, opt, clip, *batch())
 
     for _ in range(2):
         step()

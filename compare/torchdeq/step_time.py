@@ -137,6 +137,18 @@ def family(name, fwd, bwd):
     raise SystemExit(f"unknown family {name}: use mlp, transformer or mdeq")
 
 
+def train_step(model, opt, clip, x, y):
+    """One training step: forward (solve), loss, backward, clip, update."""
+    scores, info = model(x)
+    loss = F.cross_entropy(scores.reshape(-1, scores.shape[-1]), y.reshape(-1))
+    opt.zero_grad()
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opt.step()
+    return info
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("family")
@@ -154,13 +166,7 @@ def main():
     for step in range(args.steps):
         x, y = batch()
         start = time.perf_counter()
-        scores, info = model(x)
-        loss = F.cross_entropy(scores.reshape(-1, scores.shape[-1]), y.reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        if clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        opt.step()
+        info = train_step(model, opt, clip, x, y)
         times.append(time.perf_counter() - start)
         nstep = info.get("nstep", torch.zeros(1)).float().mean().item()
         print(f"{step + 1:>5} {times[-1] * 1e3:>10.2f} fwd it {nstep:.1f}")

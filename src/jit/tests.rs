@@ -346,6 +346,19 @@ fn row_outputs_f32(k: &Kernel, row: &[f32]) -> Vec<f32> {
     outs
 }
 
+/// An f32 kernel over one row input whose outputs are `reductions` of it,
+/// in order.
+fn reductions_of_a_row(reductions: &[RowReduce]) -> Kernel {
+    let mut insts = vec![Inst::Input(0)];
+    insts.extend(reductions.iter().map(|r| Inst::Reduce(*r, 0)));
+    Kernel {
+        ty: KType::F32,
+        inputs: vec![InputKind::Row],
+        insts,
+        outputs: (1..=reductions.len()).collect(),
+    }
+}
+
 /// Max and min keep several vector accumulators (an unrolled loop); they
 /// must still give what one accumulator gives: the exact extreme, `+0`
 /// over `-0` for max and `-0` for min wherever the zeros sit, and NaN
@@ -353,16 +366,7 @@ fn row_outputs_f32(k: &Kernel, row: &[f32]) -> Vec<f32> {
 /// rows that span one strip or several.
 #[test]
 fn max_and_min_do_not_depend_on_their_accumulators() {
-    let k = Kernel {
-        ty: KType::F32,
-        inputs: vec![InputKind::Row],
-        insts: vec![
-            Inst::Input(0),
-            Inst::Reduce(RowReduce::Max, 0),
-            Inst::Reduce(RowReduce::Min, 0),
-        ],
-        outputs: vec![1, 2],
-    };
+    let k = reductions_of_a_row(&[RowReduce::Max, RowReduce::Min]);
     for len in [1, 5, 16, 23, 64, 77, 128, 300] {
         let values: Vec<f32> = values(len, 7).iter().map(|v| *v as f32).collect();
         let got = row_outputs_f32(&k, &values);
@@ -436,22 +440,8 @@ fn a_sum_adds_up_in_its_documented_order() {
         }
         out
     }
-    let sum_only = Kernel {
-        ty: KType::F32,
-        inputs: vec![InputKind::Row],
-        insts: vec![Inst::Input(0), Inst::Reduce(RowReduce::Sum, 0)],
-        outputs: vec![1],
-    };
-    let with_max = Kernel {
-        ty: KType::F32,
-        inputs: vec![InputKind::Row],
-        insts: vec![
-            Inst::Input(0),
-            Inst::Reduce(RowReduce::Sum, 0),
-            Inst::Reduce(RowReduce::Max, 0),
-        ],
-        outputs: vec![1, 2],
-    };
+    let sum_only = reductions_of_a_row(&[RowReduce::Sum]);
+    let with_max = reductions_of_a_row(&[RowReduce::Sum, RowReduce::Max]);
     for len in [3, 8, 16, 23, 64, 100, 128, 150, 300] {
         let row: Vec<f32> = values(len, 11).iter().map(|v| (*v * 1e3) as f32).collect();
         let want = documented(&row).to_bits();
