@@ -183,17 +183,7 @@ impl Lowering<'_> {
     /// Whether every step of [`Self::gelu`] up to its `tanh` is already
     /// there (the group computes GELU's derivative at `x`).
     fn gelu_derivative_present(&self, x: KValue) -> bool {
-        use crate::autodiff::vjp::{GELU_C, GELU_K};
-        let find = |i: Inst| self.pushed.get(&format!("{i:?}")).copied();
-        let tanh = || {
-            let x2 = find(Inst::Binary(Binary::Mul, x, x))?;
-            let x3 = find(Inst::Binary(Binary::Mul, x2, x))?;
-            let kx3 = find(Inst::Binary(Binary::Mul, x3, find(Inst::Const(GELU_K))?))?;
-            let inner = find(Inst::Binary(Binary::Add, x, kx3))?;
-            let u = find(Inst::Binary(Binary::Mul, inner, find(Inst::Const(GELU_C))?))?;
-            find(Inst::Unary(jit::Unary::Strip(Func::Tanh), u))
-        };
-        tanh().is_some()
+        gelu_tanh(x, &mut |i| self.pushed.get(&format!("{i:?}")).copied()).is_some()
     }
 
     /// `0.5 x (1 + tanh(c (x + k x³)))` built with the steps, in the order,
@@ -201,21 +191,14 @@ impl Lowering<'_> {
     /// computes the derivative, [`Self::push`] finds every step already
     /// there, and the kernel calls one transcendental (`tanh`) where it
     /// called two (`gelu` and `tanh`).
-    fn gelu(&mut self, x: KValue) -> KValue {
-        use crate::autodiff::vjp::{GELU_C, GELU_K};
-        let x2 = self.push(Inst::Binary(Binary::Mul, x, x));
-        let x3 = self.push(Inst::Binary(Binary::Mul, x2, x));
-        let k = self.push(Inst::Const(GELU_K));
-        let kx3 = self.push(Inst::Binary(Binary::Mul, x3, k));
-        let inner = self.push(Inst::Binary(Binary::Add, x, kx3));
-        let c = self.push(Inst::Const(GELU_C));
-        let u = self.push(Inst::Binary(Binary::Mul, inner, c));
-        let t = self.push(Inst::Unary(jit::Unary::Strip(Func::Tanh), u));
+    fn gelu(&mut self, x: KValue) -> Result<KValue, String> {
+        let mut push = |i| Some(self.push(i));
+        let t = gelu_tanh(x, &mut push).ok_or("GELU's steps")?;
         let one = self.push(Inst::Const(1.0));
         let one_t = self.push(Inst::Binary(Binary::Add, t, one));
         let half = self.push(Inst::Const(0.5));
         let left = self.push(Inst::Binary(Binary::Mul, one_t, half));
-        self.push(Inst::Binary(Binary::Mul, left, x))
+        Ok(self.push(Inst::Binary(Binary::Mul, left, x)))
     }
 
     /// The value of operand `o` read by a member of shape `target`.
@@ -253,6 +236,21 @@ impl Lowering<'_> {
     }
 }
 
+/// `tanh(c (x + k x³))`, GELU's inner `tanh`, as the steps of its
+/// derivative in `autodiff::vjp` take it, each instruction given to `step`
+/// (which pushes it, or looks it up); `None` once a step gives none.
+fn gelu_tanh(x: KValue, step: &mut dyn FnMut(Inst) -> Option<KValue>) -> Option<KValue> {
+    use crate::autodiff::vjp::{GELU_C, GELU_K};
+    let x2 = step(Inst::Binary(Binary::Mul, x, x))?;
+    let x3 = step(Inst::Binary(Binary::Mul, x2, x))?;
+    let k = step(Inst::Const(GELU_K))?;
+    let kx3 = step(Inst::Binary(Binary::Mul, x3, k))?;
+    let inner = step(Inst::Binary(Binary::Add, x, kx3))?;
+    let c = step(Inst::Const(GELU_C))?;
+    let u = step(Inst::Binary(Binary::Mul, inner, c))?;
+    step(Inst::Unary(jit::Unary::Strip(Func::Tanh), u))
+}
+
 /// `m = max(x)`, then the sum of `exp(x - m')` where `m'` is `m`, or 0 for
 /// an all `-inf` row when `guard`: (m', sum, x - m').
 fn exp_sum(l: &mut Lowering, x: KValue, guard: bool) -> (KValue, KValue, KValue, KValue) {
@@ -287,6 +285,123 @@ fn bind(g: &Graph, grp: &fuse::Group, dims: &DimEnv, float: CDType) -> Result<Bo
     bind_with(g, grp, dims, float, true).or_else(|_| bind_with(g, grp, dims, float, false))
 }
 
+/// The group's members lowered to kernel instructions, with the GELUs
+/// in `expand` in their tanh form; also each GELU lowered as a strip call,
+/// with its operand.
+fn lower_members<'a>(
+    g: &'a Graph,
+    grp: &fuse::Group,
+    dims: &'a DimEnv,
+    full: &[usize],
+    len: usize,
+    through_broadcasts: bool,
+    expand: &HashSet<NodeId>,
+) -> Result<(Lowering<'a>, Vec<(NodeId, KValue)>), String> {
+    let mut l = Lowering {
+        g,
+        dims,
+        insts: Vec::new(),
+        value: Default::default(),
+        input_value: Default::default(),
+        inputs: Vec::new(),
+        through_broadcasts,
+        pushed: Default::default(),
+    };
+    let mut gelu_sites = Vec::new();
+    for (m, level) in &grp.members {
+        let ops = g.operands(*m);
+        let shape = l.shape(*m)?;
+        let arg = |l: &mut Lowering, k: usize, lv: Level| -> Result<KValue, String> {
+            let o = *ops.get(k).ok_or("missing operand")?;
+            let target = if lv == Level::Full {
+                full.to_vec()
+            } else {
+                shape.clone()
+            };
+            l.operand(o, &target, lv)
+        };
+        let v = match fuse::role(g.op(*m)) {
+            Role::Unary(jit::Unary::Strip(Func::Gelu)) if expand.contains(m) => {
+                let a = arg(&mut l, 0, *level)?;
+                l.gelu(a)?
+            }
+            Role::Unary(jit::Unary::Strip(Func::Gelu)) => {
+                let a = arg(&mut l, 0, *level)?;
+                gelu_sites.push((*m, a));
+                l.push(Inst::Unary(jit::Unary::Strip(Func::Gelu), a))
+            }
+            Role::Unary(u) => {
+                let a = arg(&mut l, 0, *level)?;
+                l.push(Inst::Unary(u, a))
+            }
+            Role::Binary(b) => {
+                let a = arg(&mut l, 0, *level)?;
+                let c = arg(&mut l, 1, *level)?;
+                let per_row = |n: NodeId| grp.members.contains(&(n, Level::Row));
+                match (b, &l.insts[c]) {
+                    // A division by a per-row square root (LayerNorm's
+                    // standard deviation): one division per row, then a
+                    // product per element. The reciprocal of a square
+                    // root is never subnormal nor overflows, so this is
+                    // the quotient to rounding, and 0, inf and NaN come
+                    // out as from the division.
+                    (Binary::Div, Inst::Unary(jit::Unary::Sqrt, _))
+                        if *level == Level::Full && ops.get(1).is_some_and(|n| per_row(*n)) =>
+                    {
+                        let one = l.push(Inst::Const(1.0));
+                        let r = l.push(Inst::Binary(Binary::Div, one, c));
+                        l.push(Inst::Binary(Binary::Mul, a, r))
+                    }
+                    _ => l.push(Inst::Binary(b, a, c)),
+                }
+            }
+            Role::Select => {
+                let mk = arg(&mut l, 0, *level)?;
+                let a = arg(&mut l, 1, *level)?;
+                let b = arg(&mut l, 2, *level)?;
+                l.push(Inst::Select(mk, a, b))
+            }
+            Role::Cast => arg(&mut l, 0, *level)?,
+            Role::Reduce { op, .. } => {
+                let x = arg(&mut l, 0, Level::Full)?;
+                match op {
+                    ReduceOp::Sum => l.push(Inst::Reduce(RowReduce::Sum, x)),
+                    ReduceOp::Max => l.push(Inst::Reduce(RowReduce::Max, x)),
+                    ReduceOp::Min => l.push(Inst::Reduce(RowReduce::Min, x)),
+                    ReduceOp::Mean => {
+                        let s = l.push(Inst::Reduce(RowReduce::Sum, x));
+                        let c = l.push(Inst::Const(1.0 / len as f64));
+                        l.push(Inst::Binary(Binary::Mul, s, c))
+                    }
+                    ReduceOp::LogSumExp => {
+                        let (m, s, _, _) = exp_sum(&mut l, x, true);
+                        let lg = l.push(Inst::Unary(jit::Unary::Strip(Func::Log), s));
+                        l.push(Inst::Binary(Binary::Add, lg, m))
+                    }
+                }
+            }
+            Role::Softmax { log, .. } => {
+                let x = arg(&mut l, 0, Level::Full)?;
+                let (_, s, d, e) = exp_sum(&mut l, x, false);
+                if log {
+                    let lg = l.push(Inst::Unary(jit::Unary::Strip(Func::Log), s));
+                    l.push(Inst::Binary(Binary::Sub, d, lg))
+                } else {
+                    // One division per row, then a product per element:
+                    // the sum is at least 1 (its largest term is
+                    // `exp(0)`), so its reciprocal is a normal number.
+                    let one = l.push(Inst::Const(1.0));
+                    let r = l.push(Inst::Binary(Binary::Div, one, s));
+                    l.push(Inst::Binary(Binary::Mul, e, r))
+                }
+            }
+            Role::Const(_) | Role::Boundary => return Err("not a fusible member".into()),
+        };
+        l.value.insert(*m, v);
+    }
+    Ok((l, gelu_sites))
+}
+
 fn bind_with(
     g: &Graph,
     grp: &fuse::Group,
@@ -302,110 +417,8 @@ fn bind_with(
     let len: usize = full[grp.split.unwrap_or(0).min(full.len())..]
         .iter()
         .product();
-    let lower = |expand: &HashSet<NodeId>| -> Result<(Lowering, Vec<(NodeId, KValue)>), String> {
-        let mut l = Lowering {
-            g,
-            dims,
-            insts: Vec::new(),
-            value: Default::default(),
-            input_value: Default::default(),
-            inputs: Vec::new(),
-            through_broadcasts,
-            pushed: Default::default(),
-        };
-        let mut gelu_sites = Vec::new();
-        for (m, level) in &grp.members {
-            let ops = g.operands(*m);
-            let shape = l.shape(*m)?;
-            let arg = |l: &mut Lowering, k: usize, lv: Level| -> Result<KValue, String> {
-                let o = *ops.get(k).ok_or("missing operand")?;
-                let target = if lv == Level::Full {
-                    full.clone()
-                } else {
-                    shape.clone()
-                };
-                l.operand(o, &target, lv)
-            };
-            let v = match fuse::role(g.op(*m)) {
-                Role::Unary(jit::Unary::Strip(Func::Gelu)) if expand.contains(m) => {
-                    let a = arg(&mut l, 0, *level)?;
-                    l.gelu(a)
-                }
-                Role::Unary(jit::Unary::Strip(Func::Gelu)) => {
-                    let a = arg(&mut l, 0, *level)?;
-                    gelu_sites.push((*m, a));
-                    l.push(Inst::Unary(jit::Unary::Strip(Func::Gelu), a))
-                }
-                Role::Unary(u) => {
-                    let a = arg(&mut l, 0, *level)?;
-                    l.push(Inst::Unary(u, a))
-                }
-                Role::Binary(b) => {
-                    let a = arg(&mut l, 0, *level)?;
-                    let c = arg(&mut l, 1, *level)?;
-                    let per_row = |n: NodeId| grp.members.contains(&(n, Level::Row));
-                    match (b, &l.insts[c]) {
-                        // A division by a per-row square root (LayerNorm's
-                        // standard deviation): one division per row, then a
-                        // product per element. The reciprocal of a square
-                        // root is never subnormal nor overflows, so this is
-                        // the quotient to rounding, and 0, inf and NaN come
-                        // out as from the division.
-                        (Binary::Div, Inst::Unary(jit::Unary::Sqrt, _))
-                            if *level == Level::Full && ops.get(1).is_some_and(|n| per_row(*n)) =>
-                        {
-                            let one = l.push(Inst::Const(1.0));
-                            let r = l.push(Inst::Binary(Binary::Div, one, c));
-                            l.push(Inst::Binary(Binary::Mul, a, r))
-                        }
-                        _ => l.push(Inst::Binary(b, a, c)),
-                    }
-                }
-                Role::Select => {
-                    let mk = arg(&mut l, 0, *level)?;
-                    let a = arg(&mut l, 1, *level)?;
-                    let b = arg(&mut l, 2, *level)?;
-                    l.push(Inst::Select(mk, a, b))
-                }
-                Role::Cast => arg(&mut l, 0, *level)?,
-                Role::Reduce { op, .. } => {
-                    let x = arg(&mut l, 0, Level::Full)?;
-                    match op {
-                        ReduceOp::Sum => l.push(Inst::Reduce(RowReduce::Sum, x)),
-                        ReduceOp::Max => l.push(Inst::Reduce(RowReduce::Max, x)),
-                        ReduceOp::Min => l.push(Inst::Reduce(RowReduce::Min, x)),
-                        ReduceOp::Mean => {
-                            let s = l.push(Inst::Reduce(RowReduce::Sum, x));
-                            let c = l.push(Inst::Const(1.0 / len as f64));
-                            l.push(Inst::Binary(Binary::Mul, s, c))
-                        }
-                        ReduceOp::LogSumExp => {
-                            let (m, s, _, _) = exp_sum(&mut l, x, true);
-                            let lg = l.push(Inst::Unary(jit::Unary::Strip(Func::Log), s));
-                            l.push(Inst::Binary(Binary::Add, lg, m))
-                        }
-                    }
-                }
-                Role::Softmax { log, .. } => {
-                    let x = arg(&mut l, 0, Level::Full)?;
-                    let (_, s, d, e) = exp_sum(&mut l, x, false);
-                    if log {
-                        let lg = l.push(Inst::Unary(jit::Unary::Strip(Func::Log), s));
-                        l.push(Inst::Binary(Binary::Sub, d, lg))
-                    } else {
-                        // One division per row, then a product per element:
-                        // the sum is at least 1 (its largest term is
-                        // `exp(0)`), so its reciprocal is a normal number.
-                        let one = l.push(Inst::Const(1.0));
-                        let r = l.push(Inst::Binary(Binary::Div, one, s));
-                        l.push(Inst::Binary(Binary::Mul, e, r))
-                    }
-                }
-                Role::Const(_) | Role::Boundary => return Err("not a fusible member".into()),
-            };
-            l.value.insert(*m, v);
-        }
-        Ok((l, gelu_sites))
+    let lower = |expand: &HashSet<NodeId>| {
+        lower_members(g, grp, dims, &full, len, through_broadcasts, expand)
     };
     // GELU whose derivative the group also computes shares its `tanh`
     // (see `Lowering::gelu`); elsewhere the `gelu` strip is faster than
