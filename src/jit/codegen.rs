@@ -9,9 +9,10 @@
 //! through scratch buffers on the stack that stay in L1. Per-row values
 //! (reductions and what depends only on them) are pinned in stack slots and
 //! loaded where used, never re-derived inside a loop.
-//! Reductions accumulate during the pass in which their operand is ready;
-//! their consumers run in a later pass (softmax takes three: max, sum of
-//! exponentials, quotient). Values needed again in a later pass are
+//! Reductions accumulate during the pass in which their operand is ready,
+//! in four vector accumulators each ([`loops`]); their consumers run in a
+//! later pass (softmax takes three: max, sum of exponentials, product with
+//! the sum's reciprocal). Values needed again in a later pass are
 //! recomputed, except outputs, which are read back from the output buffer,
 //! and values with a transcendental in them that a later pass's output
 //! alone reads, which are kept in that output's buffer until then
