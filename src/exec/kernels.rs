@@ -243,12 +243,15 @@ const SUM_PIECE_ROWS: usize = 512;
 fn sum_leading_rows(x: &Tensor, target: &[usize]) -> Option<Tensor> {
     use candle_core::{CpuStorage, Storage, WithDType};
     fn add_rows<T: WithDType>(v: &[T], rows: usize, cols: usize) -> Vec<T> {
+        let add_into = |out: &mut [T], row: &[T]| {
+            for (o, x) in out.iter_mut().zip(row) {
+                *o += *x;
+            }
+        };
         let add = |rows: &[T]| {
             let mut out = vec![T::from_f64(0.0); cols];
             for row in rows.chunks_exact(cols.max(1)) {
-                for (o, x) in out.iter_mut().zip(row) {
-                    *o += *x;
-                }
+                add_into(&mut out, row);
             }
             out
         };
@@ -259,11 +262,10 @@ fn sum_leading_rows(x: &Tensor, target: &[usize]) -> Option<Tensor> {
         // Pieces of fixed length (so the sums do not depend on the pool),
         // summed on the pool, then added in order.
         let pieces: Vec<Vec<T>> = v.par_chunks(SUM_PIECE_ROWS * cols).map(add).collect();
-        let mut out = pieces[0].clone();
-        for piece in &pieces[1..] {
-            for (o, x) in out.iter_mut().zip(piece) {
-                *o += *x;
-            }
+        let mut pieces = pieces.into_iter();
+        let mut out = pieces.next().unwrap_or_default();
+        for piece in pieces {
+            add_into(&mut out, &piece);
         }
         out
     }

@@ -450,13 +450,13 @@ impl Gen<'_, '_> {
                     }
                 }
                 Unit::Segment(members) => {
-                    let reduce: Vec<(usize, Acc)> = folded
+                    let (reduced, rows): (Vec<usize>, Vec<Acc>) = folded
                         .get(&u)
                         .into_iter()
                         .flatten()
                         .map(|x| (accs[*x].1, accs[*x].2.clone()))
-                        .collect();
-                    self.segment_loop(members, &loc, &dsts, &reduce, n)?;
+                        .unzip();
+                    self.segment_loop(members, &loc, &dsts, (&reduced, &rows), n)?;
                 }
             }
         }

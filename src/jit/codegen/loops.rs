@@ -35,7 +35,7 @@ const SLOTS: usize = 4;
 #[derive(Clone)]
 pub(super) struct Acc {
     pub op: RowReduce,
-    /// Vector accumulators; unrolled step `s` uses `vectors[s % len]`.
+    /// [`SLOTS`] vector accumulators; unrolled step `s` uses `vectors[s]`.
     pub vectors: Vec<Variable>,
     /// The scalar tail's accumulator.
     pub scalar: Variable,
@@ -92,7 +92,7 @@ impl Gen<'_, '_> {
     /// Adds `x` (a vector at unrolled step `slot`, or a scalar) into `acc`.
     pub(super) fn accumulate(&mut self, acc: &Acc, x: Value, vector: bool, slot: usize) {
         let var = match vector {
-            true => acc.vectors[slot % acc.vectors.len()],
+            true => acc.vectors[slot],
             false => acc.scalar,
         };
         let a = self.b.use_var(var);
@@ -116,9 +116,14 @@ impl Gen<'_, '_> {
         out
     }
 
-    /// How many vectors one step of a loop feeding `accs` takes.
+    /// How many vectors one step of a loop feeding `accs` takes: one per
+    /// accumulator slot, or one when the loop reduces nothing.
     pub(super) fn unroll_for(accs: &[Acc]) -> usize {
-        accs.iter().map(|a| a.vectors.len()).max().unwrap_or(1)
+        if accs.is_empty() {
+            1
+        } else {
+            SLOTS
+        }
     }
 
     pub(super) fn combine(&mut self, op: RowReduce, a: Value, b: Value) -> Value {

@@ -87,13 +87,12 @@ impl Gen<'_, '_> {
         members: &[usize],
         loc: &HashMap<usize, Src>,
         dsts: &HashMap<usize, Vec<Value>>,
-        reduce: &[(usize, Acc)],
+        (reduced, rows): (&[usize], &[Acc]),
         n: Value,
     ) -> Result<(), String> {
         let k = self.k;
         let mut failure = None;
-        let rows: Vec<Acc> = reduce.iter().map(|(_, acc)| acc.clone()).collect();
-        let local = self.loop_accs(&rows);
+        let local = self.loop_accs(rows);
         let unroll = Self::unroll_for(&local);
         self.element_loop(n, unroll, &mut |g, byte_off, is_vector, slot| {
             let ty = if is_vector { g.vty } else { g.ty };
@@ -138,11 +137,11 @@ impl Gen<'_, '_> {
                     g.b.ins().store(g.mf, y, d, 0);
                 }
             }
-            for ((a, _), acc) in reduce.iter().zip(&local) {
+            for (a, acc) in reduced.iter().zip(&local) {
                 g.accumulate(acc, reg[a], is_vector, slot);
             }
         });
-        self.merge_accs(&rows, &local);
+        self.merge_accs(rows, &local);
         match failure {
             Some(e) => Err(e),
             None => Ok(()),
