@@ -19,6 +19,15 @@ layout (`deqc eval examples/mnist_mlp.deq --weights DIR` scores them);
 training split, so no shuffle matters) both tools take the same steps
 from the same weights and their losses can be compared step by step.
 
+Shared draws: `start=FILE` trains from the weights of a deqc checkpoint
+(e.g. the initial values of seed S, saved by `deqc run
+examples/mnist_mlp.deq --seed S --epochs 1 --set lr=0 --out DIR`, since
+Adam at rate 0 moves nothing), and `deqc_order` takes the minibatches in
+deqc's epoch order for this seed (`epoch_order` in src/train/data/mod.rs,
+SplitMix64 + Fisher-Yates, rewritten below). With both, the two tools run
+the recipe from the same random draws, and what differs is only the
+arithmetic.
+
 `cosine` decays the rate as `schedule = cosine;` does in deqc: at optimizer
 step t of T, lr * (1 + cos(pi * t / T)) / 2.
 
@@ -106,17 +115,62 @@ def evaluate():
         return (model(xte).argmax(1) == yte).float().mean().item()
 
 
-if "load" in options:
+def load(path):
     # deqc stores a Linear's weight as [in, out]; PyTorch as [out, in].
     from safetensors.torch import load_file
-    weights = load_file(options["load"])
+    weights = load_file(path)
     with torch.no_grad():
         for name in LAYERS:
             layer = getattr(model, name)
             layer.weight.copy_(weights[name + ".w"].t())
             layer.bias.copy_(weights[name + ".b"])
+
+
+if "load" in options:
+    load(options["load"])
     print(f"{options['load']}: test accuracy {100 * evaluate():.2f}%")
     sys.exit(0)
+if "start" in options:
+    load(options["start"])
+
+MASK = (1 << 64) - 1
+
+
+class SplitMix64:
+    """deqc's shuffle generator (src/train/data/mod.rs), bit for bit."""
+
+    def __init__(self, state):
+        self.state = state & MASK
+
+    def next(self):
+        self.state = (self.state + 0x9E3779B97F4A7C15) & MASK
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+        return z ^ (z >> 31)
+
+    def below(self, n):
+        zone = MASK - MASK % n
+        while True:
+            x = self.next()
+            if x < zone:
+                return x % n
+
+
+def epoch_order(n, seed, epoch):
+    """deqc's `epoch_order(n, seed, epoch)`: the samples of one epoch."""
+    s = SplitMix64(seed ^ 0x6465716373687566).next()
+    rng = SplitMix64(s ^ ((epoch * 0xD1B54A32D192ED03) & MASK))
+    order = list(range(n))
+    for i in range(n - 1, 0, -1):
+        j = rng.below(i + 1)
+        order[i], order[j] = order[j], order[i]
+    return order
+
+
+# deqc's own test vectors (src/train/data/tests.rs).
+assert epoch_order(5, 0, 0) == [0, 4, 3, 1, 2]
+assert epoch_order(8, 1, 2) == [2, 0, 5, 7, 4, 3, 1, 6]
 
 
 def save(directory):
@@ -146,9 +200,17 @@ if "cosine" in sys.argv[3:]:
 else:
     sched = None
 start = time.time()
+def deqc_batches(epoch):
+    order = torch.tensor(epoch_order(len(xtr), seed, epoch))
+    size = int(options.get("batch", 128))
+    for first in range(0, len(order), size):
+        rows = order[first:first + size]
+        yield xtr[rows], ytr[rows]
+
+
 for epoch in range(EPOCHS):
     model.train()
-    for x, y in loader:
+    for x, y in (deqc_batches(epoch) if "deqc_order" in sys.argv[3:] else loader):
         loss = nn.functional.cross_entropy(model(x), y)
         if "losses" in sys.argv[3:]:
             print(f"step loss {loss.item():.9f}", flush=True)
