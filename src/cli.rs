@@ -235,6 +235,11 @@ pub enum Command {
         /// Run the plain op-by-op path instead of fused kernels.
         #[arg(long)]
         no_fuse: bool,
+        /// Evaluate equilibrium bodies on the whole batch at once, every op
+        /// split across the threads, instead of in one part of the batch
+        /// per thread (for comparing the two; the results are the same).
+        #[arg(long)]
+        whole_batch: bool,
         /// Override a setting: solver.max_iter, solver.tol, backward.max_iter,
         /// backward.tol, backward.steps, jacobian_reg.freq, or a `run` key
         /// (batch_size, seed, lr, clip_grad).
@@ -359,6 +364,7 @@ pub fn main() -> ExitCode {
             steps,
             threads,
             no_fuse,
+            whole_batch,
             sets,
             ops,
         } => crate::commands::bench::run(
@@ -368,6 +374,7 @@ pub fn main() -> ExitCode {
                 steps,
                 threads,
                 no_fuse,
+                whole_batch,
                 sets,
                 ops,
             },

@@ -193,9 +193,29 @@ pub fn set_op_timing(on: bool) {
     OP_TIMING.store(on, Relaxed);
 }
 
-/// Whether per-op times are being recorded.
+/// Whether per-op times are being recorded (on this thread).
 pub fn op_timing() -> bool {
-    OP_TIMING.load(Relaxed)
+    OP_TIMING.load(Relaxed) && !UNRECORDED.with(std::cell::Cell::get)
+}
+
+thread_local! {
+    /// Set inside [`unrecorded`].
+    static UNRECORDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `work` without recording its per-op times on this thread. For the
+/// parts of a batch evaluated in parallel (`exec::parts`) other than the
+/// caller's: the per-op table then counts each op once, at the caller's
+/// part's shapes and wall time, and still adds up to the step's time.
+pub fn unrecorded<R>(work: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            UNRECORDED.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(UNRECORDED.with(|s| s.replace(true)));
+    work()
 }
 
 /// Add one call of the op described by `what` that took `took`.

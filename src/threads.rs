@@ -10,7 +10,10 @@
 //! [`one_pool`] keeps candle's own elementwise pool from starting;
 //! [`on_pool`] runs a command's work on a thread of the pool while the
 //! others spin for work; it returns (or panics) when the work does.
+//! [`serially`] keeps the ops of one part of a parallel evaluation on its
+//! thread ([`available`] is what ops size their splits with).
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,6 +23,38 @@ use crate::sema::spec::MAX_THREADS;
 /// `RAYON_NUM_THREADS`, if [`configure`] was not called).
 pub fn in_use() -> usize {
     rayon::current_num_threads()
+}
+
+thread_local! {
+    /// Set inside [`serially`]: ops started on this thread stay on it.
+    static SERIAL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The threads an op started on this thread may spread its work over:
+/// the pool's size, or 1 inside [`serially`]. Kernels, matrix products and
+/// convolutions size their parallel splits with it.
+pub fn available() -> usize {
+    if SERIAL.with(Cell::get) {
+        1
+    } else {
+        rayon::current_num_threads()
+    }
+}
+
+/// Run `work` with every op it starts on this thread kept to this thread
+/// ([`available`] is 1 meanwhile; restored on return and on panic). For
+/// work that is itself one of several parts running in parallel
+/// (`exec::parts`), where splitting each op again would only add
+/// synchronization.
+pub fn serially<R>(work: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SERIAL.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SERIAL.with(|s| s.replace(true)));
+    work()
 }
 
 /// Keep candle's separate pool for elementwise ops from starting, unless

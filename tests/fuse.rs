@@ -9,9 +9,9 @@
 mod common;
 
 use candle_core::{DType as CDType, Device, Tensor};
+use common::steps::{feeds, step_graphs};
 use common::*;
 use deqc::autodiff::backward_graph;
-use deqc::autodiff::check::{id_bounds, random_tensor};
 use deqc::deq::{DeqVjp, SolverRunner};
 use deqc::exec::fused::BoundPlan;
 use deqc::exec::schedule::schedule_for;
@@ -19,90 +19,6 @@ use deqc::exec::{DimEnv, ExecOptions, Executor};
 use deqc::ir::{Graph, Op};
 use deqc::passes::fuse::{plan, Step};
 use deqc::passes::Pipeline;
-use rand::SeedableRng;
-
-/// The training step graphs of every train block of every example and
-/// test model.
-/// Every example's and test model's step graph (or backward graph), with
-/// the outputs not to compare: gradients with respect to non-trainable
-/// state (spectral normalization's power-iteration vector), which nothing
-/// uses and which cancel to near zero, so their relative error is noise.
-fn step_graphs() -> Vec<(String, Graph, Vec<usize>)> {
-    let mut files: Vec<std::path::PathBuf> = Vec::new();
-    for dir in ["examples", "tests/models"] {
-        for e in std::fs::read_dir(dir).expect("directory") {
-            let p = e.expect("entry").path();
-            if p.extension().is_some_and(|x| x == "deq") {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
-    let mut out = Vec::new();
-    for f in files {
-        let compiled = deqc::compile_path(&f).expect("readable");
-        let program = compiled.program.expect("checks");
-        for m in &program.models {
-            let name = format!("{}:{}", f.display(), m.name);
-            match program.trains.iter().find(|t| t.model == m.name) {
-                Some(cfg) => {
-                    let c = deqc::train::trainer::compile(m, cfg).expect("compiles");
-                    out.push((name, c.step.graph, Vec::new()));
-                }
-                // Without a train block: the backward graph (outputs and
-                // every parameter's gradient, cotangents as inputs).
-                None => {
-                    let g = deqc::ir::lower::lower_model(m).expect("lowers");
-                    let mut b = backward_graph(&g, &DeqVjp).expect("backward");
-                    Pipeline::default().run(&mut b).expect("pipeline");
-                    // Outputs: the model's, then one gradient per parameter.
-                    let first_grad = g.outputs().len();
-                    let state_grads = (g.params.iter().enumerate())
-                        .filter(|(_, p)| p.role.is_state())
-                        .map(|(i, _)| first_grad + i)
-                        .collect();
-                    out.push((name, b, state_grads));
-                }
-            }
-        }
-    }
-    assert!(out.len() >= 5, "expected every example and test model");
-    out
-}
-
-/// Small random feeds: `B` = 2, other symbols 4; parameters scaled by
-/// `1 / sqrt(fan_in)` so that the equilibria are contractive-ish.
-fn feeds(g: &Graph, seed: u64) -> (Vec<Tensor>, Vec<Tensor>) {
-    let mut env = DimEnv::new();
-    for inp in &g.inputs {
-        for s in deqc::train::program::symbols(&inp.ty) {
-            let v = if s == "B" { 2 } else { 4 };
-            let _ = env.bind(&s, v);
-        }
-    }
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let bounds = id_bounds(g);
-    let params = g
-        .params
-        .iter()
-        .map(|p| {
-            let t = random_tensor(&p.ty, &env, &mut rng, 1.0, 1).expect("param");
-            let dims = t.dims().to_vec();
-            let fan_in: usize = dims[..dims.len().saturating_sub(1)].iter().product();
-            (t * (0.5 / (fan_in.max(1) as f64).sqrt())).expect("scale")
-        })
-        .collect();
-    let inputs = g
-        .inputs
-        .iter()
-        .enumerate()
-        .map(|(i, inp)| {
-            let bound = bounds.get(&i).copied().unwrap_or(3);
-            random_tensor(&inp.ty, &env, &mut rng, 1.0, bound).expect("input")
-        })
-        .collect();
-    (params, inputs)
-}
 
 fn executor(float: CDType, fuse: bool, runner: &SolverRunner) -> Executor {
     Executor::new(Device::Cpu)
@@ -150,7 +66,7 @@ fn iterations(runner: &SolverRunner) -> Vec<(bool, usize)> {
 
 fn compare(float: CDType, tol: f64) {
     for (name, g, skipped) in step_graphs() {
-        let (mut params, mut inputs) = feeds(&g, 3);
+        let (mut params, mut inputs) = feeds(&g, 3, 2);
         if float == CDType::F64 {
             params = params
                 .iter()
@@ -219,7 +135,7 @@ fn transformer_step() -> (Graph, DimEnv) {
         .into_iter()
         .find(|(name, _, _)| name.ends_with("char_lm.deq:CharDeq"))
         .expect("the transformer example");
-    let (_, inputs) = feeds(&g, 3);
+    let (_, inputs) = feeds(&g, 3, 2);
     let runner = SolverRunner::new();
     let env = executor(CDType::F32, true, &runner)
         .bind_inputs(&g, &inputs)

@@ -46,6 +46,9 @@ pub struct Options {
     pub threads: Option<usize>,
     /// Run the plain op-by-op path instead of fused kernels.
     pub no_fuse: bool,
+    /// Evaluate equilibrium bodies on the whole batch at once
+    /// ([`crate::exec::BatchSplit::Off`]).
+    pub whole_batch: bool,
     /// `KEY=VALUE` overrides: [`BENCH_KEYS`] and the train keys of `deqc run`.
     pub sets: Vec<String>,
     /// List this many ops and kernels, those that took the most time.
@@ -313,6 +316,11 @@ fn bench(model: &Model, cfg: &TrainConfig, opts: &Options) -> Result<Vec<StepRep
                 training: true,
                 seed: mix(cfg.seed, step),
                 fuse: !opts.no_fuse,
+                batch_split: if opts.whole_batch {
+                    crate::exec::BatchSplit::Off
+                } else {
+                    crate::exec::BatchSplit::Auto
+                },
             });
         let values: Vec<Tensor> = params.iter().map(|p| p.1.clone()).collect();
         let r = exec.run(&compiled.step.graph, &values, &inputs)?;
@@ -393,10 +401,10 @@ fn iterations(records: &[SolveRecord], backward: bool) -> Option<f64> {
 fn render(model: &Model, cfg: &TrainConfig, opts: &Options, reports: &[StepReport]) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let path = if opts.no_fuse {
-        "plain op-by-op (--no-fuse)"
-    } else {
-        "default"
+    let path = match (opts.no_fuse, opts.whole_batch) {
+        (true, _) => "plain op-by-op (--no-fuse)",
+        (false, true) => "fused, bodies on the whole batch (--whole-batch)",
+        (false, false) => "default",
     };
     let _ = writeln!(
         out,

@@ -26,14 +26,19 @@
 //!   as compiled kernels (`crate::jit`), writing the outputs that nothing
 //!   keeps into buffers reused from run to run, and every other node as
 //!   above; on other devices, without the `jit` feature, or with
-//!   `fuse = false`, every node runs op by op.
+//!   `fuse = false`, every node runs op by op;
+//! - an equilibrium body that computes each sample on its own is evaluated
+//!   in parts of its batch, one per thread ([`parts`]), with the same bits.
 //!
 //! Only device-generic candle APIs are used, so the same code runs on
 //! `Device::Cuda` with the `cuda` feature.
 
 pub mod fused;
 pub mod kernels;
+pub mod parts;
 pub mod schedule;
+
+pub use parts::BatchSplit;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -186,6 +191,14 @@ impl DimEnv {
         self.values.get(name).copied()
     }
 
+    /// These bindings with `name` bound to `value` instead (a part of the
+    /// batch, `parts`).
+    pub fn rebound(&self, name: &str, value: i64) -> DimEnv {
+        let mut out = self.clone();
+        out.values.insert(name.to_string(), value);
+        out
+    }
+
     /// Every binding, sorted by name (a cache key).
     pub fn bindings(&self) -> Vec<(&str, i64)> {
         self.values.iter().map(|(k, v)| (k.as_str(), *v)).collect()
@@ -257,6 +270,9 @@ pub struct ExecOptions {
     /// Run fusion groups as compiled kernels (CPU only); `false` runs every
     /// node op by op (`--no-fuse`). Defaults to [`fuse_default`].
     pub fuse: bool,
+    /// Whether equilibrium bodies run in parts of their batch, one per
+    /// thread ([`parts`]); [`BatchSplit::Auto`] by default.
+    pub batch_split: BatchSplit,
 }
 
 static FUSE_DEFAULT: AtomicBool = AtomicBool::new(true);
@@ -279,6 +295,7 @@ impl Default for ExecOptions {
             training: false,
             seed: 0,
             fuse: fuse_default(),
+            batch_split: BatchSplit::Auto,
         }
     }
 }
@@ -328,6 +345,9 @@ impl EqContext<'_> {
         states: &[Tensor],
         captures: &[Tensor],
     ) -> Result<Vec<Tensor>> {
+        if let Some(plan) = parts::plan(self, node, states) {
+            return parts::eval(self, node, states, captures, &plan);
+        }
         let feeds = Feeds {
             states,
             captures,

@@ -529,6 +529,7 @@ pub fn print_plan(g: &Graph) -> String {
     for id in g.node_ids() {
         if let Op::Equilibrium(eq) = g.op(id) {
             s.push_str(&format!("  body of equilibrium {id}:\n"));
+            s.push_str(&format!("    {}\n", super::per_sample::describe(eq)));
             for line in print_plan(&eq.body).lines() {
                 s.push_str("  ");
                 s.push_str(line);

@@ -12,6 +12,7 @@ pub mod dce;
 pub mod fold;
 pub mod fuse;
 pub mod hoist;
+pub mod per_sample;
 
 use crate::ir::{debug_verify, Graph, IrError, Op};
 

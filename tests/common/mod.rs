@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod mnist;
+pub mod steps;
 
 use candle_core::{Device, Tensor};
 use deqc::autodiff::check::{check_graph, id_bounds, random_tensor, GradCheck};

@@ -195,8 +195,8 @@ impl BoundGroup {
     /// Call the kernel on every row (in chunks on several threads when big).
     fn execute(&self, bases: &[usize], outs: &[usize]) {
         let size = self.ty.size();
-        // The pool candle computes on (`threads.rs` sizes it with gemm's).
-        let threads = rayon::current_num_threads().max(1);
+        // The pool's threads, or 1 in a part of a batch evaluated in parts.
+        let threads = crate::threads::available().max(1);
         let total = self.rows * self.len;
         let parallel = threads > 1 && total >= PARALLEL_ELEMENTS;
         let compiled = self.compiled.0;

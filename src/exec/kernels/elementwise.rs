@@ -50,7 +50,7 @@ pub(crate) fn binary(
     out: &[usize],
 ) -> candle_core::Result<Option<Tensor>> {
     let total: usize = out.iter().product();
-    let pooled = rayon::current_num_threads() > 1;
+    let pooled = crate::threads::available() > 1;
     let cpu = matches!(a.device(), Device::Cpu) && matches!(b.device(), Device::Cpu);
     if !pooled || !cpu || total < PARALLEL_ELEMENTS || a.dtype() != b.dtype() {
         return Ok(None);
@@ -163,7 +163,7 @@ fn apply<T: WithDType>(
         }
     };
     let rows = total.div_ceil(cols);
-    let per_task = rows.div_ceil(rayon::current_num_threads() * 4).max(1);
+    let per_task = rows.div_ceil(crate::threads::available() * 4).max(1);
     let mut out: Vec<T> = Vec::with_capacity(total);
     out.spare_capacity_mut()[..total]
         .par_chunks_mut(per_task * cols)

@@ -190,7 +190,7 @@ fn typed<'l, T: WithDType>(
     }
     let lhs = operand(da, la.start_offset(), la.dims(), la.stride(), batch)?;
     let rhs = operand(db, lb.start_offset(), lb.dims(), lb.stride(), batch)?;
-    let threads = rayon::current_num_threads().max(1);
+    let threads = crate::threads::available().max(1);
     let threaded = threads > 1 && len.saturating_mul(k) >= THREADED_MACS;
     if let Some(rs) = rows_as_one_axis(la.dims(), la.stride(), &rhs) {
         let lhs = Operand {

@@ -317,7 +317,7 @@ fn per_sample<T: WithDType>(
     scratch: usize,
     body: impl Fn(&mut [T], usize, &mut [T]) + Sync,
 ) {
-    let per_block = batch.div_ceil(rayon::current_num_threads().max(1)).max(1);
+    let per_block = batch.div_ceil(crate::threads::available().max(1)).max(1);
     out.par_chunks_mut(per_block * len)
         .enumerate()
         .for_each(|(blk, chunk)| {
