@@ -412,6 +412,24 @@ pub(crate) fn sum(a: &Tensor, b: &Tensor) -> Option<Tensor> {
     }
 }
 
+/// Per element `a - b`, in the tensors' dtype (a residual `f(z) - z`).
+pub(crate) fn difference(a: &Tensor, b: &Tensor) -> Option<Tensor> {
+    fn go<T: WithDType>(s: &[&[T]], (rows, n): (usize, usize)) -> Vec<T> {
+        rows_written(rows, n, |r, o| {
+            let span = r * n..(r + 1) * n;
+            for ((y, x), z) in o.iter_mut().zip(&s[0][span.clone()]).zip(&s[1][span]) {
+                y.write(*x - *z);
+            }
+        })
+    }
+    let dims = a.dims();
+    match a.dtype() {
+        DType::F32 => tensor_of(with_slices::<f32, _>(&[a, b], go)?, dims),
+        DType::F64 => tensor_of(with_slices::<f64, _>(&[a, b], go)?, dims),
+        _ => None,
+    }
+}
+
 /// Per sample `r`, `(a[r] - b[r]) * coefs[r]` in the tensors' dtype (the
 /// bits of a subtraction and a multiplication by a per-sample column).
 pub(crate) fn scaled_difference(a: &Tensor, b: &Tensor, coefs: &[f64]) -> Option<Tensor> {

@@ -60,6 +60,8 @@ fn split_samples_give_the_bits_of_one_thread() {
         assert_eq!(flat(dg.clone()), flat((&want_g - &h).expect("sub")));
         let plus = sum(&z, &h).expect("cpu");
         assert_eq!(flat(plus.clone()), flat((&z + &h).expect("add")));
+        let minus = difference(&fz, &z).expect("cpu");
+        assert_eq!(flat(minus), flat(want_g.clone()));
         let per_row: Vec<f64> = (0..b).map(|r| 0.25 * r as f64 - 0.6).collect();
         let scaled = scaled_difference(&z, &h, &per_row).expect("cpu");
         let column = Tensor::from_vec(per_row.clone(), (b, 1), &Device::Cpu).expect("col");
