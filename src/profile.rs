@@ -208,14 +208,7 @@ thread_local! {
 /// caller's: the per-op table then counts each op once, at the caller's
 /// part's shapes and wall time, and still adds up to the step's time.
 pub fn unrecorded<R>(work: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            UNRECORDED.with(|s| s.set(self.0));
-        }
-    }
-    let _restore = Restore(UNRECORDED.with(|s| s.replace(true)));
-    work()
+    crate::threads::with_flag_set(&UNRECORDED, work)
 }
 
 /// Add one call of the op described by `what` that took `took`.

@@ -47,13 +47,22 @@ pub fn available() -> usize {
 /// (`exec::parts`), where splitting each op again would only add
 /// synchronization.
 pub fn serially<R>(work: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
+    with_flag_set(&SERIAL, work)
+}
+
+/// Run `work` with the thread-local `flag` set, restoring its value on
+/// return and on panic.
+pub(crate) fn with_flag_set<R>(
+    flag: &'static std::thread::LocalKey<Cell<bool>>,
+    work: impl FnOnce() -> R,
+) -> R {
+    struct Restore(&'static std::thread::LocalKey<Cell<bool>>, bool);
     impl Drop for Restore {
         fn drop(&mut self) {
-            SERIAL.with(|s| s.set(self.0));
+            self.0.with(|s| s.set(self.1));
         }
     }
-    let _restore = Restore(SERIAL.with(|s| s.replace(true)));
+    let _restore = Restore(flag, flag.with(|s| s.replace(true)));
     work()
 }
 

@@ -19,6 +19,7 @@
 use std::collections::HashMap;
 
 use crate::ir::op::EqNode;
+use crate::ir::op_groups::{binary_math_ops, source_ops, unary_math_ops};
 use crate::ir::{Graph, NodeId, Op};
 use crate::types::dim::Dim;
 use crate::types::{SliceAxis, Type};
@@ -181,30 +182,12 @@ fn leading(
         }
     };
     match op {
-        Op::Input(_) | Op::Param(_) | Op::Const(_) | Op::State(_) | Op::Capture(_) => Ok(()),
-        Op::Neg
-        | Op::Exp
-        | Op::Log
-        | Op::Sqrt
-        | Op::Abs
-        | Op::Tanh
-        | Op::Sigmoid
-        | Op::Relu
-        | Op::Gelu
-        | Op::Softplus
-        | Op::Sin
-        | Op::Cos
+        source_ops!() | Op::Const(_) => Ok(()),
+        unary_math_ops!()
+        | binary_math_ops!()
         | Op::LeakyRelu { .. }
         | Op::Clamp { .. }
         | Op::Cast { .. }
-        | Op::Add
-        | Op::Sub
-        | Op::Mul
-        | Op::Div
-        | Op::Pow
-        | Op::Maximum
-        | Op::Minimum
-        | Op::Compare(_)
         | Op::Where
         | Op::BroadcastTo { .. }
         | Op::SumTo { .. }
@@ -297,33 +280,12 @@ fn leading(
 /// bounds (which never may).
 fn attributes<'o>(op: &'o Op, batch: &str) -> (Vec<&'o [Dim]>, Vec<&'o Dim>) {
     match op {
-        Op::Input(_)
-        | Op::Param(_)
+        source_ops!()
+        | unary_math_ops!()
+        | binary_math_ops!()
         | Op::Const(_)
-        | Op::State(_)
-        | Op::Capture(_)
-        | Op::Neg
-        | Op::Exp
-        | Op::Log
-        | Op::Sqrt
-        | Op::Abs
-        | Op::Tanh
-        | Op::Sigmoid
-        | Op::Relu
-        | Op::Gelu
-        | Op::Softplus
-        | Op::Sin
-        | Op::Cos
         | Op::LeakyRelu { .. }
         | Op::Clamp { .. }
-        | Op::Add
-        | Op::Sub
-        | Op::Mul
-        | Op::Div
-        | Op::Pow
-        | Op::Maximum
-        | Op::Minimum
-        | Op::Compare(_)
         | Op::Where
         | Op::Reduce { .. }
         | Op::Softmax { .. }
