@@ -4,12 +4,9 @@
 
 use candle_core::Tensor;
 use deqc::autodiff::backward_graph;
-use deqc::autodiff::check::{id_bounds, random_tensor};
 use deqc::deq::DeqVjp;
-use deqc::exec::DimEnv;
 use deqc::ir::Graph;
 use deqc::passes::Pipeline;
-use rand::SeedableRng;
 
 /// The training step graphs of every train block of every example and
 /// test model.
@@ -63,32 +60,24 @@ pub fn step_graphs() -> Vec<(String, Graph, Vec<usize>)> {
 /// Small random feeds: `B` = `batch`, other symbols 4; parameters scaled by
 /// `1 / sqrt(fan_in)` so that the equilibria are contractive-ish.
 pub fn feeds(g: &Graph, seed: u64, batch: i64) -> (Vec<Tensor>, Vec<Tensor>) {
-    let mut env = DimEnv::new();
-    for inp in &g.inputs {
-        for s in deqc::train::program::symbols(&inp.ty) {
-            let v = if s == "B" { batch } else { 4 };
-            let _ = env.bind(&s, v);
-        }
-    }
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let bounds = id_bounds(g);
-    let params = g
-        .params
+    let mut symbols: Vec<String> = g
+        .inputs
         .iter()
-        .map(|p| {
-            let t = random_tensor(&p.ty, &env, &mut rng, 1.0, 1).expect("param");
+        .flat_map(|inp| deqc::train::program::symbols(&inp.ty))
+        .collect();
+    symbols.sort();
+    symbols.dedup();
+    let dims: Vec<(&str, i64)> = symbols
+        .iter()
+        .map(|s| (s.as_str(), if s == "B" { batch } else { 4 }))
+        .collect();
+    let (params, inputs) = super::random_feeds(g, &dims, seed);
+    let params = params
+        .into_iter()
+        .map(|t| {
             let dims = t.dims().to_vec();
             let fan_in: usize = dims[..dims.len().saturating_sub(1)].iter().product();
             (t * (0.5 / (fan_in.max(1) as f64).sqrt())).expect("scale")
-        })
-        .collect();
-    let inputs = g
-        .inputs
-        .iter()
-        .enumerate()
-        .map(|(i, inp)| {
-            let bound = bounds.get(&i).copied().unwrap_or(3);
-            random_tensor(&inp.ty, &env, &mut rng, 1.0, bound).expect("input")
         })
         .collect();
     (params, inputs)
