@@ -188,3 +188,42 @@ fn dump_says_which_bodies_run_in_parts() {
         "{text}"
     );
 }
+
+/// The forward outputs of a source's first model at `batch` samples, whole
+/// and in two parts, as bits; and whether the parts ran.
+fn forward_whole_and_in_parts(src: &str, batch: i64) -> (Vec<Vec<u64>>, Vec<Vec<u64>>, usize) {
+    let g = lower(src);
+    let (params, inputs) = random_feeds(&g, &[("B", batch)], 5);
+    let (params, inputs) = (
+        in_float(&params, CDType::F32),
+        in_float(&inputs, CDType::F32),
+    );
+    let (whole, _) = run(&g, &params, &inputs, CDType::F32, BatchSplit::Off);
+    let (parts, splits) = run(&g, &params, &inputs, CDType::F32, BatchSplit::Parts(2));
+    (whole, parts, splits)
+}
+
+#[test]
+fn long_sums_over_the_batch_rows_run_whole() {
+    // Rows of the second product are the samples and it sums 1024 terms:
+    // at 300 samples the product is cut into pieces along its sum for a
+    // part of 150 rows (`split_k`) and not for the whole batch, which adds
+    // in gemm's own blocks; the two orders agree only where gemm's block
+    // is the pieces' 512. Such bodies run whole; at 1023 terms, never cut,
+    // they run in parts. Either way the bits are the whole batch's.
+    for (terms, splits_expected) in [(1024, false), (1023, true)] {
+        let src = format!(
+            "use nn;\nmodel M(x: [B, 8]) -> [B, 8] {{\n    let a = nn::Linear[8, {terms}];\n    \
+             let b = nn::Linear[{terms}, 8];\n    \
+             equilibrium z: [B, 8] = tanh(0.1 * b(a(z)) + x)\n        \
+             with solver = anderson(m = 3, tol = 1e-12, max_iter = 4);\n    z\n}}\n"
+        );
+        let (whole, parts, splits) = forward_whole_and_in_parts(&src, 300);
+        assert_eq!(whole, parts, "{terms} terms");
+        assert_eq!(
+            splits > 0,
+            splits_expected,
+            "{terms} terms: {splits} splits"
+        );
+    }
+}

@@ -26,6 +26,7 @@ use super::{DimEnv, ExecError, ExecOptions};
 mod elementwise;
 use elementwise::Arith;
 mod matmul;
+pub(crate) use matmul::CUT_SUMS_FROM;
 mod nn;
 mod simd;
 

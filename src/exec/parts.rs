@@ -38,6 +38,7 @@ use crate::passes::per_sample::per_sample;
 use crate::threads;
 use crate::types::Type;
 
+use super::kernels::CUT_SUMS_FROM;
 use super::{DimEnv, EqContext, ExecError, Feeds, Result};
 
 /// Whether equilibrium bodies run in parts of their batch.
@@ -137,7 +138,10 @@ fn smallest_part(body: &Graph, batch: &str, dims: &DimEnv) -> Option<usize> {
 /// length for products of at most 64 rows and columns) and more than 256
 /// results (gemm computes smaller products with dot-product kernels, and
 /// one row by a matrix-vector product). Products with a batch of their own
-/// are per sample already. `None` when a dim does not resolve.
+/// are per sample already. `None` (run whole) when a dim does not resolve,
+/// or when such a product sums over [`CUT_SUMS_FROM`] terms or more: it may
+/// be cut along its summed axis (`split_k`, decided by its row count too)
+/// for a part and not for the whole batch, and add in another order.
 fn rows_for_same_blocking(body: &Graph, batch: &str, dims: &DimEnv) -> Option<usize> {
     let leads = |t: &Type| t.shape.first().and_then(|d| d.as_symbol()) == Some(batch);
     let size = |d: &crate::types::dim::Dim| dims.eval(d).and_then(|v| usize::try_from(v).ok());
@@ -156,6 +160,9 @@ fn rows_for_same_blocking(body: &Graph, batch: &str, dims: &DimEnv) -> Option<us
         let rows: usize = (a.shape[1..a.rank() - 1].iter().map(size))
             .product::<Option<usize>>()?
             .max(1);
+        if size(a.shape.last()?)? >= CUT_SUMS_FROM {
+            return None;
+        }
         let cols = size(body.ty(id).shape.last()?)?.max(1);
         least = least.max(64 / rows + 1).max(256 / (rows * cols) + 1);
     }

@@ -37,6 +37,10 @@ const THREADED_MACS: usize = 1 << 18;
 /// Length of the pieces a long summed axis is cut into (see [`split_k`]).
 const SPLIT_K_CHUNK: usize = 512;
 
+/// The shortest summed axis a product may be cut along ([`split_k`]);
+/// whether it is also depends on the product's rows and columns.
+pub(crate) const CUT_SUMS_FROM: usize = SPLIT_K_CHUNK * 2;
+
 /// One operand seen as a batch of strided matrices.
 struct Operand<'a, T> {
     data: &'a [T],
@@ -204,8 +208,7 @@ fn typed<'l, T: WithDType>(
         };
         let rows = entries * m;
         // Decided by the shapes alone, so the sums do not depend on the pool.
-        if len.saturating_mul(k) >= THREADED_MACS && k >= SPLIT_K_CHUNK * 2 && k >= 4 * rows.max(n)
-        {
+        if len.saturating_mul(k) >= THREADED_MACS && k >= CUT_SUMS_FROM && k >= 4 * rows.max(n) {
             return Some((split_k(&lhs, &rhs, rows, k, n), None));
         }
         let v = fill(len, |dst| {
