@@ -90,8 +90,7 @@ pub(super) fn plan<'a>(ctx: &EqContext, node: &'a EqNode, states: &[Tensor]) -> 
         }
     };
     let batch = node.state_types.first()?.shape.first()?.as_symbol()?;
-    let leads = |t: &Type| t.shape.first().and_then(|d| d.as_symbol()) == Some(batch);
-    if !node.state_types.iter().all(leads) {
+    if !node.state_types.iter().all(|t| leads_with(t, batch)) {
         return None;
     }
     let samples = usize::try_from(ctx.dims.get(batch)?).ok()?;
@@ -104,6 +103,11 @@ pub(super) fn plan<'a>(ctx: &EqContext, node: &'a EqNode, states: &[Tensor]) -> 
         samples,
         parts,
     })
+}
+
+/// Whether a value of type `t` has the batch symbol as its first dim.
+fn leads_with(t: &Type, batch: &str) -> bool {
+    t.shape.first().and_then(|d| d.as_symbol()) == Some(batch)
 }
 
 /// The fewest samples a part of `body` may have, or `None` when the body
@@ -143,7 +147,7 @@ fn smallest_part(body: &Graph, batch: &str, dims: &DimEnv) -> Option<usize> {
 /// be cut along its summed axis (`split_k`, decided by its row count too)
 /// for a part and not for the whole batch, and add in another order.
 fn rows_for_same_blocking(body: &Graph, batch: &str, dims: &DimEnv) -> Option<usize> {
-    let leads = |t: &Type| t.shape.first().and_then(|d| d.as_symbol()) == Some(batch);
+    let leads = |t: &Type| leads_with(t, batch);
     let size = |d: &crate::types::dim::Dim| dims.eval(d).and_then(|v| usize::try_from(v).ok());
     let mut least = 1;
     for id in body.node_ids() {
@@ -192,7 +196,7 @@ pub(super) fn eval(
                 .iter()
                 .zip(types)
                 .map(|(v, t)| {
-                    if t.shape.first().and_then(|d| d.as_symbol()) == Some(plan.batch) {
+                    if leads_with(t, plan.batch) {
                         v.narrow(0, start, len).map_err(library)
                     } else {
                         Ok(v.clone())
