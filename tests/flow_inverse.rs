@@ -6,6 +6,8 @@
 //! equilibrium's. And a hybrid model (tests/models/hybrid_flow.deq:
 //! scores and log p(x), a fn loss combining them) trains.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -61,7 +63,9 @@ fn a_trained_flow_is_inverted_by_its_equilibria() {
 
     let features = lower_named("Features");
     let inverse = lower_named("Inverse");
-    let x = Tensor::rand(0f32, 1f32, (16, 784), &Device::Cpu).expect("pixels");
+    let x = common::seeded_uniform(&[16, 784], 1)
+        .to_dtype(candle_core::DType::F32)
+        .expect("pixels");
     let exec = Executor::new(Device::Cpu);
     let y = exec
         .run(

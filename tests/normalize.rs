@@ -168,7 +168,9 @@ fn mlp(norm: &str, data: &Path) -> String {
 #[test]
 fn weight_norm_starts_where_the_plain_layer_does() {
     let data = Path::new("data/mnist-10k");
-    let x = Tensor::randn(0f32, 1.0, (3, 784), &Device::Cpu).unwrap();
+    let x = common::seeded_normal(&[3, 784], 1.0, 1)
+        .to_dtype(candle_core::DType::F32)
+        .unwrap();
     let mut outs = Vec::new();
     for norm in ["\"none\"", "\"weight\""] {
         let (p, _) = program(&mlp(norm, data));

@@ -198,16 +198,16 @@ model Tiny(x: f64[B, 3]) -> f64[B, 2] {
     let file = dir.join("tiny.deq");
     std::fs::write(&file, src).unwrap();
     let dev = Device::Cpu;
-    let w = (Tensor::randn(0f64, 1.0, (4, 4), &dev).unwrap() * 0.2).unwrap();
-    let u = Tensor::randn(0f64, 1.0, (3, 4), &dev).unwrap();
-    let h = Tensor::randn(0f64, 1.0, (4, 2), &dev).unwrap();
+    let w = common::seeded_normal(&[4, 4], 0.2, 1);
+    let u = common::seeded_normal(&[3, 4], 1.0, 2);
+    let h = common::seeded_normal(&[4, 2], 1.0, 3);
     let params = vec![
         ("w".to_string(), w),
         ("u".to_string(), u),
         ("h".to_string(), h),
     ];
     checkpoint::save_tensors(&dir.join("w.safetensors"), &params, &Default::default()).unwrap();
-    let x = Tensor::randn(0f64, 1.0, (5, 3), &dev).unwrap();
+    let x = common::seeded_normal(&[5, 3], 1.0, 4);
     let target = Tensor::new(&[0i64, 1, 1, 0, 1], &dev).unwrap();
     let batch = vec![
         ("x".to_string(), x.clone()),

@@ -131,6 +131,28 @@ pub fn gradcheck_dims(src: &str, dims: &[(&str, i64)]) -> Vec<GradCheck> {
     gradcheck_with(src, &params, &inputs, &Executor::cpu_f64(), 1e-6)
 }
 
+/// Normal f64 values of the given std, drawn from `seed`: tests draw
+/// from seeded generators so that a failure replays (candle's own `randn`
+/// on the CPU cannot be seeded).
+pub fn seeded_normal(shape: &[usize], std: f64, seed: u64) -> Tensor {
+    use rand::Rng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n)
+        .map(|_| std * rng.sample::<f64, _>(rand_distr::StandardNormal))
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).expect("tensor")
+}
+
+/// Uniform f64 values in `0..1`, drawn from `seed`.
+pub fn seeded_uniform(shape: &[usize], seed: u64) -> Tensor {
+    use rand::Rng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n).map(|_| rng.random::<f64>()).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).expect("tensor")
+}
+
 pub fn t(values: &[f64], shape: &[usize]) -> Tensor {
     Tensor::from_vec(values.to_vec(), shape, &Device::Cpu).expect("tensor")
 }
