@@ -407,6 +407,24 @@ impl Slot {
     }
 }
 
+/// An equilibrium's captures, each strided view copied into its own
+/// layout once per solve: the body reads them on every iteration, and a
+/// view would be read through its strides by every product (gemm takes
+/// 30% longer on the transposed `w^T` that the DEQ-MLP's adjoint body
+/// hoists) or copied by every kernel that reads it.
+fn laid_out_once(captures: &[Tensor]) -> candle_core::Result<Vec<Tensor>> {
+    captures
+        .iter()
+        .map(|t| {
+            if t.is_contiguous() {
+                Ok(t.clone())
+            } else {
+                t.contiguous()
+            }
+        })
+        .collect()
+}
+
 pub fn tensor_bytes(t: &Tensor) -> usize {
     t.elem_count() * t.dtype().size_in_bytes()
 }
@@ -639,6 +657,8 @@ impl Executor {
                 .map(|k| tensors(k).cloned())
                 .collect::<Result<_>>()?;
             let (caps, init) = all.split_at(eq.num_captures().min(all.len()));
+            let caps = laid_out_once(caps).map_err(kernel_err)?;
+            let caps = caps.as_slice();
             let ctx = EqContext {
                 exec: self,
                 dims,
