@@ -206,27 +206,25 @@ impl Optim {
                     weight_decay,
                     decoupled,
                 } => {
-                    let mut g = g;
-                    let mut q = p.clone();
-                    if weight_decay != 0.0 {
-                        if decoupled {
-                            q = q.affine(1.0 - lr * weight_decay, 0.0)?;
-                        } else {
-                            g = g.add(&p.affine(weight_decay, 0.0)?)?;
-                        }
-                    }
                     let [m, v] = st.as_mut_slice() else {
                         return Err(OptimError::Mismatch(format!(
                             "state of `{name}` has {} tensors, expected 2",
                             st.len()
                         )));
                     };
-                    *m = m.affine(b1, 0.0)?.add(&g.affine(1.0 - b1, 0.0)?)?;
-                    *v = v.affine(b2, 0.0)?.add(&g.sqr()?.affine(1.0 - b2, 0.0)?)?;
-                    let bc1 = 1.0 - b1.powf(t as f64);
-                    let bc2 = 1.0 - b2.powf(t as f64);
-                    let denom = v.sqrt()?.affine(1.0 / bc2.sqrt(), self.eps)?;
-                    q.sub(&m.div(&denom)?.affine(lr / bc1, 0.0)?)?
+                    let step = adam::AdamStep {
+                        b1,
+                        b2,
+                        bc1: 1.0 - b1.powf(t as f64),
+                        bc2: 1.0 - b2.powf(t as f64),
+                        lr,
+                        eps: self.eps,
+                        weight_decay,
+                        decoupled,
+                    };
+                    let (p2, m2, v2) = adam::update(p, &g, m, v, step)?;
+                    (*m, *v) = (m2, v2);
+                    p2
                 }
             };
         }
@@ -366,5 +364,6 @@ pub(crate) fn update(
     Ok(())
 }
 
+mod adam;
 #[cfg(test)]
 mod tests;
