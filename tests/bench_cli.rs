@@ -157,6 +157,14 @@ fn bench_lists_the_slowest_ops() {
     if cfg!(feature = "jit") {
         assert!(all.iter().any(|l| l.contains("kernel (tanh)")), "{all:#?}");
     }
+    // The adjoint body's `g @ w^T` reads the transposed weight laid out
+    // once per solve, not through its strides on every iteration.
+    let cell: Vec<&String> = all
+        .iter()
+        .filter(|l| l.contains("matmul [16, 256], [256, 256]"))
+        .collect();
+    assert!(!cell.is_empty(), "{all:#?}");
+    assert!(cell.iter().all(|l| !l.contains("strided")), "{all:#?}");
     assert_eq!(table("2").len(), 2);
     let (code, _, err) = deqc(&["bench", "examples/mnist_mlp.deq", "--ops", "0"]);
     assert_eq!(code, 2, "{err}");
