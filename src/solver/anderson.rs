@@ -30,7 +30,7 @@
 
 use candle_core::{DType, Tensor};
 
-use super::linalg::{solve_lu, solve_spd_into};
+use super::linalg::{solve_lu, solve_spd_into, SpdLanes, LANES};
 use super::track::{Step, Tracker};
 use super::{check_setting, Control, Map, Solution, Solver, SolverError};
 
@@ -203,8 +203,9 @@ impl Anderson {
         let batch = tr.batch();
         let mut by_row = vec![0.0; batch * n];
         let mut scratch = Scratch::new(n);
-        for (gram, out) in h.gram.iter().zip(by_row.chunks_mut(n)) {
-            self.weights_into(gram, h.m, n, h.newest, &mut scratch, out);
+        let mut lanes = SpdLanes::new(n);
+        for (grams, outs) in h.gram.chunks(LANES).zip(by_row.chunks_mut(n * LANES)) {
+            self.weights_by_lanes(grams, h.m, n, h.newest, (&mut lanes, &mut scratch), outs);
         }
         // On the CPU, one pass per mix instead of a scaled add per slot.
         let fs: Vec<&Tensor> = h.fs.iter().collect();
@@ -253,6 +254,51 @@ impl Anderson {
         }
     }
 
+    /// [`Anderson::weights_into`] for up to [`LANES`] samples, with their
+    /// first Cholesky solves side by side (the same bits); a sample whose
+    /// solve there fails takes `weights_into`'s whole path again.
+    fn weights_by_lanes(
+        &self,
+        grams: &[Vec<f64>],
+        m: usize,
+        n: usize,
+        newest: usize,
+        (lanes, s): (&mut SpdLanes, &mut Scratch),
+        outs: &mut [f64],
+    ) {
+        let mut usable = [false; LANES];
+        for (t, use_lane) in usable.iter_mut().enumerate() {
+            let gram = grams.get(t).filter(|g| n > 0 && g.len() >= (n - 1) * m + n);
+            let mean_diag = gram.map_or(0.0, |g| {
+                (0..n).map(|i| g[i * m + i]).sum::<f64>() / n as f64
+            });
+            *use_lane = gram.is_some() && mean_diag.is_finite() && mean_diag > 0.0;
+            for i in 0..n {
+                for j in 0..n {
+                    lanes.a[i * n + j][t] = match gram {
+                        Some(g) if *use_lane => g[i * m + j],
+                        // An unused lane solves the identity, harmlessly.
+                        _ => f64::from(i == j),
+                    };
+                }
+                if *use_lane {
+                    lanes.a[i * n + i][t] += self.lam * mean_diag;
+                }
+            }
+        }
+        let solved = lanes.solve();
+        for (t, (gram, out)) in grams.iter().zip(outs.chunks_mut(n)).enumerate() {
+            if usable[t] && solved[t] && out.len() == n {
+                for (j, o) in out.iter_mut().enumerate() {
+                    *o = lanes.x[j][t];
+                }
+                normalize(out, newest);
+            } else {
+                self.weights_into(gram, m, n, newest, s, out);
+            }
+        }
+    }
+
     /// The mixing weights of one sample into `out` (`n` values), from its
     /// Gram matrix `gram` (row stride `m`, the first `n` rows and columns
     /// used); the fallback takes the plain step from slot `newest`.
@@ -265,12 +311,7 @@ impl Anderson {
         s: &mut Scratch,
         out: &mut [f64],
     ) {
-        let fallback = |out: &mut [f64]| {
-            out.fill(0.0);
-            if let Some(x) = out.get_mut(newest) {
-                *x = 1.0;
-            }
-        };
+        let fallback = |out: &mut [f64]| plain_step(out, newest);
         if out.len() != n || n == 0 || gram.len() < (n - 1) * m + n || s.a.len() != n * n {
             return fallback(out);
         }
@@ -300,15 +341,29 @@ impl Anderson {
         if !solve(self.lam, out) && !solve(self.lam.max(SINGULAR_RIDGE), out) {
             return fallback(out);
         }
-        let sum: f64 = out.iter().sum();
-        if !sum.is_finite() || sum.abs() <= 1e-300 {
-            return fallback(out);
-        }
-        for v in out.iter_mut() {
-            *v /= sum;
-        }
-        if !out.iter().all(|v| v.is_finite()) {
-            fallback(out);
-        }
+        normalize(out, newest);
+    }
+}
+
+/// The weights that take the plain step from slot `newest`.
+fn plain_step(out: &mut [f64], newest: usize) {
+    out.fill(0.0);
+    if let Some(x) = out.get_mut(newest) {
+        *x = 1.0;
+    }
+}
+
+/// Scale a solve's `w` to `a = w / sum(w)`, or take the plain step where
+/// that is not finite.
+fn normalize(out: &mut [f64], newest: usize) {
+    let sum: f64 = out.iter().sum();
+    if !sum.is_finite() || sum.abs() <= 1e-300 {
+        return plain_step(out, newest);
+    }
+    for v in out.iter_mut() {
+        *v /= sum;
+    }
+    if !out.iter().all(|v| v.is_finite()) {
+        plain_step(out, newest);
     }
 }
