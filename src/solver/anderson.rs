@@ -75,7 +75,7 @@ impl Solver for Anderson {
             format!("anderson lam must be >= 0, found {}", self.lam)
         })?;
         let mut tr = Tracker::new(self.name(), ctl, z0)?;
-        let mut history = History::new(self.m, tr.batch());
+        let mut history = History::new(self.m, tr.batch(), self.beta != 1.0);
         let mut x = z0.clone();
         while tr.has_budget(ctl.max_iter) {
             let (fx, step) = tr.eval(f, &x)?;
@@ -112,7 +112,11 @@ impl Scratch {
 /// with each sample's Gram matrix of the residuals (f64, by slot).
 struct History {
     m: usize,
-    xs: Vec<Tensor>,
+    /// The iterates, kept only where the mix reads them (`beta != 1`): the
+    /// usual `beta = 1` mixes the images alone, and holding five unread
+    /// states would crowd the ones that are read out of the cache.
+    xs: Vec<Option<Tensor>>,
+    keep_iterates: bool,
     fs: Vec<Tensor>,
     gs: Vec<Tensor>,
     /// The slot the next pair goes into.
@@ -124,10 +128,11 @@ struct History {
 }
 
 impl History {
-    fn new(m: usize, batch: usize) -> History {
+    fn new(m: usize, batch: usize, keep_iterates: bool) -> History {
         History {
             m,
             xs: Vec::with_capacity(m),
+            keep_iterates,
             fs: Vec::with_capacity(m),
             gs: Vec::with_capacity(m),
             next: 0,
@@ -137,7 +142,7 @@ impl History {
     }
 
     fn len(&self) -> usize {
-        self.xs.len()
+        self.fs.len()
     }
 
     /// Add `(x, f(x))`, replacing the oldest pair when full.
@@ -148,6 +153,7 @@ impl History {
             None => (&fx - &x)?,
         };
         let slot = self.next;
+        let x = self.keep_iterates.then_some(x);
         if slot == self.xs.len() {
             self.xs.push(x);
             self.fs.push(fx);
@@ -196,7 +202,10 @@ impl Anderson {
             candle_core::bail!("anderson: empty history");
         }
         if n == 1 {
-            return self.blend(h.fs[0].clone(), &h.xs[0]);
+            if self.beta == 1.0 {
+                return Ok(h.fs[0].clone());
+            }
+            return self.blend(h.fs[0].clone(), iterate(h, 0)?);
         }
         // Per sample, the weights by slot (row b, slot j at b * n + j), with
         // one set of scratch buffers for every sample's solve.
@@ -213,7 +222,9 @@ impl Anderson {
             if self.beta == 1.0 {
                 return Ok(f);
             }
-            let xs: Vec<&Tensor> = h.xs.iter().collect();
+            let xs: Vec<&Tensor> = (0..n)
+                .map(|j| iterate(h, j))
+                .collect::<candle_core::Result<_>>()?;
             if let Some(x) = super::host::weighted_sum(&xs, &by_row) {
                 return self.blend(f, &x);
             }
@@ -231,7 +242,7 @@ impl Anderson {
                 None => fj,
             });
             if self.beta != 1.0 {
-                let xj = h.xs[j].broadcast_mul(&a)?;
+                let xj = iterate(h, j)?.broadcast_mul(&a)?;
                 xmix = Some(match xmix {
                     Some(acc) => (acc + xj)?,
                     None => xj,
@@ -342,6 +353,14 @@ impl Anderson {
             return fallback(out);
         }
         normalize(out, newest);
+    }
+}
+
+/// The iterate in slot `j`, which the history keeps where `beta != 1`.
+fn iterate(h: &History, j: usize) -> candle_core::Result<&Tensor> {
+    match h.xs.get(j) {
+        Some(Some(x)) => Ok(x),
+        _ => candle_core::bail!("anderson: iterate {j} was not kept"),
     }
 }
 
