@@ -24,7 +24,7 @@ use std::collections::HashSet;
 use candle_core::DType as CDType;
 
 use crate::ir::{Cmp, Graph, NodeId, Op, ReduceOp};
-use crate::jit::strip::Func;
+use crate::jit::strip::{Func, RowFunc};
 use crate::jit::{
     self, Binary, Compiled, InputKind, Inst, KType, KValue, Kernel, Level, RowReduce,
 };
@@ -229,6 +229,23 @@ impl Lowering<'_> {
         Ok(v)
     }
 
+    /// Whether `v` has a value per element (not one per row).
+    fn is_full(&self, v: KValue) -> bool {
+        let mut full: Vec<bool> = Vec::with_capacity(self.insts.len());
+        for inst in &self.insts {
+            let f = match inst {
+                Inst::Input(i) => self.inputs.get(*i).is_some_and(|x| x.2 == Level::Full),
+                Inst::Const(_) | Inst::Reduce(..) => false,
+                Inst::RowFn(..) => true,
+                Inst::Unary(_, a) => full[*a],
+                Inst::Binary(_, a, b) => full[*a] || full[*b],
+                Inst::Select(m, a, b) => full[*m] || full[*a] || full[*b],
+            };
+            full.push(f);
+        }
+        full.get(v).copied().unwrap_or(false)
+    }
+
     fn shape(&self, id: NodeId) -> Result<Vec<usize>, String> {
         self.dims
             .shape(&self.g.ty(id).shape, None)
@@ -382,6 +399,13 @@ fn lower_members<'a>(
             }
             Role::Softmax { log, .. } => {
                 let x = arg(&mut l, 0, Level::Full)?;
+                // A softmax the kernel outputs is one call of the row
+                // function per row, at the vector width of the machine.
+                if !log && grp.outputs.contains(m) && l.is_full(x) {
+                    let v = l.push(Inst::RowFn(RowFunc::Softmax, x));
+                    l.value.insert(*m, v);
+                    continue;
+                }
                 let (_, s, d, e) = exp_sum(&mut l, x, false);
                 if log {
                     let lg = l.push(Inst::Unary(jit::Unary::Strip(Func::Log), s));

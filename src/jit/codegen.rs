@@ -18,6 +18,9 @@
 //! alone reads, which are kept in that output's buffer until then
 //! ([`passes::choose_stash`]: softmax's exponentials).
 //! Transcendentals call the registered strip functions of [`super::strip`].
+//! A row function (softmax) is one call per row after the pass that writes
+//! its operand into the function's output buffer; later passes read the
+//! result from there.
 //! Guarantees: every input row is only read, every output element written
 //! exactly once per pass that produces it; no code depends on the row length
 //! except through `len`.
@@ -44,7 +47,7 @@ mod segment;
 use self::loops::Acc;
 use self::passes::{choose_stash, needed_in, ready_passes, roots_of};
 use self::segment::{float_cc, operands, units_of, Unit};
-use super::strip::{self, Func};
+use super::strip::{self, Func, RowFunc};
 use super::{Binary, InputKind, Inst, KType, Kernel, KernelFn, Level, Unary};
 
 /// Bytes of one strip (per scratch buffer).
@@ -88,6 +91,12 @@ fn pow_symbol(ty: KType) -> String {
     format!("deqc_strip_pow_{ty:?}").to_lowercase()
 }
 
+fn row_symbol(f: RowFunc, ty: KType) -> String {
+    format!("deqc_row_{f:?}_{ty:?}").to_lowercase()
+}
+
+const ALL_ROW_FUNCS: [RowFunc; 1] = [RowFunc::Softmax];
+
 /// Compile `kernel`; the module is kept for the life of the process.
 pub fn compile(kernel: &Kernel) -> Result<KernelFn, String> {
     let isa = isa()?;
@@ -97,6 +106,9 @@ pub fn compile(kernel: &Kernel) -> Result<KernelFn, String> {
             jb.symbol(symbol(f, ty), strip::unary(f, ty) as *const u8);
         }
         jb.symbol(pow_symbol(ty), strip::pow(ty) as *const u8);
+        for f in ALL_ROW_FUNCS {
+            jb.symbol(row_symbol(f, ty), strip::row(f, ty) as *const u8);
+        }
     }
     let mut module = JITModule::new(jb);
     let ptr_ty = module.target_config().pointer_type();
@@ -121,6 +133,13 @@ pub fn compile(kernel: &Kernel) -> Result<KernelFn, String> {
         .declare_function(&pow_symbol(kernel.ty), Linkage::Import, &pow_sig)
         .map_err(err)?;
     imports.insert(None, pow_id);
+    let mut row_imports = HashMap::new();
+    for f in ALL_ROW_FUNCS {
+        let id = module
+            .declare_function(&row_symbol(f, kernel.ty), Linkage::Import, &unary_sig)
+            .map_err(err)?;
+        row_imports.insert(f, id);
+    }
 
     let mut sig = module.make_signature();
     sig.params.push(AbiParam::new(ptr_ty));
@@ -138,6 +157,10 @@ pub fn compile(kernel: &Kernel) -> Result<KernelFn, String> {
         for (k, id) in &imports {
             funcs.insert(*k, module.declare_func_in_func(*id, b.func));
         }
+        let mut row_funcs = HashMap::new();
+        for (f, id) in &row_imports {
+            row_funcs.insert(*f, module.declare_func_in_func(*id, b.func));
+        }
         let (ty, vty, lanes) = match kernel.ty {
             KType::F32 => (types::F32, types::F32X4, 4),
             KType::F64 => (types::F64, types::F64X2, 2),
@@ -152,6 +175,7 @@ pub fn compile(kernel: &Kernel) -> Result<KernelFn, String> {
             ptr_ty,
             mf: MemFlagsData::new().with_notrap(),
             funcs,
+            row_funcs,
             scratch: HashMap::new(),
         };
         g.emit()?;
@@ -207,6 +231,7 @@ struct Gen<'a, 'b> {
     ptr_ty: Type,
     mf: MemFlagsData,
     funcs: HashMap<Option<Func>, FuncRef>,
+    row_funcs: HashMap<RowFunc, FuncRef>,
     scratch: HashMap<usize, cranelift_codegen::ir::StackSlot>,
 }
 
@@ -371,7 +396,10 @@ impl Gen<'_, '_> {
             if let Inst::Input(j) = inst {
                 let a = self.b.ins().iadd(row_ptr[*j], byte_off);
                 loc.insert(i, Src::Mem(a));
-            } else if ready[i] < p && outputs_of.contains_key(&i) && !needed[i] {
+            } else if (ready[i] < p || ready[i] == p && matches!(inst, Inst::RowFn(..)))
+                && outputs_of.contains_key(&i)
+                && !needed[i]
+            {
                 let a = self.b.ins().iadd(row_ptr[outputs_of[&i][0]], byte_off);
                 loc.insert(i, Src::Mem(a));
             } else if let Some(slot) = stash.get(&i).filter(|_| ready[i] < p && !needed[i]) {
@@ -428,6 +456,12 @@ impl Gen<'_, '_> {
             } else if stored[i] || matches!(units[unit_of[&i]], Unit::Strip(_)) {
                 at.push(self.slot_addr(i, STRIP_BYTES));
             }
+            // The operand of a row function that finishes with this pass
+            // goes into the function's output buffer, where the call after
+            // the pass reads it.
+            for r in row_fns_of(k, i, p, ready) {
+                at.push(self.b.ins().iadd(row_ptr[outputs_of[&r][0]], byte_off));
+            }
             if let Some(first) = at.first() {
                 loc.insert(i, Src::Mem(*first));
             }
@@ -473,12 +507,60 @@ impl Gen<'_, '_> {
         self.b.def_var(off, next);
         self.b.ins().jump(header, &[]);
         self.b.switch_to_block(exit);
+        self.row_calls(pass)?;
         let mut finals = Vec::new();
         for (r, _, acc) in &accs {
             let v = self.finish_acc(acc);
             finals.push((*r, v));
         }
         Ok(finals)
+    }
+
+    /// The calls of the row functions that finish with pass `p`, each from
+    /// where its operand's row is (its own output buffer when this pass
+    /// computed the operand) into its output, then copied to any further
+    /// output slot of the same value.
+    fn row_calls(&mut self, pass: &Pass) -> Result<(), String> {
+        let Pass {
+            p,
+            len,
+            needed,
+            ready,
+            row_ptr,
+            outputs_of,
+            stash,
+            ..
+        } = *pass;
+        let k = self.k;
+        for (r, inst) in k.insts.iter().enumerate() {
+            let Inst::RowFn(f, a) = *inst else {
+                continue;
+            };
+            if ready[r] != p + 1 {
+                continue;
+            }
+            let slots = outputs_of
+                .get(&r)
+                .ok_or_else(|| format!("row function {r} is not an output"))?;
+            let dst = row_ptr[slots[0]];
+            let src = if needed[a] {
+                dst
+            } else if let Inst::Input(j) = k.insts[a] {
+                row_ptr[j]
+            } else if let Some(o) = outputs_of.get(&a) {
+                row_ptr[o[0]]
+            } else if let Some(slot) = stash.get(&a) {
+                row_ptr[*slot]
+            } else {
+                return Err(format!("the operand of row function {r} is not in memory"));
+            };
+            let fr = self.row_funcs[&f];
+            self.b.ins().call(fr, &[src, dst, len]);
+            for extra in &slots[1..] {
+                self.copy_loop(dst, row_ptr[*extra], len);
+            }
+        }
+        Ok(())
     }
 
     /// A constant of the right shape (vector or scalar).
@@ -635,7 +717,16 @@ impl Gen<'_, '_> {
                 let c = self.b.ins().fcmp(FloatCC::NotEqual, m, z);
                 self.b.ins().select(c, x, y)
             }
-            Inst::Reduce(..) => return Err("a reduction evaluated as a row value".into()),
+            Inst::Reduce(..) | Inst::RowFn(..) => {
+                return Err("a reduction evaluated as a row value".into())
+            }
         })
     }
+}
+
+/// The row functions whose operand is `v` and that finish with pass `p`.
+fn row_fns_of(k: &Kernel, v: usize, p: usize, ready: &[usize]) -> Vec<usize> {
+    (0..k.insts.len())
+        .filter(|&r| matches!(k.insts[r], Inst::RowFn(_, a) if a == v) && ready[r] == p + 1)
+        .collect()
 }

@@ -5,7 +5,8 @@
 //! tensor), [`compile`] (cranelift, with the `jit` feature) and the process
 //! wide cache of compiled kernels. Guarantees:
 //! - a compiled kernel computes, for one row, what [`Kernel::eval_row`] (the
-//!   scalar reference) computes, up to the summation order of reductions;
+//!   scalar reference) computes, up to the summation order of reductions
+//!   (row functions such as softmax are the same calls in both);
 //! - transcendentals go through the registered `extern "C"` strip functions
 //!   of [`strip`] (vectorized with rten-vecmath in f32), never through code
 //!   of their own, so every kernel agrees with every other and with the
@@ -106,6 +107,11 @@ pub enum Inst {
     Select(KValue, KValue, KValue),
     /// A full-row value reduced to one value per row.
     Reduce(RowReduce, KValue),
+    /// A function of the whole row of a full value, element by element
+    /// (softmax): computed by one call of its row function after the pass
+    /// that writes the operand, into the buffer of an output of the kernel,
+    /// which it must be.
+    RowFn(strip::RowFunc, KValue),
 }
 
 /// How an input is read in each row.
@@ -148,6 +154,7 @@ impl Kernel {
                     _ => Level::Row,
                 },
                 Inst::Const(_) | Inst::Reduce(..) => Level::Row,
+                Inst::RowFn(..) => Level::Full,
                 Inst::Unary(_, a) => lv[*a],
                 Inst::Binary(_, a, b) => max_level(lv[*a], lv[*b]),
                 Inst::Select(m, a, b) => max_level(lv[*m], max_level(lv[*a], lv[*b])),
@@ -159,7 +166,9 @@ impl Kernel {
 
     /// Whether the kernel reduces along the row (then a row cannot be split).
     pub fn has_reductions(&self) -> bool {
-        self.insts.iter().any(|i| matches!(i, Inst::Reduce(..)))
+        self.insts
+            .iter()
+            .any(|i| matches!(i, Inst::Reduce(..) | Inst::RowFn(..)))
     }
 
     /// A structural check: operands precede their users, reductions read
@@ -181,6 +190,17 @@ impl Kernel {
                 Inst::Reduce(_, a) => {
                     if *a < k && levels[*a] != Level::Full {
                         return Err(format!("instruction {k} reduces a per-row value"));
+                    }
+                    vec![*a]
+                }
+                Inst::RowFn(_, a) => {
+                    if *a < k && levels[*a] != Level::Full {
+                        return Err(format!(
+                            "instruction {k} is a row function of a per-row value"
+                        ));
+                    }
+                    if !self.outputs.contains(&k) {
+                        return Err(format!("row function {k} is not an output"));
                     }
                     vec![*a]
                 }
@@ -217,6 +237,7 @@ impl Kernel {
                 Inst::Binary(b, x, y) => (3u8, *b, *x, *y).hash(&mut h),
                 Inst::Select(m, a, b) => (4u8, *m, *a, *b).hash(&mut h),
                 Inst::Reduce(r, a) => (5u8, *r, *a).hash(&mut h),
+                Inst::RowFn(f, a) => (6u8, *f, *a).hash(&mut h),
             }
         }
         h.finish()
@@ -277,6 +298,7 @@ impl Kernel {
                     };
                     vec![v]
                 }
+                Inst::RowFn(f, a) => strip::reference_row(*f, &vals[*a], self.ty),
             };
             vals.push(out);
         }

