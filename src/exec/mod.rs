@@ -37,6 +37,7 @@ pub mod fused;
 pub mod kernels;
 pub mod parts;
 pub mod schedule;
+pub mod slices;
 
 pub use parts::BatchSplit;
 

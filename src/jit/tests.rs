@@ -339,32 +339,26 @@ fn stash_only_where_the_consumer_alone_reads_it() {
 /// read in place from it.
 fn row_softmax(ty: KType, outputs: Vec<KValue>) -> Kernel {
     use super::strip::RowFunc;
-    let mut k = Kernel {
-        ty,
-        inputs: vec![InputKind::Row, InputKind::Row],
-        insts: vec![
-            Inst::Input(0),
-            Inst::Input(1),
-            Inst::Const(5.656854),
-            Inst::Binary(Binary::Div, 0, 2),
-            Inst::Const(-1e9),
-            Inst::Const(0.0),
-            Inst::Binary(Binary::Cmp(Cmp::Gt), 1, 5),
-            Inst::Select(6, 3, 4),
-            Inst::RowFn(RowFunc::Softmax, 7),
-            Inst::Binary(Binary::Mul, 8, 0),
-            Inst::Reduce(RowReduce::Sum, 9),
-            Inst::Binary(Binary::Sub, 8, 10),
-            Inst::RowFn(RowFunc::Softmax, 0),
-        ],
-        outputs,
-    };
+    // `masked_softmax`'s first eight instructions: the masked scores (7).
+    let mut insts = masked_softmax(ty, vec![]).insts;
+    insts.truncate(8);
+    insts.extend([
+        Inst::RowFn(RowFunc::Softmax, 7),
+        Inst::Binary(Binary::Mul, 8, 0),
+        Inst::Reduce(RowReduce::Sum, 9),
+        Inst::Binary(Binary::Sub, 8, 10),
+    ]);
     // Every row function is an output: the input's softmax is there only
     // when it is asked for.
-    if !k.outputs.contains(&12) {
-        k.insts.truncate(12);
+    if outputs.contains(&12) {
+        insts.push(Inst::RowFn(RowFunc::Softmax, 0));
     }
-    k
+    Kernel {
+        ty,
+        inputs: vec![InputKind::Row, InputKind::Row],
+        insts,
+        outputs,
+    }
 }
 
 #[test]

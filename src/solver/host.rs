@@ -15,7 +15,9 @@
 
 use std::mem::MaybeUninit;
 
-use candle_core::{DType, Device, Storage, Tensor, WithDType};
+use candle_core::{DType, Device, Tensor, WithDType};
+
+use crate::exec::slices::with_cpu_slices;
 use rayon::prelude::*;
 
 /// From this many elements per tensor on, samples are spread over the
@@ -59,20 +61,9 @@ fn with_slices<T: WithDType, R>(
     {
         return None;
     }
-    // The read guards live for the whole call, so the slices stay valid.
-    let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
-    let mut slices = Vec::with_capacity(ts.len());
-    for (storage, layout) in &guards {
-        let Storage::Cpu(cpu) = &**storage else {
-            return None;
-        };
-        let (start, end) = layout.contiguous_offsets()?;
-        slices.push(T::cpu_storage_as_slice(cpu).ok()?.get(start..end)?);
-    }
-    if slices.iter().any(|s| s.len() != b * n) {
-        return None;
-    }
-    Some(f(&slices, (b, n)))
+    with_cpu_slices::<T, _>(ts, |slices| {
+        (slices.first().map_or(0, |s| s.len()) == b * n).then(|| f(slices, (b, n)))
+    })?
 }
 
 #[cfg(test)]

@@ -20,7 +20,9 @@
 
 use std::mem::MaybeUninit;
 
-use candle_core::{DType, Device, Storage, Tensor, WithDType};
+use candle_core::{DType, Device, Tensor, WithDType};
+
+use crate::exec::slices::with_cpu_slices;
 use rayon::prelude::*;
 
 /// The scalars of one Adam step, as `optim.rs` derives them.
@@ -118,8 +120,14 @@ pub(crate) fn one_pass(
         return None;
     }
     let (p2, m2, v2) = match p.dtype() {
-        DType::F32 => tensors(with_slices::<f32>(&all, |x| pass_over(x, s))?, p.dims())?,
-        DType::F64 => tensors(with_slices::<f64>(&all, |x| pass_over(x, s))?, p.dims())?,
+        DType::F32 => tensors(
+            with_cpu_slices::<f32, _>(&all, |x| pass_over(x, s))?,
+            p.dims(),
+        )?,
+        DType::F64 => tensors(
+            with_cpu_slices::<f64, _>(&all, |x| pass_over(x, s))?,
+            p.dims(),
+        )?,
         _ => return None,
     };
     Some((p2, m2, v2))
@@ -130,28 +138,6 @@ type Three<T> = (Vec<T>, Vec<T>, Vec<T>);
 fn tensors<T: WithDType>((p, m, v): Three<T>, dims: &[usize]) -> Option<(Tensor, Tensor, Tensor)> {
     let t = |x: Vec<T>| Tensor::from_vec(x, dims, &Device::Cpu).ok();
     Some((t(p)?, t(m)?, t(v)?))
-}
-
-/// Run `f` on the element slices of `ts` (contiguous CPU tensors of `T`).
-fn with_slices<T: WithDType>(
-    ts: &[&Tensor],
-    f: impl FnOnce(&[&[T]]) -> Three<T>,
-) -> Option<Three<T>> {
-    // The read guards live for the whole call, so the slices stay valid.
-    let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
-    let mut slices = Vec::with_capacity(ts.len());
-    for (storage, layout) in &guards {
-        let Storage::Cpu(cpu) = &**storage else {
-            return None;
-        };
-        let (start, end) = layout.contiguous_offsets()?;
-        slices.push(T::cpu_storage_as_slice(cpu).ok()?.get(start..end)?);
-    }
-    let n = slices.first()?.len();
-    if slices.iter().any(|s| s.len() != n) {
-        return None;
-    }
-    Some(f(&slices))
 }
 
 /// One pass over `[p, g, m, v]`.
