@@ -460,7 +460,10 @@ impl Gen<'_, '_> {
             // goes into the function's output buffer, where the call after
             // the pass reads it.
             for r in row_fns_of(k, i, p, ready) {
-                at.push(self.b.ins().iadd(row_ptr[outputs_of[&r][0]], byte_off));
+                let slots = outputs_of
+                    .get(&r)
+                    .ok_or_else(|| format!("row function {r} is not an output"))?;
+                at.push(self.b.ins().iadd(row_ptr[slots[0]], byte_off));
             }
             if let Some(first) = at.first() {
                 loc.insert(i, Src::Mem(*first));
