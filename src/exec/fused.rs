@@ -231,19 +231,10 @@ impl Lowering<'_> {
 
     /// Whether `v` has a value per element (not one per row).
     fn is_full(&self, v: KValue) -> bool {
-        let mut full: Vec<bool> = Vec::with_capacity(self.insts.len());
-        for inst in &self.insts {
-            let f = match inst {
-                Inst::Input(i) => self.inputs.get(*i).is_some_and(|x| x.2 == Level::Full),
-                Inst::Const(_) | Inst::Reduce(..) => false,
-                Inst::RowFn(..) => true,
-                Inst::Unary(_, a) => full[*a],
-                Inst::Binary(_, a, b) => full[*a] || full[*b],
-                Inst::Select(m, a, b) => full[*m] || full[*a] || full[*b],
-            };
-            full.push(f);
-        }
-        full.get(v).copied().unwrap_or(false)
+        let levels = jit::levels_of(&self.insts, |i| {
+            self.inputs.get(i).map_or(Level::Row, |x| x.2)
+        });
+        levels.get(v) == Some(&Level::Full)
     }
 
     fn shape(&self, id: NodeId) -> Result<Vec<usize>, String> {

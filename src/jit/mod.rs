@@ -143,25 +143,31 @@ pub struct Kernel {
     pub outputs: Vec<KValue>,
 }
 
+/// The level of every instruction of `insts`, input `i` being at
+/// `input_level(i)`.
+pub fn levels_of(insts: &[Inst], input_level: impl Fn(usize) -> Level) -> Vec<Level> {
+    let mut lv: Vec<Level> = Vec::with_capacity(insts.len());
+    for inst in insts {
+        let l = match inst {
+            Inst::Input(i) => input_level(*i),
+            Inst::Const(_) | Inst::Reduce(..) => Level::Row,
+            Inst::RowFn(..) => Level::Full,
+            Inst::Unary(_, a) => lv[*a],
+            Inst::Binary(_, a, b) => max_level(lv[*a], lv[*b]),
+            Inst::Select(m, a, b) => max_level(lv[*m], max_level(lv[*a], lv[*b])),
+        };
+        lv.push(l);
+    }
+    lv
+}
+
 impl Kernel {
     /// The level of every instruction.
     pub fn levels(&self) -> Vec<Level> {
-        let mut lv: Vec<Level> = Vec::with_capacity(self.insts.len());
-        for inst in &self.insts {
-            let l = match inst {
-                Inst::Input(i) => match self.inputs.get(*i) {
-                    Some(InputKind::Row) => Level::Full,
-                    _ => Level::Row,
-                },
-                Inst::Const(_) | Inst::Reduce(..) => Level::Row,
-                Inst::RowFn(..) => Level::Full,
-                Inst::Unary(_, a) => lv[*a],
-                Inst::Binary(_, a, b) => max_level(lv[*a], lv[*b]),
-                Inst::Select(m, a, b) => max_level(lv[*m], max_level(lv[*a], lv[*b])),
-            };
-            lv.push(l);
-        }
-        lv
+        levels_of(&self.insts, |i| match self.inputs.get(i) {
+            Some(InputKind::Row) => Level::Full,
+            _ => Level::Row,
+        })
     }
 
     /// Whether the kernel reduces along the row (then a row cannot be split).
