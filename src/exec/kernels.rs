@@ -242,7 +242,8 @@ const SUM_PIECE_ROWS: usize = 512;
 /// element by element through strided indices (a fifth of a transformer
 /// training step); `None` leaves other cases to it.
 fn sum_leading_rows(x: &Tensor, target: &[usize]) -> Option<Tensor> {
-    use candle_core::{CpuStorage, Storage, WithDType};
+    use super::slices::with_cpu_slices;
+    use candle_core::WithDType;
     fn add_rows<T: WithDType>(v: &[T], rows: usize, cols: usize) -> Vec<T> {
         let add_into = |out: &mut [T], row: &[T]| {
             for (o, x) in out.iter_mut().zip(row) {
@@ -280,16 +281,14 @@ fn sum_leading_rows(x: &Tensor, target: &[usize]) -> Option<Tensor> {
     }
     let rows: usize = dims[..k].iter().product();
     let cols: usize = dims[k..].iter().product();
-    let (storage, layout) = x.storage_and_layout();
-    let (start, end) = layout.contiguous_offsets()?;
-    let sums = match &*storage {
-        Storage::Cpu(CpuStorage::F32(v)) => Tensor::from_vec(
-            add_rows(v.get(start..end)?, rows, cols),
+    let sums = match x.dtype() {
+        CDType::F32 => Tensor::from_vec(
+            with_cpu_slices::<f32, _>(&[x], |s| add_rows(s[0], rows, cols))?,
             target,
             &Device::Cpu,
         ),
-        Storage::Cpu(CpuStorage::F64(v)) => Tensor::from_vec(
-            add_rows(v.get(start..end)?, rows, cols),
+        CDType::F64 => Tensor::from_vec(
+            with_cpu_slices::<f64, _>(&[x], |s| add_rows(s[0], rows, cols))?,
             target,
             &Device::Cpu,
         ),
