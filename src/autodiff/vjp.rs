@@ -28,7 +28,7 @@ type Grads = Vec<Option<NodeId>>;
 
 /// sqrt(2 / pi) and the cubic coefficient of GELU's tanh form. Fused
 /// kernels compute GELU itself with the same steps as its derivative here
-/// (`exec::fused`), so that the two share one `tanh`.
+/// (`exec::fused`), so that the two share one `sigmoid`.
 pub(crate) const GELU_C: f64 = 0.797_884_560_802_865_4;
 pub(crate) const GELU_K: f64 = 0.044715;
 
@@ -79,25 +79,23 @@ pub fn vjp(b: &mut Builder, node: NodeId, g: NodeId, needed: &[bool]) -> Result<
             return unary(b, d);
         }
         Op::Gelu => {
-            // d/dx [0.5 x (1 + tanh(u))], u = c (x + k x^3).
+            // GELU's tanh form as x σ(2u), u = c (x + k x³) (0.5 (1 + tanh u)
+            // is σ(2u)); its derivative σ + x σ (1 − σ) · 2c (1 + 3k x²).
             let x0 = x(0);
             let x2 = b.mul(x0, x0)?;
             let x3 = b.mul(x2, x0)?;
             let kx3 = b.scale(x3, GELU_K)?;
             let inner = b.add(x0, kx3)?;
-            let u = b.scale(inner, GELU_C)?;
-            let t = b.unary(Op::Tanh, u)?;
-            let half_one_t = b.shift(t, 1.0)?;
-            let left = b.scale(half_one_t, 0.5)?;
-            let t2 = b.mul(t, t)?;
-            let sech2 = b.rsub(1.0, t2)?;
+            let two_u = b.scale(inner, 2.0 * GELU_C)?;
+            let s = b.unary(Op::Sigmoid, two_u)?;
+            let one_minus = b.rsub(1.0, s)?;
+            let ds = b.mul(s, one_minus)?;
             let du = b.scale(x2, 3.0 * GELU_K)?;
             let du = b.shift(du, 1.0)?;
-            let du = b.scale(du, GELU_C)?;
-            let right = b.mul(sech2, du)?;
+            let du = b.scale(du, 2.0 * GELU_C)?;
+            let right = b.mul(ds, du)?;
             let right = b.mul(right, x0)?;
-            let right = b.scale(right, 0.5)?;
-            let d = b.add(left, right)?;
+            let d = b.add(s, right)?;
             return unary(b, d);
         }
         Op::Softplus => {

@@ -180,25 +180,21 @@ impl Lowering<'_> {
         v
     }
 
-    /// Whether every step of [`Self::gelu`] up to its `tanh` is already
+    /// Whether every step of [`Self::gelu`] up to its `sigmoid` is already
     /// there (the group computes GELU's derivative at `x`).
     fn gelu_derivative_present(&self, x: KValue) -> bool {
-        gelu_tanh(x, &mut |i| self.pushed.get(&format!("{i:?}")).copied()).is_some()
+        gelu_sigmoid(x, &mut |i| self.pushed.get(&format!("{i:?}")).copied()).is_some()
     }
 
-    /// `0.5 x (1 + tanh(c (x + k x³)))` built with the steps, in the order,
-    /// of GELU's derivative in `autodiff::vjp`: in a kernel that also
-    /// computes the derivative, [`Self::push`] finds every step already
-    /// there, and the kernel calls one transcendental (`tanh`) where it
-    /// called two (`gelu` and `tanh`).
+    /// `x σ(2c (x + k x³))` built with the steps, in the order, of GELU's
+    /// derivative in `autodiff::vjp`: in a kernel that also computes the
+    /// derivative, [`Self::push`] finds every step already there, and the
+    /// kernel calls one transcendental (`sigmoid`) where it called two
+    /// (`gelu` and `sigmoid`).
     fn gelu(&mut self, x: KValue) -> Result<KValue, String> {
         let mut push = |i| Some(self.push(i));
-        let t = gelu_tanh(x, &mut push).ok_or("GELU's steps")?;
-        let one = self.push(Inst::Const(1.0));
-        let one_t = self.push(Inst::Binary(Binary::Add, t, one));
-        let half = self.push(Inst::Const(0.5));
-        let left = self.push(Inst::Binary(Binary::Mul, one_t, half));
-        Ok(self.push(Inst::Binary(Binary::Mul, left, x)))
+        let s = gelu_sigmoid(x, &mut push).ok_or("GELU's steps")?;
+        Ok(self.push(Inst::Binary(Binary::Mul, x, s)))
     }
 
     /// The value of operand `o` read by a member of shape `target`.
@@ -244,19 +240,19 @@ impl Lowering<'_> {
     }
 }
 
-/// `tanh(c (x + k x³))`, GELU's inner `tanh`, as the steps of its
+/// `σ(2c (x + k x³))`, GELU's inner `sigmoid`, as the steps of its
 /// derivative in `autodiff::vjp` take it, each instruction given to `step`
 /// (which pushes it, or looks it up); `None` once a step gives none.
-fn gelu_tanh(x: KValue, step: &mut dyn FnMut(Inst) -> Option<KValue>) -> Option<KValue> {
+fn gelu_sigmoid(x: KValue, step: &mut dyn FnMut(Inst) -> Option<KValue>) -> Option<KValue> {
     use crate::autodiff::vjp::{GELU_C, GELU_K};
     let x2 = step(Inst::Binary(Binary::Mul, x, x))?;
     let x3 = step(Inst::Binary(Binary::Mul, x2, x))?;
     let k = step(Inst::Const(GELU_K))?;
     let kx3 = step(Inst::Binary(Binary::Mul, x3, k))?;
     let inner = step(Inst::Binary(Binary::Add, x, kx3))?;
-    let c = step(Inst::Const(GELU_C))?;
-    let u = step(Inst::Binary(Binary::Mul, inner, c))?;
-    step(Inst::Unary(jit::Unary::Strip(Func::Tanh), u))
+    let c = step(Inst::Const(2.0 * GELU_C))?;
+    let two_u = step(Inst::Binary(Binary::Mul, inner, c))?;
+    step(Inst::Unary(jit::Unary::Strip(Func::Sigmoid), two_u))
 }
 
 /// `m = max(x)`, then the sum of `exp(x - m')` where `m'` is `m`, or 0 for
@@ -435,9 +431,9 @@ fn bind_with(
     let lower = |expand: &HashSet<NodeId>| {
         lower_members(g, grp, dims, &full, len, through_broadcasts, expand)
     };
-    // GELU whose derivative the group also computes shares its `tanh`
+    // GELU whose derivative the group also computes shares its `sigmoid`
     // (see `Lowering::gelu`); elsewhere the `gelu` strip is faster than
-    // its tanh form at cranelift's vector width.
+    // its steps at cranelift's vector width.
     let (mut l, gelu_sites) = lower(&HashSet::new())?;
     let shared: HashSet<NodeId> = gelu_sites
         .iter()

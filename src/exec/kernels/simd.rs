@@ -43,7 +43,7 @@ impl Func {
             Func::Tanh => rten_vecmath::Tanh {}.map(src, dest),
             Func::Exp => crate::jit::strip::exp_f32(src, dest),
             Func::Sigmoid => crate::jit::strip::sigmoid_f32(src, dest),
-            Func::Gelu => rten_vecmath::ApproxGelu {}.map(src, dest),
+            Func::Gelu => crate::jit::strip::gelu_f32(src, dest),
         });
         out
     }
