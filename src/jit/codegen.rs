@@ -20,7 +20,9 @@
 //! Transcendentals call the registered strip functions of [`super::strip`].
 //! A row function (softmax) is one call per row after the pass that writes
 //! its operand into the function's output buffer; later passes read the
-//! result from there.
+//! result from there. A row function that nothing in the kernel reads
+//! ([`super::Kernel::deferred_row`]) is left to the caller, which runs it
+//! in place a row later.
 //! Guarantees: every input row is only read, every output element written
 //! exactly once per pass that produces it; no code depends on the row length
 //! except through `len`.
@@ -557,6 +559,14 @@ impl Gen<'_, '_> {
             } else {
                 return Err(format!("the operand of row function {r} is not in memory"));
             };
+            if k.deferred_row().is_some() {
+                // The caller runs it a row later (`jit::call_lagged`), in
+                // place on the output, so the operand must be there.
+                if !needed[a] {
+                    return Err(format!("deferred row function {r} is not in place"));
+                }
+                continue;
+            }
             let fr = self.row_funcs[&f];
             self.b.ins().call(fr, &[src, dst, len]);
             for extra in &slots[1..] {

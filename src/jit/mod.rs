@@ -114,6 +114,18 @@ pub enum Inst {
     RowFn(strip::RowFunc, KValue),
 }
 
+impl Inst {
+    /// The instructions this one reads.
+    pub fn operands(&self) -> Vec<KValue> {
+        match self {
+            Inst::Unary(_, a) | Inst::Reduce(_, a) | Inst::RowFn(_, a) => vec![*a],
+            Inst::Binary(_, a, b) => vec![*a, *b],
+            Inst::Select(m, a, b) => vec![*m, *a, *b],
+            Inst::Input(_) | Inst::Const(_) => vec![],
+        }
+    }
+}
+
 /// How an input is read in each row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum InputKind {
@@ -168,6 +180,30 @@ impl Kernel {
             Some(InputKind::Row) => Level::Full,
             _ => Level::Row,
         })
+    }
+
+    /// The row function whose call the kernel leaves to its caller, and
+    /// the output it writes, in place: the kernel's only row function, an
+    /// output once, read by no instruction, of an operand the kernel
+    /// computes (the pass writes it into that output's buffer). Calling it
+    /// a row later saves the stall of wide loads over the narrow stores
+    /// that just wrote the row (25 ns of about 85 for a softmax row of 64;
+    /// see [`call_lagged`]).
+    pub fn deferred_row(&self) -> Option<(strip::RowFunc, usize)> {
+        let mut rows = self.insts.iter().enumerate().filter_map(|(k, i)| match i {
+            Inst::RowFn(f, a) => Some((k, *f, *a)),
+            _ => None,
+        });
+        let (r, f, a) = rows.next()?;
+        if rows.next().is_some()
+            || matches!(self.insts[a], Inst::Input(_))
+            || self.outputs.contains(&a)
+            || self.outputs.iter().filter(|o| **o == r).count() != 1
+            || self.insts.iter().any(|i| i.operands().contains(&r))
+        {
+            return None;
+        }
+        Some((f, self.outputs.iter().position(|o| *o == r)?))
     }
 
     /// Whether the kernel reduces along the row (then a row cannot be split).
@@ -324,11 +360,17 @@ fn max_level(a: Level, b: Level) -> Level {
 /// row starts of every input, then of every output.
 pub type KernelFn = unsafe extern "C" fn(*const *mut u8, i64);
 
+/// `dst[i] = f(src)[i]` for the `n` elements of a row; `src` may be `dst`.
+pub type RowStrip = unsafe extern "C" fn(*const u8, *mut u8, i64);
+
 /// A compiled kernel (the code lives as long as the process).
 #[derive(Clone, Copy)]
 pub struct Compiled {
     pub func: KernelFn,
     pub has_reductions: bool,
+    /// [`Kernel::deferred_row`]: the row function the caller runs in place
+    /// on the output at this index of the row pointers, after `func`.
+    pub deferred: Option<(RowStrip, usize)>,
 }
 
 /// Compilations so far and the time they took.
@@ -373,6 +415,9 @@ pub fn compile(kernel: &Kernel) -> Result<Compiled, String> {
     let compiled = Compiled {
         func,
         has_reductions: kernel.has_reductions(),
+        deferred: kernel
+            .deferred_row()
+            .map(|(f, o)| (strip::row(f, kernel.ty), kernel.inputs.len() + o)),
     };
     guard.1.kernels += 1;
     guard.1.seconds += start.elapsed().as_secs_f64();
@@ -411,7 +456,42 @@ pub fn compile_stats() -> CompileStats {
 /// `ptrs` holds one valid row-start pointer per input and output, each with
 /// `len` (row inputs/full outputs) or 1 elements of the kernel's type.
 pub unsafe fn call(compiled: &Compiled, ptrs: &[*mut u8], len: usize) {
-    (compiled.func)(ptrs.as_ptr(), len as i64)
+    (compiled.func)(ptrs.as_ptr(), len as i64);
+    if let Some((f, at)) = compiled.deferred {
+        f(ptrs[at], ptrs[at], len as i64);
+    }
+}
+
+/// [`call`] for one of consecutive rows of one length: the deferred row
+/// function (if any) runs on the row before this one, whose stores have
+/// drained by now; `pending` carries that row's output pointer from call
+/// to call. After the last row, [`finish_lagged`] completes it.
+///
+/// # Safety
+/// As [`call`], for every row, and `pending` only ever set by this function
+/// for rows of this `len` whose buffers are still live.
+pub unsafe fn call_lagged(
+    compiled: &Compiled,
+    ptrs: &[*mut u8],
+    len: usize,
+    pending: &mut Option<*mut u8>,
+) {
+    (compiled.func)(ptrs.as_ptr(), len as i64);
+    if let Some((f, at)) = compiled.deferred {
+        if let Some(p) = pending.replace(ptrs[at]) {
+            f(p, p, len as i64);
+        }
+    }
+}
+
+/// Completes the row left pending by [`call_lagged`].
+///
+/// # Safety
+/// As [`call_lagged`].
+pub unsafe fn finish_lagged(compiled: &Compiled, len: usize, pending: &mut Option<*mut u8>) {
+    if let (Some((f, _)), Some(p)) = (compiled.deferred, pending.take()) {
+        f(p, p, len as i64);
+    }
 }
 
 #[cfg(all(test, feature = "jit"))]

@@ -239,8 +239,7 @@ pub enum RowFunc {
     Softmax,
 }
 
-/// `dst[i] = f(src)[i]` for the `n` elements of a row; `src` may be `dst`.
-pub type RowStrip = unsafe extern "C" fn(*const u8, *mut u8, i64);
+pub use super::RowStrip;
 
 /// rten-vecmath's softmax (AVX-512 or AVX2 where the CPU has them, chosen
 /// at run time): about 50 ns for a row of 64 on this project's machines,

@@ -509,3 +509,95 @@ fn a_sum_adds_up_in_its_documented_order() {
         );
     }
 }
+
+/// The attention softmax's kernel shape: scaled, masked, softmax.
+fn masked_row_softmax(extra: Option<Inst>) -> Kernel {
+    let mut insts = vec![
+        Inst::Input(0),
+        Inst::Const(0.125),
+        Inst::Binary(Binary::Mul, 0, 1),
+        Inst::Input(1),
+        Inst::Const(-1e9),
+        Inst::Select(3, 2, 4),
+        Inst::RowFn(strip::RowFunc::Softmax, 5),
+    ];
+    let mut outputs = vec![6];
+    if let Some(i) = extra {
+        insts.push(i);
+        outputs.push(insts.len() - 1);
+    }
+    Kernel {
+        ty: KType::F32,
+        inputs: vec![InputKind::Row; 2],
+        insts,
+        outputs,
+    }
+}
+
+/// Only a row function that nothing else in the kernel reads, of an
+/// operand the kernel computes, is left to the caller.
+#[test]
+fn row_functions_are_deferred_only_when_nothing_reads_them() {
+    assert_eq!(
+        masked_row_softmax(None).deferred_row(),
+        Some((strip::RowFunc::Softmax, 0))
+    );
+    // Read by a later instruction: called inside the kernel.
+    let read = masked_row_softmax(Some(Inst::Binary(Binary::Mul, 6, 0)));
+    assert_eq!(read.deferred_row(), None);
+    // Another output beside it: still deferred, at its own index.
+    let beside = masked_row_softmax(Some(Inst::Binary(Binary::Add, 0, 3)));
+    assert_eq!(beside.deferred_row(), Some((strip::RowFunc::Softmax, 0)));
+    // Of an input: no pass writes it, nothing to defer.
+    let of_input = Kernel {
+        ty: KType::F32,
+        inputs: vec![InputKind::Row],
+        insts: vec![Inst::Input(0), Inst::RowFn(strip::RowFunc::Softmax, 0)],
+        outputs: vec![1],
+    };
+    assert_eq!(of_input.deferred_row(), None);
+    for k in [&read, &beside, &of_input] {
+        check(k, 64, 1e-5);
+    }
+    check(&masked_row_softmax(None), 64, 1e-5);
+}
+
+/// Rows run with the row function a row late give the bits of rows run
+/// one at a time, for every row including the last.
+#[test]
+fn lagged_rows_match_rows_run_alone() {
+    for (extra, len) in [(None, 64), (Some(Inst::Binary(Binary::Add, 0, 3)), 37)] {
+        let k = masked_row_softmax(extra);
+        let compiled = compile(&k).expect("compiles");
+        let rows = 9;
+        let outs = k.outputs.len();
+        let x: Vec<f32> = values(rows * len, 7).iter().map(|v| *v as f32).collect();
+        let mask: Vec<f32> = (0..rows * len)
+            .map(|i| if i % len <= i / len { 1.0 } else { 0.0 })
+            .collect();
+        let run = |lagged: bool| {
+            let mut out = vec![vec![f32::NAN; rows * len]; outs];
+            let mut pending = None;
+            for r in 0..rows {
+                let mut ptrs = vec![
+                    x[r * len..].as_ptr() as *mut u8,
+                    mask[r * len..].as_ptr() as *mut u8,
+                ];
+                ptrs.extend(out.iter_mut().map(|o| o[r * len..].as_mut_ptr() as *mut u8));
+                if lagged {
+                    unsafe { call_lagged(&compiled, &ptrs, len, &mut pending) };
+                } else {
+                    unsafe { call(&compiled, &ptrs, len) };
+                }
+            }
+            unsafe { finish_lagged(&compiled, len, &mut pending) };
+            out
+        };
+        let (alone, lagged) = (run(false), run(true));
+        for (a, b) in alone.iter().zip(&lagged) {
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(a), bits(b));
+            assert!(a.iter().all(|v| v.is_finite()));
+        }
+    }
+}

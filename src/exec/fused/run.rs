@@ -202,6 +202,7 @@ impl BoundGroup {
         let compiled = self.compiled.0;
         let run_rows = |lo: usize, hi: usize| {
             let mut ptrs: Vec<*mut u8> = vec![std::ptr::null_mut(); bases.len() + outs.len()];
+            let mut pending = None;
             for r in lo..hi {
                 for (j, i) in self.inputs.iter().enumerate() {
                     ptrs[j] = (bases[j] + i.offsets[r] * size) as *mut u8;
@@ -214,9 +215,12 @@ impl BoundGroup {
                     ptrs[bases.len() + j] = (outs[j] + elems * size) as *mut u8;
                 }
                 // SAFETY: every pointer is a row start inside a live buffer
-                // of the kernel's type with the row's elements.
-                unsafe { jit::call(&compiled, &ptrs, self.len) };
+                // of the kernel's type with the row's elements; the pending
+                // row is this loop's previous one.
+                unsafe { jit::call_lagged(&compiled, &ptrs, self.len, &mut pending) };
             }
+            // SAFETY: as above, for the last row.
+            unsafe { jit::finish_lagged(&compiled, self.len, &mut pending) };
         };
         if !parallel {
             run_rows(0, self.rows);

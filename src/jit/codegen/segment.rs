@@ -58,12 +58,7 @@ pub(super) fn units_of(k: &Kernel, needed: &[bool]) -> Vec<Unit> {
 
 /// The operands of an instruction.
 pub(super) fn operands(inst: &Inst) -> Vec<usize> {
-    match inst {
-        Inst::Unary(_, a) | Inst::Reduce(_, a) | Inst::RowFn(_, a) => vec![*a],
-        Inst::Binary(_, a, b) => vec![*a, *b],
-        Inst::Select(m, a, b) => vec![*m, *a, *b],
-        Inst::Input(_) | Inst::Const(_) => vec![],
-    }
+    inst.operands()
 }
 
 pub(super) fn float_cc(c: Cmp) -> FloatCC {
