@@ -48,7 +48,7 @@ mod segment;
 
 use self::loops::Acc;
 use self::passes::{choose_stash, needed_in, ready_passes, roots_of};
-use self::segment::{float_cc, operands, units_of, Unit};
+use self::segment::{float_cc, units_of, Unit};
 use super::strip::{self, Func, RowFunc};
 use super::{Binary, InputKind, Inst, KType, Kernel, KernelFn, Level, Unary};
 
@@ -421,7 +421,7 @@ impl Gen<'_, '_> {
         let mut stored = vec![false; k.insts.len()];
         for (u, unit) in units.iter().enumerate() {
             for j in unit.insts() {
-                for a in operands(&k.insts[j]) {
+                for a in k.insts[j].operands() {
                     if unit_of.get(&a).is_some_and(|ua| *ua != u) {
                         stored[a] = true;
                     }

@@ -140,8 +140,8 @@ pub fn sigmoid_f32<'a>(src: &[f32], out: &'a mut [MaybeUninit<f32>]) -> &'a [f32
 /// f32 GELU (tanh form) as `x · sigmoid(2u)`, `u = c (x + k x³)`: the same
 /// function, since `0.5 (1 + tanh u) = sigmoid(2u)`, with one `exp` and a
 /// reciprocal where rten-vecmath's `ApproxGelu` evaluates a whole `tanh`
-/// (0.35–0.45 against 0.65–0.7 ns a value on the machines of December
-/// 2026), and closer to the f64 formula where `tanh` saturates (`1 + tanh`
+/// (0.44–0.53 against 0.66–0.71 ns a value on an AVX-512 machine of
+/// December 2026), and closer to the f64 formula where `tanh` saturates (`1 + tanh`
 /// cancels there). `2u` is clamped to ±[`EXP_INPUT_BOUND`], where f32
 /// `sigmoid` is 0 or 1 already, so huge inputs take `exp`'s fast path.
 pub fn gelu_f32<'a>(src: &[f32], out: &'a mut [MaybeUninit<f32>]) -> &'a [f32] {

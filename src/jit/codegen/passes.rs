@@ -11,7 +11,6 @@
 use std::collections::{HashMap, HashSet};
 
 use super::super::{Binary, Inst, Kernel, Level};
-use super::segment::operands;
 
 /// The stash [`super::compile`] would use for `kernel`: (value, output slot),
 /// sorted.
@@ -102,7 +101,7 @@ pub(super) fn needed_in(
             continue;
         }
         needed[v] = true;
-        stack.extend(operands(&k.insts[v]));
+        stack.extend(k.insts[v].operands());
     }
     needed
 }
@@ -136,7 +135,7 @@ pub(super) fn choose_stash(
         let calls = matches!(inst, Inst::Unary(u, _) if u.strip().is_some())
             || matches!(inst, Inst::Binary(Binary::Pow, ..));
         costly[i] =
-            levels[i] == Level::Full && (calls || operands(inst).iter().any(|a| costly[*a]));
+            levels[i] == Level::Full && (calls || inst.operands().iter().any(|a| costly[*a]));
     }
     let none = HashMap::new();
     let needed: Vec<Vec<bool>> = (0..=passes)
@@ -168,9 +167,9 @@ pub(super) fn choose_stash(
                 && needed[ready[v]][v]
                 && (0..=passes).all(|p| p == ready[v] || p == q || !needed[p][v])
                 && (0..k.insts.len())
-                    .all(|j| j == o || !needed[q][j] || !operands(&k.insts[j]).contains(&v))
+                    .all(|j| j == o || !needed[q][j] || !k.insts[j].operands().contains(&v))
         };
-        if let Some(v) = operands(&k.insts[o]).into_iter().find(|v| fits(*v)) {
+        if let Some(v) = k.insts[o].operands().into_iter().find(|v| fits(*v)) {
             stash.insert(v, slots[0]);
             taken.insert(slots[0]);
         }

@@ -56,11 +56,6 @@ pub(super) fn units_of(k: &Kernel, needed: &[bool]) -> Vec<Unit> {
     units
 }
 
-/// The operands of an instruction.
-pub(super) fn operands(inst: &Inst) -> Vec<usize> {
-    inst.operands()
-}
-
 pub(super) fn float_cc(c: Cmp) -> FloatCC {
     match c {
         Cmp::Lt => FloatCC::LessThan,
