@@ -218,22 +218,12 @@ impl Kernel {
     pub fn validate(&self) -> Result<(), String> {
         let levels = self.levels();
         for (k, inst) in self.insts.iter().enumerate() {
-            let ops: Vec<KValue> = match inst {
-                Inst::Input(i) => {
-                    if *i >= self.inputs.len() {
-                        return Err(format!("instruction {k} reads missing input {i}"));
-                    }
-                    vec![]
+            match inst {
+                Inst::Input(i) if *i >= self.inputs.len() => {
+                    return Err(format!("instruction {k} reads missing input {i}"));
                 }
-                Inst::Const(_) => vec![],
-                Inst::Unary(_, a) => vec![*a],
-                Inst::Binary(_, a, b) => vec![*a, *b],
-                Inst::Select(m, a, b) => vec![*m, *a, *b],
-                Inst::Reduce(_, a) => {
-                    if *a < k && levels[*a] != Level::Full {
-                        return Err(format!("instruction {k} reduces a per-row value"));
-                    }
-                    vec![*a]
+                Inst::Reduce(_, a) if *a < k && levels[*a] != Level::Full => {
+                    return Err(format!("instruction {k} reduces a per-row value"));
                 }
                 Inst::RowFn(_, a) => {
                     if *a < k && levels[*a] != Level::Full {
@@ -244,10 +234,10 @@ impl Kernel {
                     if !self.outputs.contains(&k) {
                         return Err(format!("row function {k} is not an output"));
                     }
-                    vec![*a]
                 }
-            };
-            if ops.iter().any(|o| *o >= k) {
+                _ => {}
+            }
+            if inst.operands().iter().any(|o| *o >= k) {
                 return Err(format!("instruction {k} reads a later value"));
             }
         }
@@ -456,10 +446,9 @@ pub fn compile_stats() -> CompileStats {
 /// `ptrs` holds one valid row-start pointer per input and output, each with
 /// `len` (row inputs/full outputs) or 1 elements of the kernel's type.
 pub unsafe fn call(compiled: &Compiled, ptrs: &[*mut u8], len: usize) {
-    (compiled.func)(ptrs.as_ptr(), len as i64);
-    if let Some((f, at)) = compiled.deferred {
-        f(ptrs[at], ptrs[at], len as i64);
-    }
+    let mut pending = None;
+    call_lagged(compiled, ptrs, len, &mut pending);
+    finish_lagged(compiled, len, &mut pending);
 }
 
 /// [`call`] for one of consecutive rows of one length: the deferred row
