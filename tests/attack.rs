@@ -5,7 +5,6 @@
 //! line's error paths.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
 use deqc::commands::attack::{attack, Options};
@@ -19,6 +18,7 @@ use deqc::train::trainer::{self, RunOptions};
 use rand::{Rng, SeedableRng};
 
 mod common;
+use common::cli::deqc;
 
 fn temp_dir(name: &str) -> PathBuf {
     common::fresh_dir(&format!("attack-{name}"))
@@ -318,20 +318,6 @@ fn robust_accuracy_falls_with_eps_and_pgd_is_at_least_as_strong_as_fgsm() {
         sizes.iter().any(|d| *d > 1.0),
         "the L2 attack barely moved: {sizes:?}"
     );
-}
-
-fn deqc(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_deqc"))
-        .args(args)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!err.contains("panicked"), "{err}");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        err,
-    )
 }
 
 #[test]

@@ -1,19 +1,8 @@
 //! `deqc bench`: its report (steps, median, breakdown, allocations) and its
 //! usage errors.
 
-use std::process::Command;
-
-fn deqc(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_deqc"))
-        .args(args)
-        .output()
-        .expect("deqc runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::cli::deqc;
 
 /// A DEQ-MLP step small enough for a debug build: 16 samples, 3 forward
 /// and 2 adjoint iterations, each run to the end.

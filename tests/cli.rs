@@ -2,17 +2,8 @@
 
 use std::process::Command;
 
-fn deqc(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_deqc"))
-        .args(args)
-        .output()
-        .expect("deqc runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::cli::deqc;
 
 #[test]
 fn check_examples_succeeds_with_a_summary() {

@@ -5,8 +5,10 @@
 //! repository's own `.deq` files (but not the UI programs, whose snapshots
 //! point at lines and columns) are kept formatted.
 
+mod common;
+use common::cli::deqc;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use deqc::fmt::format_source;
 use deqc::source::{FileId, SourceMap};
@@ -158,18 +160,6 @@ fn brackets_broken_over_lines_indent_one_level_each() {
 fn a_file_that_does_not_parse_is_refused() {
     let err = format_source("const A = 1\nconst B = 2;").unwrap_err();
     assert!(err.to_string().contains("expected `;`"), "{err}");
-}
-
-fn deqc(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_deqc"))
-        .args(args)
-        .output()
-        .expect("deqc runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! kernels.
 
 mod common;
+use common::cli::deqc;
 
 use candle_core::{DType as CDType, Device, Tensor};
 use common::steps::{feeds, step_graphs};
@@ -240,18 +241,6 @@ fn gradient_checks_run_through_kernels() {
         assert!(!plan(&b).groups.is_empty(), "{src}: no groups");
         gradcheck_dims(src, &[("B", 2), ("T", 3)]);
     }
-}
-
-fn deqc(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_deqc"))
-        .args(args)
-        .output()
-        .expect("deqc runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

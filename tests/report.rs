@@ -12,6 +12,7 @@ use deqc::report::{render, Run};
 use serde_json::json;
 
 mod common;
+use common::cli::deqc;
 
 const CHARTS: [&str; 9] = [
     "loss",
@@ -221,18 +222,6 @@ fn a_log_axis_spans_decades_and_drops_what_it_cannot_show() {
     assert_eq!(charts::power_of_ten(2e-3), "");
     assert_eq!(charts::whole_number(2.0), "2");
     assert_eq!(charts::whole_number(1.5), "");
-}
-
-fn deqc(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_deqc"))
-        .args(args)
-        .output()
-        .expect("deqc runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -12,6 +12,7 @@ use deqc::train::trainer::{self, RunOptions};
 use deqc::train::transfer::{load_into, InitFrom};
 
 mod common;
+use common::cli::deqc;
 
 fn temp_dir(name: &str) -> PathBuf {
     common::fresh_dir(&format!("transfer-{name}"))
@@ -318,17 +319,6 @@ train M {{
     assert!(err.to_string().contains("integer class labels"), "{err}");
 }
 
-fn deqc(args: &[&str]) -> (i32, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_deqc"))
-        .args(args)
-        .output()
-        .expect("deqc runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn the_cli_reports_what_init_from_loaded_and_rejects_bad_flags() {
     let root = temp_dir("cli");
@@ -347,7 +337,7 @@ fn the_cli_reports_what_init_from_loaded_and_rejects_bad_flags() {
     std::fs::write(&file, source("").replace("head", "out")).unwrap();
     let (file, first_s) = (file.to_str().unwrap(), first.to_str().unwrap());
     let run_out = root.join("second");
-    let (code, err) = deqc(&[
+    let (code, _, err) = deqc(&[
         "run",
         file,
         "--init-from",
@@ -373,13 +363,13 @@ fn the_cli_reports_what_init_from_loaded_and_rejects_bad_flags() {
         "{err}"
     );
     // Flag errors are usage errors (exit 2) that say what to write.
-    let (code, err) = deqc(&["run", file, "--init-map", "a=b"]);
+    let (code, _, err) = deqc(&["run", file, "--init-map", "a=b"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--init-from"), "{err}");
-    let (code, err) = deqc(&["run", file, "--init-from", first_s, "--init-map", "ab"]);
+    let (code, _, err) = deqc(&["run", file, "--init-from", first_s, "--init-map", "ab"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("OLD=NEW"), "{err}");
-    let (code, err) = deqc(&[
+    let (code, _, err) = deqc(&[
         "run",
         file,
         "--init-from",
@@ -392,7 +382,7 @@ fn the_cli_reports_what_init_from_loaded_and_rejects_bad_flags() {
     assert!(err.contains("give one of them"), "{err}");
     let missing = root.join("nothing-here");
     let third = root.join("third");
-    let (code, err) = deqc(&[
+    let (code, _, err) = deqc(&[
         "run",
         file,
         "--init-from",

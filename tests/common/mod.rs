@@ -1,6 +1,7 @@
 //! Shared helpers of the IR, executor and gradient tests.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod mnist;
 pub mod steps;
 
