@@ -95,7 +95,7 @@ pub fn one_pool() {
 /// So, as OpenMP's busy-wait policy does, the other workers stay awake
 /// while the command runs: each runs a job that executes any pending work
 /// of the pool and otherwise spins, until `work` returns or panics
-/// (transformer and MDEQ steps 8–9% shorter on 2 cores, `docs/performance.md`).
+/// (transformer and MDEQ steps 8–9% shorter on 2 cores, `docs/performance-log.md`).
 /// The cost is a busy core during the command's serial stretches.
 /// Only the outermost call spins; nested or concurrent calls just run
 /// their work in the pool. Call it after [`configure`]: it starts the pool.

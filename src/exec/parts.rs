@@ -11,7 +11,7 @@
 //! every operand to the other core; parts run without synchronizing between
 //! ops and keep their samples in their own core's cache (DEQ transformer
 //! and MDEQ training steps about 7% shorter on 2 threads,
-//! `docs/performance.md`).
+//! `docs/performance-log.md`).
 //!
 //! Guarantees:
 //! - the outputs are bit for bit those of the whole batch, so results do
