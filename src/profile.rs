@@ -2,10 +2,11 @@
 //! scoped timers by category.
 //!
 //! Owns three things:
-//! - [`CountingAlloc`], a wrapper of the system allocator that counts
-//!   allocations and live heap bytes (with their peak). The `deqc` binary
-//!   installs it as its `#[global_allocator]`; a program that does not (the
-//!   tests, a library user) reads [`alloc_snapshot`] as `None`.
+//! - [`CountingAlloc`], a wrapper of mimalloc that counts allocations and
+//!   live heap bytes (with their peak). The `deqc` binary installs it as
+//!   its `#[global_allocator]` and calls [`configure_heap`] first; a
+//!   program that does not (the tests, a library user) reads
+//!   [`alloc_snapshot`] as `None`.
 //! - Scoped timers ([`scope`]) that attribute wall time to a [`Category`]
 //!   (gemm/conv library calls, fused kernels, solver bookkeeping, graph
 //!   work). Time is *exclusive*: entering a nested scope pauses the outer
@@ -22,34 +23,39 @@
 //! on the calling thread; library kernels may fan out to their own pool
 //! inside one scope, which is then wall time of that call).
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use mimalloc::MiMalloc;
+
 use crate::ir::Op;
 
 // ---- heap settings -------------------------------------------------------
 
-/// Keep freed tensor buffers in the heap for reuse. glibc serves blocks of
-/// a few megabytes (an MDEQ state, a Broyden pair) with fresh `mmap`s, or
-/// trims them off the heap's top once freed, so every solver iteration
-/// page-faulted its buffers in again: a quarter of a million faults and a
-/// tenth of an MDEQ step. Raising the mmap threshold to glibc's maximum
-/// (32 MiB) and the trim threshold to 256 MiB keeps them; the cost is freed
-/// memory held by the process instead of returned to the system. Called
-/// once by the `deqc` binary before anything allocates much; does nothing
-/// on other C libraries.
-pub fn tune_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: `mallopt` only changes glibc's allocation parameters; it is
-    // called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-        libc::mallopt(libc::M_TOP_PAD, 16 << 20);
+/// mimalloc's option `mi_option_purge_delay` (its place in `mi_option_e`,
+/// which the Rust bindings do not name; `purge_delay_is_where_we_set_it`
+/// checks it against the option's default).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keep freed memory in mimalloc's arenas for reuse, unless the user set
+/// `MIMALLOC_PURGE_DELAY` themselves. The binary's heap is mimalloc rather
+/// than glibc's malloc for its transparent huge pages: a DEQ step walks a
+/// few hundred megabytes of tensors, which in 4 KB pages miss the TLB at
+/// every turn (the DEQ transformer's step about 5% shorter on 2 threads,
+/// `docs/performance-log.md`, "Eighth sitting"). Purged pages would be
+/// faulted in again by the next solver iteration (about 1,200 faults a
+/// transformer step), so nothing is purged; the cost is freed memory held
+/// by the process until it exits, as glibc's raised thresholds did before.
+/// Called once by the `deqc` binary before anything allocates much.
+pub fn configure_heap() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one of mimalloc's global options; no allocation is
+        // in flight and the value (-1: never purge) is a documented one.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     }
 }
 
@@ -59,8 +65,8 @@ static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
 static PEAK_BYTES: AtomicIsize = AtomicIsize::new(0);
 
-/// The system allocator, counting allocations (a `realloc` counts as one)
-/// and live bytes.
+/// mimalloc, counting allocations (a `realloc` counts as one) and live
+/// bytes.
 pub struct CountingAlloc;
 
 impl CountingAlloc {
@@ -70,11 +76,11 @@ impl CountingAlloc {
     }
 }
 
-// SAFETY: every call is forwarded unchanged to `System`; the counters are
+// SAFETY: every call is forwarded unchanged to mimalloc; the counters are
 // atomics updated after the fact and never affect the returned memory.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
+        let p = MiMalloc.alloc(layout);
         if !p.is_null() {
             ALLOCATIONS.fetch_add(1, Relaxed);
             Self::grew(layout.size());
@@ -83,7 +89,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc_zeroed(layout);
+        let p = MiMalloc.alloc_zeroed(layout);
         if !p.is_null() {
             ALLOCATIONS.fetch_add(1, Relaxed);
             Self::grew(layout.size());
@@ -92,12 +98,12 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout);
+        MiMalloc.dealloc(ptr, layout);
         LIVE_BYTES.fetch_sub(layout.size() as isize, Relaxed);
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = System.realloc(ptr, layout, new_size);
+        let p = MiMalloc.realloc(ptr, layout, new_size);
         if !p.is_null() {
             ALLOCATIONS.fetch_add(1, Relaxed);
             if new_size >= layout.size() {
@@ -304,6 +310,19 @@ pub fn take_times() -> [Duration; 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn purge_delay_is_where_we_set_it() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
+        }
+        // No other option of this mimalloc (v3) defaults to 1000 (its
+        // purge delay); a moved index fails here instead of silently
+        // changing another setting.
+        // SAFETY: reads one global option.
+        let delay = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        assert_eq!(delay, 1000);
+    }
 
     fn busy(d: Duration) {
         let t = Instant::now();
