@@ -45,7 +45,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// `MIMALLOC_PURGE_DELAY` themselves. The binary's heap is mimalloc rather
 /// than glibc's malloc for its transparent huge pages: a DEQ step walks a
 /// few hundred megabytes of tensors, which in 4 KB pages miss the TLB at
-/// every turn (the DEQ transformer's step about 5% shorter on 2 threads,
+/// every turn (the DEQ transformer's step about 4.5% shorter on 2 threads,
 /// `docs/performance-log.md`, "Eighth sitting"). Purged pages would be
 /// faulted in again by the next solver iteration (about 1,200 faults a
 /// transformer step), so nothing is purged; the cost is freed memory held
