@@ -12,6 +12,9 @@
 //! Large tensors are split by sample across the thread pool; each sample's
 //! sums are computed exactly as on one thread, so the bits do not depend
 //! on the number of threads.
+//! The dot products of one row with several others and the weighted sums'
+//! row loops run with AVX-512 or AVX2 where the CPU has them ([`wide`]),
+//! with the bits of the portable loops.
 
 use std::mem::MaybeUninit;
 
@@ -19,6 +22,8 @@ use candle_core::{DType, Device, Tensor, WithDType};
 
 use crate::exec::slices::with_cpu_slices;
 use rayon::prelude::*;
+
+mod wide;
 
 /// From this many elements per tensor on, samples are spread over the
 /// thread pool: below it the work (tens of microseconds) does not pay for
@@ -278,10 +283,8 @@ pub(crate) fn row_dots(a: &Tensor, others: &[&Tensor]) -> Option<Vec<f64>> {
         let k = s.len() - 1;
         let mut out = vec![0.0; b * k];
         let fill = |(r, row): (usize, &mut [f64])| {
-            let a = &s[0][r * n..(r + 1) * n];
-            for (slot, o) in row.iter_mut().zip(&s[1..]) {
-                *slot = dot(a, &o[r * n..(r + 1) * n]);
-            }
+            let span = r * n..(r + 1) * n;
+            wide::dots(&s[0][span.clone()], &s[1..], span, row);
         };
         if split_rows(b, n) {
             out.par_chunks_mut(k.max(1)).enumerate().for_each(fill);
@@ -311,14 +314,10 @@ pub(crate) fn weighted_sum(ts: &[&Tensor], coefs: &[f64]) -> Option<Tensor> {
                 let c = T::from_f64(coefs[r * k + j]);
                 let src = &t[r * n..(r + 1) * n];
                 if j == 0 {
-                    for (o, x) in row.iter_mut().zip(src) {
-                        o.write(*x * c);
-                    }
+                    wide::scale_into(row, src, c);
                 } else {
-                    for (o, x) in row.iter_mut().zip(src) {
-                        // SAFETY: slot 0 wrote every element of the row.
-                        unsafe { add_to(o, *x * c) };
-                    }
+                    // Slot 0 wrote every element of the row.
+                    wide::add_scaled(row, src, c);
                 }
             }
         }))
@@ -350,11 +349,7 @@ pub(crate) fn residual_and_change(
         let fill = |(r, (g, dg)): (usize, Rows<T>)| {
             let span = r * n..(r + 1) * n;
             let (fz, z, gp) = (&s[0][span.clone()], &s[1][span.clone()], &s[2][span]);
-            for i in 0..g.len() {
-                let gi = fz[i] - z[i];
-                g[i].write(gi);
-                dg[i].write(gi - gp[i]);
-            }
+            wide::residual_change_into((g, dg), fz, z, gp);
         };
         let chunk = n.max(1);
         written2(b * n, |g, dg| {
@@ -408,9 +403,7 @@ pub(crate) fn difference(a: &Tensor, b: &Tensor) -> Option<Tensor> {
     fn go<T: WithDType>(s: &[&[T]], (rows, n): (usize, usize)) -> Vec<T> {
         rows_written(rows, n, |r, o| {
             let span = r * n..(r + 1) * n;
-            for ((y, x), z) in o.iter_mut().zip(&s[0][span.clone()]).zip(&s[1][span]) {
-                y.write(*x - *z);
-            }
+            wide::difference_into(o, &s[0][span.clone()], &s[1][span]);
         })
     }
     let dims = a.dims();
@@ -495,15 +488,6 @@ fn written2<T>(
     (first, second)
 }
 
-/// `*y += v` on an element already written.
-///
-/// # Safety
-/// `y` must have been initialized.
-#[inline(always)]
-unsafe fn add_to<T: WithDType>(y: &mut MaybeUninit<T>, v: T) {
-    *y.assume_init_mut() += v;
-}
-
 fn tensor_of<T: WithDType>(v: Vec<T>, dims: &[usize]) -> Option<Tensor> {
     Tensor::from_vec(v, dims, &Device::Cpu).ok()
 }
@@ -517,10 +501,17 @@ pub(crate) fn row_dots_many(xs: &[&Tensor], others: &[&Tensor]) -> Option<Vec<Ve
         let rows = per_row(b, n, |r| {
             let span = r * n..(r + 1) * n;
             let mut d = vec![0.0; m * k];
+            // Column `j`: the dots of `others[j]` with every `xs[i]` (the
+            // products commute, so the bits of `dot(xs[i], others[j])`).
             for j in 0..k {
-                let o = &s[m + j][span.clone()];
-                for i in 0..m {
-                    d[i * k + j] = dot(&s[i][span.clone()], o);
+                for lo in (0..m).step_by(8) {
+                    let hi = (lo + 8).min(m);
+                    let mut column = [0.0; 8];
+                    let o = &s[m + j][span.clone()];
+                    wide::dots(o, &s[lo..hi], span.clone(), &mut column[..hi - lo]);
+                    for (i, v) in column[..hi - lo].iter().enumerate() {
+                        d[(lo + i) * k + j] = *v;
+                    }
                 }
             }
             d
@@ -566,10 +557,7 @@ pub(crate) fn weighted_sum_pair(shared: &[&Tensor], a: Mix, b: Mix) -> Option<(T
         let mix = |r: usize, o0: &mut [MaybeUninit<T>], o1: &mut [MaybeUninit<T>]| {
             let c = |m: usize, slot: usize| T::from_f64(coefs[m][r * widths[m] + slot]);
             for (m, o) in [(0, &mut *o0), (1, &mut *o1)] {
-                let c0 = c(m, 0);
-                for (y, x) in o.iter_mut().zip(&s[m][r * n..(r + 1) * n]) {
-                    y.write(*x * c0);
-                }
+                wide::scale_into(o, &s[m][r * n..(r + 1) * n], c(m, 0));
             }
             for j in 0..k {
                 let src = &s[2 + j][r * n..(r + 1) * n];
@@ -577,11 +565,8 @@ pub(crate) fn weighted_sum_pair(shared: &[&Tensor], a: Mix, b: Mix) -> Option<(T
                     if j < skips[m] {
                         continue;
                     }
-                    let cj = c(m, 1 + j - skips[m]);
-                    for (y, x) in o.iter_mut().zip(src) {
-                        // SAFETY: the head wrote every element of the row.
-                        unsafe { add_to(y, *x * cj) };
-                    }
+                    // The head wrote every element of the row.
+                    wide::add_scaled(o, src, c(m, 1 + j - skips[m]));
                 }
             }
         };
