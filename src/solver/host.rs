@@ -316,8 +316,8 @@ pub(crate) fn weighted_sum(ts: &[&Tensor], coefs: &[f64]) -> Option<Tensor> {
                 if j == 0 {
                     wide::scale_into(row, src, c);
                 } else {
-                    // Slot 0 wrote every element of the row.
-                    wide::add_scaled(row, src, c);
+                    // SAFETY: slot 0 wrote every element of the row.
+                    unsafe { wide::add_scaled(row, src, c) };
                 }
             }
         }))
@@ -565,8 +565,8 @@ pub(crate) fn weighted_sum_pair(shared: &[&Tensor], a: Mix, b: Mix) -> Option<(T
                     if j < skips[m] {
                         continue;
                     }
-                    // The head wrote every element of the row.
-                    wide::add_scaled(o, src, c(m, 1 + j - skips[m]));
+                    // SAFETY: the head wrote every element of the row.
+                    unsafe { wide::add_scaled(o, src, c(m, 1 + j - skips[m])) };
                 }
             }
         };

@@ -115,154 +115,120 @@ fn residual_change_plain<T: WithDType>(
     }
 }
 
-/// Run `$plain($args)` compiled for AVX-512 or AVX2 when the CPU has them.
-macro_rules! widest {
-    ($plain:ident, $avx512:ident, $avx2:ident, ($($arg:expr),*)) => {{
+/// The vector width a row loop is compiled for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Width {
+    Avx512,
+    Avx2,
+    /// The build's baseline (SSE2 on x86-64).
+    Baseline,
+}
+
+impl Width {
+    /// The widest this CPU has.
+    pub(super) fn best() -> Width {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F.
-                return unsafe { x86::$avx512($($arg),*) };
+                return Width::Avx512;
             }
             if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2.
-                return unsafe { x86::$avx2($($arg),*) };
+                return Width::Avx2;
             }
         }
-        $plain($($arg),*)
-    }};
-}
+        Width::Baseline
+    }
 
-/// `out[i] = x[i] - z[i]`.
-pub(super) fn difference_into<T: WithDType>(out: &mut [MaybeUninit<T>], x: &[T], z: &[T]) {
-    widest!(
-        difference_plain,
-        difference_avx512,
-        difference_avx2,
-        (out, x, z)
-    )
-}
-
-/// `g[i] = fz[i] - z[i]` and `dg[i] = g[i] - gp[i]`.
-pub(super) fn residual_change_into<T: WithDType>(
-    out: (&mut [MaybeUninit<T>], &mut [MaybeUninit<T>]),
-    fz: &[T],
-    z: &[T],
-    gp: &[T],
-) {
-    widest!(
-        residual_change_plain,
-        residual_change_avx512,
-        residual_change_avx2,
-        (out, fz, z, gp)
-    )
-}
-
-/// `out[i] = x[i] * c`.
-pub(super) fn scale_into<T: WithDType>(out: &mut [MaybeUninit<T>], x: &[T], c: T) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            return unsafe { x86::scale_into_avx512(out, x, c) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2.
-            return unsafe { x86::scale_into_avx2(out, x, c) };
+    /// Whether this CPU can run code compiled for `self`.
+    #[cfg(test)]
+    pub(super) fn available(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Width::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Width::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(not(target_arch = "x86_64"))]
+            Width::Avx512 | Width::Avx2 => false,
+            Width::Baseline => true,
         }
     }
-    scale_into_plain(out, x, c)
+}
+
+/// `$name(args)` runs the `#[inline(always)]` loop `$plain` compiled for the
+/// widest vectors the CPU has; `$on(width, args)` for a given width (which
+/// the CPU must have: it falls back to the baseline where the width is not
+/// an x86-64 one).
+macro_rules! widened {
+    ($(#[$doc:meta])* $name:ident, $on:ident = $plain:ident($($arg:ident: $ty:ty),*)) => {
+        $(#[$doc])*
+        pub(super) fn $name<T: WithDType>($($arg: $ty),*) {
+            // SAFETY: `best` is a width this CPU has.
+            unsafe { $on(Width::best(), $($arg),*) }
+        }
+
+        /// # Safety
+        /// The CPU must have `width`.
+        pub(super) unsafe fn $on<T: WithDType>(width: Width, $($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512<T: WithDType>($($arg: $ty),*) {
+                    $plain($($arg),*)
+                }
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2<T: WithDType>($($arg: $ty),*) {
+                    $plain($($arg),*)
+                }
+                match width {
+                    Width::Avx512 => return avx512($($arg),*),
+                    Width::Avx2 => return avx2($($arg),*),
+                    Width::Baseline => {}
+                }
+            }
+            let _ = width;
+            $plain($($arg),*)
+        }
+    };
+}
+
+widened! {
+    /// `out[i] = x[i] - z[i]`.
+    difference_into, difference_on = difference_plain(out: &mut [MaybeUninit<T>], x: &[T], z: &[T])
+}
+
+widened! {
+    /// `g[i] = fz[i] - z[i]` and `dg[i] = g[i] - gp[i]`.
+    residual_change_into, residual_change_on = residual_change_plain(
+        out: (&mut [MaybeUninit<T>], &mut [MaybeUninit<T>]),
+        fz: &[T],
+        z: &[T],
+        gp: &[T]
+    )
+}
+
+widened! {
+    /// `out[i] = x[i] * c`.
+    scale_into, scale_into_on = scale_into_plain(out: &mut [MaybeUninit<T>], x: &[T], c: T)
+}
+
+widened! {
+    /// `out[i] += x[i] * c`.
+    add_scaled_init, add_scaled_on = add_scaled_plain(out: &mut [T], x: &[T], c: T)
 }
 
 /// `out[i] += x[i] * c` on a row already written.
-pub(super) fn add_scaled<T: WithDType>(out: &mut [MaybeUninit<T>], x: &[T], c: T) {
-    // SAFETY: the caller wrote every element of `out` first.
-    let out = unsafe { &mut *(out as *mut [MaybeUninit<T>] as *mut [T]) };
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            return unsafe { x86::add_scaled_avx512(out, x, c) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2.
-            return unsafe { x86::add_scaled_avx2(out, x, c) };
-        }
-    }
-    add_scaled_plain(out, x, c)
+///
+/// # Safety
+/// Every element of `out` must have been written.
+pub(super) unsafe fn add_scaled<T: WithDType>(out: &mut [MaybeUninit<T>], x: &[T], c: T) {
+    add_scaled_init(&mut *(out as *mut [MaybeUninit<T>] as *mut [T]), x, c)
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
-    use std::mem::MaybeUninit;
 
-    use candle_core::WithDType;
-
-    use super::{add_scaled_plain, dot_finish, dot_tail, scale_into_plain, LANES};
-    use super::{difference_plain, residual_change_plain};
-
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn difference_avx512<T: WithDType>(
-        out: &mut [MaybeUninit<T>],
-        x: &[T],
-        z: &[T],
-    ) {
-        difference_plain(out, x, z)
-    }
-
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn difference_avx2<T: WithDType>(
-        out: &mut [MaybeUninit<T>],
-        x: &[T],
-        z: &[T],
-    ) {
-        difference_plain(out, x, z)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn residual_change_avx512<T: WithDType>(
-        out: (&mut [MaybeUninit<T>], &mut [MaybeUninit<T>]),
-        fz: &[T],
-        z: &[T],
-        gp: &[T],
-    ) {
-        residual_change_plain(out, fz, z, gp)
-    }
-
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn residual_change_avx2<T: WithDType>(
-        out: (&mut [MaybeUninit<T>], &mut [MaybeUninit<T>]),
-        fz: &[T],
-        z: &[T],
-        gp: &[T],
-    ) {
-        residual_change_plain(out, fz, z, gp)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn scale_into_avx512<T: WithDType>(
-        out: &mut [MaybeUninit<T>],
-        x: &[T],
-        c: T,
-    ) {
-        scale_into_plain(out, x, c)
-    }
-
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn scale_into_avx2<T: WithDType>(out: &mut [MaybeUninit<T>], x: &[T], c: T) {
-        scale_into_plain(out, x, c)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn add_scaled_avx512<T: WithDType>(out: &mut [T], x: &[T], c: T) {
-        add_scaled_plain(out, x, c)
-    }
-
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn add_scaled_avx2<T: WithDType>(out: &mut [T], x: &[T], c: T) {
-        add_scaled_plain(out, x, c)
-    }
+    use super::{dot_finish, dot_tail, LANES};
 
     /// `k` (1 to 8) dots of `a` with the rows at `ps`, each in one vector
     /// of eight f64 lanes.
@@ -389,7 +355,7 @@ mod tests {
         assert_eq!(got32[1].to_bits(), dot(&short, &long[100..140]).to_bits());
     }
 
-    /// The AVX2 forms, which a machine with AVX-512 does not pick, give the
+    /// The AVX2 dots, which a machine with AVX-512 does not pick, give the
     /// same bits as well (where the CPU has AVX2).
     #[cfg(target_arch = "x86_64")]
     #[test]
@@ -412,30 +378,58 @@ mod tests {
                     );
                 }
             }
-            let (x, y) = (values(n, 5), values(n, 6));
-            let mut wide = vec![MaybeUninit::<f32>::uninit(); n];
-            let mut plain = vec![MaybeUninit::<f32>::uninit(); n];
-            // SAFETY: AVX2 checked; the rows are written before they are added to.
-            let (w, p) = unsafe {
-                x86::scale_into_avx2(&mut wide, &x, 0.3);
-                x86::add_scaled_avx2(&mut *(wide.as_mut_slice() as *mut _ as *mut [f32]), &y, 2.1);
-                scale_into_plain(&mut plain, &x, 0.3);
-                add_scaled_plain(
-                    &mut *(plain.as_mut_slice() as *mut _ as *mut [f32]),
-                    &y,
-                    2.1,
-                );
-                (
-                    wide.iter()
-                        .map(|v| v.assume_init().to_bits())
-                        .collect::<Vec<_>>(),
-                    plain
-                        .iter()
-                        .map(|v| v.assume_init().to_bits())
-                        .collect::<Vec<_>>(),
-                )
+        }
+    }
+
+    /// Every width this CPU has gives the baseline's bits, for each row
+    /// loop, f32 and f64.
+    #[test]
+    fn every_width_gives_the_baseline_bits() {
+        fn bits<T: WithDType>(v: &[MaybeUninit<T>]) -> Vec<u64> {
+            // SAFETY: the callers wrote every element.
+            v.iter()
+                .map(|x| unsafe { x.assume_init() }.to_f64().to_bits())
+                .collect()
+        }
+        fn rows<T: WithDType>(width: Width, n: usize) -> Vec<Vec<u64>> {
+            let cast = |v: Vec<f32>| {
+                v.into_iter()
+                    .map(|x| T::from_f64(x as f64 / 3.0))
+                    .collect::<Vec<T>>()
             };
-            assert_eq!(w, p);
+            let (x, y, z) = (cast(values(n, 5)), cast(values(n, 6)), cast(values(n, 7)));
+            let fresh = || vec![MaybeUninit::<T>::uninit(); n];
+            let (mut mix, mut d, mut g, mut dg) = (fresh(), fresh(), fresh(), fresh());
+            // SAFETY: the test runs only widths the CPU has; `mix` is
+            // written in full before it is added to.
+            unsafe {
+                scale_into_on(width, &mut mix, &x, T::from_f64(0.3));
+                add_scaled_on(
+                    width,
+                    &mut *(mix.as_mut_slice() as *mut [MaybeUninit<T>] as *mut [T]),
+                    &y,
+                    T::from_f64(2.1),
+                );
+                difference_on(width, &mut d, &x, &y);
+                residual_change_on(width, (&mut g, &mut dg), &x, &y, &z);
+            }
+            vec![bits(&mix), bits(&d), bits(&g), bits(&dg)]
+        }
+        for n in [1usize, 7, 16, 33, 256, 259] {
+            for width in [Width::Avx512, Width::Avx2] {
+                if width.available() {
+                    assert_eq!(
+                        rows::<f32>(width, n),
+                        rows::<f32>(Width::Baseline, n),
+                        "{width:?}"
+                    );
+                    assert_eq!(
+                        rows::<f64>(width, n),
+                        rows::<f64>(Width::Baseline, n),
+                        "{width:?}"
+                    );
+                }
+            }
         }
     }
 
@@ -474,7 +468,8 @@ mod tests {
             let (x, y) = (values(n, 3), values(n, 4));
             let mut wide = vec![MaybeUninit::<f32>::uninit(); n];
             scale_into(&mut wide, &x, 0.37);
-            add_scaled(&mut wide, &y, -1.3);
+            // SAFETY: `scale_into` wrote the row.
+            unsafe { add_scaled(&mut wide, &y, -1.3) };
             let mut plain = vec![MaybeUninit::<f32>::uninit(); n];
             scale_into_plain(&mut plain, &x, 0.37);
             // SAFETY: written just above.
@@ -499,7 +494,8 @@ mod tests {
             );
             let mut wide64 = vec![MaybeUninit::<f64>::uninit(); n];
             scale_into(&mut wide64, &x64, 0.1);
-            add_scaled(&mut wide64, &y64, 0.7);
+            // SAFETY: as above.
+            unsafe { add_scaled(&mut wide64, &y64, 0.7) };
             for i in 0..n {
                 // SAFETY: written in full.
                 let got = unsafe { wide64[i].assume_init() };
