@@ -2,9 +2,11 @@
 //! SSE2, chosen at run time: several dot products of one row in one pass,
 //! and the scaled row adds of a weighted sum.
 //!
-//! Owns [`dots`], the row loops of the weighted sums ([`scale_into`],
-//! [`add_scaled`]) and of the residuals ([`difference_into`],
-//! [`residual_change_into`]). Why: a single f64 dot
+//! Owns [`dots`], [`Width`], and the row loops of the weighted sums
+//! ([`scale_into`], [`add_scaled`]) and of the residuals
+//! ([`difference_into`], [`residual_change_into`]), each an
+//! `#[inline(always)]` loop that one macro (`widened!`) compiles for
+//! AVX-512 and AVX2 beside the baseline. Why: a single f64 dot
 //! product is bound by its adds' latency (eight lanes in two AVX2 vectors,
 //! one add per lane and step); Anderson's Gram row takes the dots of a new
 //! residual with every stored one, and those chains run side by side here,
