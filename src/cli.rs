@@ -59,7 +59,7 @@ pub enum Command {
         /// `cpu` or `cuda`.
         #[arg(long, default_value = "cpu")]
         device: String,
-        /// Where checkpoints and metrics go (default: runs/<model>-<time>/).
+        /// Where checkpoints and metrics go (default: `runs/<model>-<time>/`).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Continue the run in --out from its last checkpoint.

@@ -3,7 +3,7 @@
 //! Owns the list of problems found in one compilation. Each phase reports its
 //! own error enum (`syntax::ParseError`, `sema::SemaError`, ...) together with
 //! the file its labels point into; rendering attaches that file's text.
-//! Compiler bugs go through [`ice`] and are rendered as internal errors
+//! Compiler bugs go through [`ice!`](crate::ice) and are rendered as internal errors
 //! (`deq::internal`), never as the user's mistake.
 
 use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, Report};

@@ -3,7 +3,7 @@
 //! Owns the numerical definition of every op on concrete tensors.
 //! Guarantees: the result has the node's resolved shape and dtype; only
 //! device-generic candle APIs are used (the same code runs on CUDA), except
-//! the CPU fast paths for matrix products ([`matmul`]) and convolutions,
+//! the CPU fast paths for matrix products (`matmul`) and convolutions,
 //! which fall back to candle for anything else; every
 //! candle failure becomes an [`ExecError::KernelLibrary`] (operand and
 //! result shapes in deqc's words, candle's message as a detail) with the

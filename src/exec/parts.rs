@@ -19,7 +19,7 @@
 //!   computes a sample the same way however many samples it is given. For
 //!   products whose rows include the batch, parts are kept large enough
 //!   that gemm blocks them as it blocks the whole batch
-//!   ([`rows_for_same_blocking`]). Tested on every example and test model,
+//!   (`rows_for_same_blocking`). Tested on every example and test model,
 //!   in 2 and 3 parts, f32 and f64;
 //! - [`BatchSplit::Auto`] splits only with fused execution on the CPU, with
 //!   at least 2 threads available, and when the states hold at least

@@ -127,7 +127,7 @@ fn map_bounded<'a>(
     out
 }
 
-/// f32 `exp` with rten-vecmath, huge inputs clamped (see [`map_bounded`]).
+/// f32 `exp` with rten-vecmath, huge inputs clamped (see `map_bounded`).
 pub fn exp_f32<'a>(src: &[f32], out: &'a mut [MaybeUninit<f32>]) -> &'a [f32] {
     map_bounded(src, out, |x| rten_vecmath::Exp {}.map_mut(x))
 }
@@ -142,7 +142,7 @@ pub fn sigmoid_f32<'a>(src: &[f32], out: &'a mut [MaybeUninit<f32>]) -> &'a [f32
 /// reciprocal where rten-vecmath's `ApproxGelu` evaluates a whole `tanh`
 /// (0.44–0.53 against 0.66–0.71 ns a value on an AVX-512 machine of
 /// December 2026), and closer to the f64 formula where `tanh` saturates (`1 + tanh`
-/// cancels there). `2u` is clamped to ±[`EXP_INPUT_BOUND`], where f32
+/// cancels there). `2u` is clamped to ±`EXP_INPUT_BOUND`, where f32
 /// `sigmoid` is 0 or 1 already, so huge inputs take `exp`'s fast path.
 pub fn gelu_f32<'a>(src: &[f32], out: &'a mut [MaybeUninit<f32>]) -> &'a [f32] {
     SigmoidGelu.map(src, out)

@@ -8,7 +8,7 @@
 //! `Reshape`/`Permute` so later stages see few primitives.
 //!
 //! [`Builtin`] names every built-in once; its arity and defaults
-//! ([`Builtin::schema`]) and its elaboration (`Elab::builtin`) are each one
+//! (`Builtin::schema`) and its elaboration (`Elab::builtin`) are each one
 //! exhaustive `match`, so a new built-in does not compile until both exist.
 
 use crate::ir::{Op, ReduceOp};
