@@ -12,9 +12,9 @@
 //! Large tensors are split by sample across the thread pool; each sample's
 //! sums are computed exactly as on one thread, so the bits do not depend
 //! on the number of threads.
-//! The dot products of one row with several others and the weighted sums'
-//! row loops run with AVX-512 or AVX2 where the CPU has them ([`wide`]),
-//! with the bits of the portable loops.
+//! The dot products of one row with several others and the row loops of
+//! the weighted sums and residuals run with AVX-512 or AVX2 where the CPU
+//! has them ([`wide`]), with the bits of the portable loops.
 
 use std::mem::MaybeUninit;
 
@@ -500,26 +500,18 @@ pub(crate) fn row_dots_many(xs: &[&Tensor], others: &[&Tensor]) -> Option<Vec<Ve
         let k = s.len() - m;
         let rows = per_row(b, n, |r| {
             let span = r * n..(r + 1) * n;
-            let mut d = vec![0.0; m * k];
-            // Column `j`: the dots of `others[j]` with every `xs[i]` (the
-            // products commute, so the bits of `dot(xs[i], others[j])`).
-            for j in 0..k {
-                for lo in (0..m).step_by(8) {
-                    let hi = (lo + 8).min(m);
-                    let mut column = [0.0; 8];
-                    let o = &s[m + j][span.clone()];
-                    wide::dots(o, &s[lo..hi], span.clone(), &mut column[..hi - lo]);
-                    for (i, v) in column[..hi - lo].iter().enumerate() {
-                        d[(lo + i) * k + j] = *v;
-                    }
-                }
+            // Sample `r`'s dots by other: `d[j * m + i] = others[j] . xs[i]`
+            // (the products commute, so the bits of `dot(xs[i], others[j])`).
+            let mut d = vec![0.0; k * m];
+            for (j, column) in d.chunks_mut(m.max(1)).enumerate().take(k) {
+                wide::dots(&s[m + j][span.clone()], &s[..m], span.clone(), column);
             }
             d
         });
         (0..m)
             .map(|i| {
                 rows.iter()
-                    .flat_map(|d| d[i * k..(i + 1) * k].iter().copied())
+                    .flat_map(|d| (0..k).map(move |j| d[j * m + i]))
                     .collect()
             })
             .collect()
