@@ -217,6 +217,26 @@ fn plans_group_elementwise_chains_and_stop_at_library_calls() {
                     assert!(seen.insert(*m));
                 }
             }
+            Step::Attention(ai) => {
+                let a = &p.attentions[*ai];
+                assert!(seen.insert(a.scores) && seen.insert(a.mixed));
+                for (m, _) in &p.groups[a.group].members {
+                    assert!(seen.insert(*m));
+                }
+            }
+            Step::AttentionBackward(bi) => {
+                for s in &p.backwards[*bi].unfused {
+                    match s {
+                        Step::Node(n) => assert!(seen.insert(*n)),
+                        Step::Group(gi) => {
+                            for (m, _) in &p.groups[*gi].members {
+                                assert!(seen.insert(*m));
+                            }
+                        }
+                        other => panic!("{other:?} inside a backward step"),
+                    }
+                }
+            }
         }
     }
     assert_eq!(seen.len(), g.node_count());
@@ -239,6 +259,11 @@ fn gradient_checks_run_through_kernels() {
         let mut b = backward_graph(&g, &DeqVjp).expect("backward");
         Pipeline::default().run(&mut b).expect("pipeline");
         assert!(!plan(&b).groups.is_empty(), "{src}: no groups");
+        if src.contains("MultiHeadAttention") {
+            // The fused attention steps, forward and backward, are checked.
+            let p = plan(&b);
+            assert_eq!((p.attentions.len(), p.backwards.len()), (1, 1), "{src}");
+        }
         gradcheck_dims(src, &[("B", 2), ("T", 3)]);
     }
 }

@@ -30,6 +30,7 @@ use crate::jit::{
 };
 use crate::passes::fuse::{self, Role, Step};
 
+use super::attention::{BoundAttention, BoundBackward};
 use super::DimEnv;
 
 /// Elements (rows × row length) from which a kernel runs on several threads.
@@ -110,6 +111,10 @@ impl std::fmt::Debug for CompiledRef {
 pub struct BoundPlan {
     pub steps: Vec<Step>,
     pub groups: Vec<Option<BoundGroup>>,
+    /// The attentions that bound (the others run as their three steps).
+    pub attentions: Vec<Option<BoundAttention>>,
+    /// Their backward passes that bound (the others run as their five).
+    pub backwards: Vec<Option<BoundBackward>>,
 }
 
 impl BoundPlan {
@@ -121,9 +126,36 @@ impl BoundPlan {
         for grp in &plan.groups {
             groups.push(bind(g, grp, dims, float).ok());
         }
-        // Groups that did not bind run as their members, in order.
-        let mut steps = Vec::with_capacity(plan.steps.len());
+        let attentions: Vec<Option<BoundAttention>> = plan
+            .attentions
+            .iter()
+            .map(|a| BoundAttention::new(g, a, dims, float).ok())
+            .collect();
+        let backwards: Vec<Option<BoundBackward>> = plan
+            .backwards
+            .iter()
+            .map(|b| {
+                let a = &plan.attentions[b.forward];
+                let ty = super::attention::kind(g.ty(a.weights).dtype, float)?;
+                BoundBackward::new(g, b, a, dims, ty).ok()
+            })
+            .collect();
+        // Attentions that did not bind run as their steps, and groups that
+        // did not bind as their members, in order.
+        let mut unfused = Vec::with_capacity(plan.steps.len());
         for s in plan.steps {
+            match s {
+                Step::Attention(ai) if attentions[ai].is_none() => {
+                    unfused.extend(plan.attentions[ai].unfused());
+                }
+                Step::AttentionBackward(bi) if backwards[bi].is_none() => {
+                    unfused.extend(plan.backwards[bi].unfused.iter().copied());
+                }
+                other => unfused.push(other),
+            }
+        }
+        let mut steps = Vec::with_capacity(unfused.len());
+        for s in unfused {
             match s {
                 Step::Group(gi) if groups[gi].is_none() => {
                     steps.extend(plan.groups[gi].members.iter().map(|(m, _)| Step::Node(*m)));
@@ -131,7 +163,12 @@ impl BoundPlan {
                 other => steps.push(other),
             }
         }
-        BoundPlan { steps, groups }
+        BoundPlan {
+            steps,
+            groups,
+            attentions,
+            backwards,
+        }
     }
 
     /// Kernels that bound (for reports and tests).

@@ -25,7 +25,7 @@ use super::{DimEnv, ExecError, ExecOptions};
 
 mod elementwise;
 use elementwise::Arith;
-mod matmul;
+pub(crate) mod matmul;
 pub(crate) use matmul::CUT_SUMS_FROM;
 mod nn;
 mod simd;

@@ -33,6 +33,7 @@
 //! Only device-generic candle APIs are used, so the same code runs on
 //! `Device::Cuda` with the `cuda` feature.
 
+pub mod attention;
 pub mod fused;
 pub mod kernels;
 pub mod parts;
@@ -549,6 +550,58 @@ impl Executor {
                         crate::profile::record_op(describe_group(graph, g, &sched), t.elapsed());
                     }
                     stats.nodes_run += g.members;
+                    for (n, t) in outs {
+                        let slot = Slot::One(t);
+                        live += slot.bytes();
+                        values[n.index()] = Some(slot);
+                    }
+                }
+                Step::AttentionBackward(bi) => {
+                    let b = sched.attention_backward(*bi)?;
+                    let lookup = |n: NodeId| match &values[n.index()] {
+                        Some(Slot::One(t)) => Some(t.clone()),
+                        _ => None,
+                    };
+                    let _timer = crate::profile::scope(crate::profile::Category::Gemm);
+                    let started = crate::profile::op_timing().then(std::time::Instant::now);
+                    let order = |n: NodeId| sched.out_orders.get(&n).map(Vec::as_slice);
+                    let p = &b.plan;
+                    let orders = [order(p.d_values), order(p.d_queries), order(p.d_keys_t)];
+                    let outs = b
+                        .run(&lookup, orders)
+                        .map_err(|message| ExecError::Kernel {
+                            op: "fused attention backward".into(),
+                            message,
+                            span: graph.span(p.d_queries),
+                        })?;
+                    if let Some(t) = started {
+                        crate::profile::record_op(b.describe(), t.elapsed());
+                    }
+                    stats.nodes_run += 5;
+                    for (n, t) in outs {
+                        let slot = Slot::One(t);
+                        live += slot.bytes();
+                        values[n.index()] = Some(slot);
+                    }
+                }
+                Step::Attention(ai) => {
+                    let a = sched.attention(*ai)?;
+                    let lookup = |n: NodeId| match &values[n.index()] {
+                        Some(Slot::One(t)) => Some(t.clone()),
+                        _ => None,
+                    };
+                    let _timer = crate::profile::scope(crate::profile::Category::Gemm);
+                    let started = crate::profile::op_timing().then(std::time::Instant::now);
+                    let order = sched.out_orders.get(&a.plan.mixed).map(Vec::as_slice);
+                    let outs = a.run(&lookup, order).map_err(|message| ExecError::Kernel {
+                        op: "fused attention".into(),
+                        message,
+                        span: graph.span(a.plan.mixed),
+                    })?;
+                    if let Some(t) = started {
+                        crate::profile::record_op(a.describe(), t.elapsed());
+                    }
+                    stats.nodes_run += 3;
                     for (n, t) in outs {
                         let slot = Slot::One(t);
                         live += slot.bytes();

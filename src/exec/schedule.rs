@@ -134,6 +134,11 @@ impl Schedule {
             let r = match s {
                 Step::Node(id) => graph.operands(*id),
                 Step::Group(gi) => group_of(&fused, *gi)?.input_nodes.clone(),
+                Step::Attention(ai) => attention_of(&fused, *ai)?.plan.reads(),
+                Step::AttentionBackward(bi) => {
+                    let b = backward_of(&fused, *bi)?;
+                    b.plan.reads(&b.forward)
+                }
             };
             for o in &r {
                 last_read[o.index()] = Some(k);
@@ -164,8 +169,23 @@ impl Schedule {
                 Step::Node(id) if matches!(graph.op(*id), Op::MatMul) => {
                     user_permutation(graph, *id).map(|o| (*id, o))
                 }
+                Step::Attention(ai) => {
+                    let mixed = attention_of(&fused, *ai).ok()?.plan.mixed;
+                    user_permutation(graph, mixed).map(|o| (mixed, o))
+                }
                 _ => None,
             })
+            .chain(steps.iter().flat_map(|s| {
+                match s {
+                    Step::AttentionBackward(bi) => backward_of(&fused, *bi)
+                        .map(|b| b.plan.produces())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|n| user_permutation(graph, n).map(|o| (n, o)))
+                        .collect(),
+                    _ => Vec::new(),
+                }
+            }))
             .collect();
         let mut schedule = Schedule {
             steps,
@@ -192,7 +212,7 @@ impl Schedule {
         for (s, r) in self.steps.iter().zip(&self.reads) {
             let keeps = match s {
                 Step::Node(id) => !result_is_new_storage(graph.op(*id)),
-                Step::Group(_) => false,
+                Step::Group(_) | Step::Attention(_) | Step::AttentionBackward(_) => false,
             };
             if keeps {
                 for o in r {
@@ -269,6 +289,28 @@ impl Schedule {
     pub(super) fn group(&self, gi: usize) -> Result<&super::fused::BoundGroup> {
         group_of(&self.fused, gi)
     }
+
+    pub(super) fn attention(&self, ai: usize) -> Result<&super::attention::BoundAttention> {
+        attention_of(&self.fused, ai)
+    }
+
+    pub(super) fn attention_backward(&self, bi: usize) -> Result<&super::attention::BoundBackward> {
+        backward_of(&self.fused, bi)
+    }
+}
+
+fn backward_of(plan: &Option<BoundPlan>, bi: usize) -> Result<&super::attention::BoundBackward> {
+    plan.as_ref()
+        .and_then(|p| p.backwards.get(bi))
+        .and_then(|b| b.as_ref())
+        .ok_or_else(|| ExecError::Internal(format!("attention backward {bi} is not bound")))
+}
+
+fn attention_of(plan: &Option<BoundPlan>, ai: usize) -> Result<&super::attention::BoundAttention> {
+    plan.as_ref()
+        .and_then(|p| p.attentions.get(ai))
+        .and_then(|a| a.as_ref())
+        .ok_or_else(|| ExecError::Internal(format!("attention {ai} is not bound")))
 }
 
 fn group_of(plan: &Option<BoundPlan>, gi: usize) -> Result<&super::fused::BoundGroup> {
@@ -314,6 +356,8 @@ fn produced(s: &Step, plan: &Option<BoundPlan>) -> Result<Vec<NodeId>> {
             .into_iter()
             .map(|(n, _)| n)
             .collect(),
+        Step::Attention(ai) => attention_of(plan, *ai)?.plan.produces(),
+        Step::AttentionBackward(bi) => backward_of(plan, *bi)?.plan.produces(),
     })
 }
 

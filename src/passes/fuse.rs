@@ -33,6 +33,9 @@ use crate::jit::{Binary, Level, Unary};
 use crate::sema::dim::Dim;
 use crate::sema::hir::DType;
 
+use super::attention::Attention;
+use super::attention_backward::AttentionBackward;
+
 /// How one op takes part in fusion.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Role {
@@ -160,19 +163,38 @@ fn trailing_start(axes: &[usize], rank: usize) -> Option<usize> {
     trailing.then_some(first)
 }
 
+/// Whether `n` is a softmax whose result is the left operand of a product.
+fn weighs_a_product(g: &Graph, n: NodeId) -> bool {
+    matches!(g.op(n), Op::Softmax { .. })
+        && g.users(n)
+            .iter()
+            .any(|u| matches!(g.op(*u), Op::MatMul) && g.operands(*u).first() == Some(&n))
+}
+
 /// One step of a fused schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Step {
     /// A node outside every group, run by the plain kernels.
     Node(NodeId),
     /// A group, run as one kernel.
     Group(usize),
+    /// An attention (index into [`Plan::attentions`]): its scores product,
+    /// its group and its second product as one step.
+    Attention(usize),
+    /// An attention's backward pass (index into [`Plan::backwards`]): five
+    /// steps as one.
+    AttentionBackward(usize),
 }
 
 /// The groups of a graph and an order to run them and the other nodes in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub groups: Vec<Group>,
+    /// Attentions run as one step each (see [`super::attention`]).
+    pub attentions: Vec<Attention>,
+    /// Their backward passes, one step each (see
+    /// [`super::attention_backward`]).
+    pub backwards: Vec<AttentionBackward>,
     /// Every node that is no group member, and every group, operands first.
     pub steps: Vec<Step>,
 }
@@ -184,7 +206,24 @@ pub fn plan(g: &Graph) -> Plan {
     let mut groups = form_groups(g);
     loop {
         match schedule(g, &groups) {
-            Ok(steps) => return Plan { groups, steps },
+            Ok(mut steps) => {
+                let attentions = if std::env::var_os("DEQC_NO_ATTENTION").is_some() {
+                    Vec::new()
+                } else {
+                    super::attention::find(g, &groups, &mut steps)
+                };
+                let backwards = if std::env::var_os("DEQC_NO_ATTENTION_BACKWARD").is_some() {
+                    Vec::new()
+                } else {
+                    super::attention_backward::find(g, &groups, &attentions, &mut steps)
+                };
+                return Plan {
+                    groups,
+                    attentions,
+                    backwards,
+                    steps,
+                };
+            }
             Err(stuck) if stuck.is_empty() => groups.clear(),
             Err(stuck) => {
                 let mut k = 0;
@@ -333,6 +372,13 @@ fn admit(
     operands: &[NodeId],
 ) -> Option<Level> {
     if float_of(g, id) != Some(b.float) {
+        return None;
+    }
+    // Attention weights (a softmax that left-multiplies a product) close
+    // their group, so that the attention runs as one step
+    // (`super::attention`) and its backward pass, which reads the weights,
+    // forms a group of its own (`super::attention_backward`).
+    if b.members.iter().any(|(m, _)| weighs_a_product(g, *m)) {
         return None;
     }
     // No cycle: an outside operand must not depend on the group.
@@ -525,7 +571,10 @@ pub fn print_groups(g: &Graph, groups: &[Group]) -> String {
 
 /// The groups of a graph and of every body in it, as text, body by body.
 pub fn print_plan(g: &Graph) -> String {
-    let mut s = print_groups(g, &plan(g).groups);
+    let p = plan(g);
+    let mut s = print_groups(g, &p.groups);
+    s.push_str(&super::attention::print(g, &p.attentions));
+    s.push_str(&super::attention_backward::print(&p.backwards));
     for id in g.node_ids() {
         if let Op::Equilibrium(eq) = g.op(id) {
             s.push_str(&format!("  body of equilibrium {id}:\n"));

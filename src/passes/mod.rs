@@ -7,6 +7,8 @@
 //! test builds. Passes remove nodes, so node ids held from before a pass may
 //! be stale afterwards (petgraph reuses slots).
 
+pub mod attention;
+pub mod attention_backward;
 pub mod cse;
 pub mod dce;
 pub mod fold;

@@ -42,13 +42,13 @@ const SPLIT_K_CHUNK: usize = 512;
 pub(crate) const CUT_SUMS_FROM: usize = SPLIT_K_CHUNK * 2;
 
 /// One operand seen as a batch of strided matrices.
-struct Operand<'a, T> {
-    data: &'a [T],
+pub(crate) struct Operand<'a, T> {
+    pub(crate) data: &'a [T],
     /// Offset of every batch entry's first element, in output batch order.
-    offsets: Vec<usize>,
+    pub(crate) offsets: Vec<usize>,
     /// Row and column strides.
-    rs: usize,
-    cs: usize,
+    pub(crate) rs: usize,
+    pub(crate) cs: usize,
 }
 
 /// `a @ b` with numpy broadcasting over the batch axes; `out` is the
@@ -116,15 +116,15 @@ fn out_dims(out: &[usize], layout: Option<&OutLayout>) -> Vec<usize> {
 /// Where each element of a product goes when it is stored in a permuted
 /// order: the element strides of the product's own axes.
 #[derive(Debug, Clone)]
-struct OutLayout {
-    order: Vec<usize>,
-    inverse: Vec<usize>,
+pub(crate) struct OutLayout {
+    pub(crate) order: Vec<usize>,
+    pub(crate) inverse: Vec<usize>,
     strides: Vec<usize>,
 }
 
 impl OutLayout {
     /// `None` unless `order` permutes the axes of `out` (and is no identity).
-    fn permuted(out: &[usize], order: &[usize]) -> Option<OutLayout> {
+    pub(crate) fn permuted(out: &[usize], order: &[usize]) -> Option<OutLayout> {
         let r = out.len();
         let mut seen = vec![false; r];
         for a in order {
@@ -152,7 +152,7 @@ impl OutLayout {
 
     /// Offset of each batch entry (in the product's batch order) and the
     /// row and column strides.
-    fn entries(&self, batch: &[usize]) -> (Vec<usize>, usize, usize) {
+    pub(crate) fn entries(&self, batch: &[usize]) -> (Vec<usize>, usize, usize) {
         let mut offsets = vec![0];
         for (d, s) in batch.iter().zip(&self.strides) {
             offsets = offsets
@@ -280,7 +280,7 @@ fn typed<'l, T: WithDType>(
 
 /// A raw destination shared by the blocks of one product, which write
 /// disjoint elements.
-struct SendPtr<T>(*mut T);
+pub(crate) struct SendPtr<T>(pub(crate) *mut T);
 // SAFETY: only used for disjoint writes, joined before the vector is read.
 unsafe impl<T> Send for SendPtr<T> {}
 unsafe impl<T> Sync for SendPtr<T> {}
@@ -362,7 +362,7 @@ const SUM_BLOCK: usize = 1 << 14;
 
 /// The batch offsets and matrix strides of a `[batch.., rows, cols]` view,
 /// after checking that every element it addresses lies inside `data`.
-fn operand<'a, T>(
+pub(crate) fn operand<'a, T>(
     data: &'a [T],
     start: usize,
     dims: &[usize],

@@ -1,0 +1,435 @@
+//! The backward step of fused attention: from the mixed values' gradient
+//! `dO` and the kept weights `P`, the gradients of the values, queries and
+//! (transposed) keys, batch entry by batch entry, in cache.
+//!
+//! Per entry: `dP = dO vᵀ` four... eight rows at a time into one block that
+//! never leaves the cache, `dS = scale'(where(mask, P (dP - sum(dP P)), 0))`
+//! in place, then `dV = Pᵀ dO`, `dQ = dS k` and `dK = dSᵀ q`, each written
+//! where its users want it. With a causal mask, a row whose masked weights
+//! are exactly 0 (the forward step skipped them) sums only its unmasked
+//! part, and the products skip the masked half (their terms are 0).
+//! Guarantees: the unfused steps' values up to the summation order of the
+//! products and of the row sums (tested in f64 and f32).
+
+use candle_core::{Device, Storage, Tensor};
+use rayon::prelude::*;
+
+use crate::ir::{Graph, NodeId};
+use crate::jit::KType;
+use crate::passes::attention::{Attention, Scale};
+use crate::passes::attention_backward::AttentionBackward;
+
+use super::super::kernels::matmul::{operand, Operand, OutLayout, SendPtr};
+use super::super::DimEnv;
+use super::lanes::{block, Lane, Out, LANES, ROWS};
+use super::THREADED_MACS;
+
+/// An attention's backward pass bound to one set of dims.
+#[derive(Debug)]
+pub struct BoundBackward {
+    pub plan: AttentionBackward,
+    pub forward: Attention,
+    ty: KType,
+    batch: Vec<usize>,
+    t: usize,
+    dh: usize,
+    dv: usize,
+}
+
+impl BoundBackward {
+    /// Bind `b` (of forward attention `a`) to `dims`; `Err` (the steps then
+    /// run unfused) when a shape is not bound or does not fit.
+    pub fn new(
+        g: &Graph,
+        b: &AttentionBackward,
+        a: &Attention,
+        dims: &DimEnv,
+        ty: KType,
+    ) -> Result<Self, String> {
+        let shape = |n: NodeId| dims.shape(&g.ty(n).shape, None).map_err(|e| e.to_string());
+        let (q, kt, v, d_mixed) = (shape(a.q)?, shape(a.kt)?, shape(a.v)?, shape(b.d_mixed)?);
+        let r = q.len();
+        let batch = q[..r - 2].to_vec();
+        let (t, dh, dv) = (q[r - 2], q[r - 1], v[r - 1]);
+        let fits = kt[..r - 2] == batch[..]
+            && v[..r - 2] == batch[..]
+            && kt[r - 2..] == [dh, t]
+            && v[r - 2] == t
+            && d_mixed[..] == v[..];
+        if !fits {
+            return Err("the attention's backward operands do not fit".into());
+        }
+        if [b.d_mixed, b.d_values, b.d_queries, b.d_keys_t]
+            .iter()
+            .any(|n| g.ty(*n).dtype != g.ty(a.weights).dtype)
+        {
+            return Err("mixed types".into());
+        }
+        Ok(BoundBackward {
+            plan: b.clone(),
+            forward: a.clone(),
+            ty,
+            batch,
+            t,
+            dh,
+            dv,
+        })
+    }
+
+    /// For `deqc bench --ops`.
+    pub fn describe(&self) -> String {
+        let mut s = self.batch.clone();
+        s.extend([self.t, self.t, self.dh]);
+        let causal = if self.forward.mask.is_some() {
+            " causal"
+        } else {
+            ""
+        };
+        format!("attention backward{causal} {s:?}")
+    }
+
+    /// Run the step: the values', queries' and transposed keys' gradients,
+    /// each stored in the order given for it.
+    pub fn run(
+        &self,
+        lookup: &dyn Fn(NodeId) -> Option<Tensor>,
+        orders: [Option<&[usize]>; 3],
+    ) -> Result<Vec<(NodeId, Tensor)>, String> {
+        let get = |n: NodeId| lookup(n).ok_or_else(|| format!("operand {n} is not live"));
+        let a = &self.forward;
+        let ins = [
+            get(self.plan.d_mixed)?,
+            get(a.q)?,
+            get(a.kt)?,
+            get(a.v)?,
+            get(a.weights)?,
+        ];
+        match self.ty {
+            KType::F32 => self.typed::<f32>(&ins, orders),
+            KType::F64 => self.typed::<f64>(&ins, orders),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    fn typed<T: Lane>(
+        &self,
+        ins: &[Tensor; 5],
+        orders: [Option<&[usize]>; 3],
+    ) -> candle_core::Result<Vec<(NodeId, Tensor)>> {
+        let guards: Vec<_> = ins.iter().map(|t| t.storage_and_layout()).collect();
+        let b = &self.batch;
+        let mut views: Vec<Operand<T>> = Vec::with_capacity(5);
+        for (s, l) in &guards {
+            let Storage::Cpu(c) = &**s else {
+                candle_core::bail!("fused attention runs on the CPU only");
+            };
+            let d = T::cpu_storage_as_slice(c)?;
+            views.push(
+                operand(d, l.start_offset(), l.dims(), l.stride(), b).ok_or_else(|| {
+                    candle_core::Error::Msg("an operand lies outside its storage".into())
+                })?,
+            );
+        }
+        let entries: usize = b.iter().product();
+        let (t, dh, dv) = (self.t, self.dh, self.dv);
+        // Output shapes: dV [.., t, dv], dQ [.., t, dh], dKt [.., dh, t].
+        let shapes: [Vec<usize>; 3] = [[t, dv], [t, dh], [dh, t]].map(|m| {
+            let mut s = b.clone();
+            s.extend(m);
+            s
+        });
+        let layouts: Vec<Option<OutLayout>> = shapes
+            .iter()
+            .zip(orders)
+            .map(|(s, o)| o.and_then(|o| OutLayout::permuted(s, o)))
+            .collect();
+        let places: Vec<(Vec<usize>, usize, usize)> = shapes
+            .iter()
+            .zip(&layouts)
+            .map(|(s, l)| match l {
+                Some(l) => l.entries(b),
+                None => {
+                    let (m, n) = (s[s.len() - 2], s[s.len() - 1]);
+                    ((0..entries).map(|e| e * m * n).collect(), n, 1)
+                }
+            })
+            .collect();
+        let lens: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
+        let mut outs: Vec<Vec<T>> = lens.iter().map(|n| Vec::with_capacity(*n)).collect();
+        let ptrs: Vec<SendPtr<T>> = outs.iter_mut().map(|o| SendPtr(o.as_mut_ptr())).collect();
+        let shape = Shape {
+            t,
+            dh,
+            dv,
+            scale: self.forward.scale,
+            causal: self.forward.mask.is_some(),
+        };
+        let run_block = |lo: usize, hi: usize| {
+            let mut scratch = Scratch::<T>::new(&shape);
+            for e in lo..hi {
+                let out: [Out<T>; 3] = std::array::from_fn(|k| Out {
+                    // SAFETY: each entry's start lies inside its output.
+                    ptr: unsafe { ptrs[k].0.add(places[k].0[e]) },
+                    rs: places[k].1,
+                    cs: places[k].2,
+                });
+                let at = |k: usize| {
+                    let v = &views[k];
+                    (v.data, v.offsets[e], v.rs, v.cs)
+                };
+                let ops = [at(0), at(1), at(2), at(3), at(4)];
+                // SAFETY: `operand` checked every element the views address;
+                // the outputs address this entry's own elements.
+                unsafe { entry(&shape, &mut scratch, &ops, &out) };
+            }
+        };
+        let threads = crate::threads::available().max(1);
+        let macs = entries * t * t * (2 * dv + 2 * dh);
+        if threads > 1 && entries >= threads && macs >= THREADED_MACS {
+            let per = entries.div_ceil(threads);
+            (0..entries.div_ceil(per))
+                .into_par_iter()
+                .for_each(|k| run_block(k * per, ((k + 1) * per).min(entries)));
+        } else {
+            run_block(0, entries);
+        }
+        drop(guards);
+        let nodes = [self.plan.d_values, self.plan.d_queries, self.plan.d_keys_t];
+        let mut result = Vec::with_capacity(3);
+        for (k, mut v) in outs.into_iter().enumerate() {
+            // SAFETY: every entry wrote all of its elements of each output.
+            unsafe { v.set_len(lens[k]) };
+            let tensor = match &layouts[k] {
+                Some(l) => {
+                    let stored: Vec<usize> = l.order.iter().map(|a| shapes[k][*a]).collect();
+                    Tensor::from_vec(v, stored, &Device::Cpu)?.permute(l.inverse.clone())?
+                }
+                None => Tensor::from_vec(v, shapes[k].clone(), &Device::Cpu)?,
+            };
+            result.push((nodes[k], tensor));
+        }
+        Ok(result)
+    }
+}
+
+/// Sizes, scale and mask of one backward pass.
+struct Shape {
+    t: usize,
+    dh: usize,
+    dv: usize,
+    scale: Option<Scale>,
+    causal: bool,
+}
+
+impl Shape {
+    fn rows(&self) -> usize {
+        self.t.div_ceil(ROWS) * ROWS
+    }
+    fn keys(&self) -> usize {
+        self.t.div_ceil(LANES) * LANES
+    }
+    fn pad(n: usize) -> usize {
+        n.div_ceil(LANES) * LANES
+    }
+}
+
+/// One block of entries' working copies; the padding stays zero.
+struct Scratch<T> {
+    /// `dO`, `rows × pad(dv)`.
+    d_out: Vec<T>,
+    /// `vᵀ`, `dv × keys`.
+    vt: Vec<T>,
+    /// The weights, `rows × keys`.
+    p: Vec<T>,
+    /// `dP`, then `dS`, `rows × keys`.
+    ds: Vec<T>,
+    /// Keys and queries as rows, `rows × pad(dh)`.
+    k: Vec<T>,
+    q: Vec<T>,
+    /// Each row's weights that may be nonzero.
+    len: Vec<usize>,
+}
+
+impl<T: Lane> Scratch<T> {
+    fn new(s: &Shape) -> Self {
+        let z = T::from_f64(0.0);
+        let (rows, keys) = (s.rows(), s.keys());
+        Scratch {
+            d_out: vec![z; rows * Shape::pad(s.dv)],
+            vt: vec![z; s.dv * keys],
+            p: vec![z; rows * keys],
+            ds: vec![z; rows * keys],
+            k: vec![z; rows * Shape::pad(s.dh)],
+            q: vec![z; rows * Shape::pad(s.dh)],
+            len: vec![0; rows],
+        }
+    }
+}
+
+/// An operand: data, first element, row and column strides.
+type View<'a, T> = (&'a [T], usize, usize, usize);
+
+/// `dst[r * ld + c] = m[r, c]` for the `rows × cols` matrix `m` of `view`,
+/// read with its strides swapped when `transpose`.
+///
+/// # Safety
+/// Every addressed element of the view exists.
+unsafe fn copy<T: Lane>(
+    dst: &mut [T],
+    ld: usize,
+    (d, o, rs, cs): View<T>,
+    (rows, cols): (usize, usize),
+    transpose: bool,
+) {
+    let (rs, cs) = if transpose { (cs, rs) } else { (rs, cs) };
+    for r in 0..rows {
+        let row = &mut dst[r * ld..r * ld + cols];
+        if cs == 1 {
+            row.copy_from_slice(d.get_unchecked(o + r * rs..o + r * rs + cols));
+        } else {
+            for (c, x) in row.iter_mut().enumerate() {
+                *x = *d.get_unchecked(o + r * rs + c * cs);
+            }
+        }
+    }
+}
+
+/// One entry.
+///
+/// # Safety
+/// Every element the operands address lies inside their data; each output
+/// addresses its `m × n` writable elements.
+unsafe fn entry<T: Lane>(
+    s: &Shape,
+    scratch: &mut Scratch<T>,
+    ops: &[View<T>; 5],
+    out: &[Out<T>; 3],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        return entry_avx512(s, scratch, ops, out);
+    }
+    entry_with::<T, false>(s, scratch, ops, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn entry_avx512<T: Lane>(
+    s: &Shape,
+    scratch: &mut Scratch<T>,
+    ops: &[View<T>; 5],
+    out: &[Out<T>; 3],
+) {
+    entry_with::<T, true>(s, scratch, ops, out)
+}
+
+#[inline(always)]
+unsafe fn entry_with<T: Lane, const WIDE: bool>(
+    s: &Shape,
+    sc: &mut Scratch<T>,
+    ops: &[View<T>; 5],
+    out: &[Out<T>; 3],
+) {
+    let [d_mixed, q, kt, v, p] = *ops;
+    let (t, keys) = (s.t, s.keys());
+    let (cols, heads) = (Shape::pad(s.dv), Shape::pad(s.dh));
+    copy(&mut sc.d_out, cols, d_mixed, (t, s.dv), false);
+    copy(&mut sc.vt, keys, v, (s.dv, t), true);
+    copy(&mut sc.p, keys, p, (t, t), false);
+    copy(&mut sc.k, heads, kt, (t, s.dh), true);
+    copy(&mut sc.q, heads, q, (t, s.dh), false);
+    // A causal row sums only up to its diagonal when its masked weights are
+    // exactly 0 (the last position is masked for every row but the last).
+    let mut all_short = s.causal;
+    for i in 0..t {
+        let short = s.causal && (i + 1 == t || sc.p[i * keys + t - 1] == T::from_f64(0.0));
+        sc.len[i] = if short { i + 1 } else { t };
+        all_short &= short;
+    }
+    // dP, eight rows at a time, up to the block's longest row.
+    for i0 in (0..t).step_by(ROWS) {
+        let rows = (t - i0).min(ROWS);
+        let end = sc.len[i0..i0 + rows].iter().copied().max().unwrap_or(0);
+        for c in 0..end.div_ceil(LANES) {
+            let acc = block::<T, WIDE>(
+                &sc.d_out[i0 * cols..],
+                (cols, 1),
+                &sc.vt[c * LANES..],
+                keys,
+                s.dv,
+            );
+            for (r, a) in acc.iter().enumerate() {
+                let at = (i0 + r) * keys + c * LANES;
+                sc.ds[at..at + LANES].copy_from_slice(a);
+            }
+        }
+    }
+    // dS = scale'(where(mask, P (dP - sum(dP P)), 0)), in place.
+    let zero = T::from_f64(0.0);
+    for i in 0..t {
+        let len = sc.len[i];
+        let (pr, dr) = (
+            &sc.p[i * keys..i * keys + len],
+            &mut sc.ds[i * keys..(i + 1) * keys],
+        );
+        let mut sum = zero;
+        for (x, y) in dr.iter().zip(pr) {
+            sum += *x * *y;
+        }
+        for (x, y) in dr.iter_mut().zip(pr) {
+            *x = *y * (*x - sum);
+        }
+        if s.causal {
+            dr[(i + 1).min(len)..len].fill(zero);
+        }
+        match s.scale {
+            Some(Scale::Div(c)) => dr[..len].iter_mut().for_each(|x| *x /= T::from_f64(c)),
+            Some(Scale::Mul(c)) => dr[..len].iter_mut().for_each(|x| *x *= T::from_f64(c)),
+            None => {}
+        }
+        dr[len..].fill(zero);
+    }
+    // dQ = dS k: row i sums over its row's positions.
+    for i0 in (0..t).step_by(ROWS) {
+        let rows = (t - i0).min(ROWS);
+        let end = sc.len[i0..i0 + rows].iter().copied().max().unwrap_or(0);
+        for c in 0..heads / LANES {
+            let acc = block::<T, WIDE>(
+                &sc.ds[i0 * keys..],
+                (keys, 1),
+                &sc.k[c * LANES..],
+                heads,
+                end,
+            );
+            out[1].store(&acc, i0, rows, c * LANES, (s.dh - c * LANES).min(LANES));
+        }
+    }
+    // dV = Pᵀ dO and dK = dSᵀ q: column j sums over the rows that weigh it
+    // (from j on when causal).
+    let dk = out[2].transposed();
+    for j0 in (0..t).step_by(ROWS) {
+        let rows = (t - j0).min(ROWS);
+        let from_v = if all_short { j0 } else { 0 };
+        for c in 0..cols / LANES {
+            let acc = block::<T, WIDE>(
+                &sc.p[from_v * keys + j0..],
+                (1, keys),
+                &sc.d_out[from_v * cols + c * LANES..],
+                cols,
+                t - from_v,
+            );
+            out[0].store(&acc, j0, rows, c * LANES, (s.dv - c * LANES).min(LANES));
+        }
+        let from_k = if s.causal { j0 } else { 0 };
+        for c in 0..heads / LANES {
+            let acc = block::<T, WIDE>(
+                &sc.ds[from_k * keys + j0..],
+                (1, keys),
+                &sc.q[from_k * heads + c * LANES..],
+                heads,
+                t - from_k,
+            );
+            dk.store(&acc, j0, rows, c * LANES, (s.dh - c * LANES).min(LANES));
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Fused attention: one step computes `softmax(mask(scale(q @ kt))) @ v`
+//! batch entry by batch entry, in cache.
+//!
+//! Owns [`BoundAttention`] (a [`passes::attention::Attention`] bound to
+//! concrete shapes) and its kernel. For each batch entry (a sample's head)
+//! the queries, keys and values are copied into small contiguous blocks,
+//! the scores are computed four rows at a time into one block that never
+//! leaves the cache, each row is scaled, masked and normalized there (by the
+//! same row softmax as the fused kernels, `jit::strip::row`), and the
+//! weights times the values go straight to the output, in the order its
+//! users permute it to (as `kernels::matmul` stores products).
+//!
+//! Guarantees:
+//! - the values of the unfused steps up to rounding: the summation order of
+//!   the two products (each dot runs over its axis in order) and the scale,
+//!   applied to the queries instead of the scores (tested against the plain
+//!   path in f64 and f32);
+//! - with a causal mask whose masked scores `fill` lie more than 1000 below
+//!   a row's largest unmasked score (where `exp` gives exactly 0 in f32 and
+//!   f64), the masked part of the row is neither computed nor summed: its
+//!   weights are 0, as the unfused softmax gives them. Any other row (a
+//!   mild `fill`, a NaN or an infinite score) is masked with `fill` and
+//!   normalized whole, as unfused;
+//! - the weights are written out only when a later step reads them;
+//! - batch entries run in parallel blocks when the pool has threads and the
+//!   work pays for them; each entry's numbers do not depend on the split.
+//!
+//! [`passes::attention::Attention`]: crate::passes::attention::Attention
+
+use candle_core::{DType as CDType, Device, Storage, Tensor};
+use rayon::prelude::*;
+
+use crate::ir::{Graph, NodeId, Op};
+use crate::jit::KType;
+use crate::passes::attention::Attention;
+
+use super::kernels::matmul::{operand, Operand, OutLayout, SendPtr};
+use super::DimEnv;
+
+mod backward;
+mod forward;
+mod lanes;
+
+pub use backward::BoundBackward;
+
+use forward::{entry, Operands, Scratch, Shape};
+use lanes::{Lane, Out};
+
+/// Multiply-adds from which the batch entries are split over threads.
+pub(super) const THREADED_MACS: usize = 1 << 18;
+
+/// An attention bound to one set of dims.
+#[derive(Debug)]
+pub struct BoundAttention {
+    pub plan: Attention,
+    ty: KType,
+    batch: Vec<usize>,
+    tq: usize,
+    tk: usize,
+    dh: usize,
+    dv: usize,
+}
+
+/// The kernel type of IR type `d` when IR f32 runs as `float`.
+pub(super) fn kind(d: crate::sema::hir::DType, float: CDType) -> Option<KType> {
+    match (d, float) {
+        (crate::sema::hir::DType::F32, CDType::F32) => Some(KType::F32),
+        (crate::sema::hir::DType::F32, CDType::F64) | (crate::sema::hir::DType::F64, _) => {
+            Some(KType::F64)
+        }
+        _ => None,
+    }
+}
+
+impl BoundAttention {
+    /// Bind `a` to `dims`; `Err` (the steps then run unfused) when a shape
+    /// is not bound or the types do not fit.
+    pub fn new(g: &Graph, a: &Attention, dims: &DimEnv, float: CDType) -> Result<Self, String> {
+        let shape = |n: NodeId| dims.shape(&g.ty(n).shape, None).map_err(|e| e.to_string());
+        let (q, kt, v) = (shape(a.q)?, shape(a.kt)?, shape(a.v)?);
+        let r = q.len();
+        let batch = q[..r - 2].to_vec();
+        let (tq, dh, tk, dv) = (q[r - 2], q[r - 1], kt[r - 1], v[r - 1]);
+        if kt[..r - 2] != batch[..] || v[..r - 2] != batch[..] || kt[r - 2] != dh || v[r - 2] != tk
+        {
+            return Err("the attention's operands do not fit".into());
+        }
+        if let Some((m, _)) = a.mask {
+            if shape(m)? != [tq, tk] {
+                return Err("the causal mask does not fit the scores".into());
+            }
+        }
+        let types: Vec<_> = [a.q, a.kt, a.v, a.weights, a.mixed]
+            .iter()
+            .map(|n| g.ty(*n).dtype)
+            .collect();
+        if types.iter().any(|t| *t != types[0]) {
+            return Err("mixed types".into());
+        }
+        let ty = kind(types[0], float).ok_or("not a float attention")?;
+        debug_assert!(matches!(g.op(a.mixed), Op::MatMul));
+        Ok(BoundAttention {
+            plan: a.clone(),
+            ty,
+            batch,
+            tq,
+            tk,
+            dh,
+            dv,
+        })
+    }
+
+    /// The shape of the mixed values, for `deqc bench --ops`.
+    pub fn describe(&self) -> String {
+        let mut s = self.batch.clone();
+        s.extend([self.tq, self.tk, self.dh]);
+        let causal = if self.plan.mask.is_some() {
+            " causal"
+        } else {
+            ""
+        };
+        format!("attention{causal} {s:?}")
+    }
+
+    /// Run the step: the mixed values (stored in `order` when given) and,
+    /// when kept, the weights.
+    pub fn run(
+        &self,
+        lookup: &dyn Fn(NodeId) -> Option<Tensor>,
+        order: Option<&[usize]>,
+    ) -> Result<Vec<(NodeId, Tensor)>, String> {
+        let get = |n: NodeId| lookup(n).ok_or_else(|| format!("operand {n} is not live"));
+        let (q, kt, v) = (get(self.plan.q)?, get(self.plan.kt)?, get(self.plan.v)?);
+        match self.ty {
+            KType::F32 => self.typed::<f32>(&q, &kt, &v, order),
+            KType::F64 => self.typed::<f64>(&q, &kt, &v, order),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    fn typed<T: Lane>(
+        &self,
+        q: &Tensor,
+        kt: &Tensor,
+        v: &Tensor,
+        order: Option<&[usize]>,
+    ) -> candle_core::Result<Vec<(NodeId, Tensor)>> {
+        let (sq, lq) = q.storage_and_layout();
+        let (sk, lk) = kt.storage_and_layout();
+        let (sv, lv) = v.storage_and_layout();
+        let (Storage::Cpu(cq), Storage::Cpu(ck), Storage::Cpu(cv)) = (&*sq, &*sk, &*sv) else {
+            candle_core::bail!("fused attention runs on the CPU only");
+        };
+        let (dq, dk, dv) = (
+            T::cpu_storage_as_slice(cq)?,
+            T::cpu_storage_as_slice(ck)?,
+            T::cpu_storage_as_slice(cv)?,
+        );
+        let b = &self.batch;
+        fn view<'d, T>(
+            d: &'d [T],
+            l: &candle_core::Layout,
+            b: &[usize],
+        ) -> candle_core::Result<Operand<'d, T>> {
+            operand(d, l.start_offset(), l.dims(), l.stride(), b).ok_or_else(|| {
+                candle_core::Error::Msg("an operand lies outside its storage".into())
+            })
+        }
+        let (q, kt, v) = (view(dq, lq, b)?, view(dk, lk, b)?, view(dv, lv, b)?);
+        let entries: usize = b.iter().product();
+        let mut mixed_shape = b.clone();
+        mixed_shape.extend([self.tq, self.dv]);
+        let layout = order.and_then(|o| OutLayout::permuted(&mixed_shape, o));
+        let (starts, rs, cs) = match &layout {
+            Some(l) => l.entries(b),
+            None => (
+                (0..entries).map(|e| e * self.tq * self.dv).collect(),
+                self.dv,
+                1,
+            ),
+        };
+        let mixed_len = entries * self.tq * self.dv;
+        let weights_len = entries * self.tq * self.tk;
+        let mut mixed: Vec<T> = Vec::with_capacity(mixed_len);
+        let mut weights: Vec<T> = if self.plan.keeps_weights {
+            Vec::with_capacity(weights_len)
+        } else {
+            Vec::new()
+        };
+        let shape = Shape {
+            tq: self.tq,
+            tk: self.tk,
+            dh: self.dh,
+            dv: self.dv,
+            scale: self.plan.scale,
+            fill: self.plan.mask.map(|(_, f)| f),
+        };
+        let (mixed_ptr, weights_ptr) = (SendPtr(mixed.as_mut_ptr()), SendPtr(weights.as_mut_ptr()));
+        let keeps = self.plan.keeps_weights;
+        let run_block = |lo: usize, hi: usize| {
+            let mut scratch = Scratch::<T>::new(&shape);
+            #[allow(clippy::needless_range_loop)]
+            for e in lo..hi {
+                let (mp, wp) = (&mixed_ptr, &weights_ptr);
+                let out = Out {
+                    // SAFETY: each entry's start lies inside the output
+                    // (the layout permutes its elements).
+                    ptr: unsafe { mp.0.add(starts[e]) },
+                    rs,
+                    cs,
+                };
+                let w = keeps.then(|| unsafe { wp.0.add(e * shape.tq * shape.tk) });
+                let at = [q.offsets[e], kt.offsets[e], v.offsets[e]];
+                let ops = Operands {
+                    q: (q.data, at[0], q.rs, q.cs),
+                    kt: (kt.data, at[1], kt.rs, kt.cs),
+                    v: (v.data, at[2], v.rs, v.cs),
+                };
+                // SAFETY: `operand` checked every element the views
+                // address; `out` and `w` address this entry's own elements.
+                unsafe { entry(&shape, &mut scratch, &ops, &out, w) };
+            }
+        };
+        let threads = crate::threads::available().max(1);
+        let macs = entries * self.tq * self.tk * (self.dh + self.dv);
+        if threads > 1 && entries >= threads && macs >= THREADED_MACS {
+            let per = entries.div_ceil(threads);
+            (0..entries.div_ceil(per))
+                .into_par_iter()
+                .for_each(|k| run_block(k * per, ((k + 1) * per).min(entries)));
+        } else {
+            run_block(0, entries);
+        }
+        // SAFETY: every entry wrote all of its mixed values (and weights
+        // when kept), and the entries cover the outputs.
+        unsafe {
+            mixed.set_len(mixed_len);
+            if keeps {
+                weights.set_len(weights_len);
+            }
+        }
+        let stored: Vec<usize> = match &layout {
+            Some(l) => l.order.iter().map(|a| mixed_shape[*a]).collect(),
+            None => mixed_shape.clone(),
+        };
+        let mut t = Tensor::from_vec(mixed, stored, &Device::Cpu)?;
+        if let Some(l) = &layout {
+            t = t.permute(l.inverse.clone())?;
+        }
+        let mut out = vec![(self.plan.mixed, t)];
+        if keeps {
+            let mut ws = b.clone();
+            ws.extend([self.tq, self.tk]);
+            out.push((
+                self.plan.weights,
+                Tensor::from_vec(weights, ws, &Device::Cpu)?,
+            ));
+        }
+        Ok(out)
+    }
+}
