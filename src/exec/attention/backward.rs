@@ -2,14 +2,17 @@
 //! `dO` and the kept weights `P`, the gradients of the values, queries and
 //! (transposed) keys, batch entry by batch entry, in cache.
 //!
-//! Per entry: `dP = dO vᵀ` four... eight rows at a time into one block that
+//! Per entry: `dP = dO vᵀ` eight rows at a time into one block that
 //! never leaves the cache, `dS = scale'(where(mask, P (dP - sum(dP P)), 0))`
 //! in place, then `dV = Pᵀ dO`, `dQ = dS k` and `dK = dSᵀ q`, each written
 //! where its users want it. With a causal mask, a row whose masked weights
 //! are exactly 0 (the forward step skipped them) sums only its unmasked
 //! part, and the products skip the masked half (their terms are 0).
-//! Guarantees: the unfused steps' values up to the summation order of the
-//! products and of the row sums (tested in f64 and f32).
+//! Operands whose rows hold whole register blocks are read in place, the
+//! others copied; the values are gathered transposed.
+//! Guarantees: the unfused steps' values up to rounding (the summation
+//! order of the products and of the row sums, the scale's derivative as a
+//! product with `1 / c`; tested in f64 and f32, and by finite differences).
 
 use candle_core::{Device, Storage, Tensor};
 use rayon::prelude::*;
@@ -323,6 +326,44 @@ unsafe fn entry_avx512<T: Lane>(
     entry_with::<T, true>(s, scratch, ops, out)
 }
 
+/// A matrix read in place or from a copy: data, first element, row stride
+/// (elements consecutive).
+#[derive(Clone, Copy)]
+struct Mat<'a, T> {
+    d: &'a [T],
+    at: usize,
+    ld: usize,
+}
+
+impl<'a, T> Mat<'a, T> {
+    /// The elements from row `r`, column `c` on.
+    fn from(&self, r: usize, c: usize) -> &'a [T] {
+        &self.d[self.at + r * self.ld + c..]
+    }
+}
+
+/// `view` in place when its rows are consecutive and `fits`, else copied
+/// into `buf` (rows `ld` apart, transposed when `transpose`).
+///
+/// # Safety
+/// As for [`copy`].
+unsafe fn in_place_or_copy<'a, T: Lane>(
+    view: View<'a, T>,
+    fits: bool,
+    buf: &'a mut [T],
+    ld: usize,
+    dims: (usize, usize),
+    transpose: bool,
+) -> Mat<'a, T> {
+    let (d, o, rs, cs) = view;
+    let (rs, cs) = if transpose { (cs, rs) } else { (rs, cs) };
+    if fits && cs == 1 {
+        return Mat { d, at: o, ld: rs };
+    }
+    copy(buf, ld, view, dims, transpose);
+    Mat { d: buf, at: 0, ld }
+}
+
 #[inline(always)]
 unsafe fn entry_with<T: Lane, const WIDE: bool>(
     s: &Shape,
@@ -333,74 +374,109 @@ unsafe fn entry_with<T: Lane, const WIDE: bool>(
     let [d_mixed, q, kt, v, p] = *ops;
     let (t, keys) = (s.t, s.keys());
     let (cols, heads) = (Shape::pad(s.dv), Shape::pad(s.dh));
-    copy(&mut sc.d_out, cols, d_mixed, (t, s.dv), false);
-    copy(&mut sc.vt, keys, v, (s.dv, t), true);
-    copy(&mut sc.p, keys, p, (t, t), false);
-    copy(&mut sc.k, heads, kt, (t, s.dh), true);
-    copy(&mut sc.q, heads, q, (t, s.dh), false);
+    let Scratch {
+        d_out,
+        vt,
+        p: p_buf,
+        ds,
+        k: k_buf,
+        q: q_buf,
+        len,
+    } = sc;
+    // Operands read in place where whole register blocks fit their rows
+    // (`dO` and `P` are also read eight rows at a time), else copied.
+    let whole_rows = t.is_multiple_of(ROWS);
+    let dv_fits = s.dv.is_multiple_of(LANES);
+    let dh_fits = s.dh.is_multiple_of(LANES);
+    let d_out = in_place_or_copy(
+        d_mixed,
+        whole_rows && dv_fits,
+        d_out,
+        cols,
+        (t, s.dv),
+        false,
+    );
+    let p = in_place_or_copy(p, whole_rows, p_buf, keys, (t, t), false);
+    let k = in_place_or_copy(kt, dh_fits, k_buf, heads, (t, s.dh), true);
+    let q = in_place_or_copy(q, dh_fits, q_buf, heads, (t, s.dh), false);
+    #[cfg(target_arch = "x86_64")]
+    let gathered = WIDE && T::gather_rows_avx512(v.0, v.1, v.3, v.2, s.dv, t, vt, keys);
+    #[cfg(not(target_arch = "x86_64"))]
+    let gathered = false;
+    if !gathered {
+        copy(vt, keys, v, (s.dv, t), true);
+    }
     // A causal row sums only up to its diagonal when its masked weights are
     // exactly 0 (the last position is masked for every row but the last).
     let mut all_short = s.causal;
-    for i in 0..t {
-        let short = s.causal && (i + 1 == t || sc.p[i * keys + t - 1] == T::from_f64(0.0));
-        sc.len[i] = if short { i + 1 } else { t };
+    for (i, n) in len.iter_mut().enumerate().take(t) {
+        let short = s.causal && (i + 1 == t || p.from(i, t - 1)[0] == T::from_f64(0.0));
+        *n = if short { i + 1 } else { t };
         all_short &= short;
     }
     // dP, eight rows at a time, up to the block's longest row.
     for i0 in (0..t).step_by(ROWS) {
         let rows = (t - i0).min(ROWS);
-        let end = sc.len[i0..i0 + rows].iter().copied().max().unwrap_or(0);
+        let end = len[i0..i0 + rows].iter().copied().max().unwrap_or(0);
         for c in 0..end.div_ceil(LANES) {
             let acc = block::<T, WIDE>(
-                &sc.d_out[i0 * cols..],
-                (cols, 1),
-                &sc.vt[c * LANES..],
+                d_out.from(i0, 0),
+                (d_out.ld, 1),
+                &vt[c * LANES..],
                 keys,
                 s.dv,
             );
             for (r, a) in acc.iter().enumerate() {
                 let at = (i0 + r) * keys + c * LANES;
-                sc.ds[at..at + LANES].copy_from_slice(a);
+                ds[at..at + LANES].copy_from_slice(a);
             }
         }
     }
     // dS = scale'(where(mask, P (dP - sum(dP P)), 0)), in place.
     let zero = T::from_f64(0.0);
+    // The scale's derivative as one factor (1 / c for a division: the same up
+    // to rounding, and no division per element).
+    let factor = match s.scale {
+        Some(Scale::Div(c)) => Some(T::from_f64(1.0 / c)),
+        Some(Scale::Mul(c)) => Some(T::from_f64(c)),
+        None => None,
+    };
     for i in 0..t {
-        let len = sc.len[i];
-        let (pr, dr) = (
-            &sc.p[i * keys..i * keys + len],
-            &mut sc.ds[i * keys..(i + 1) * keys],
-        );
-        let mut sum = zero;
-        for (x, y) in dr.iter().zip(pr) {
-            sum += *x * *y;
+        let n = len[i];
+        let (pr, dr) = (&p.from(i, 0)[..n], &mut ds[i * keys..(i + 1) * keys]);
+        // The row sum in sixteen partial sums, so that it vectorizes.
+        let mut partial = [zero; LANES];
+        let whole = n / LANES * LANES;
+        for c in (0..whole).step_by(LANES) {
+            let xs: &[T; LANES] = dr[c..c + LANES].try_into().expect("a lane block");
+            let ys: &[T; LANES] = pr[c..c + LANES].try_into().expect("a lane block");
+            for l in 0..LANES {
+                partial[l] += xs[l] * ys[l];
+            }
         }
+        for (l, (x, y)) in dr[whole..n].iter().zip(&pr[whole..]).enumerate() {
+            partial[l] += *x * *y;
+        }
+        let sum = partial.iter().fold(zero, |a, b| a + *b);
         for (x, y) in dr.iter_mut().zip(pr) {
             *x = *y * (*x - sum);
         }
         if s.causal {
-            dr[(i + 1).min(len)..len].fill(zero);
+            dr[(i + 1).min(n)..n].fill(zero);
         }
-        match s.scale {
-            Some(Scale::Div(c)) => dr[..len].iter_mut().for_each(|x| *x /= T::from_f64(c)),
-            Some(Scale::Mul(c)) => dr[..len].iter_mut().for_each(|x| *x *= T::from_f64(c)),
-            None => {}
+        if let Some(f) = factor {
+            dr[..n].iter_mut().for_each(|x| *x *= f);
         }
-        dr[len..].fill(zero);
+        dr[n..].fill(zero);
     }
+    let ds: &[T] = ds;
     // dQ = dS k: row i sums over its row's positions.
     for i0 in (0..t).step_by(ROWS) {
         let rows = (t - i0).min(ROWS);
-        let end = sc.len[i0..i0 + rows].iter().copied().max().unwrap_or(0);
+        let end = len[i0..i0 + rows].iter().copied().max().unwrap_or(0);
         for c in 0..heads / LANES {
-            let acc = block::<T, WIDE>(
-                &sc.ds[i0 * keys..],
-                (keys, 1),
-                &sc.k[c * LANES..],
-                heads,
-                end,
-            );
+            let acc =
+                block::<T, WIDE>(&ds[i0 * keys..], (keys, 1), k.from(0, c * LANES), k.ld, end);
             out[1].store(&acc, i0, rows, c * LANES, (s.dh - c * LANES).min(LANES));
         }
     }
@@ -412,10 +488,10 @@ unsafe fn entry_with<T: Lane, const WIDE: bool>(
         let from_v = if all_short { j0 } else { 0 };
         for c in 0..cols / LANES {
             let acc = block::<T, WIDE>(
-                &sc.p[from_v * keys + j0..],
-                (1, keys),
-                &sc.d_out[from_v * cols + c * LANES..],
-                cols,
+                p.from(from_v, j0),
+                (1, p.ld),
+                d_out.from(from_v, c * LANES),
+                d_out.ld,
                 t - from_v,
             );
             out[0].store(&acc, j0, rows, c * LANES, (s.dv - c * LANES).min(LANES));
@@ -423,10 +499,10 @@ unsafe fn entry_with<T: Lane, const WIDE: bool>(
         let from_k = if s.causal { j0 } else { 0 };
         for c in 0..heads / LANES {
             let acc = block::<T, WIDE>(
-                &sc.ds[from_k * keys + j0..],
+                &ds[from_k * keys + j0..],
                 (1, keys),
-                &sc.q[from_k * heads + c * LANES..],
-                heads,
+                q.from(from_k, c * LANES),
+                q.ld,
                 t - from_k,
             );
             dk.store(&acc, j0, rows, c * LANES, (s.dh - c * LANES).min(LANES));

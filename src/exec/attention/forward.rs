@@ -178,7 +178,7 @@ unsafe fn entry_with<T: Lane, const WIDE: bool>(
         true => (d, o, rs),
         false => (&scratch.v[..], 0, cols),
     };
-    // Scores, four rows at a time; with a causal mask only up to the
+    // Scores, eight rows at a time; with a causal mask only up to the
     // block's last row's position.
     for i0 in (0..s.tq).step_by(ROWS) {
         let end = match s.fill {
@@ -234,7 +234,7 @@ unsafe fn entry_with<T: Lane, const WIDE: bool>(
             row[len..s.tk].fill(T::from_f64(0.0));
         }
     }
-    // Weights times values, four rows at a time, over the positions any of
+    // Weights times values, eight rows at a time, over the positions any of
     // the block's rows weighs.
     for i0 in (0..s.tq).step_by(ROWS) {
         let rows = (s.tq - i0).min(ROWS);

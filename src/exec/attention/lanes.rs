@@ -134,9 +134,8 @@ impl Lane for f32 {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn softmax_rows_avx512(isa: Avx512Isa, s: &mut [f32], keys: usize, lens: &[usize]) {
-        use rten_simd::{Isa, SimdUnaryOp};
         use std::arch::x86_64::*;
-        type V = <Avx512Isa as Isa>::F32;
+
         // Three passes over all rows (maxima, exponentials and sums,
         // products), so that the rows' horizontal reductions overlap instead
         // of each row waiting for its own.
@@ -163,14 +162,14 @@ impl Lane for f32 {
                 let mut sum = _mm512_setzero_ps();
                 for c in 0..len / LANES {
                     let x = _mm512_sub_ps(_mm512_loadu_ps(p.add(c * LANES)), max);
-                    let e = rten_vecmath::Exp::default().eval(isa, V::from(x)).0;
+                    let e = exp_or_zero(isa, x);
                     _mm512_storeu_ps(p.add(c * LANES), e);
                     sum = _mm512_add_ps(sum, e);
                 }
                 if len % LANES > 0 {
                     let (at, t) = (p.add(len / LANES * LANES), tail(len));
                     let x = _mm512_sub_ps(_mm512_mask_loadu_ps(max, t, at), max);
-                    let e = rten_vecmath::Exp::default().eval(isa, V::from(x)).0;
+                    let e = exp_or_zero(isa, x);
                     _mm512_mask_storeu_ps(at, t, e);
                     sum = _mm512_mask_add_ps(sum, t, sum, e);
                 }
@@ -218,6 +217,24 @@ impl Lane for f32 {
         }
         out
     }
+}
+
+/// rten-vecmath's `exp` of `x`, 0 below where the row softmax's
+/// reduced-range `exp` gives 0 (about -87.67): no subnormal weights, which
+/// would slow every product that reads them. NaN stays NaN.
+///
+/// # Safety
+/// Called only from code compiled with the features of `isa`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn exp_or_zero(isa: Avx512Isa, x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use rten_simd::{Isa, SimdUnaryOp};
+    use std::arch::x86_64::*;
+    type V = <Avx512Isa as Isa>::F32;
+    let e = rten_vecmath::Exp::default().eval(isa, V::from(x)).0;
+    let cutoff = _mm512_set1_ps(-126.5 * std::f32::consts::LN_2 + 0.01);
+    let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, cutoff);
+    _mm512_mask_mov_ps(e, below, _mm512_setzero_ps())
 }
 
 impl Lane for f64 {

@@ -1,26 +1,33 @@
 //! Fused attention: one step computes `softmax(mask(scale(q @ kt))) @ v`
-//! batch entry by batch entry, in cache.
+//! batch entry by batch entry, in cache, and another its backward pass
+//! ([`BoundBackward`]).
 //!
 //! Owns [`BoundAttention`] (a [`passes::attention::Attention`] bound to
-//! concrete shapes) and its kernel. For each batch entry (a sample's head)
-//! the queries, keys and values are copied into small contiguous blocks,
-//! the scores are computed four rows at a time into one block that never
-//! leaves the cache, each row is scaled, masked and normalized there (by the
-//! same row softmax as the fused kernels, `jit::strip::row`), and the
-//! weights times the values go straight to the output, in the order its
-//! users permute it to (as `kernels::matmul` stores products).
+//! concrete shapes) and its kernel (`forward`). For each batch entry (a
+//! sample's head) the queries (times the scale) and the transposed keys are
+//! copied into small contiguous blocks, the scores are computed eight rows
+//! at a time into one block that never leaves the cache, each row is masked
+//! and normalized there (rten-vecmath's `exp`, the registered f32 one; the
+//! fused kernels' row softmax in f64), and the weights times the values
+//! (read in place when their rows allow) go straight to the output, in the
+//! order its users permute it to (as `kernels::matmul` stores products).
+//! The vector pieces live in `lanes`.
 //!
 //! Guarantees:
 //! - the values of the unfused steps up to rounding: the summation order of
-//!   the two products (each dot runs over its axis in order) and the scale,
-//!   applied to the queries instead of the scores (tested against the plain
-//!   path in f64 and f32);
+//!   the products (each dot runs over its axis in order), the scale applied
+//!   to the queries instead of the scores, and f32 weights below about
+//!   `exp(-87.7)` of a row's largest flushed to 0 as the row softmax does
+//!   (tested against the plain path in f64 and f32, and by finite
+//!   differences);
 //! - with a causal mask whose masked scores `fill` lie more than 1000 below
-//!   a row's largest unmasked score (where `exp` gives exactly 0 in f32 and
-//!   f64), the masked part of the row is neither computed nor summed: its
-//!   weights are 0, as the unfused softmax gives them. Any other row (a
-//!   mild `fill`, a NaN or an infinite score) is masked with `fill` and
-//!   normalized whole, as unfused;
+//!   a row's first score (where `exp` gives exactly 0 in f32 and f64), the
+//!   masked part of the row is neither computed nor summed: its weights are
+//!   0, as the unfused softmax gives them, and a NaN or infinite value only
+//!   reaches the rows that weigh it (the unfused product also multiplies
+//!   the zero weights by it). Any other row (a mild `fill`) is masked with
+//!   `fill` and normalized whole, as unfused; a row with a NaN or an
+//!   infinite score comes out NaN throughout, as unfused;
 //! - the weights are written out only when a later step reads them;
 //! - batch entries run in parallel blocks when the pool has threads and the
 //!   work pays for them; each entry's numbers do not depend on the split.
