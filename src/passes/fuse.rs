@@ -6,7 +6,10 @@
 //! reductions along the trailing axes (sum, mean, max, min, logsumexp,
 //! softmax, log-softmax) with their producers and consumers. Matmul,
 //! convolution, pooling, embedding, shape ops and equilibria are the
-//! boundaries; constants are folded into the kernels that read them.
+//! boundaries; constants are folded into the kernels that read them. A
+//! softmax that left-multiplies a product (attention weights) closes its
+//! group, and the plan then runs each attention, and its backward pass, as
+//! one step ([`super::attention`], [`super::attention_backward`]).
 //!
 //! Fusion is an executor-side plan, not a graph rewrite (see
 //! docs/architecture.md): the graph keeps its primitive nodes, so autodiff,
@@ -207,16 +210,9 @@ pub fn plan(g: &Graph) -> Plan {
     loop {
         match schedule(g, &groups) {
             Ok(mut steps) => {
-                let attentions = if std::env::var_os("DEQC_NO_ATTENTION").is_some() {
-                    Vec::new()
-                } else {
-                    super::attention::find(g, &groups, &mut steps)
-                };
-                let backwards = if std::env::var_os("DEQC_NO_ATTENTION_BACKWARD").is_some() {
-                    Vec::new()
-                } else {
-                    super::attention_backward::find(g, &groups, &attentions, &mut steps)
-                };
+                let attentions = super::attention::find(g, &groups, &mut steps);
+                let backwards =
+                    super::attention_backward::find(g, &groups, &attentions, &mut steps);
                 return Plan {
                     groups,
                     attentions,
