@@ -24,7 +24,7 @@ use crate::passes::attention_backward::AttentionBackward;
 
 use super::super::kernels::matmul::{operand, Operand, OutLayout, SendPtr};
 use super::super::DimEnv;
-use super::lanes::{block, Lane, Out, LANES, ROWS};
+use super::lanes::{block, blocks, Lane, Out, LANES, ROWS};
 use super::THREADED_MACS;
 
 /// An attention's backward pass bound to one set of dims.
@@ -77,6 +77,25 @@ impl BoundBackward {
             dh,
             dv,
         })
+    }
+
+    /// A bound step made directly (for the kernels' unit tests).
+    #[cfg(test)]
+    pub(super) fn for_test(
+        plan: AttentionBackward,
+        forward: Attention,
+        ty: KType,
+        (batch, t, dh, dv): (Vec<usize>, usize, usize, usize),
+    ) -> Self {
+        BoundBackward {
+            plan,
+            forward,
+            ty,
+            batch,
+            t,
+            dh,
+            dv,
+        }
     }
 
     /// For `deqc bench --ops`.
@@ -309,7 +328,7 @@ unsafe fn entry<T: Lane>(
     out: &[Out<T>; 3],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    if std::arch::is_x86_feature_detected!("avx512f") && !super::portable_only() {
         return entry_avx512(s, scratch, ops, out);
     }
     entry_with::<T, false>(s, scratch, ops, out)
@@ -474,11 +493,10 @@ unsafe fn entry_with<T: Lane, const WIDE: bool>(
     for i0 in (0..t).step_by(ROWS) {
         let rows = (t - i0).min(ROWS);
         let end = len[i0..i0 + rows].iter().copied().max().unwrap_or(0);
-        for c in 0..heads / LANES {
-            let acc =
-                block::<T, WIDE>(&ds[i0 * keys..], (keys, 1), k.from(0, c * LANES), k.ld, end);
-            out[1].store(&acc, i0, rows, c * LANES, (s.dh - c * LANES).min(LANES));
-        }
+        let (a, b) = (&ds[i0 * keys..], k.from(0, 0));
+        blocks::<T, WIDE>(a, (keys, 1), b, k.ld, end, heads / LANES, |c, acc| {
+            out[1].store(acc, i0, rows, c * LANES, (s.dh - c * LANES).min(LANES));
+        });
     }
     // dV = Pᵀ dO and dK = dSᵀ q: column j sums over the rows that weigh it
     // (from j on when causal).
@@ -486,26 +504,30 @@ unsafe fn entry_with<T: Lane, const WIDE: bool>(
     for j0 in (0..t).step_by(ROWS) {
         let rows = (t - j0).min(ROWS);
         let from_v = if all_short { j0 } else { 0 };
-        for c in 0..cols / LANES {
-            let acc = block::<T, WIDE>(
-                p.from(from_v, j0),
-                (1, p.ld),
-                d_out.from(from_v, c * LANES),
-                d_out.ld,
-                t - from_v,
-            );
-            out[0].store(&acc, j0, rows, c * LANES, (s.dv - c * LANES).min(LANES));
-        }
+        let (a, b) = (p.from(from_v, j0), d_out.from(from_v, 0));
+        blocks::<T, WIDE>(
+            a,
+            (1, p.ld),
+            b,
+            d_out.ld,
+            t - from_v,
+            cols / LANES,
+            |c, acc| {
+                out[0].store(acc, j0, rows, c * LANES, (s.dv - c * LANES).min(LANES));
+            },
+        );
         let from_k = if s.causal { j0 } else { 0 };
-        for c in 0..heads / LANES {
-            let acc = block::<T, WIDE>(
-                &ds[from_k * keys + j0..],
-                (1, keys),
-                q.from(from_k, c * LANES),
-                q.ld,
-                t - from_k,
-            );
-            dk.store(&acc, j0, rows, c * LANES, (s.dh - c * LANES).min(LANES));
-        }
+        let (a, b) = (&ds[from_k * keys + j0..], q.from(from_k, 0));
+        blocks::<T, WIDE>(
+            a,
+            (1, keys),
+            b,
+            q.ld,
+            t - from_k,
+            heads / LANES,
+            |c, acc| {
+                dk.store(acc, j0, rows, c * LANES, (s.dh - c * LANES).min(LANES));
+            },
+        );
     }
 }

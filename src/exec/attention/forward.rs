@@ -4,7 +4,7 @@
 
 use crate::passes::attention::Scale;
 
-use super::lanes::{block, Lane, Out, LANES, ROWS};
+use super::lanes::{block, blocks, Lane, Out, LANES, ROWS};
 #[cfg(target_arch = "x86_64")]
 use rten_simd::isa::Avx512Isa;
 
@@ -90,7 +90,7 @@ pub(super) unsafe fn entry<T: Lane>(
     weights: Option<*mut T>,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if let Some(isa) = Avx512Isa::new() {
+    if let Some(isa) = Avx512Isa::new().filter(|_| !super::portable_only()) {
         return entry_avx512(isa, s, scratch, ops, out, weights);
     }
     entry_with::<T, false>(s, scratch, ops, out, weights, &|s, keys, lens| {
@@ -243,12 +243,11 @@ unsafe fn entry_with<T: Lane, const WIDE: bool>(
             .copied()
             .max()
             .unwrap_or(0);
-        for c in 0..cols / LANES {
-            let b = &values[values_at + c * LANES..];
-            let acc = block::<T, WIDE>(&scratch.s[i0 * keys..], (keys, 1), b, values_ld, end);
-            let width = (s.dv - c * LANES).min(LANES);
-            out.store(&acc, i0, rows, c * LANES, width);
-        }
+        let a = &scratch.s[i0 * keys..];
+        let b = &values[values_at..];
+        blocks::<T, WIDE>(a, (keys, 1), b, values_ld, end, cols / LANES, |c, acc| {
+            out.store(acc, i0, rows, c * LANES, (s.dv - c * LANES).min(LANES));
+        });
     }
 }
 

@@ -68,6 +68,21 @@ pub struct BoundAttention {
     dv: usize,
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Set by tests: this thread runs the portable kernels, as a CPU
+    /// without AVX-512 would.
+    static PORTABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread must run the portable kernels (only tests say so).
+fn portable_only() -> bool {
+    #[cfg(test)]
+    return PORTABLE.with(|p| p.get());
+    #[cfg(not(test))]
+    false
+}
+
 /// The kernel type of IR type `d` when IR f32 runs as `float`.
 pub(super) fn kind(d: crate::sema::hir::DType, float: CDType) -> Option<KType> {
     match (d, float) {
@@ -264,5 +279,164 @@ impl BoundAttention {
             ));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The portable kernels (a CPU without AVX-512) against the AVX-512 ones
+    //! and against candle's ops, forward and backward, in f32 and f64. The
+    //! integration tests (`tests/attention.rs`) cover the rest on the
+    //! machine's own kernels.
+
+    use super::*;
+    use crate::passes::attention::Scale;
+    use crate::passes::attention_backward::AttentionBackward;
+    use crate::passes::fuse::Step;
+
+    fn node(i: usize) -> NodeId {
+        NodeId(petgraph::graph::NodeIndex::new(i))
+    }
+
+    fn sample(shape: &[usize], seed: f64, dt: CDType) -> Tensor {
+        let n: usize = shape.iter().product();
+        Tensor::arange(0f64, n as f64, &Device::Cpu)
+            .and_then(|t| ((t * 0.611)? + seed)?.sin())
+            .and_then(|t| t.reshape(shape))
+            .and_then(|t| t.to_dtype(dt))
+            .expect("sample")
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        let flat = |t: &Tensor| {
+            t.to_dtype(CDType::F64)
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1::<f64>())
+                .expect("values")
+        };
+        flat(a)
+            .iter()
+            .zip(flat(b))
+            .fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+    }
+
+    /// softmax(where(causal, q @ kt / c, -1e9)) @ v and its gradients by
+    /// candle's ops; the step's results in the portable and wide kernels.
+    fn check(dt: CDType, tol: f64) {
+        let (b, t, dh, dv, c) = (2usize, 21usize, 16usize, 32usize, 4.0);
+        let q = sample(&[b, t, dh], 0.1, dt);
+        let kt = sample(&[b, dh, t], 0.7, dt);
+        let v = sample(&[b, t, dv], 1.3, dt);
+        let d_out = sample(&[b, t, dv], 2.9, dt);
+        let mask = Tensor::tril2(t, dt, &Device::Cpu).expect("mask");
+        let s = (q.matmul(&kt).expect("s") / c).expect("scale");
+        let filled = Tensor::full(-1e9f64, s.dims(), &Device::Cpu)
+            .and_then(|f| f.to_dtype(dt))
+            .expect("fill");
+        let masked = mask
+            .broadcast_as(s.dims())
+            .and_then(|m| m.ne(0.0))
+            .and_then(|m| m.where_cond(&s, &filled))
+            .expect("where");
+        let p = candle_nn_softmax(&masked);
+        let mixed = p.matmul(&v).expect("mixed");
+        // Backward by the VJP formulas.
+        let dp = d_out.matmul(&v.t().expect("vt")).expect("dp");
+        let sum = (&dp * &p).and_then(|x| x.sum_keepdim(2)).expect("sum");
+        let ds = (&p * dp.broadcast_sub(&sum).expect("sub")).expect("ds");
+        let ds = (mask.broadcast_as(ds.dims()).expect("m") * ds).expect("mask ds");
+        let ds = (ds / c).expect("ds scale");
+        let dv_want = p.t().and_then(|pt| pt.matmul(&d_out)).expect("dv");
+        let dq_want = ds.matmul(&kt.t().expect("k")).expect("dq");
+        let dkt_want = q.t().and_then(|qt| qt.matmul(&ds)).expect("dkt");
+        let a = Attention {
+            q: node(0),
+            kt: node(1),
+            v: node(2),
+            scores: node(3),
+            group: 0,
+            weights: node(4),
+            mixed: node(5),
+            scale: Some(Scale::Div(c)),
+            mask: Some((node(6), -1e9)),
+            keeps_weights: true,
+        };
+        let ty = if dt == CDType::F32 {
+            KType::F32
+        } else {
+            KType::F64
+        };
+        let fwd = BoundAttention {
+            plan: a.clone(),
+            ty,
+            batch: vec![b],
+            tq: t,
+            tk: t,
+            dh,
+            dv,
+        };
+        let bwd = backward::BoundBackward::for_test(
+            AttentionBackward {
+                forward: 0,
+                d_mixed: node(7),
+                d_weights: node(8),
+                group: 1,
+                d_scores: node(9),
+                d_values: node(10),
+                d_queries: node(11),
+                d_keys_t: node(12),
+                unfused: vec![Step::Node(node(8))],
+            },
+            a,
+            ty,
+            (vec![b], t, dh, dv),
+        );
+        for portable in [true, false] {
+            PORTABLE.with(|f| f.set(portable));
+            let values = [(0, &q), (1, &kt), (2, &v), (7, &d_out)];
+            let lookup = |n: NodeId| {
+                values
+                    .iter()
+                    .find(|(i, _)| node(*i) == n)
+                    .map(|(_, t)| (*t).clone())
+            };
+            let outs = fwd.run(&lookup, None).expect("forward");
+            assert!(
+                max_diff(&outs[0].1, &mixed) <= tol,
+                "mixed, portable {portable}"
+            );
+            assert!(
+                max_diff(&outs[1].1, &p) <= tol,
+                "weights, portable {portable}"
+            );
+            let w = outs[1].1.clone();
+            let lookup = |n: NodeId| {
+                if n == node(4) {
+                    return Some(w.clone());
+                }
+                values
+                    .iter()
+                    .find(|(i, _)| node(*i) == n)
+                    .map(|(_, t)| (*t).clone())
+            };
+            let grads = bwd.run(&lookup, [None, None, None]).expect("backward");
+            for ((_, got), want) in grads.iter().zip([&dv_want, &dq_want, &dkt_want]) {
+                assert!(max_diff(got, want) <= tol, "gradient, portable {portable}");
+            }
+        }
+        PORTABLE.with(|f| f.set(false));
+    }
+
+    fn candle_nn_softmax(x: &Tensor) -> Tensor {
+        let max = x.max_keepdim(2).expect("max");
+        let e = x.broadcast_sub(&max).and_then(|d| d.exp()).expect("exp");
+        let s = e.sum_keepdim(2).expect("sum");
+        e.broadcast_div(&s).expect("div")
+    }
+
+    #[test]
+    fn portable_and_wide_kernels_equal_candles_ops() {
+        check(CDType::F64, 1e-12);
+        check(CDType::F32, 2e-5);
     }
 }
