@@ -45,37 +45,6 @@ fn executor(float: CDType, fuse: bool) -> Executor {
     })
 }
 
-fn flat(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(CDType::F64)
-        .and_then(|t| t.flatten_all())
-        .and_then(|t| t.to_vec1::<f64>())
-        .expect("values")
-}
-
-/// Largest difference relative to the largest magnitude, or to `floor` when
-/// that is smaller (a gradient that is zero analytically, the key bias's,
-/// holds only rounding noise); NaNs must sit in the same places.
-fn rel_error(a: &Tensor, b: &Tensor, floor: f64) -> f64 {
-    let (a, b) = (flat(a), flat(b));
-    assert_eq!(a.len(), b.len());
-    let scale = a
-        .iter()
-        .chain(&b)
-        .filter(|v| v.is_finite())
-        .fold(floor, |m, v| m.max(v.abs()));
-    a.iter()
-        .zip(&b)
-        .map(|(x, y)| {
-            assert_eq!(x.is_nan(), y.is_nan(), "NaN in one run only");
-            if x == y || x.is_nan() {
-                0.0
-            } else {
-                (x - y).abs() / scale
-            }
-        })
-        .fold(0.0, f64::max)
-}
-
 fn cast(ts: &[Tensor], float: CDType) -> Vec<Tensor> {
     ts.iter()
         .map(|t| t.to_dtype(float).expect("cast"))
@@ -87,7 +56,7 @@ fn fused_equals_plain(g: &Graph, dims: &[(&str, i64)], float: CDType, tol: f64, 
     let (params, mut inputs) = random_feeds(g, dims, 5);
     if poison {
         // A NaN input: the rows it reaches come out NaN throughout.
-        let mut q = flat(&inputs[0]);
+        let mut q = values(&inputs[0]);
         q[3 * 20 + 5] = f64::NAN;
         inputs[0] = Tensor::from_vec(q, inputs[0].dims(), &Device::Cpu).expect("q");
     }
@@ -104,7 +73,7 @@ fn fused_equals_plain(g: &Graph, dims: &[(&str, i64)], float: CDType, tol: f64, 
         * plain
             .outputs
             .iter()
-            .flat_map(flat)
+            .flat_map(values)
             .filter(|v| v.is_finite())
             .fold(1e-300f64, |m, v| m.max(v.abs()));
     for (k, (p, f)) in plain.outputs.iter().zip(&fused.outputs).enumerate() {

@@ -9,7 +9,7 @@
 mod common;
 use common::cli::deqc;
 
-use candle_core::{DType as CDType, Device, Tensor};
+use candle_core::{DType as CDType, Device};
 use common::steps::{feeds, step_graphs};
 use common::*;
 use deqc::autodiff::backward_graph;
@@ -29,32 +29,6 @@ fn executor(float: CDType, fuse: bool, runner: &SolverRunner) -> Executor {
             fuse,
             ..ExecOptions::default()
         })
-}
-
-fn flat(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(CDType::F64)
-        .and_then(|t| t.flatten_all())
-        .and_then(|t| t.to_vec1::<f64>())
-        .expect("values")
-}
-
-/// Largest |a - b| relative to the tensors' largest magnitude, or to
-/// `floor` when that is smaller: a gradient that is zero analytically (the
-/// key bias of attention, which softmax ignores) holds only rounding noise,
-/// which differs between summation orders.
-fn rel_error(a: &Tensor, b: &Tensor, floor: f64) -> f64 {
-    let (a, b) = (flat(a), flat(b));
-    assert_eq!(a.len(), b.len());
-    let scale = a
-        .iter()
-        .chain(&b)
-        .fold(0.0f64, |m, v| m.max(v.abs()))
-        .max(floor)
-        .max(1e-300);
-    a.iter()
-        .zip(&b)
-        .map(|(x, y)| if x == y { 0.0 } else { (x - y).abs() / scale })
-        .fold(0.0, f64::max)
 }
 
 fn iterations(runner: &SolverRunner) -> Vec<(bool, usize)> {
@@ -96,7 +70,7 @@ fn compare(float: CDType, tol: f64) {
             * plain
                 .outputs
                 .iter()
-                .flat_map(flat)
+                .flat_map(values)
                 .fold(0.0f64, |m, v| m.max(v.abs()));
         for (k, (p, f)) in plain.outputs.iter().zip(&fused.outputs).enumerate() {
             if skipped.contains(&k) {
@@ -326,7 +300,7 @@ fn schedule_reuses_kernel_buffers_across_runs_with_the_same_results() {
             let tol = if float == CDType::F64 { 1e-12 } else { 1e-5 };
             assert!(e <= tol, "{float:?}: fused differs from plain by {e:e}");
             let again = run(true, 11);
-            assert_eq!(flat(&again.outputs[0]), flat(&first.outputs[0]));
+            assert_eq!(values(&again.outputs[0]), values(&first.outputs[0]));
         }
     }
 }

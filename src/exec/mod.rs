@@ -533,10 +533,7 @@ impl Executor {
                 }
                 Step::Group(gi) => {
                     let g = sched.group(*gi)?;
-                    let lookup = |n: NodeId| match &values[n.index()] {
-                        Some(Slot::One(t)) => Some(t.clone()),
-                        _ => None,
-                    };
+                    let lookup = |n: NodeId| tensor_of(&values, n);
                     let _timer = crate::profile::scope(crate::profile::Category::Fused);
                     let started = crate::profile::op_timing().then(std::time::Instant::now);
                     let outs =
@@ -550,18 +547,11 @@ impl Executor {
                         crate::profile::record_op(describe_group(graph, g, &sched), t.elapsed());
                     }
                     stats.nodes_run += g.members;
-                    for (n, t) in outs {
-                        let slot = Slot::One(t);
-                        live += slot.bytes();
-                        values[n.index()] = Some(slot);
-                    }
+                    store(&mut values, &mut live, outs);
                 }
                 Step::AttentionBackward(bi) => {
                     let b = sched.attention_backward(*bi)?;
-                    let lookup = |n: NodeId| match &values[n.index()] {
-                        Some(Slot::One(t)) => Some(t.clone()),
-                        _ => None,
-                    };
+                    let lookup = |n: NodeId| tensor_of(&values, n);
                     let _timer = crate::profile::scope(crate::profile::Category::Gemm);
                     let started = crate::profile::op_timing().then(std::time::Instant::now);
                     let order = |n: NodeId| sched.out_orders.get(&n).map(Vec::as_slice);
@@ -578,18 +568,11 @@ impl Executor {
                         crate::profile::record_op(b.describe(), t.elapsed());
                     }
                     stats.nodes_run += 5;
-                    for (n, t) in outs {
-                        let slot = Slot::One(t);
-                        live += slot.bytes();
-                        values[n.index()] = Some(slot);
-                    }
+                    store(&mut values, &mut live, outs);
                 }
                 Step::Attention(ai) => {
                     let a = sched.attention(*ai)?;
-                    let lookup = |n: NodeId| match &values[n.index()] {
-                        Some(Slot::One(t)) => Some(t.clone()),
-                        _ => None,
-                    };
+                    let lookup = |n: NodeId| tensor_of(&values, n);
                     let _timer = crate::profile::scope(crate::profile::Category::Gemm);
                     let started = crate::profile::op_timing().then(std::time::Instant::now);
                     let order = sched.out_orders.get(&a.plan.mixed).map(Vec::as_slice);
@@ -602,11 +585,7 @@ impl Executor {
                         crate::profile::record_op(a.describe(), t.elapsed());
                     }
                     stats.nodes_run += 3;
-                    for (n, t) in outs {
-                        let slot = Slot::One(t);
-                        live += slot.bytes();
-                        values[n.index()] = Some(slot);
-                    }
+                    store(&mut values, &mut live, outs);
                 }
             }
             stats.peak_live_bytes = stats.peak_live_bytes.max(live);
@@ -772,6 +751,24 @@ impl Executor {
             });
         }
         Ok(Slot::One(t))
+    }
+}
+
+/// The tensor of a live single value.
+fn tensor_of(values: &[Option<Slot>], n: NodeId) -> Option<Tensor> {
+    match &values[n.index()] {
+        Some(Slot::One(t)) => Some(t.clone()),
+        _ => None,
+    }
+}
+
+/// Keep the outputs of a fused step (a kernel, an attention) as values,
+/// counting their bytes as live.
+fn store(values: &mut [Option<Slot>], live: &mut usize, outs: Vec<(NodeId, Tensor)>) {
+    for (n, t) in outs {
+        let slot = Slot::One(t);
+        *live += slot.bytes();
+        values[n.index()] = Some(slot);
     }
 }
 

@@ -97,21 +97,26 @@ pub fn find(g: &Graph, groups: &[Group], steps: &mut Vec<Step>) -> Vec<Attention
     if found.is_empty() {
         return found;
     }
-    let mut replaced: HashMap<Step, Option<usize>> = HashMap::new();
+    let mut replaced: HashMap<Step, Option<Step>> = HashMap::new();
     for (ai, a) in found.iter().enumerate() {
         replaced.insert(Step::Node(a.scores), None);
         replaced.insert(Step::Group(a.group), None);
-        replaced.insert(Step::Node(a.mixed), Some(ai));
+        replaced.insert(Step::Node(a.mixed), Some(Step::Attention(ai)));
     }
+    replace_steps(steps, &replaced);
+    found
+}
+
+/// Rewrite `steps`: each step in `replaced` is dropped (`None`) or becomes
+/// the step given; the others stay, in order.
+pub(super) fn replace_steps(steps: &mut Vec<Step>, replaced: &HashMap<Step, Option<Step>>) {
     *steps = steps
         .iter()
         .filter_map(|s| match replaced.get(s) {
             None => Some(*s),
-            Some(None) => None,
-            Some(Some(ai)) => Some(Step::Attention(*ai)),
+            Some(by) => *by,
         })
         .collect();
-    found
 }
 
 /// The value of a scalar constant node.

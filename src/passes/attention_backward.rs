@@ -23,7 +23,7 @@ use std::collections::HashMap;
 
 use crate::ir::{Graph, NodeId, Op, ReduceOp};
 
-use super::attention::{const_of, Attention, Scale};
+use super::attention::{const_of, replace_steps, Attention, Scale};
 use super::fuse::{Group, Step};
 
 /// The backward pass of one attention.
@@ -84,20 +84,13 @@ pub fn find(
     if found.is_empty() {
         return found;
     }
-    let mut replaced: HashMap<Step, Option<usize>> = HashMap::new();
+    let mut replaced: HashMap<Step, Option<Step>> = HashMap::new();
     for (bi, b) in found.iter().enumerate() {
         for (k, s) in b.unfused.iter().enumerate() {
-            replaced.insert(*s, (k == 0).then_some(bi));
+            replaced.insert(*s, (k == 0).then_some(Step::AttentionBackward(bi)));
         }
     }
-    *steps = steps
-        .iter()
-        .filter_map(|s| match replaced.get(s) {
-            None => Some(*s),
-            Some(None) => None,
-            Some(Some(bi)) => Some(Step::AttentionBackward(*bi)),
-        })
-        .collect();
+    replace_steps(steps, &replaced);
     found
 }
 

@@ -165,6 +165,31 @@ pub fn values(t: &Tensor) -> Vec<f64> {
         .expect("values")
 }
 
+/// Largest |a - b| relative to the tensors' largest finite magnitude, or to
+/// `floor` when that is smaller: an output that is zero analytically (the
+/// key bias's gradient under softmax) holds only rounding noise, which
+/// differs between summation orders. NaNs must sit in the same places.
+pub fn rel_error(a: &Tensor, b: &Tensor, floor: f64) -> f64 {
+    let (a, b) = (values(a), values(b));
+    assert_eq!(a.len(), b.len());
+    let scale = a
+        .iter()
+        .chain(&b)
+        .filter(|v| v.is_finite())
+        .fold(floor.max(1e-300), |m, v| m.max(v.abs()));
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| {
+            assert_eq!(x.is_nan(), y.is_nan(), "NaN in one run only");
+            if x == y || x.is_nan() {
+                0.0
+            } else {
+                (x - y).abs() / scale
+            }
+        })
+        .fold(0.0, f64::max)
+}
+
 pub fn assert_close(a: &[f64], b: &[f64], tol: f64) {
     assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
     for (x, y) in a.iter().zip(b) {
