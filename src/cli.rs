@@ -264,7 +264,7 @@ pub enum Stage {
     Grad,
     /// The IR graph after the optimization pipeline.
     Opt,
-    /// The fusion groups (compiled kernels) of the forward and training graphs.
+    /// The fusion groups (compiled kernels) and attention steps of the forward and training graphs.
     Kernels,
 }
 
