@@ -14,7 +14,7 @@
 //! order of the products and of the row sums, the scale's derivative as a
 //! product with `1 / c`; tested in f64 and f32, and by finite differences).
 
-use candle_core::{Device, Storage, Tensor};
+use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
 use crate::ir::{Graph, NodeId};
@@ -22,10 +22,10 @@ use crate::jit::KType;
 use crate::passes::attention::{Attention, Scale};
 use crate::passes::attention_backward::AttentionBackward;
 
-use super::super::kernels::matmul::{operand, Operand, OutLayout, SendPtr};
+use super::super::kernels::matmul::{Operand, OutLayout, SendPtr};
 use super::super::DimEnv;
 use super::lanes::{block, blocks, Lane, Out, LANES, ROWS};
-use super::THREADED_MACS;
+use super::{view, THREADED_MACS};
 
 /// An attention's backward pass bound to one set of dims.
 #[derive(Debug)]
@@ -140,18 +140,10 @@ impl BoundBackward {
     ) -> candle_core::Result<Vec<(NodeId, Tensor)>> {
         let guards: Vec<_> = ins.iter().map(|t| t.storage_and_layout()).collect();
         let b = &self.batch;
-        let mut views: Vec<Operand<T>> = Vec::with_capacity(5);
-        for (s, l) in &guards {
-            let Storage::Cpu(c) = &**s else {
-                candle_core::bail!("fused attention runs on the CPU only");
-            };
-            let d = T::cpu_storage_as_slice(c)?;
-            views.push(
-                operand(d, l.start_offset(), l.dims(), l.stride(), b).ok_or_else(|| {
-                    candle_core::Error::Msg("an operand lies outside its storage".into())
-                })?,
-            );
-        }
+        let views: Vec<Operand<T>> = guards
+            .iter()
+            .map(|(s, l)| view::<T>(s, l, b))
+            .collect::<candle_core::Result<_>>()?;
         let entries: usize = b.iter().product();
         let (t, dh, dv) = (self.t, self.dh, self.dv);
         // Output shapes: dV [.., t, dv], dQ [.., t, dh], dKt [.., dh, t].

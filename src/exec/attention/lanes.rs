@@ -24,9 +24,25 @@ pub(super) const ROWS: usize = 8;
 
 /// The float types the kernel runs in.
 pub(super) trait Lane: WithDType {
+    /// The kernel type of `Self`.
+    const KTYPE: KType;
+
     /// Softmax of the first `lens[i]` values of each row `i` of `s` (rows
     /// `keys` apart), in place, as the fused kernels' row softmax computes it.
-    fn softmax_rows(s: &mut [Self], keys: usize, lens: &[usize]);
+    fn softmax_rows(s: &mut [Self], keys: usize, lens: &[usize]) {
+        let softmax: RowStrip = strip::row(RowFunc::Softmax, Self::KTYPE);
+        for (i, len) in lens.iter().enumerate() {
+            let row = &mut s[i * keys..i * keys + len];
+            // SAFETY: the row holds `len` values, read and written in place.
+            unsafe {
+                softmax(
+                    row.as_ptr() as *const u8,
+                    row.as_mut_ptr() as *mut u8,
+                    *len as i64,
+                )
+            };
+        }
+    }
 
     /// `dst[k * keys + j] = src[at + k * rs + j * cs]` for `k < rows`,
     /// `j < cols`, by AVX-512 gathers; `false` (nothing written) where the
@@ -90,20 +106,7 @@ pub(super) trait Lane: WithDType {
 }
 
 impl Lane for f32 {
-    fn softmax_rows(s: &mut [f32], keys: usize, lens: &[usize]) {
-        let softmax: RowStrip = strip::row(RowFunc::Softmax, KType::F32);
-        for (i, len) in lens.iter().enumerate() {
-            let row = &mut s[i * keys..i * keys + len];
-            // SAFETY: the row holds `len` values, read and written in place.
-            unsafe {
-                softmax(
-                    row.as_ptr() as *const u8,
-                    row.as_mut_ptr() as *mut u8,
-                    *len as i64,
-                )
-            };
-        }
-    }
+    const KTYPE: KType = KType::F32;
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
@@ -288,20 +291,7 @@ unsafe fn exp_or_zero(isa: Avx512Isa, x: std::arch::x86_64::__m512) -> std::arch
 }
 
 impl Lane for f64 {
-    fn softmax_rows(s: &mut [f64], keys: usize, lens: &[usize]) {
-        let softmax: RowStrip = strip::row(RowFunc::Softmax, KType::F64);
-        for (i, len) in lens.iter().enumerate() {
-            let row = &mut s[i * keys..i * keys + len];
-            // SAFETY: the row holds `len` values, read and written in place.
-            unsafe {
-                softmax(
-                    row.as_ptr() as *const u8,
-                    row.as_mut_ptr() as *mut u8,
-                    *len as i64,
-                )
-            };
-        }
-    }
+    const KTYPE: KType = KType::F64;
 
     #[cfg(target_arch = "x86_64")]
     unsafe fn gather_rows_avx512(

@@ -83,6 +83,21 @@ fn portable_only() -> bool {
     false
 }
 
+/// A CPU tensor's elements seen as a batch (`b`) of strided matrices,
+/// every addressed element checked to lie in its storage.
+fn view<'d, T: Lane>(
+    storage: &'d Storage,
+    l: &candle_core::Layout,
+    b: &[usize],
+) -> candle_core::Result<Operand<'d, T>> {
+    let Storage::Cpu(c) = storage else {
+        candle_core::bail!("fused attention runs on the CPU only");
+    };
+    let d = T::cpu_storage_as_slice(c)?;
+    operand(d, l.start_offset(), l.dims(), l.stride(), b)
+        .ok_or_else(|| candle_core::Error::Msg("an operand lies outside its storage".into()))
+}
+
 /// The kernel type of IR type `d` when IR f32 runs as `float`.
 pub(super) fn kind(d: crate::sema::hir::DType, float: CDType) -> Option<KType> {
     match (d, float) {
@@ -170,25 +185,12 @@ impl BoundAttention {
         let (sq, lq) = q.storage_and_layout();
         let (sk, lk) = kt.storage_and_layout();
         let (sv, lv) = v.storage_and_layout();
-        let (Storage::Cpu(cq), Storage::Cpu(ck), Storage::Cpu(cv)) = (&*sq, &*sk, &*sv) else {
-            candle_core::bail!("fused attention runs on the CPU only");
-        };
-        let (dq, dk, dv) = (
-            T::cpu_storage_as_slice(cq)?,
-            T::cpu_storage_as_slice(ck)?,
-            T::cpu_storage_as_slice(cv)?,
-        );
         let b = &self.batch;
-        fn view<'d, T>(
-            d: &'d [T],
-            l: &candle_core::Layout,
-            b: &[usize],
-        ) -> candle_core::Result<Operand<'d, T>> {
-            operand(d, l.start_offset(), l.dims(), l.stride(), b).ok_or_else(|| {
-                candle_core::Error::Msg("an operand lies outside its storage".into())
-            })
-        }
-        let (q, kt, v) = (view(dq, lq, b)?, view(dk, lk, b)?, view(dv, lv, b)?);
+        let (q, kt, v) = (
+            view::<T>(&sq, lq, b)?,
+            view::<T>(&sk, lk, b)?,
+            view::<T>(&sv, lv, b)?,
+        );
         let entries: usize = b.iter().product();
         let mut mixed_shape = b.clone();
         mixed_shape.extend([self.tq, self.dv]);
